@@ -1,0 +1,93 @@
+//! One decision of each shipped example app on the real runtime (a warm,
+//! per-thread instance: the path a DNS query takes), plus the floor of a
+//! call (an app that only calls `respondEmpty`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use switchyard::openmix::{AppCode, Budget, CallOptions, DataSnapshot, Location, Request, runtime};
+
+fn data() -> Arc<DataSnapshot> {
+    let read = |p: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).expect(p)).expect(p)
+    };
+    let config = switchyard::config::Config::load(None, &Default::default()).expect("defaults");
+    Arc::new(DataSnapshot {
+        version: 1,
+        probes: DataSnapshot::probes_from_json(&read("examples/data/probes.json")).expect("probes"),
+        fusion: DataSnapshot::feed_from_json(&read("examples/data/fusion.json"), "fusion")
+            .expect("fusion"),
+        sonar: DataSnapshot::feed_from_json(&read("examples/data/sonar.json"), "sonar")
+            .expect("sonar"),
+        providers: config.providers,
+        ..Default::default()
+    })
+}
+
+fn request() -> Request {
+    Request {
+        ip_address: Some("198.51.100.7".parse().expect("ip")),
+        client: Location {
+            asn: 64510,
+            market: "EU".into(),
+            country: "DE".into(),
+            ..Default::default()
+        },
+        resolver_ip_address: Some("198.51.100.1".parse().expect("ip")),
+        hostname_prefix: String::new(),
+        query_type: "A".into(),
+        ..Request::default()
+    }
+}
+
+fn code(name: &str, source: String, version: u64) -> AppCode {
+    AppCode {
+        name: name.into(),
+        path: Path::new("apps").join(format!("{name}.js")),
+        source: Arc::from(source),
+        version,
+        // The bench measures speed, not the budget: a generous deadline
+        // keeps a GC pause on a busy machine from failing a run.
+        budget: Budget {
+            decision: std::time::Duration::from_secs(1),
+            ..Budget::default()
+        },
+        setup: None,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let data = data();
+    let mut group = c.benchmark_group("decide");
+    let floor = code(
+        "floor",
+        "function onRequest(q, r) { r.respondEmpty(); }".into(),
+        1,
+    );
+    group.bench_function("floor", |b| {
+        b.iter(|| {
+            runtime::decide(&floor, request(), &data, CallOptions::default()).expect("decides")
+        })
+    });
+    for (i, name) in ["best-rtt", "geo-map", "fusion-budget", "http-hosts"]
+        .iter()
+        .enumerate()
+    {
+        let src = std::fs::read_to_string(format!("apps/{name}.js")).expect("app source");
+        let app = code(name, src, i as u64 + 2);
+        group.bench_function(*name, |b| {
+            b.iter(
+                || match runtime::decide(&app, request(), &data, CallOptions::default()) {
+                    Ok(out) => out,
+                    Err(e) => panic!("{name}: {e}"),
+                },
+            )
+        });
+    }
+    group.finish();
+    runtime::clear();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

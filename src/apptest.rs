@@ -1,0 +1,548 @@
+//! `switchyard test`: app fixtures run on the real runtime.
+//!
+//! Each test gets a fresh app instance (source, fixture `setup`, `init`),
+//! then runs its requests in order on that instance, so apps that keep
+//! state are tested as the server runs them. `Math.random` and `Date` can
+//! be pinned per test; request fields, probes and feeds are exactly what
+//! the fixture lists. What passes here is what the server does: it is the
+//! same engine, host objects and budgets.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, anyhow, bail};
+use clap::Args;
+use serde::Deserialize;
+
+use crate::cli::ConfigArgs;
+use crate::geo::GeoDb;
+use crate::openmix::{
+    AppCode, AppError, AppInstance, CallOptions, DataSnapshot, FixtureRequest, RecordedCall,
+    Request,
+};
+
+/// `test` flags.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Fixture files or directories of them (`*.json`).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Print a machine-readable JSON report instead of lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Decision time budget in ms (default: the config's). Debug builds on
+    /// a busy machine may need more than the production 5 ms.
+    #[arg(long = "budget-ms")]
+    pub budget_ms: Option<u64>,
+    /// Configuration flags (GeoIP databases for `geo_ip`, budgets).
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fixture {
+    app: PathBuf,
+    setup: Option<String>,
+    providers: Option<serde_json::Value>,
+    tests: Vec<TestCase>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestCase {
+    name: String,
+    random: Option<Vec<f64>>,
+    now_ms: Option<f64>,
+    expect_init: Option<ExpectInit>,
+    #[serde(default)]
+    requests: Vec<TestRequest>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpectInit {
+    required_providers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestRequest {
+    #[serde(default)]
+    request: serde_json::Map<String, serde_json::Value>,
+    geo_ip: Option<std::net::IpAddr>,
+    #[serde(default)]
+    probes: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    data: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    query: BTreeMap<String, String>,
+    expect: Expect,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Expect {
+    Calls { calls: Vec<Vec<serde_json::Value>> },
+    Decision(ExpectDecision),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpectDecision {
+    provider: Option<String>,
+    cname: Option<String>,
+    ttl: Option<u32>,
+    reason: Option<String>,
+    status: Option<u16>,
+}
+
+const REQUEST_FIELDS: [&str; 14] = [
+    "asn",
+    "market",
+    "country",
+    "region",
+    "state",
+    "ip_address",
+    "resolver_asn",
+    "resolver_market",
+    "resolver_country",
+    "resolver_region",
+    "resolver_state",
+    "resolver_ip_address",
+    "hostname_prefix",
+    "query_type",
+];
+
+/// The result of one test.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TestResult {
+    /// Fixture file.
+    pub file: String,
+    /// Test name.
+    pub name: String,
+    /// Passed?
+    pub passed: bool,
+    /// Why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// Runs `switchyard test`; exit status 1 when anything failed.
+pub fn run(args: &TestArgs) -> anyhow::Result<()> {
+    let mut config = args.config.load()?;
+    if let Some(ms) = args.budget_ms {
+        config.budget.decision = std::time::Duration::from_millis(ms.max(1));
+    }
+    let geo = GeoDb::open(&crate::server::geo_paths(&config)).ok();
+    let mut files = Vec::new();
+    for p in &args.paths {
+        collect(p, &mut files)?;
+    }
+    if files.is_empty() {
+        bail!("no fixture files (*.json) found in {:?}", args.paths);
+    }
+    let mut results = Vec::new();
+    for file in &files {
+        results.extend(run_file(file, &config, geo.as_ref()));
+    }
+    let passed = results.iter().filter(|r| r.passed).count();
+    let failed = results.len() - passed;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "passed": passed, "failed": failed, "tests": results })
+            )?
+        );
+    } else {
+        for r in &results {
+            match &r.failure {
+                None => println!("ok   {}: {}", r.file, r.name),
+                Some(why) => println!("FAIL {}: {}: {why}", r.file, r.name),
+            }
+        }
+        println!("{passed} passed, {failed} failed");
+    }
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn collect(p: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    if p.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+            .with_context(|| format!("{}: cannot read directory", p.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for e in entries {
+            if e.is_dir() || e.extension().is_some_and(|x| x == "json") {
+                collect(&e, out)?;
+            }
+        }
+    } else if p.is_file() {
+        out.push(p.to_path_buf());
+    } else {
+        bail!("{}: no such file or directory", p.display());
+    }
+    Ok(())
+}
+
+/// Runs every test of one fixture file. A broken fixture is one failed
+/// result naming the file and what is wrong.
+pub fn run_file(
+    file: &Path,
+    config: &crate::config::Config,
+    geo: Option<&GeoDb>,
+) -> Vec<TestResult> {
+    let shown = file.display().to_string();
+    let broken = |why: String| {
+        vec![TestResult {
+            file: shown.clone(),
+            name: "(fixture)".into(),
+            passed: false,
+            failure: Some(why),
+        }]
+    };
+    let fixture = match load_fixture(file) {
+        Ok(f) => f,
+        Err(e) => return broken(format!("{e:#}")),
+    };
+    let app_path = if fixture.app.is_absolute() || fixture.app.exists() {
+        fixture.app.clone()
+    } else {
+        file.parent().unwrap_or(Path::new(".")).join(&fixture.app)
+    };
+    let source = match std::fs::read_to_string(&app_path) {
+        Ok(s) => s,
+        Err(e) => {
+            return broken(format!(
+                "key \"app\": cannot read {}: {e}",
+                app_path.display()
+            ));
+        }
+    };
+    let name = app_path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("app")
+        .to_string();
+    let data = Arc::new(DataSnapshot {
+        providers: config.providers.clone(),
+        ..DataSnapshot::default()
+    });
+    let mut results = Vec::new();
+    for (i, test) in fixture.tests.iter().enumerate() {
+        let failure = run_test(
+            test,
+            &fixture,
+            &name,
+            &app_path,
+            &source,
+            config,
+            geo,
+            &data,
+            i as u64 + 1,
+        )
+        .err();
+        results.push(TestResult {
+            file: shown.clone(),
+            name: test.name.clone(),
+            passed: failure.is_none(),
+            failure,
+        });
+    }
+    results
+}
+
+fn load_fixture(file: &Path) -> anyhow::Result<Fixture> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("{}: cannot read", file.display()))?;
+    let fixture: Fixture =
+        serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    for (i, t) in fixture.tests.iter().enumerate() {
+        for (j, r) in t.requests.iter().enumerate() {
+            for key in r.request.keys() {
+                if !REQUEST_FIELDS.contains(&key.as_str()) {
+                    bail!(
+                        "{}: tests[{i}].requests[{j}].request: unknown field \"{key}\" (known: {})",
+                        file.display(),
+                        REQUEST_FIELDS.join(", ")
+                    );
+                }
+            }
+            for key in r.probes.keys() {
+                if !crate::openmix::data::PROBE_NAMES.contains(&key.as_str()) {
+                    bail!(
+                        "{}: tests[{i}].requests[{j}].probes: unknown probe \"{key}\"",
+                        file.display()
+                    );
+                }
+            }
+            for key in r.data.keys() {
+                if !matches!(key.as_str(), "fusion" | "sonar") {
+                    bail!(
+                        "{}: tests[{i}].requests[{j}].data: unknown feed \"{key}\" (known: fusion, sonar)",
+                        file.display()
+                    );
+                }
+            }
+            if let Expect::Calls { calls } = &r.expect {
+                for (k, c) in calls.iter().enumerate() {
+                    if !c.first().is_some_and(serde_json::Value::is_string) {
+                        bail!(
+                            "{}: tests[{i}].requests[{j}].expect.calls[{k}]: must start with a method name",
+                            file.display()
+                        );
+                    }
+                }
+            }
+        }
+        if t.random.as_ref().is_some_and(Vec::is_empty) {
+            bail!(
+                "{}: tests[{i}].random: must list at least one value",
+                file.display()
+            );
+        }
+    }
+    Ok(fixture)
+}
+
+/// JS run before the app: pins `Math.random` and `Date` for one test.
+fn injection(test: &TestCase) -> Option<String> {
+    let mut js = String::new();
+    if let Some(values) = &test.random {
+        let list = serde_json::to_string(values).unwrap_or_else(|_| "[0]".into());
+        js.push_str(&format!(
+            "(function (values) {{ var i = 0; Math.random = function random() {{ var v = values[Math.min(i, values.length - 1)]; i += 1; return v; }}; }})({list});\n"
+        ));
+    }
+    if let Some(now) = test.now_ms {
+        js.push_str(&format!(
+            "(function (pinned) {{ var RealDate = Date;
+  var FakeDate = function Date(y, m, d, h, mi, s, ms) {{
+    var n = arguments.length;
+    if (!(this instanceof FakeDate)) {{ return new RealDate(pinned).toString(); }}
+    if (n === 0) {{ return new RealDate(pinned); }}
+    if (n === 1) {{ return new RealDate(y); }}
+    return new RealDate(y, m, n > 2 ? d : 1, n > 3 ? h : 0, n > 4 ? mi : 0, n > 5 ? s : 0, n > 6 ? ms : 0);
+  }};
+  FakeDate.prototype = RealDate.prototype;
+  FakeDate.now = function now() {{ return pinned; }};
+  FakeDate.UTC = RealDate.UTC;
+  FakeDate.parse = RealDate.parse;
+  Date = FakeDate;
+}})({now});\n"
+        ));
+    }
+    (!js.is_empty()).then_some(js)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_test(
+    test: &TestCase,
+    fixture: &Fixture,
+    name: &str,
+    path: &Path,
+    source: &str,
+    config: &crate::config::Config,
+    geo: Option<&GeoDb>,
+    data: &Arc<DataSnapshot>,
+    version: u64,
+) -> Result<(), String> {
+    // The pins go in front of the app so its top level sees them too; the
+    // line numbers of errors are kept by putting them on the app's first line.
+    let full = match injection(test) {
+        Some(js) => format!("{} {source}", js.replace('\n', " ")),
+        None => source.to_string(),
+    };
+    let code = AppCode {
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        source: Arc::from(full),
+        version,
+        budget: config.budget,
+        setup: fixture.setup.as_deref().map(Arc::from),
+    };
+    let (mut app, meta) =
+        AppInstance::load(&code, data, fixture.providers.clone()).map_err(|e| describe(&e))?;
+    if let Some(want) = test
+        .expect_init
+        .as_ref()
+        .and_then(|e| e.required_providers.as_ref())
+        && *want != meta.providers
+    {
+        return Err(format!(
+            "init: required providers: expected {want:?}, got {:?}",
+            meta.providers
+        ));
+    }
+    for (i, r) in test.requests.iter().enumerate() {
+        let mut fields = serde_json::Map::new();
+        if let (Some(ip), Some(geo)) = (r.geo_ip, geo) {
+            let g = geo.lookup(ip);
+            let ip = serde_json::Value::from(ip.to_string());
+            for (k, v) in [
+                ("asn", serde_json::Value::from(g.asn)),
+                ("market", g.market.clone().into()),
+                ("country", g.country.clone().into()),
+                ("region", g.region.clone().into()),
+                ("state", g.state.clone().into()),
+                ("ip_address", ip.clone()),
+            ] {
+                fields.insert(k.to_string(), v.clone());
+                fields.insert(format!("resolver_{k}"), v);
+            }
+        } else if r.geo_ip.is_some() {
+            return Err(format!(
+                "request {}: geo_ip needs GeoIP databases (see --geo-city, --geo-asn)",
+                i + 1
+            ));
+        }
+        fields.extend(r.request.clone());
+        let fixture = FixtureRequest {
+            fields,
+            probes: r.probes.clone(),
+            data: r.data.clone(),
+        };
+        let request = Request {
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            query: r
+                .query
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            ..Request::default()
+        };
+        let out = app
+            .decide(
+                request,
+                data,
+                CallOptions {
+                    record: true,
+                    fixture: Some(fixture),
+                },
+            )
+            .map_err(|e| format!("request {}: {}", i + 1, describe(&e)));
+        match &r.expect {
+            Expect::Calls { calls } => {
+                let got = match out {
+                    Ok(o) => o.calls,
+                    Err(e) if matches!(e.as_str(), s if s.ends_with("onRequest made no decision")) => {
+                        Vec::new()
+                    }
+                    Err(e) => return Err(e),
+                };
+                compare_calls(calls, &got).map_err(|e| format!("request {}: {e}", i + 1))?;
+            }
+            Expect::Decision(want) => {
+                let d = out?.decision;
+                let cname = d.answers.iter().find_map(|a| match a {
+                    crate::openmix::Answer::Cname(c) => Some(c.clone()),
+                    _ => None,
+                });
+                let mut diffs = Vec::new();
+                if want.provider.is_some() && want.provider != d.provider {
+                    diffs.push(format!(
+                        "provider: expected {:?}, got {:?}",
+                        want.provider, d.provider
+                    ));
+                }
+                if want.cname.is_some() && want.cname != cname {
+                    diffs.push(format!("cname: expected {:?}, got {:?}", want.cname, cname));
+                }
+                if want.ttl.is_some() && want.ttl != d.ttl {
+                    diffs.push(format!("ttl: expected {:?}, got {:?}", want.ttl, d.ttl));
+                }
+                if want.reason.is_some() && want.reason != d.reason {
+                    diffs.push(format!(
+                        "reason: expected {:?}, got {:?}",
+                        want.reason, d.reason
+                    ));
+                }
+                if want.status.is_some() && want.status != d.status {
+                    diffs.push(format!(
+                        "status: expected {:?}, got {:?}",
+                        want.status, d.status
+                    ));
+                }
+                if !diffs.is_empty() {
+                    return Err(format!("request {}: {}", i + 1, diffs.join("; ")));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn describe(e: &AppError) -> String {
+    match e.line() {
+        Some(l) => format!("{e} (app line {l})"),
+        None => e.to_string(),
+    }
+}
+
+/// JSON equality with numbers compared by value (20 equals 20.0).
+pub fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+fn show(call: &[serde_json::Value]) -> String {
+    serde_json::to_string(call).unwrap_or_default()
+}
+
+/// Compares the expected call list with what the app did; the error names
+/// the first difference.
+fn compare_calls(want: &[Vec<serde_json::Value>], got: &[RecordedCall]) -> Result<(), String> {
+    let got: Vec<Vec<serde_json::Value>> = got
+        .iter()
+        .map(|c| {
+            std::iter::once(serde_json::Value::from(c.method))
+                .chain(c.args.iter().cloned())
+                .collect()
+        })
+        .collect();
+    for i in 0..want.len().max(got.len()) {
+        match (want.get(i), got.get(i)) {
+            (Some(w), Some(g))
+                if w.len() == g.len() && w.iter().zip(g).all(|(a, b)| same(a, b)) => {}
+            (Some(w), Some(g)) => {
+                return Err(format!(
+                    "call {} differs: expected {}, got {}",
+                    i + 1,
+                    show(w),
+                    show(g)
+                ));
+            }
+            (Some(w), None) => {
+                return Err(format!(
+                    "call {} missing: expected {}, the app made no more calls",
+                    i + 1,
+                    show(w)
+                ));
+            }
+            (None, Some(g)) => return Err(format!("call {} unexpected: got {}", i + 1, show(g))),
+            (None, None) => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,850 @@
+//! Configuration: a serde mirror of `switchyard.toml`, then checks.
+//!
+//! Two stages, as ripgrep does with its flags: [`RawConfig`] is what the TOML
+//! says, [`Config`] is validated and ready (addresses parsed, zones checked,
+//! fallbacks classified). Every error names the file and the key. With no
+//! file, the built-in defaults are `examples/switchyard.toml`, compiled in.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::openmix::decision::classify_host;
+use crate::openmix::{Answer, Budget, ProviderInfo};
+
+/// The configuration used when no file is given.
+pub const DEFAULT_CONFIG: &str = include_str!("../examples/switchyard.toml");
+
+/// A configuration error, naming the file and key.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    /// The file (or `<built-in defaults>`).
+    pub file: String,
+    /// What is wrong, starting with the key.
+    pub message: String,
+}
+
+/// `switchyard.toml` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    geo: RawGeo,
+    #[serde(default)]
+    budget: RawBudget,
+    #[serde(default, rename = "zone")]
+    zones: Vec<RawZone>,
+    #[serde(default)]
+    providers: BTreeMap<String, ProviderInfo>,
+    #[serde(default)]
+    apps: BTreeMap<String, RawAppSettings>,
+    #[serde(default)]
+    data: RawData,
+    #[serde(default)]
+    fusion: Vec<FusionFeed>,
+    #[serde(default)]
+    sonar: Vec<SonarCheck>,
+    #[serde(default)]
+    leaderboard: RawLeaderboard,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLeaderboard {
+    secret: Option<String>,
+    postgres: Option<String>,
+    source: Option<String>,
+    refresh_secs: Option<u64>,
+    window_secs: Option<u64>,
+    #[serde(default)]
+    orchestrators: BTreeMap<String, String>,
+    regions: Option<Vec<crate::stats::Region>>,
+}
+
+/// Where the probe refresher reads aggregated stats.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProbeSource {
+    /// No refresher.
+    Off,
+    /// This node's own stats store.
+    Local,
+    /// Another leaderboard's base URL (`…/api/aggregated_stats` is appended).
+    Remote(String),
+}
+
+/// The leaderboard stats store and the probe mapping.
+#[derive(Debug, Clone)]
+pub struct Leaderboard {
+    /// HMAC key of `POST /api/post_stats` (env `SECRET` wins); `None`: posting off.
+    pub secret: Option<String>,
+    /// PostgreSQL URL (env `POSTGRES` wins); `None`: SQLite in the data dir.
+    pub postgres: Option<String>,
+    /// Where probe values come from.
+    pub source: ProbeSource,
+    /// Seconds between refreshes.
+    pub refresh: Duration,
+    /// Window of the aggregated query.
+    pub window: Duration,
+    /// Orchestrator address (lower-case) → provider alias.
+    pub orchestrators: BTreeMap<String, String>,
+    /// Configured regions.
+    pub regions: crate::stats::RegionSet,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawData {
+    probes: Option<PathBuf>,
+    stale_secs: Option<u64>,
+}
+
+/// A Fusion feed: a provider's data fetched from a URL or read from a file.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FusionFeed {
+    /// Provider alias the data is for.
+    pub provider: String,
+    /// HTTP(S) URL to GET.
+    pub url: Option<String>,
+    /// File to read.
+    pub file: Option<PathBuf>,
+    /// Seconds between fetches.
+    #[serde(default = "default_fusion_interval")]
+    pub interval_secs: u64,
+    /// Fetch timeout.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// A Sonar health check of one provider.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SonarCheck {
+    /// Provider alias.
+    pub provider: String,
+    /// HTTP(S) URL to GET.
+    pub url: Option<String>,
+    /// Expected HTTP status (default 200).
+    #[serde(default = "default_status")]
+    pub expect_status: u16,
+    /// `host:port` to connect to over TCP, instead of a URL.
+    pub tcp: Option<String>,
+    /// Seconds between checks.
+    #[serde(default = "default_sonar_interval")]
+    pub interval_secs: u64,
+    /// Check timeout.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Consecutive successes before a down provider is up again.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failures before an up provider is down.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+}
+
+fn default_fusion_interval() -> u64 {
+    30
+}
+fn default_sonar_interval() -> u64 {
+    5
+}
+fn default_timeout_ms() -> u64 {
+    2000
+}
+fn default_status() -> u16 {
+    200
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    dns: Option<Vec<String>>,
+    http: Option<String>,
+    admin: Option<String>,
+    apps: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    max_udp_payload: Option<u16>,
+    api_token: Option<String>,
+    max_connections: Option<usize>,
+    max_body_bytes: Option<usize>,
+    header_timeout_ms: Option<u64>,
+    memory_limit_mb: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGeo {
+    city: Option<PathBuf>,
+    asn: Option<PathBuf>,
+    overrides: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    decision_ms: Option<u64>,
+    load_ms: Option<u64>,
+    memory_mb: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZone {
+    name: String,
+    ttl: Option<u32>,
+    #[serde(default)]
+    ns: Vec<String>,
+    #[serde(default)]
+    soa: RawSoa,
+    #[serde(default)]
+    records: Vec<RawRecord>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSoa {
+    mname: Option<String>,
+    rname: Option<String>,
+    serial: Option<u32>,
+    refresh: Option<i32>,
+    retry: Option<i32>,
+    expire: Option<i32>,
+    minimum: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecord {
+    name: String,
+    #[serde(rename = "type")]
+    rtype: String,
+    value: String,
+    ttl: Option<u32>,
+    priority: Option<u16>,
+}
+
+/// Per-app settings, from `[apps.NAME]` in the config or a sidecar `NAME.toml`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAppSettings {
+    /// Default TTL of the app's answers.
+    pub ttl: Option<u32>,
+    /// Fallback answer: a host name or a list of addresses.
+    pub fallback: Option<StringOrList>,
+    /// Decision time budget override, in ms.
+    pub budget_ms: Option<u64>,
+    /// Memory budget override, in MB.
+    pub memory_mb: Option<u64>,
+    /// Provider aliases the app is expected to declare.
+    #[serde(default)]
+    pub providers: Vec<String>,
+}
+
+/// A TOML value that may be one string or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StringOrList {
+    /// One string.
+    One(String),
+    /// A list.
+    Many(Vec<String>),
+}
+
+/// Checked per-app settings.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct AppSettings {
+    /// Default TTL (else the zone's).
+    pub ttl: Option<u32>,
+    /// Answer served when the app fails.
+    pub fallback: Vec<Answer>,
+    /// Budgets for this app.
+    pub budget: Budget,
+    /// Provider aliases the app is expected to declare.
+    pub providers: Vec<String>,
+}
+
+impl RawAppSettings {
+    /// Checks the settings against the global budget; `what` names the
+    /// source for messages (`apps/foo.toml` or `[apps.foo]`).
+    pub fn check(&self, base: Budget, what: &str) -> Result<AppSettings, String> {
+        let mut budget = base;
+        if let Some(ms) = self.budget_ms {
+            if ms == 0 || ms > 10_000 {
+                return Err(format!("{what}: budget_ms must be 1..=10000, got {ms}"));
+            }
+            budget.decision = Duration::from_millis(ms);
+        }
+        if let Some(mb) = self.memory_mb {
+            if mb == 0 || mb > 4096 {
+                return Err(format!("{what}: memory_mb must be 1..=4096, got {mb}"));
+            }
+            budget.memory = (mb as usize) << 20;
+        }
+        let fallback = match &self.fallback {
+            None => Vec::new(),
+            Some(StringOrList::One(s)) => vec![parse_fallback(s, what)?],
+            Some(StringOrList::Many(v)) => v
+                .iter()
+                .map(|s| parse_fallback(s, what))
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(AppSettings {
+            ttl: self.ttl,
+            fallback,
+            budget,
+            providers: self.providers.clone(),
+        })
+    }
+}
+
+fn parse_fallback(s: &str, what: &str) -> Result<Answer, String> {
+    classify_host(s).map_err(|e| format!("{what}: fallback: {e}"))
+}
+
+/// A static record served without any app.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaticRecord {
+    /// Fully qualified, lower-case owner name with trailing dot.
+    pub name: String,
+    /// Record type: A, AAAA, CNAME, TXT or MX.
+    pub rtype: String,
+    /// Value as written (address, name, text).
+    pub value: String,
+    /// TTL.
+    pub ttl: u32,
+    /// MX preference.
+    pub priority: u16,
+}
+
+/// SOA fields of a zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Soa {
+    /// Primary name server.
+    pub mname: String,
+    /// Responsible mailbox, as a name.
+    pub rname: String,
+    /// Serial.
+    pub serial: u32,
+    /// Refresh seconds.
+    pub refresh: i32,
+    /// Retry seconds.
+    pub retry: i32,
+    /// Expire seconds.
+    pub expire: i32,
+    /// Negative-answer TTL.
+    pub minimum: u32,
+}
+
+/// A checked zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Zone {
+    /// Lower-case name with trailing dot, e.g. `switchyard.test.`.
+    pub name: String,
+    /// Default TTL of app answers in this zone.
+    pub ttl: u32,
+    /// Name servers.
+    pub ns: Vec<String>,
+    /// Start of authority.
+    pub soa: Soa,
+    /// Static records.
+    pub records: Vec<StaticRecord>,
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from.
+    pub source: String,
+    /// DNS listen addresses (UDP and TCP each).
+    pub dns: Vec<SocketAddr>,
+    /// Public HTTP decision endpoint.
+    pub http: SocketAddr,
+    /// Operations and `/api/*`.
+    pub admin: SocketAddr,
+    /// Apps directory.
+    pub apps_dir: PathBuf,
+    /// Data directory (SQLite, quarantine slots).
+    pub data_dir: PathBuf,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Largest UDP response payload offered.
+    pub max_udp_payload: u16,
+    /// Bearer token for `/api/*` writes (writes are off without one).
+    pub api_token: Option<String>,
+    /// Most open HTTP connections per listener.
+    pub max_connections: usize,
+    /// Largest HTTP request body accepted.
+    pub max_body_bytes: usize,
+    /// Time a client has to send its request headers.
+    pub header_timeout: Duration,
+    /// Address-space cap of the serving process, in bytes (the supervisor
+    /// restarts it when a runaway hits the cap).
+    pub memory_limit: Option<u64>,
+    /// GeoIP City database.
+    pub geo_city: Option<PathBuf>,
+    /// GeoIP ASN database.
+    pub geo_asn: Option<PathBuf>,
+    /// Code override table.
+    pub geo_overrides: Option<PathBuf>,
+    /// Default budgets.
+    pub budget: Budget,
+    /// Zones served.
+    pub zones: Vec<Zone>,
+    /// Configured providers, in name order.
+    pub providers: Vec<(String, ProviderInfo)>,
+    /// `[apps.NAME]` settings (a sidecar file overrides them).
+    pub apps: BTreeMap<String, RawAppSettings>,
+    /// Static probe values (JSON file in the Openmix `getProbe` shape).
+    pub static_probes: Option<PathBuf>,
+    /// Age after which a feed without a fresh value is reported stale.
+    pub stale_after: Duration,
+    /// Fusion feeds.
+    pub fusion: Vec<FusionFeed>,
+    /// Sonar checks.
+    pub sonar: Vec<SonarCheck>,
+    /// The leaderboard stats store and probe refresher.
+    pub leaderboard: Leaderboard,
+}
+
+/// Command-line overrides shared by `serve`, `decide` and `geo`.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--dns` (repeatable).
+    pub dns: Vec<String>,
+    /// `--http`.
+    pub http: Option<String>,
+    /// `--admin`.
+    pub admin: Option<String>,
+    /// `--apps`.
+    pub apps: Option<PathBuf>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--geo-city`.
+    pub geo_city: Option<PathBuf>,
+    /// `--geo-asn`.
+    pub geo_asn: Option<PathBuf>,
+    /// `--zone`.
+    pub zone: Option<String>,
+}
+
+impl Config {
+    /// Loads `path`, or the built-in defaults when `path` is `None`, and
+    /// applies the command-line overrides.
+    pub fn load(path: Option<&Path>, over: &Overrides) -> Result<Config, ConfigError> {
+        let (text, source) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p).map_err(|e| ConfigError {
+                    file: p.display().to_string(),
+                    message: format!("cannot read: {e}"),
+                })?,
+                p.display().to_string(),
+            ),
+            None => (
+                DEFAULT_CONFIG.to_string(),
+                "<built-in defaults>".to_string(),
+            ),
+        };
+        Self::parse(&text, &source, over)
+    }
+
+    /// Parses and checks configuration text; `source` names it in errors.
+    pub fn parse(text: &str, source: &str, over: &Overrides) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError {
+            file: source.to_string(),
+            message,
+        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| err(e.to_string().trim().to_string()))?;
+        let addr = |key: &str, s: &str| -> Result<SocketAddr, ConfigError> {
+            s.parse()
+                .map_err(|_| err(format!("{key}: '{s}' is not an IP:port address")))
+        };
+        let dns_list = if !over.dns.is_empty() {
+            over.dns.clone()
+        } else {
+            raw.server
+                .dns
+                .clone()
+                .unwrap_or_else(|| vec!["127.0.0.1:5353".into()])
+        };
+        let dns = dns_list
+            .iter()
+            .map(|s| addr("server.dns", s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let http = addr(
+            "server.http",
+            over.http
+                .as_deref()
+                .or(raw.server.http.as_deref())
+                .unwrap_or("127.0.0.1:8080"),
+        )?;
+        let admin = addr(
+            "server.admin",
+            over.admin
+                .as_deref()
+                .or(raw.server.admin.as_deref())
+                .unwrap_or("127.0.0.1:8081"),
+        )?;
+        let trusted_proxies = raw
+            .server
+            .trusted_proxies
+            .iter()
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        err(format!(
+                            "server.trusted_proxies: '{s}' is not an address or CIDR"
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let max_udp_payload = raw.server.max_udp_payload.unwrap_or(1232);
+        if max_udp_payload < 512 {
+            return Err(err(format!(
+                "server.max_udp_payload: must be at least 512, got {max_udp_payload}"
+            )));
+        }
+
+        let mut budget = Budget::default();
+        if let Some(ms) = raw.budget.decision_ms {
+            if ms == 0 || ms > 10_000 {
+                return Err(err(format!(
+                    "budget.decision_ms: must be 1..=10000, got {ms}"
+                )));
+            }
+            budget.decision = Duration::from_millis(ms);
+        }
+        if let Some(ms) = raw.budget.load_ms {
+            if ms == 0 || ms > 60_000 {
+                return Err(err(format!("budget.load_ms: must be 1..=60000, got {ms}")));
+            }
+            budget.load = Duration::from_millis(ms);
+        }
+        if let Some(mb) = raw.budget.memory_mb {
+            if mb == 0 || mb > 4096 {
+                return Err(err(format!("budget.memory_mb: must be 1..=4096, got {mb}")));
+            }
+            budget.memory = (mb as usize) << 20;
+        }
+
+        let mut raw_zones = raw.zones;
+        if let Some(z) = &over.zone {
+            raw_zones = vec![RawZone {
+                name: z.clone(),
+                ttl: raw_zones.first().and_then(|z| z.ttl),
+                ns: Vec::new(),
+                soa: RawSoa::default(),
+                records: Vec::new(),
+            }];
+        }
+        if raw_zones.is_empty() {
+            raw_zones.push(RawZone {
+                name: "switchyard.test.".into(),
+                ttl: None,
+                ns: Vec::new(),
+                soa: RawSoa::default(),
+                records: Vec::new(),
+            });
+        }
+        let mut zones = Vec::new();
+        for (i, z) in raw_zones.into_iter().enumerate() {
+            zones.push(check_zone(z, i).map_err(err)?);
+        }
+        for (i, a) in zones.iter().enumerate() {
+            if zones[..i].iter().any(|b| b.name == a.name) {
+                return Err(err(format!("zone: '{}' is configured twice", a.name)));
+            }
+        }
+
+        for (name, settings) in &raw.apps {
+            settings
+                .check(budget, &format!("apps.{name}"))
+                .map_err(err)?;
+        }
+        for (alias, p) in &raw.providers {
+            if let Some(lat) = p.latitude
+                && !(-90.0..=90.0).contains(&lat)
+            {
+                return Err(err(format!(
+                    "providers.{alias}.latitude: {lat} is out of range"
+                )));
+            }
+            if let Some(lon) = p.longitude
+                && !(-180.0..=180.0).contains(&lon)
+            {
+                return Err(err(format!(
+                    "providers.{alias}.longitude: {lon} is out of range"
+                )));
+            }
+        }
+
+        for (i, f) in raw.fusion.iter().enumerate() {
+            if f.url.is_some() == f.file.is_some() {
+                return Err(err(format!(
+                    "fusion[{i}]: give exactly one of url and file"
+                )));
+            }
+            if let Some(u) = &f.url
+                && !(u.starts_with("http://") || u.starts_with("https://"))
+            {
+                return Err(err(format!("fusion[{i}].url: '{u}' is not an http(s) URL")));
+            }
+            if f.interval_secs == 0 || f.timeout_ms == 0 {
+                return Err(err(format!(
+                    "fusion[{i}]: interval_secs and timeout_ms must be positive"
+                )));
+            }
+        }
+        for (i, c) in raw.sonar.iter().enumerate() {
+            if c.url.is_some() == c.tcp.is_some() {
+                return Err(err(format!("sonar[{i}]: give exactly one of url and tcp")));
+            }
+            if let Some(u) = &c.url
+                && !(u.starts_with("http://") || u.starts_with("https://"))
+            {
+                return Err(err(format!("sonar[{i}].url: '{u}' is not an http(s) URL")));
+            }
+            if c.interval_secs == 0 || c.timeout_ms == 0 || c.rise == 0 || c.fall == 0 {
+                return Err(err(format!(
+                    "sonar[{i}]: interval_secs, timeout_ms, rise and fall must be positive"
+                )));
+            }
+        }
+
+        let lb = raw.leaderboard;
+        let regions = match lb.regions {
+            Some(list) => crate::stats::RegionSet::new(list)
+                .map_err(|e| err(format!("leaderboard.regions: {e}")))?,
+            None => crate::stats::RegionSet::default(),
+        };
+        let probe_source = match lb.source.as_deref().map(str::trim) {
+            None | Some("") | Some("off") => ProbeSource::Off,
+            Some("local") => ProbeSource::Local,
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                ProbeSource::Remote(u.trim_end_matches('/').to_string())
+            }
+            Some(other) => {
+                return Err(err(format!(
+                    "leaderboard.source: '{other}' is not off, local or an http(s) URL"
+                )));
+            }
+        };
+        for (orch, alias) in &lb.orchestrators {
+            if alias.is_empty() || orch.is_empty() {
+                return Err(err(format!(
+                    "leaderboard.orchestrators: '{orch}' = '{alias}' must both be non-empty"
+                )));
+            }
+        }
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let leaderboard = Leaderboard {
+            secret: env("SECRET").or(lb.secret).filter(|s| !s.is_empty()),
+            postgres: env("POSTGRES").or(lb.postgres).filter(|s| !s.is_empty()),
+            source: probe_source,
+            refresh: Duration::from_secs(lb.refresh_secs.unwrap_or(10).max(1)),
+            window: Duration::from_secs(lb.window_secs.unwrap_or(86_400).max(1)),
+            orchestrators: lb
+                .orchestrators
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect(),
+            regions,
+        };
+
+        Ok(Config {
+            source: source.to_string(),
+            dns,
+            http,
+            admin,
+            apps_dir: over
+                .apps
+                .clone()
+                .or(raw.server.apps)
+                .unwrap_or_else(|| "apps".into()),
+            data_dir: over
+                .data_dir
+                .clone()
+                .or(raw.server.data_dir)
+                .unwrap_or_else(|| "data".into()),
+            trusted_proxies,
+            max_udp_payload,
+            api_token: raw.server.api_token.clone().filter(|t| !t.is_empty()),
+            max_connections: raw.server.max_connections.unwrap_or(1024).max(1),
+            max_body_bytes: raw.server.max_body_bytes.unwrap_or(64 * 1024),
+            header_timeout: Duration::from_millis(
+                raw.server.header_timeout_ms.unwrap_or(5000).max(1),
+            ),
+            memory_limit: raw
+                .server
+                .memory_limit_mb
+                .filter(|m| *m > 0)
+                .map(|m| m << 20),
+            geo_city: over.geo_city.clone().or(raw.geo.city),
+            geo_asn: over.geo_asn.clone().or(raw.geo.asn),
+            geo_overrides: raw.geo.overrides,
+            budget,
+            zones,
+            providers: raw.providers.into_iter().collect(),
+            apps: raw.apps,
+            static_probes: raw.data.probes,
+            stale_after: Duration::from_secs(raw.data.stale_secs.unwrap_or(120).max(1)),
+            fusion: raw.fusion,
+            sonar: raw.sonar,
+            leaderboard,
+        })
+    }
+
+    /// Settings for app `name` from `[apps.NAME]` (defaults when absent).
+    pub fn app_settings(&self, name: &str) -> AppSettings {
+        self.apps
+            .get(name)
+            .and_then(|s| s.check(self.budget, name).ok())
+            .unwrap_or_else(|| AppSettings {
+                budget: self.budget,
+                ..AppSettings::default()
+            })
+    }
+
+    /// The default TTL of the first zone (used by `decide`).
+    pub fn default_ttl(&self) -> u32 {
+        self.zones.first().map_or(20, |z| z.ttl)
+    }
+}
+
+/// Lower-cases and adds the trailing dot.
+pub fn fqdn(name: &str) -> String {
+    let mut n = name.trim().to_ascii_lowercase();
+    if !n.ends_with('.') {
+        n.push('.');
+    }
+    n
+}
+
+fn check_zone(z: RawZone, i: usize) -> Result<Zone, String> {
+    let key = format!("zone[{i}]");
+    let name = fqdn(&z.name);
+    crate::openmix::decision::check_hostname(&name).map_err(|e| format!("{key}.name: {e}"))?;
+    let ns: Vec<String> = if z.ns.is_empty() {
+        vec![format!("ns1.{name}")]
+    } else {
+        z.ns.iter().map(|n| fqdn(n)).collect()
+    };
+    for n in &ns {
+        crate::openmix::decision::check_hostname(n).map_err(|e| format!("{key}.ns: {e}"))?;
+    }
+    let soa = Soa {
+        mname: z
+            .soa
+            .mname
+            .as_deref()
+            .map(fqdn)
+            .unwrap_or_else(|| ns[0].clone()),
+        rname: z
+            .soa
+            .rname
+            .as_deref()
+            .map(fqdn)
+            .unwrap_or_else(|| format!("hostmaster.{name}")),
+        serial: z.soa.serial.unwrap_or(1),
+        refresh: z.soa.refresh.unwrap_or(3600),
+        retry: z.soa.retry.unwrap_or(600),
+        expire: z.soa.expire.unwrap_or(604_800),
+        minimum: z.soa.minimum.unwrap_or(60),
+    };
+    let ttl = z.ttl.unwrap_or(20);
+    let mut records = Vec::new();
+    for (j, r) in z.records.into_iter().enumerate() {
+        let rkey = format!("{key}.records[{j}]");
+        let owner = if r.name == "@" {
+            name.clone()
+        } else if r.name.ends_with('.') {
+            fqdn(&r.name)
+        } else {
+            fqdn(&format!("{}.{name}", r.name))
+        };
+        if !owner.ends_with(&name) {
+            return Err(format!("{rkey}.name: '{owner}' is outside zone '{name}'"));
+        }
+        let rtype = r.rtype.to_ascii_uppercase();
+        match rtype.as_str() {
+            "A" => {
+                r.value
+                    .parse::<std::net::Ipv4Addr>()
+                    .map_err(|_| format!("{rkey}.value: '{}' is not an IPv4 address", r.value))?;
+            }
+            "AAAA" => {
+                r.value
+                    .parse::<std::net::Ipv6Addr>()
+                    .map_err(|_| format!("{rkey}.value: '{}' is not an IPv6 address", r.value))?;
+            }
+            "CNAME" | "MX" => {
+                crate::openmix::decision::check_hostname(&r.value)
+                    .map_err(|e| format!("{rkey}.value: {e}"))?;
+            }
+            "TXT" => {}
+            other => {
+                return Err(format!(
+                    "{rkey}.type: '{other}' is not one of A, AAAA, CNAME, TXT, MX"
+                ));
+            }
+        }
+        records.push(StaticRecord {
+            name: owner,
+            rtype,
+            value: r.value,
+            ttl: r.ttl.unwrap_or(ttl),
+            priority: r.priority.unwrap_or(10),
+        });
+    }
+    Ok(Zone {
+        name,
+        ttl,
+        ns,
+        soa,
+        records,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let c = Config::load(None, &Overrides::default()).unwrap();
+        assert_eq!(c.zones[0].name, "switchyard.test.");
+        assert_eq!(c.dns, vec!["127.0.0.1:5353".parse().unwrap()]);
+    }
+
+    #[test]
+    fn errors_name_key() {
+        let e = Config::parse("[server]\nhttp = 'nope'\n", "x.toml", &Overrides::default())
+            .unwrap_err();
+        assert!(e.to_string().contains("x.toml: server.http"), "{e}");
+        let e = Config::parse(
+            "[[zone]]\nname='a.test'\n[[zone.records]]\nname='w'\ntype='A'\nvalue='1.2.3'\n",
+            "y.toml",
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("zone[0].records[0].value"), "{e}");
+        let e = Config::parse("bogus = 1\n", "z.toml", &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+}

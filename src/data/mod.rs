@@ -1,0 +1,213 @@
+//! Live data for apps: probes, Fusion feeds and Sonar checks, merged into
+//! one immutable [`DataSnapshot`] that the query path reads lock-free.
+//!
+//! Each source is a background task ([`fusion`], [`sonar`], [`probes`])
+//! that writes its part into the [`DataHub`]; the hub rebuilds and swaps
+//! the snapshot when a part changes. A source that fails keeps its last
+//! good value and reports itself (stale after a configured age) for
+//! `/deepcheck`. No feed I/O ever happens on the query path.
+
+pub mod fusion;
+pub mod probes;
+pub mod sonar;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::openmix::{DataSnapshot, ProviderInfo};
+
+/// Probe values by region: region code → probe name → (alias, value).
+pub type RegionalProbes = BTreeMap<String, crate::openmix::data::ProbeTable>;
+
+/// The parts the snapshot is made of, each written by one source.
+#[derive(Debug, Default, Clone)]
+struct Parts {
+    providers: Vec<(String, ProviderInfo)>,
+    static_probes: BTreeMap<String, Vec<(String, Option<f64>)>>,
+    regional: RegionalProbes,
+    leaderboard_fusion: BTreeMap<String, String>,
+    fusion: BTreeMap<String, String>,
+    sonar: BTreeMap<String, String>,
+}
+
+/// How one feed is doing.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FeedStatus {
+    /// Seconds since the last good value (None: never).
+    pub last_ok_secs: Option<u64>,
+    /// The last error, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// No good value within the stale age.
+    pub stale: bool,
+}
+
+struct FeedState {
+    last_ok: Option<Instant>,
+    last_error: Option<String>,
+}
+
+/// Owns the snapshot and its parts.
+pub struct DataHub {
+    snapshot: Arc<ArcSwap<DataSnapshot>>,
+    parts: Mutex<Parts>,
+    version: AtomicU64,
+    feeds: Mutex<BTreeMap<String, FeedState>>,
+    stale_after: Mutex<Duration>,
+}
+
+impl DataHub {
+    /// A hub publishing into `snapshot`, starting from its providers.
+    pub fn new(snapshot: Arc<ArcSwap<DataSnapshot>>, stale_after: Duration) -> Arc<DataHub> {
+        let first = snapshot.load_full();
+        let parts = Parts {
+            providers: first.providers.clone(),
+            static_probes: first.probes.clone(),
+            ..Parts::default()
+        };
+        Arc::new(DataHub {
+            version: AtomicU64::new(first.version),
+            snapshot,
+            parts: Mutex::new(parts),
+            feeds: Mutex::new(BTreeMap::new()),
+            stale_after: Mutex::new(stale_after),
+        })
+    }
+
+    /// The snapshot the query path reads.
+    pub fn snapshot(&self) -> Arc<ArcSwap<DataSnapshot>> {
+        self.snapshot.clone()
+    }
+
+    /// Applies `f` to the parts and publishes a new snapshot when it says
+    /// something changed.
+    fn update(&self, f: impl FnOnce(&mut Parts) -> bool) {
+        let Ok(mut parts) = self.parts.lock() else {
+            return;
+        };
+        if !f(&mut parts) {
+            return;
+        }
+        let version = self.version.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut fusion = parts.leaderboard_fusion.clone();
+        fusion.extend(parts.fusion.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let snap = DataSnapshot {
+            version,
+            probes: parts.static_probes.clone(),
+            regional: parts.regional.clone(),
+            fusion: fusion.into_iter().collect(),
+            sonar: parts
+                .sonar
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            providers: parts.providers.clone(),
+            regions: self.snapshot.load().regions.clone(),
+        };
+        self.snapshot.store(Arc::new(snap));
+    }
+
+    /// Replaces the configured providers (SIGHUP).
+    pub fn set_providers(&self, providers: Vec<(String, ProviderInfo)>) {
+        self.update(|p| {
+            let changed = p.providers != providers;
+            p.providers = providers;
+            changed
+        });
+    }
+
+    /// Replaces the static probe values.
+    pub fn set_static_probes(&self, probes: BTreeMap<String, Vec<(String, Option<f64>)>>) {
+        self.update(|p| {
+            let changed = p.static_probes != probes;
+            p.static_probes = probes;
+            changed
+        });
+    }
+
+    /// Replaces the leaderboard-derived probes and fusion rows.
+    pub fn set_leaderboard(&self, regional: RegionalProbes, fusion: BTreeMap<String, String>) {
+        self.update(|p| {
+            let changed = p.regional != regional || p.leaderboard_fusion != fusion;
+            p.regional = regional;
+            p.leaderboard_fusion = fusion;
+            changed
+        });
+    }
+
+    /// Sets one provider's Fusion data (a feed fetch or a push).
+    pub fn set_fusion(&self, alias: &str, body: String) {
+        self.update(|p| {
+            if p.fusion.get(alias) == Some(&body) {
+                return false;
+            }
+            p.fusion.insert(alias.to_string(), body);
+            true
+        });
+    }
+
+    /// Sets one provider's Sonar verdict.
+    pub fn set_sonar(&self, alias: &str, up: bool) {
+        let value = format!("{{\"avail\":{}}}", u8::from(up));
+        self.update(|p| {
+            if p.sonar.get(alias) == Some(&value) {
+                return false;
+            }
+            p.sonar.insert(alias.to_string(), value);
+            true
+        });
+    }
+
+    /// Records a feed's attempt: `Ok` refreshes it, `Err` keeps its last value.
+    pub fn feed_result(&self, name: &str, result: Result<(), String>) {
+        if let Ok(mut feeds) = self.feeds.lock() {
+            let f = feeds.entry(name.to_string()).or_insert(FeedState {
+                last_ok: None,
+                last_error: None,
+            });
+            match result {
+                Ok(()) => {
+                    f.last_ok = Some(Instant::now());
+                    f.last_error = None;
+                }
+                Err(e) => f.last_error = Some(e),
+            }
+        }
+    }
+
+    /// Registers a feed so that it shows as stale until its first success.
+    pub fn register_feed(&self, name: &str) {
+        if let Ok(mut feeds) = self.feeds.lock() {
+            feeds.entry(name.to_string()).or_insert(FeedState {
+                last_ok: None,
+                last_error: None,
+            });
+        }
+    }
+
+    /// Every feed's status.
+    pub fn feed_status(&self) -> BTreeMap<String, FeedStatus> {
+        let stale_after = self
+            .stale_after
+            .lock()
+            .map_or(Duration::from_secs(120), |d| *d);
+        let Ok(feeds) = self.feeds.lock() else {
+            return BTreeMap::new();
+        };
+        feeds
+            .iter()
+            .map(|(name, f)| {
+                let age = f.last_ok.map(|t| t.elapsed());
+                let status = FeedStatus {
+                    last_ok_secs: age.map(|a| a.as_secs()),
+                    last_error: f.last_error.clone(),
+                    stale: age.is_none_or(|a| a > stale_after),
+                };
+                (name.clone(), status)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,126 @@
+//! Sonar: per-provider health checks (HTTP GET with an expected status, or a
+//! TCP connect), with rise/fall thresholds so one failure does not flap.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::DataHub;
+use crate::config::SonarCheck;
+
+/// Runs one check once: `Ok` when the provider answered as expected.
+pub async fn probe(client: &reqwest::Client, check: &SonarCheck) -> Result<(), String> {
+    let timeout = Duration::from_millis(check.timeout_ms);
+    if let Some(url) = &check.url {
+        let resp = client
+            .get(url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        if resp.status().as_u16() != check.expect_status {
+            return Err(format!(
+                "GET {url}: status {}, expected {}",
+                resp.status().as_u16(),
+                check.expect_status
+            ));
+        }
+        Ok(())
+    } else if let Some(addr) = &check.tcp {
+        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("connect {addr}: {e}")),
+            Err(_) => Err(format!("connect {addr}: timed out")),
+        }
+    } else {
+        Err("check has neither url nor tcp".into())
+    }
+}
+
+/// The rise/fall state machine of one check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    up: Option<bool>,
+    streak: u32,
+    rise: u32,
+    fall: u32,
+}
+
+impl Verdict {
+    /// No verdict yet: the first result decides, thresholds apply after.
+    pub fn new(rise: u32, fall: u32) -> Verdict {
+        Verdict {
+            up: None,
+            streak: 0,
+            rise,
+            fall,
+        }
+    }
+
+    /// Feeds one result; returns the verdict.
+    pub fn observe(&mut self, ok: bool) -> bool {
+        match self.up {
+            None => {
+                self.up = Some(ok);
+                self.streak = 0;
+            }
+            Some(up) if up == ok => self.streak = 0,
+            Some(up) => {
+                self.streak += 1;
+                let needed = if up { self.fall } else { self.rise };
+                if self.streak >= needed {
+                    self.up = Some(ok);
+                    self.streak = 0;
+                }
+            }
+        }
+        self.up.unwrap_or(ok)
+    }
+}
+
+/// Runs one check until `stop`.
+pub async fn run(
+    hub: Arc<DataHub>,
+    client: reqwest::Client,
+    check: SonarCheck,
+    stop: CancellationToken,
+) {
+    let name = format!("sonar {}", check.provider);
+    hub.register_feed(&name);
+    let mut verdict = Verdict::new(check.rise, check.fall);
+    loop {
+        let result = probe(&client, &check).await;
+        let up = verdict.observe(result.is_ok());
+        hub.set_sonar(&check.provider, up);
+        // The check itself ran: the feed is fresh whatever it found.
+        hub.feed_result(&name, Ok(()));
+        if let Err(e) = result {
+            tracing::debug!(check = %name, error = %e, up, "sonar check failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(check.interval_secs)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Verdict;
+
+    #[test]
+    fn rise_and_fall() {
+        let mut v = Verdict::new(2, 3);
+        assert!(v.observe(true));
+        assert!(
+            v.observe(false) && v.observe(false),
+            "two failures are not enough with fall 3"
+        );
+        assert!(!v.observe(false), "the third failure marks it down");
+        assert!(!v.observe(true), "one success is not enough with rise 2");
+        assert!(v.observe(true));
+        assert!(v.observe(false), "a single failure does not flap");
+        assert!(v.observe(true));
+    }
+}

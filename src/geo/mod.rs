@@ -1,0 +1,374 @@
+//! GeoIP: turns a client address into the fields Openmix apps see as `request.market`,
+//! `country`, `region`, `state` and `asn`, plus a location and the prefix length the answer
+//! holds for (the ECS scope).
+//!
+//! Two layers:
+//! * [`GeoDb`] is one immutable set of loaded databases (a City-type and an ASN-type MaxMind
+//!   DB, each optional, and an optional override table). Lookups never fail: unknown,
+//!   private and reserved addresses give empty fields.
+//! * [`Geo`] is what the servers hold: the current [`GeoDb`] behind an `ArcSwap`, so reloads
+//!   never block queries, a bounded cache in front of it, hit/miss counters, and
+//!   [`Geo::watch`] to reload when the files change on disk.
+//!
+//! Files: `record.rs` decodes database records and turns subdivisions into codes,
+//! `overrides.rs` reads the override table, `service.rs` is [`Geo`] and its cache, `watch.rs`
+//! reloads on file changes. The mapping rules and the override file format are described
+//! in `geo/README.md`.
+
+mod overrides;
+mod record;
+mod service;
+mod watch;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use maxminddb::Reader;
+use serde::{Deserialize, Serialize};
+
+use overrides::Overrides;
+use record::{AsnRecord, CityRecord, subdivision_code};
+pub use service::{DEFAULT_CACHE_CAPACITY, Geo};
+pub use watch::GeoWatcher;
+
+/// What the GeoIP databases say about one address.
+///
+/// Empty strings (and `asn == 0`, `None` coordinates) mean "unknown", which is what apps
+/// expect for private or unlisted addresses: Openmix apps compare these fields to string
+/// literals and must never see an error instead.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ClientGeo {
+    /// Autonomous system number from the ASN database; 0 when unknown.
+    pub asn: u32,
+    /// Two-letter continent code: NA, SA, EU, AS, AF or OC; empty otherwise (e.g. Antarctica).
+    pub market: String,
+    /// ISO 3166-1 alpha-2 country code (the registered country when the location is unknown).
+    pub country: String,
+    /// `XX-R-<code>` from the largest subdivision, after the override table.
+    pub region: String,
+    /// `XX-S-<code>` from the smallest subdivision, after the override table.
+    pub state: String,
+    /// Latitude of the City database's location, when it has one.
+    pub latitude: Option<f64>,
+    /// Longitude of the City database's location, when it has one.
+    pub longitude: Option<f64>,
+    /// Prefix length of the network the answer holds for: the longer of the City and ASN
+    /// matched networks (their intersection), in the address's own family (IPv4 addresses
+    /// report IPv4 prefixes). This is the ECS scope to echo.
+    pub prefix_len: u8,
+}
+
+/// Where the databases are. `None` means "not configured": that database is absent and the
+/// fields it would give stay empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GeoPaths {
+    /// A City-type database (GeoLite2-City, GeoIP2-City, DB-IP City Lite, ...).
+    pub city: Option<PathBuf>,
+    /// An ASN-type database (GeoLite2-ASN, DB-IP ASN Lite, GeoIP2-ISP, ...).
+    pub asn: Option<PathBuf>,
+    /// A TOML override table mapping computed region/state codes to operator codes.
+    pub overrides: Option<PathBuf>,
+}
+
+/// Why a set of geo files could not be loaded. Every message names the file, since the
+/// operator usually has several configured and must know which one to fix.
+///
+/// The underlying reason is part of the message rather than a `source()`, so that printing
+/// the error chain does not repeat it.
+#[derive(Debug, thiserror::Error)]
+pub enum GeoError {
+    /// The database file could not be read.
+    #[error("geo database {}: cannot open: {reason}", path.display())]
+    Open {
+        /// The configured path.
+        path: PathBuf,
+        /// The I/O error.
+        reason: std::io::Error,
+    },
+    /// The file was read but is not a usable MaxMind DB.
+    #[error("geo database {}: not a MaxMind DB ({reason})", path.display())]
+    Invalid {
+        /// The configured path.
+        path: PathBuf,
+        /// What the reader rejected.
+        reason: maxminddb::MaxMindDbError,
+    },
+    /// The override table could not be read.
+    #[error("geo overrides {}: cannot open: {reason}", path.display())]
+    OverridesOpen {
+        /// The configured path.
+        path: PathBuf,
+        /// The I/O error.
+        reason: std::io::Error,
+    },
+    /// The override table is not valid TOML or breaks the format (message has the line).
+    #[error("geo overrides {}: {message}", path.display())]
+    Overrides {
+        /// The configured path.
+        path: PathBuf,
+        /// What is wrong, with line and column when known.
+        message: String,
+    },
+    /// A directory holding a database could not be watched.
+    #[error("geo watch {}: {reason}", path.display())]
+    Watch {
+        /// The directory (or file) that could not be watched.
+        path: PathBuf,
+        /// The notify error.
+        reason: String,
+    },
+}
+
+/// Facts about one loaded database, for `/deepcheck`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DbStatus {
+    /// The path it was loaded from.
+    pub path: PathBuf,
+    /// `database_type` from the file's metadata, e.g. `GeoLite2-City`.
+    pub database_type: String,
+    /// `build_epoch` from the metadata (Unix seconds), to spot stale databases.
+    pub build_epoch: u64,
+}
+
+/// Which databases a [`GeoDb`] holds; `None` means not configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GeoStatus {
+    /// The City database, if loaded.
+    pub city: Option<DbStatus>,
+    /// The ASN database, if loaded.
+    pub asn: Option<DbStatus>,
+    /// The override table's path, if loaded.
+    pub overrides: Option<PathBuf>,
+    /// How many region and state overrides it holds.
+    pub override_entries: usize,
+}
+
+/// One database file, read fully into memory. Reading rather than mapping is deliberate: a
+/// file replaced or truncated in place under an mmap is undefined behaviour, and a reload
+/// must be able to overwrite files at any time.
+struct LoadedDb {
+    path: PathBuf,
+    reader: Reader<Vec<u8>>,
+}
+
+impl LoadedDb {
+    fn open(path: &Path, expect: &str) -> Result<LoadedDb, GeoError> {
+        // Read it ourselves so an I/O failure and a bad file give different messages.
+        let bytes = std::fs::read(path).map_err(|reason| GeoError::Open {
+            path: path.to_owned(),
+            reason,
+        })?;
+        let reader = Reader::from_source(bytes).map_err(|reason| GeoError::Invalid {
+            path: path.to_owned(),
+            reason,
+        })?;
+        let meta = reader.metadata();
+        // Pointing `city` at an ASN file (or the reverse) loads fine but every field stays
+        // empty; say so once at load instead of leaving the operator to guess.
+        let kind = meta.database_type.to_ascii_uppercase();
+        let looks_wrong = match expect {
+            "city" => kind.contains("ASN") || kind.contains("ISP"),
+            _ => !(kind.contains("ASN") || kind.contains("ISP")),
+        };
+        if looks_wrong {
+            tracing::warn!(path = %path.display(), database_type = %meta.database_type,
+                "geo {expect} database has an unexpected type; its fields may stay empty");
+        }
+        tracing::info!(path = %path.display(), database_type = %meta.database_type,
+            build_epoch = meta.build_epoch, "loaded geo {expect} database");
+        Ok(LoadedDb {
+            path: path.to_owned(),
+            reader,
+        })
+    }
+
+    fn status(&self) -> DbStatus {
+        let meta = self.reader.metadata();
+        DbStatus {
+            path: self.path.clone(),
+            database_type: meta.database_type.clone(),
+            build_epoch: meta.build_epoch,
+        }
+    }
+}
+
+/// One loaded immutable set of databases. Cheap to look up from many threads at once.
+pub struct GeoDb {
+    city: Option<LoadedDb>,
+    asn: Option<LoadedDb>,
+    overrides: Overrides,
+    overrides_path: Option<PathBuf>,
+}
+
+impl fmt::Debug for GeoDb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GeoDb")
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl Default for GeoDb {
+    /// No databases: every lookup gives empty fields.
+    fn default() -> GeoDb {
+        GeoDb {
+            city: None,
+            asn: None,
+            overrides: Overrides::default(),
+            overrides_path: None,
+        }
+    }
+}
+
+impl GeoDb {
+    /// Loads every configured file. A `None` path leaves that part out; a configured path
+    /// that cannot be read or parsed is an error naming that file, and nothing is loaded.
+    pub fn open(paths: &GeoPaths) -> Result<GeoDb, GeoError> {
+        let city = paths
+            .city
+            .as_deref()
+            .map(|p| LoadedDb::open(p, "city"))
+            .transpose()?;
+        let asn = paths
+            .asn
+            .as_deref()
+            .map(|p| LoadedDb::open(p, "asn"))
+            .transpose()?;
+        let overrides = match &paths.overrides {
+            Some(p) => Overrides::load(p)?,
+            None => Overrides::default(),
+        };
+        Ok(GeoDb {
+            city,
+            asn,
+            overrides,
+            overrides_path: paths.overrides.clone(),
+        })
+    }
+
+    /// Which databases are loaded, for `/deepcheck`.
+    pub fn status(&self) -> GeoStatus {
+        GeoStatus {
+            city: self.city.as_ref().map(LoadedDb::status),
+            asn: self.asn.as_ref().map(LoadedDb::status),
+            overrides: self.overrides_path.clone(),
+            override_entries: self.overrides.len(),
+        }
+    }
+
+    /// Looks an address up in every loaded database. Never fails: a private, reserved or
+    /// unlisted address, or a record that does not decode, gives empty fields.
+    ///
+    /// IPv4-mapped IPv6 (`::ffff:a.b.c.d`) is looked up as IPv4, so that ECS subnets sent in
+    /// that form get the same answer and an IPv4 prefix length.
+    pub fn lookup(&self, ip: IpAddr) -> ClientGeo {
+        let ip = canonical(ip);
+        let mut geo = ClientGeo::default();
+        if let Some(db) = &self.city {
+            let (prefix, record) = lookup_in::<CityRecord>(db, ip);
+            geo.prefix_len = geo.prefix_len.max(prefix);
+            if let Some(record) = record {
+                self.fill_city(&mut geo, &record);
+            }
+        }
+        if let Some(db) = &self.asn {
+            let (prefix, record) = lookup_in::<AsnRecord>(db, ip);
+            geo.prefix_len = geo.prefix_len.max(prefix);
+            geo.asn = record.and_then(|r| r.autonomous_system_number).unwrap_or(0);
+        }
+        geo
+    }
+
+    fn fill_city(&self, geo: &mut ClientGeo, record: &CityRecord<'_>) {
+        if let Some(code) = record.continent.code
+            && MARKETS.contains(&code)
+        {
+            geo.market = code.to_owned();
+        }
+        let country = record
+            .country
+            .iso_code
+            .filter(|c| !c.is_empty())
+            .or(record.registered_country.iso_code)
+            .unwrap_or_default();
+        geo.country = country.to_owned();
+        if !country.is_empty() {
+            // GeoIP lists subdivisions largest first: the first is the region, the last the
+            // state; with one subdivision both come from it.
+            if let Some(first) = record.subdivisions.first() {
+                let code = subdivision_code(first.iso_code, first.names.en);
+                if !code.is_empty() {
+                    let region = format!("{country}-R-{code}");
+                    geo.region = self
+                        .overrides
+                        .region
+                        .get(&region)
+                        .cloned()
+                        .unwrap_or(region);
+                }
+            }
+            if let Some(last) = record.subdivisions.last() {
+                let code = subdivision_code(last.iso_code, last.names.en);
+                if !code.is_empty() {
+                    let state = format!("{country}-S-{code}");
+                    geo.state = self.overrides.state.get(&state).cloned().unwrap_or(state);
+                }
+            }
+        }
+        geo.latitude = record.location.latitude;
+        geo.longitude = record.location.longitude;
+    }
+}
+
+/// The markets Openmix knows; any other continent code (AN) is reported as empty.
+const MARKETS: [&str; 6] = ["NA", "SA", "EU", "AS", "AF", "OC"];
+
+/// IPv4-mapped IPv6 becomes IPv4; everything else is unchanged. IPv4-compatible (`::a.b.c.d`,
+/// deprecated) addresses are left alone on purpose: `::1` would otherwise become 0.0.0.1.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+/// Looks `ip` up in one database and decodes the record, returning the matched network's
+/// prefix length in `ip`'s family (also for "not found", where the reader reports the empty
+/// network) and the record when there is one. Errors become "no data" and a debug log: a
+/// query must never fail because one record is damaged.
+fn lookup_in<'a, T: Deserialize<'a>>(db: &'a LoadedDb, ip: IpAddr) -> (u8, Option<T>) {
+    let result = match db.reader.lookup(ip) {
+        Ok(result) => result,
+        // E.g. an IPv6 address in an IPv4-only database.
+        Err(e) => {
+            tracing::debug!(path = %db.path.display(), %ip, "geo lookup failed: {e}");
+            return (0, None);
+        }
+    };
+    let prefix = match result.network() {
+        // An IPv4 address in an IPv6 tree without an IPv4 subtree comes back as an IPv6
+        // network above ::/96; its IPv4 prefix is whatever lies below 96 bits.
+        Ok(net) if ip.is_ipv4() && net.is_ipv6() => net.prefix().saturating_sub(96),
+        Ok(net) => net.prefix(),
+        Err(_) => 0,
+    };
+    let record = result.decode::<T>().unwrap_or_else(|e| {
+        tracing::debug!(path = %db.path.display(), %ip, "geo record does not decode: {e}");
+        None
+    });
+    (prefix, record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_maps_only_ipv4_mapped() {
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(canonical(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
+        let loopback: IpAddr = "::1".parse().unwrap();
+        assert_eq!(canonical(loopback), loopback);
+    }
+}

@@ -1,0 +1,508 @@
+//! The operations listener: health checks, counters, profiles and the
+//! `/api/*` views, as `shared/seeds/002_*` describes them. It listens on
+//! its own address so none of it is public by accident.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use super::{HttpResponse, json, json_error, query_pairs, text};
+use crate::server::State;
+
+/// One profile at a time: a second request waits for the first, as the
+/// seed says.
+static PROFILE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Buckets of the decision latency histogram, in seconds.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05,
+    0.1,
+];
+
+/// The process-wide Prometheus recorder (installed on first use).
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets(&LATENCY_BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        builder
+            .install_recorder()
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
+    })
+}
+
+/// Handles one request on the operations listener.
+pub async fn handle(state: Arc<State>, req: Request<Incoming>, _peer: SocketAddr) -> HttpResponse {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let method = req.method().clone();
+    if crate::stats::api::owns(&path) {
+        return crate::stats::handle_request(&state.stats, req).await;
+    }
+    match (method.clone(), path.as_str()) {
+        (Method::GET, "/healthcheck") => health(&state).await,
+        (Method::GET, "/deepcheck") => deepcheck(&state).await,
+        (Method::GET, "/debug/vars") => json(StatusCode::OK, &vars(&state)),
+        (Method::GET, "/metrics") => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            render_metrics(&state),
+        ),
+        (Method::GET, "/debug/pprof/profile") => profile(&req).await,
+        (Method::GET, "/debug/pprof/heap") => heap().await,
+        (Method::GET, "/api/applications") => applications(&state),
+        (Method::POST, "/api/reload") => {
+            if let Err(r) = authorize(&state, &req) {
+                return r;
+            }
+            let s = state.clone();
+            let _ = tokio::task::spawn_blocking(move || s.apps.reload()).await;
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "reloaded": true, "apps": state.apps.snapshot().apps.len() }),
+            )
+        }
+        (Method::GET, p) if p.starts_with("/api/applications/") => {
+            application(&state, &p["/api/applications/".len()..])
+        }
+        (Method::PUT, p) if p.starts_with("/api/fusion/") => {
+            if let Err(r) = authorize(&state, &req) {
+                return r;
+            }
+            let alias = p["/api/fusion/".len()..].to_string();
+            push_fusion(&state, &alias, req).await
+        }
+        (Method::GET, "/api/feeds") => json(
+            StatusCode::OK,
+            &serde_json::to_value(state.hub.feed_status()).unwrap_or_default(),
+        ),
+        (_, p) if known(p) => json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed on {p}"),
+        ),
+        (_, p) => json_error(StatusCode::NOT_FOUND, format!("no such endpoint: {p}")),
+    }
+}
+
+/// `PUT /api/fusion/{alias}`: an operator pushes a provider's Fusion data.
+async fn push_fusion(state: &State, alias: &str, req: Request<Incoming>) -> HttpResponse {
+    use http_body_util::BodyExt;
+    if alias.is_empty() || alias.contains('/') {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "the path must name one provider: /api/fusion/{alias}",
+        );
+    }
+    let limit = state.config.load().max_body_bytes;
+    let body = match http_body_util::Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body over the limit of {limit} bytes"),
+            );
+        }
+    };
+    let Ok(text) = String::from_utf8(body.to_vec()) else {
+        return json_error(StatusCode::BAD_REQUEST, "the body must be UTF-8 text");
+    };
+    state.hub.set_fusion(alias, text);
+    state
+        .hub
+        .feed_result(&format!("fusion {alias} (pushed)"), Ok(()));
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "provider": alias, "stored": true }),
+    )
+}
+
+fn known(p: &str) -> bool {
+    matches!(
+        p,
+        "/healthcheck"
+            | "/deepcheck"
+            | "/debug/vars"
+            | "/metrics"
+            | "/debug/pprof/profile"
+            | "/debug/pprof/heap"
+            | "/api/applications"
+            | "/api/reload"
+            | "/api/feeds"
+    ) || p.starts_with("/api/applications/")
+        || p.starts_with("/api/fusion/")
+}
+
+/// Checks the bearer token of an `/api/*` write.
+#[allow(clippy::result_large_err)] // the error is the response itself, built once
+fn authorize(state: &State, req: &Request<Incoming>) -> Result<(), HttpResponse> {
+    let config = state.config.load();
+    let Some(token) = config.api_token.as_deref() else {
+        return Err(json_error(
+            StatusCode::FORBIDDEN,
+            "API writes are off: no api_token configured",
+        ));
+    };
+    let given = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    match given {
+        None => Err(json_error(StatusCode::UNAUTHORIZED, "missing bearer token")),
+        Some(g) if subtle_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(_) => Err(json_error(StatusCode::FORBIDDEN, "invalid bearer token")),
+    }
+}
+
+/// Constant-time comparison (no early exit on the first differing byte).
+fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn verdict(ok: Vec<String>, failed: Vec<String>) -> HttpResponse {
+    let status = if failed.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    json(status, &serde_json::json!({ "ok": ok, "failed": failed }))
+}
+
+/// `/healthcheck`: the server itself: DNS runtimes beating, JS workers answering.
+async fn health(state: &State) -> HttpResponse {
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
+    let beats = state.dns_heartbeats();
+    let stale = beats
+        .iter()
+        .filter(|age| **age > Duration::from_secs(3))
+        .count();
+    if beats.is_empty() {
+        failed.push("dns: no listeners".to_string());
+    } else if stale > 0 {
+        failed.push(format!(
+            "dns: {stale} of {} runtimes unresponsive",
+            beats.len()
+        ));
+    } else {
+        ok.push(format!("dns: {} runtimes responsive", beats.len()));
+    }
+    match state.workers.ping(Duration::from_millis(500)).await {
+        Ok(took) => ok.push(format!("js workers: responsive ({} µs)", took.as_micros())),
+        Err(e) => failed.push(format!("js workers: {e}")),
+    }
+    verdict(ok, failed)
+}
+
+/// `/deepcheck`: dependencies: GeoIP databases, stats store, apps, data feeds.
+async fn deepcheck(state: &State) -> HttpResponse {
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
+    let config = state.config.load();
+    let status = state.geo.status();
+    for (what, configured, loaded) in [
+        ("city", config.geo_city.as_ref(), status.city.as_ref()),
+        ("asn", config.geo_asn.as_ref(), status.asn.as_ref()),
+    ] {
+        match (configured, loaded) {
+            (None, _) => failed.push(format!("geo {what}: no database configured")),
+            (Some(p), _) if !p.exists() => {
+                failed.push(format!("geo {what}: {} is missing on disk", p.display()))
+            }
+            (Some(p), None) => failed.push(format!("geo {what}: {} is not loaded", p.display())),
+            (Some(_), Some(db)) => ok.push(format!(
+                "geo {what}: {} ({})",
+                db.path.display(),
+                db.database_type
+            )),
+        }
+    }
+    let apps = state.apps.snapshot();
+    if apps.errors.is_empty() {
+        ok.push(format!("apps: {} loaded", apps.apps.len()));
+    }
+    for (name, e) in &apps.errors {
+        failed.push(format!("app {name}: {e}"));
+    }
+    match state.stats.store.ping().await {
+        Ok(()) => ok.push("stats store: reachable".to_string()),
+        Err(e) => failed.push(format!("stats store: {e}")),
+    }
+    for line in state.feed_checks() {
+        match line {
+            Ok(s) => ok.push(s),
+            Err(s) => failed.push(s),
+        }
+    }
+    verdict(ok, failed)
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// `/debug/vars`: every live counter as JSON.
+fn vars(state: &State) -> serde_json::Value {
+    let c = &state.counters;
+    let mut queries: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for (proto, rcode, n) in c.dns_responses() {
+        queries
+            .entry(proto.to_string())
+            .or_default()
+            .insert(rcode, n);
+    }
+    let mut decisions: BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>> = BTreeMap::new();
+    let mut fallbacks = 0;
+    for ((app, provider, reason), n) in c.decisions() {
+        if reason == crate::steer::FALLBACK_REASON {
+            fallbacks += n;
+        }
+        *decisions
+            .entry(app)
+            .or_default()
+            .entry(provider)
+            .or_default()
+            .entry(reason)
+            .or_default() += n;
+    }
+    let mut failures: BTreeMap<String, BTreeMap<&str, u64>> = BTreeMap::new();
+    for ((app, kind), n) in c.failures() {
+        failures.entry(app).or_default().insert(kind, n);
+    }
+    let (hits, misses) = state.geo.cache_stats();
+    let js_errors: u64 = failures
+        .values()
+        .flat_map(|m| m.iter())
+        .filter(|(k, _)| **k == "error")
+        .map(|(_, n)| n)
+        .sum();
+    let overruns: u64 = failures
+        .values()
+        .flat_map(|m| m.iter())
+        .filter(|(k, _)| matches!(**k, "timeout" | "memory" | "limits"))
+        .map(|(_, n)| n)
+        .sum();
+    serde_json::json!({
+        "uptime_seconds": c.uptime_secs(),
+        "queries": queries,
+        "decisions": decisions,
+        "fallbacks": fallbacks,
+        "js_errors": js_errors,
+        "budget_overruns": overruns,
+        "app_failures": failures,
+        "workers": { "overloaded": state.workers.overloaded(), "late": state.workers.late(), "retired": state.workers.retired() },
+        "restarts": state.restarts,
+        "quarantined": state.quarantine.list(),
+        "geo_cache": {
+            "hits": hits,
+            "misses": misses,
+            "hit_rate": if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 },
+        },
+        "reloads": state.apps.reload_count(),
+        "memory": { "rss_bytes": rss_bytes() },
+    })
+}
+
+/// `/metrics`: the counters in Prometheus text format, plus the decision
+/// latency histograms recorded by the workers.
+fn render_metrics(state: &State) -> String {
+    let handle = prometheus();
+    let c = &state.counters;
+    for (proto, rcode, n) in c.dns_responses() {
+        metrics::counter!("switchyard_dns_responses_total", "protocol" => proto, "rcode" => rcode)
+            .absolute(n);
+    }
+    for ((app, provider, reason), n) in c.decisions() {
+        metrics::counter!("switchyard_decisions_total", "app" => app, "provider" => provider, "reason" => reason).absolute(n);
+    }
+    for ((app, kind), n) in c.failures() {
+        metrics::counter!("switchyard_app_failures_total", "app" => app, "kind" => kind)
+            .absolute(n);
+    }
+    let (hits, misses) = state.geo.cache_stats();
+    metrics::counter!("switchyard_geo_cache_hits_total").absolute(hits);
+    metrics::counter!("switchyard_geo_cache_misses_total").absolute(misses);
+    metrics::counter!("switchyard_app_reloads_total").absolute(state.apps.reload_count());
+    metrics::counter!("switchyard_decisions_overloaded_total").absolute(state.workers.overloaded());
+    metrics::counter!("switchyard_decisions_late_total").absolute(state.workers.late());
+    metrics::counter!("switchyard_restarts_total").absolute(state.restarts);
+    metrics::gauge!("switchyard_quarantined_apps").set(state.quarantine.list().len() as f64);
+    metrics::gauge!("switchyard_uptime_seconds").set(c.uptime_secs() as f64);
+    metrics::gauge!("switchyard_resident_memory_bytes").set(rss_bytes() as f64);
+    handle.render()
+}
+
+/// `/debug/pprof/profile?seconds=N`: a CPU profile in pprof's protobuf format.
+async fn profile(req: &Request<Incoming>) -> HttpResponse {
+    let seconds = query_pairs(req)
+        .iter()
+        .find(|(k, _)| k == "seconds")
+        .map(|(_, v)| v.parse::<u64>())
+        .unwrap_or(Ok(30));
+    let seconds = match seconds {
+        Ok(s) if (1..=300).contains(&s) => s,
+        _ => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "seconds must be a whole number from 1 to 300",
+            );
+        }
+    };
+    let _one_at_a_time = PROFILE_LOCK.lock().await;
+    let guard = match pprof::ProfilerGuardBuilder::default()
+        .frequency(99)
+        .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+        .build()
+    {
+        Ok(g) => g,
+        Err(e) => {
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot start the profiler: {e}"),
+            );
+        }
+    };
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+        use pprof::protos::Message;
+        let report = guard.report().build().map_err(|e| e.to_string())?;
+        let profile = report.pprof().map_err(|e| e.to_string())?;
+        Ok(profile.encode_to_vec())
+    })
+    .await;
+    match encoded {
+        Ok(Ok(bytes)) => text(StatusCode::OK, "application/octet-stream", bytes),
+        Ok(Err(e)) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("profile failed: {e}"),
+        ),
+        Err(e) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("profile failed: {e}"),
+        ),
+    }
+}
+
+/// `/debug/pprof/heap`: memory in use. The process allocator is a
+/// counting wrapper around the system allocator, not a sampling heap
+/// profiler, so this reports totals (JSON) rather than a pprof heap profile.
+async fn heap() -> HttpResponse {
+    let _one_at_a_time = PROFILE_LOCK.lock().await;
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "rss_bytes": rss_bytes(),
+            "virtual_bytes": std::fs::read_to_string("/proc/self/statm").ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok()).map_or(0, |p| p * 4096),
+        }),
+    )
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `/api/applications`: every app with version, status and settings.
+fn applications(state: &State) -> HttpResponse {
+    let set = state.apps.snapshot();
+    let mut names: Vec<&String> = set.apps.keys().chain(set.errors.keys()).collect();
+    names.sort();
+    names.dedup();
+    let list: Vec<serde_json::Value> = names.into_iter().map(|n| app_summary(state, n)).collect();
+    json(StatusCode::OK, &serde_json::json!({ "applications": list }))
+}
+
+fn app_summary(state: &State, name: &str) -> serde_json::Value {
+    let set = state.apps.snapshot();
+    let app = set.apps.get(name);
+    let error = set.errors.get(name);
+    let status = match (app, error) {
+        (Some(a), _) if a.quarantine.is_some() => "quarantined",
+        (Some(_), None) => "ok",
+        (Some(_), Some(_)) => "error (previous version serving)",
+        (None, _) => "error",
+    };
+    serde_json::json!({
+        "name": name,
+        "status": status,
+        "version": app.map(|a| a.code.version),
+        "loaded_at_ms": app.map(|a| unix_ms(a.loaded_at)),
+        "file": app.map(|a| a.code.path.display().to_string()),
+        "last_error": error.map(|e| serde_json::json!({
+            "at": format!("{}{}", e.file.display(), e.line.map(|l| format!(":{l}")).unwrap_or_default()),
+            "message": e.message,
+            "time_ms": unix_ms(e.at),
+        })),
+        "quarantine": app.and_then(|a| a.quarantine.as_ref()).map(|q| serde_json::json!({
+            "reason": q.reason, "since_ms": q.since_ms,
+        })),
+        "providers": app.map(|a| a.meta.providers.clone()).unwrap_or_default(),
+        "cors": app.and_then(|a| a.meta.cors.clone()),
+        "proximity": app.is_some_and(|a| a.meta.proximity),
+    })
+}
+
+/// `/api/applications/{app}`: the summary plus names, settings and recent
+/// decision counts per provider.
+fn application(state: &State, name: &str) -> HttpResponse {
+    let set = state.apps.snapshot();
+    if !set.apps.contains_key(name) && !set.errors.contains_key(name) {
+        return json_error(StatusCode::NOT_FOUND, format!("unknown app '{name}'"));
+    }
+    let mut v = app_summary(state, name);
+    let config = state.config.load();
+    let names: Vec<String> = config
+        .zones
+        .iter()
+        .flat_map(|z| [format!("{name}.{}", z.name), format!("*.{name}.{}", z.name)])
+        .collect();
+    let counts = |secs| {
+        let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for ((provider, reason), n) in state.counters.recent(name, secs) {
+            out.entry(provider).or_default().insert(reason, n);
+        }
+        out
+    };
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("names".into(), names.into());
+        if let Some(app) = set.apps.get(name) {
+            obj.insert(
+                "settings".into(),
+                serde_json::json!({
+                    "ttl": app.settings.ttl,
+                    "fallback": app.settings.fallback,
+                    "budget_ms": app.settings.budget.decision.as_millis() as u64,
+                    "memory_mb": (app.settings.budget.memory >> 20) as u64,
+                    "providers": app.settings.providers,
+                    "sidecar": app.sidecar,
+                }),
+            );
+        }
+        obj.insert(
+            "last_minute".into(),
+            serde_json::to_value(counts(60)).unwrap_or_default(),
+        );
+        obj.insert(
+            "last_hour".into(),
+            serde_json::to_value(counts(3600)).unwrap_or_default(),
+        );
+    }
+    json(StatusCode::OK, &v)
+}

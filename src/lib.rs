@@ -1,0 +1,41 @@
+//! Switchyard: a scriptable traffic-steering engine.
+//!
+//! A tour of the modules, in the order a query meets them:
+//!
+//! - [`config`]: the TOML configuration, checked, with built-in defaults.
+//! - [`geo`]: client address → asn, market, country, region, state.
+//! - [`apps`]: the app registry: load `apps/`, validate, hot reload.
+//! - [`openmix`]: the JavaScript runtime running Openmix apps.
+//! - [`data`]: probe, Fusion and Sonar feeds → one data snapshot.
+//! - [`workers`]: the JS worker threads decisions run on.
+//! - [`dns`]: the authoritative DNS front end.
+//! - [`http`]: the HTTP decision endpoint and the operations listener.
+//! - [`metrics`]: live counters.
+//! - [`steer`]: one decision with fallback rules, shared by every front end.
+//! - [`server`]: the serving process: listeners, feeds, reload.
+//! - [`quarantine`]: in-flight slots and the quarantine of apps that crashed the server.
+//! - [`supervisor`]: `serve`'s parent process that owns the sockets and restarts the server.
+//! - [`cli`]: the `switchyard` subcommands; [`apptest`]: `switchyard test`.
+
+pub mod apps;
+pub mod apptest;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod dns;
+pub mod geo;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod openmix;
+pub mod quarantine;
+pub mod server;
+pub mod stats;
+pub mod steer;
+pub mod supervisor;
+pub mod workers;
+
+/// Counts allocations per thread: the memory half of an app's budget
+/// (see [`openmix::alloc`]).
+#[global_allocator]
+static GLOBAL: openmix::alloc::CountingAlloc = openmix::alloc::CountingAlloc;

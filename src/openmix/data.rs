@@ -1,0 +1,216 @@
+//! The live data an app reads: probes, Fusion and Sonar, plus provider settings.
+//!
+//! A [`DataSnapshot`] is immutable; the data refreshers build a new one and
+//! swap it in, so a decision never sees half an update.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Probe values: probe name → (provider alias, value; `None` when the
+/// provider is known but has no value).
+pub type ProbeTable = BTreeMap<String, Vec<(String, Option<f64>)>>;
+
+/// Probe names apps may ask for with `getProbe`.
+pub const PROBE_NAMES: [&str; 6] = [
+    "avail",
+    "http_rtt",
+    "http_kbps",
+    "video_rtt",
+    "video_kbps",
+    "proximity_dist",
+];
+
+/// A provider's configured settings, as `config.getProviders()` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProviderInfo {
+    /// Latitude of the provider's location, for `proximity_dist`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latitude: Option<f64>,
+    /// Longitude of the provider's location, for `proximity_dist`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longitude: Option<f64>,
+    /// Any other operator settings (cname, ips, weights...), passed to apps as is.
+    #[serde(flatten)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One immutable view of everything apps can read besides the request.
+#[derive(Debug, Clone, Default)]
+pub struct DataSnapshot {
+    /// Increases with every new snapshot; runtimes use it to notice changes.
+    pub version: u64,
+    /// probe name → provider alias → value (`None`: provider known, value missing).
+    pub probes: ProbeTable,
+    /// provider alias → Fusion feed body as received.
+    pub fusion: Vec<(String, String)>,
+    /// provider alias → Sonar result as JSON text (`{"avail":1}`).
+    pub sonar: Vec<(String, String)>,
+    /// Configured providers in config order.
+    pub providers: Vec<(String, ProviderInfo)>,
+    /// Probe values per region (from the leaderboard), when any: region
+    /// code → probe name → provider alias → value. They win over `probes`.
+    pub regional: BTreeMap<String, ProbeTable>,
+    /// Which region a client is in, for `regional`.
+    pub regions: std::sync::Arc<RegionLocator>,
+}
+
+/// Finds the region a client stands for: country, then market, then the
+/// nearest region by coordinates, then `GLOBAL`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RegionLocator {
+    /// Country code → region code.
+    pub by_country: std::collections::HashMap<String, String>,
+    /// Market code → region code.
+    pub by_market: std::collections::HashMap<String, String>,
+    /// Region code, latitude, longitude.
+    pub points: Vec<(String, f64, f64)>,
+}
+
+impl RegionLocator {
+    /// The region for a client.
+    pub fn locate(&self, market: &str, country: &str, lat: Option<f64>, lon: Option<f64>) -> &str {
+        if let Some(r) = self.by_country.get(country) {
+            return r;
+        }
+        if let Some(r) = self.by_market.get(market) {
+            return r;
+        }
+        if let (Some(lat), Some(lon)) = (lat, lon) {
+            let nearest = self.points.iter().min_by(|a, b| {
+                distance_km((lat, lon), (a.1, a.2)).total_cmp(&distance_km((lat, lon), (b.1, b.2)))
+            });
+            if let Some((code, _, _)) = nearest {
+                return code;
+            }
+        }
+        "GLOBAL"
+    }
+}
+
+impl DataSnapshot {
+    /// Builds probe tables from the JSON shape the Openmix API shows:
+    /// `{"avail": {"cdn_a": {"avail": 98.9}, "cdn_b": {}}}`.
+    pub fn probes_from_json(value: &serde_json::Value) -> Result<ProbeTable, String> {
+        let obj = value
+            .as_object()
+            .ok_or("probe data must be an object of probe name → provider → {name: value}")?;
+        let mut out = BTreeMap::new();
+        for (probe, per_provider) in obj {
+            if !PROBE_NAMES.contains(&probe.as_str()) {
+                return Err(format!(
+                    "unknown probe '{probe}' (known: {})",
+                    PROBE_NAMES.join(", ")
+                ));
+            }
+            let map = per_provider
+                .as_object()
+                .ok_or_else(|| format!("probe '{probe}' must be an object keyed by provider"))?;
+            let mut rows = Vec::with_capacity(map.len());
+            for (alias, v) in map {
+                let value = match v {
+                    serde_json::Value::Object(o) => match o.get(probe) {
+                        None => None,
+                        Some(n) => Some(n.as_f64().ok_or_else(|| {
+                            format!("probe '{probe}' of '{alias}' must be a number")
+                        })?),
+                    },
+                    serde_json::Value::Number(n) => n.as_f64(),
+                    _ => {
+                        return Err(format!(
+                            "probe '{probe}' of '{alias}' must be {{\"{probe}\": number}}"
+                        ));
+                    }
+                };
+                rows.push((alias.clone(), value));
+            }
+            out.insert(probe.clone(), rows);
+        }
+        Ok(out)
+    }
+
+    /// Builds a feed (alias → string) from JSON. String values are kept as
+    /// they are; any other value is serialised, as apps `JSON.parse` every value.
+    pub fn feed_from_json(
+        value: &serde_json::Value,
+        what: &str,
+    ) -> Result<Vec<(String, String)>, String> {
+        let obj = value
+            .as_object()
+            .ok_or_else(|| format!("{what} data must be an object keyed by provider"))?;
+        Ok(obj
+            .iter()
+            .map(|(k, v)| {
+                let s = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), s)
+            })
+            .collect())
+    }
+
+    /// Probe rows for a client: its region's, else `GLOBAL`'s (leaderboard
+    /// data), else the static ones.
+    pub fn probe_rows(
+        &self,
+        probe: &str,
+        client: &super::Location,
+    ) -> Option<&Vec<(String, Option<f64>)>> {
+        if !self.regional.is_empty() {
+            let region = self.regions.locate(
+                &client.market,
+                &client.country,
+                client.latitude,
+                client.longitude,
+            );
+            for r in [region, "GLOBAL"] {
+                if let Some(rows) = self.regional.get(r).and_then(|p| p.get(probe)) {
+                    return Some(rows);
+                }
+            }
+        }
+        self.probes.get(probe)
+    }
+
+    /// The configured location of a provider, when it has one.
+    pub fn location(&self, alias: &str) -> Option<(f64, f64)> {
+        self.providers
+            .iter()
+            .find(|(a, _)| a == alias)
+            .and_then(|(_, p)| Some((p.latitude?, p.longitude?)))
+    }
+}
+
+/// Great-circle distance in km between two (lat, lon) points in degrees.
+pub fn distance_km(a: (f64, f64), b: (f64, f64)) -> f64 {
+    const EARTH_RADIUS_KM: f64 = 6371.0088;
+    let (lat1, lon1) = (a.0.to_radians(), a.1.to_radians());
+    let (lat2, lon2) = (b.0.to_radians(), b.1.to_radians());
+    let h = ((lat2 - lat1) / 2.0).sin().powi(2)
+        + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
+    2.0 * EARTH_RADIUS_KM * h.sqrt().min(1.0).asin()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_parse() {
+        let v = serde_json::json!({"avail": {"a": {"avail": 98.5}, "b": {}}});
+        let p = DataSnapshot::probes_from_json(&v).unwrap();
+        assert_eq!(
+            p["avail"],
+            vec![("a".into(), Some(98.5)), ("b".into(), None)]
+        );
+        assert!(DataSnapshot::probes_from_json(&serde_json::json!({"bogus": {}})).is_err());
+    }
+
+    #[test]
+    fn distance() {
+        // London to Paris is about 344 km.
+        let d = distance_km((51.5074, -0.1278), (48.8566, 2.3522));
+        assert!((d - 344.0).abs() < 3.0, "{d}");
+    }
+}

@@ -1,0 +1,600 @@
+//! One app loaded in one boa `Context`, and the budgeted calls into it.
+//!
+//! boa cannot interrupt a script (shared/notes/js-budget.md), so every call
+//! (top level, `init`, `onRequest`, `onFusion`) runs as a pre-parsed `Script`
+//! through `evaluate_async_with_budget`, polled by hand: between slices the
+//! host checks the deadline and this thread's allocation count and abandons
+//! the call when either budget is spent. An abandoned call leaves frames on
+//! the VM stack, so its instance is marked poisoned and rebuilt; a plain JS
+//! error (including boa's `RuntimeLimits`) leaves the context usable.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use boa_engine::{Context, JsError, JsString, JsValue, Script, Source};
+
+use super::alloc::thread_net_bytes;
+use super::data::DataSnapshot;
+use super::decision::Decision;
+use super::host::{
+    self, AppMeta, CONFIG_GLOBAL, CallState, FixtureRequest, InitState, REQUEST_GLOBAL,
+    RESPONSE_GLOBAL, RecordedCall,
+};
+use super::request::Request;
+
+/// Cost units per slice of `evaluate_async_with_budget` (boa charges 1–8
+/// per opcode). Small, so that a doubling string concatenation (`s = s + s`,
+/// about 15 units per step) is seen by the memory check after one or two
+/// doublings, before it can reach an allocation that aborts the process.
+const SLICE_BUDGET: u32 = 48;
+
+/// The clock is read every this many slices; the memory check (a
+/// thread-local read) runs after every slice.
+const CLOCK_EVERY: u32 = 4;
+
+/// Time and memory allowed for one call into an app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Budget {
+    /// Wall time for one `onRequest` or `onFusion`.
+    pub decision: Duration,
+    /// Wall time for loading the app's top level, and for `init`.
+    pub load: Duration,
+    /// Net bytes the call may allocate.
+    pub memory: usize,
+}
+
+impl Budget {
+    /// The time budget of the first call on a fresh instance, which also
+    /// compiles the functions it reaches: ten decision budgets, at most the
+    /// load budget (50 ms by default).
+    pub fn first_call(&self) -> Duration {
+        (self.decision * 10).min(self.load).max(self.decision)
+    }
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            decision: Duration::from_millis(5),
+            load: Duration::from_millis(250),
+            memory: 64 << 20,
+        }
+    }
+}
+
+/// An app's source at one version: what every thread compiles.
+#[derive(Debug, Clone)]
+pub struct AppCode {
+    /// App name (file stem).
+    pub name: String,
+    /// File the source came from (used in error positions).
+    pub path: PathBuf,
+    /// JavaScript source.
+    pub source: Arc<str>,
+    /// Registry-wide version number; a thread rebuilds when it changes.
+    pub version: u64,
+    /// Budgets for calls into this app.
+    pub budget: Budget,
+    /// Optional JS run after the app source and before `init` (tests).
+    pub setup: Option<Arc<str>>,
+}
+
+/// Which call into the app failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Phase {
+    /// Evaluating the app's top level.
+    Load,
+    /// The fixture setup script.
+    Setup,
+    /// `init(config)`.
+    Init,
+    /// `onRequest(request, response)`.
+    OnRequest,
+    /// `onFusion(provider, data)`.
+    OnFusion,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Load => "load",
+            Phase::Setup => "setup",
+            Phase::Init => "init",
+            Phase::OnRequest => "onRequest",
+            Phase::OnFusion => "onFusion",
+        })
+    }
+}
+
+/// Why a call into an app produced no decision.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppError {
+    /// The source does not parse.
+    #[error("syntax error: {message}")]
+    Syntax {
+        /// Message with file:line:column.
+        message: String,
+    },
+    /// The app threw (or hit boa's loop/recursion limits).
+    #[error("{phase} threw {message}")]
+    Thrown {
+        /// Where it threw.
+        phase: Phase,
+        /// The error and its position (file:line:column).
+        message: String,
+    },
+    /// The call ran past its time budget.
+    #[error("{phase} ran past its time budget of {budget_ms} ms")]
+    Timeout {
+        /// Which call.
+        phase: Phase,
+        /// The budget.
+        budget_ms: u64,
+    },
+    /// The call allocated past its memory budget.
+    #[error("{phase} allocated more than its memory budget of {budget_mb} MB")]
+    Memory {
+        /// Which call.
+        phase: Phase,
+        /// The budget.
+        budget_mb: u64,
+    },
+    /// The app has no `onRequest` function.
+    #[error("app defines no onRequest function")]
+    NoOnRequest,
+    /// `onRequest` returned without choosing anything.
+    #[error("onRequest made no decision")]
+    NoDecision,
+}
+
+impl AppError {
+    /// A short label for counters: `error`, `timeout`, `memory`, `limits`, `no_decision`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AppError::Timeout { .. } => "timeout",
+            AppError::Memory { .. } => "memory",
+            AppError::Thrown { message, .. } if message.starts_with("RuntimeLimit") => "limits",
+            AppError::NoDecision => "no_decision",
+            _ => "error",
+        }
+    }
+
+    /// The first `file:line` position in the message, if any.
+    pub fn line(&self) -> Option<u32> {
+        let msg = match self {
+            AppError::Syntax { message } | AppError::Thrown { message, .. } => message,
+            _ => return None,
+        };
+        find_line(msg)
+    }
+}
+
+/// Finds the line in an error message: `:LINE:COL` after a `.js` path
+/// (runtime errors) or `at line N` (boa's syntax errors).
+fn find_line(msg: &str) -> Option<u32> {
+    let rest = match msg.find(".js:") {
+        Some(idx) => &msg[idx + 4..],
+        None => &msg[msg.find("at line ")? + 8..],
+    };
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Options for one `onRequest` call.
+#[derive(Debug, Default)]
+pub struct CallOptions {
+    /// Record every response method call (for `switchyard test`).
+    pub record: bool,
+    /// Fixture values replacing the request's.
+    pub fixture: Option<FixtureRequest>,
+}
+
+/// The result of one successful `onRequest` call.
+#[derive(Debug)]
+pub struct CallOutcome {
+    /// The decision.
+    pub decision: Decision,
+    /// Recorded response calls (empty unless asked for).
+    pub calls: Vec<RecordedCall>,
+}
+
+enum Stop {
+    Js(JsError),
+    Timeout,
+    Memory,
+}
+
+/// Runs `script` under the deadline and memory budget, polling boa's
+/// budgeted evaluation by hand.
+fn run_budgeted(
+    script: &Script,
+    ctx: &mut Context,
+    deadline: Instant,
+    memory: usize,
+) -> Result<JsValue, Stop> {
+    let start_bytes = thread_net_bytes();
+    let fut = script.evaluate_async_with_budget(ctx, SLICE_BUDGET);
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(Waker::noop());
+    let mut slices = 0u32;
+    loop {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(r) => return r.map_err(Stop::Js),
+            Poll::Pending => {
+                if thread_net_bytes().saturating_sub(start_bytes) > memory as isize {
+                    return Err(Stop::Memory);
+                }
+                slices = slices.wrapping_add(1);
+                if slices.is_multiple_of(CLOCK_EVERY) && Instant::now() >= deadline {
+                    return Err(Stop::Timeout);
+                }
+            }
+        }
+    }
+}
+
+/// Turns a boa error into a one-line message with its position.
+fn describe(err: &JsError, ctx: &mut Context) -> String {
+    let mut text = err.to_string();
+    // Opaque throws (`throw new Error('x')`) display as the object; prefer
+    // "Name: message" when the value is an Error.
+    if let Some(obj) = err.as_opaque().and_then(JsValue::as_object) {
+        let name = obj.get(JsString::from("name"), ctx).ok();
+        let message = obj.get(JsString::from("message"), ctx).ok();
+        if let (Some(n), Some(m)) = (name, message)
+            && let (Some(n), Some(m)) = (n.as_string(), m.as_string())
+        {
+            let pos = text
+                .find("\n    at ")
+                .map(|i| text[i..].to_string())
+                .unwrap_or_default();
+            text = format!(
+                "{}: {}{}",
+                n.to_std_string_escaped(),
+                m.to_std_string_escaped(),
+                pos
+            );
+        }
+    }
+    // Keep the first line and the innermost position in an app file;
+    // positions inside our own call scripts (no path) are noise.
+    let mut lines = text.lines();
+    let mut first = lines.next().unwrap_or_default().to_string();
+    for noise in [" (unknown at :", " (native)"] {
+        if let Some(i) = first.find(noise) {
+            first.truncate(i);
+        }
+    }
+    match lines.find_map(|l| {
+        l.trim()
+            .strip_prefix("at ")
+            .filter(|at| at.contains(".js:"))
+    }) {
+        Some(at) if !first.contains(".js:") => format!("{first} (at {at})"),
+        _ => first,
+    }
+}
+
+/// One app version compiled and initialised in its own context.
+pub struct AppInstance {
+    ctx: Context,
+    version: u64,
+    budget: Budget,
+    meta: AppMeta,
+    on_request: Script,
+    on_fusion: Option<Script>,
+    /// Fusion values this instance has been told about, with the snapshot version.
+    fusion_seen: Option<(u64, Vec<(String, String)>)>,
+    poisoned: bool,
+    /// `onRequest` calls made so far; the first pays for compiling the
+    /// app's functions and gets the load budget.
+    calls: u64,
+    /// `onFusion` calls made so far (the same rule).
+    fusion_calls: u64,
+}
+
+impl AppInstance {
+    /// Builds a context, evaluates the app, runs `init` and prepares the
+    /// per-call scripts. `providers_override` replaces `config.getProviders()`.
+    pub fn load(
+        code: &AppCode,
+        data: &Arc<DataSnapshot>,
+        providers_override: Option<serde_json::Value>,
+    ) -> Result<(AppInstance, AppMeta), AppError> {
+        let mut ctx = Context::default();
+        {
+            let limits = ctx.runtime_limits_mut();
+            limits.set_loop_iteration_limit(1_000_000);
+            limits.set_recursion_limit(400);
+            limits.set_stack_size_limit(64 * 1024);
+        }
+        install_host(&mut ctx, &code.budget);
+
+        let deadline = Instant::now() + code.budget.load;
+        let src = Source::from_bytes(code.source.as_bytes()).with_path(&code.path);
+        let script = Script::parse(src, None, &mut ctx).map_err(|e| AppError::Syntax {
+            message: describe(&e, &mut ctx),
+        })?;
+        run_phase(&script, &mut ctx, deadline, code.budget, Phase::Load)?;
+
+        if let Some(setup) = &code.setup {
+            let setup_path = code.path.with_extension("setup.js");
+            let src = Source::from_bytes(setup.as_bytes()).with_path(&setup_path);
+            let script = Script::parse(src, None, &mut ctx).map_err(|e| AppError::Syntax {
+                message: describe(&e, &mut ctx),
+            })?;
+            run_phase(&script, &mut ctx, deadline, code.budget, Phase::Setup)?;
+        }
+
+        let has = |ctx: &mut Context, name: &str| -> bool {
+            ctx.global_object()
+                .get(JsString::from(name), ctx)
+                .map(|v| v.is_callable())
+                .unwrap_or(false)
+        };
+        if !has(&mut ctx, "onRequest") {
+            return Err(AppError::NoOnRequest);
+        }
+        host::begin_init(InitState {
+            meta: AppMeta::default(),
+            data: data.clone(),
+            providers_override,
+        });
+        let init_result = if has(&mut ctx, "init") {
+            let s = internal_script(&mut ctx, &format!("init({CONFIG_GLOBAL});"));
+            run_phase(
+                &s,
+                &mut ctx,
+                Instant::now() + code.budget.load,
+                code.budget,
+                Phase::Init,
+            )
+        } else {
+            Ok(())
+        };
+        let meta = host::end_init().map(|s| s.meta).unwrap_or_default();
+        init_result?;
+
+        let on_request = internal_script(
+            &mut ctx,
+            &format!("onRequest({REQUEST_GLOBAL}, {RESPONSE_GLOBAL});"),
+        );
+        let on_fusion = has(&mut ctx, "onFusion").then(|| {
+            internal_script(
+                &mut ctx,
+                "onFusion(__switchyard_fusion[0], __switchyard_fusion[1]);",
+            )
+        });
+        let instance = AppInstance {
+            ctx,
+            version: code.version,
+            budget: code.budget,
+            meta: meta.clone(),
+            on_request,
+            on_fusion,
+            fusion_seen: None,
+            poisoned: false,
+            calls: 0,
+            fusion_calls: 0,
+        };
+        Ok((instance, meta))
+    }
+
+    /// The version this instance was built from.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// What `init` declared.
+    pub fn meta(&self) -> &AppMeta {
+        &self.meta
+    }
+
+    /// True once a call was abandoned: the context must not be used again.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Delivers changed Fusion values to `onFusion`, then runs `onRequest`.
+    pub fn decide(
+        &mut self,
+        request: Request,
+        data: &Arc<DataSnapshot>,
+        options: CallOptions,
+    ) -> Result<CallOutcome, AppError> {
+        if self.on_fusion.is_some() {
+            self.deliver_fusion(data)?;
+        }
+        host::begin_call(CallState {
+            request,
+            data: data.clone(),
+            decision: Decision::default(),
+            proximity: self.meta.proximity,
+            calls: options.record.then(Vec::new),
+            fixture: options.fixture,
+        });
+        let deadline = Instant::now() + self.call_budget();
+        self.calls += 1;
+        let result = run_budgeted(
+            &self.on_request,
+            &mut self.ctx,
+            deadline,
+            self.budget.memory,
+        );
+        let state = host::end_call();
+        let (decision, calls) = match state {
+            Some(s) => (s.decision, s.calls.unwrap_or_default()),
+            None => (Decision::default(), Vec::new()),
+        };
+        self.check(result, Phase::OnRequest)?;
+        if !decision.is_decided() {
+            return Err(AppError::NoDecision);
+        }
+        Ok(CallOutcome { decision, calls })
+    }
+
+    fn deliver_fusion(&mut self, data: &Arc<DataSnapshot>) -> Result<(), AppError> {
+        if matches!(&self.fusion_seen, Some((v, _)) if *v == data.version) {
+            return Ok(());
+        }
+        let previous = self.fusion_seen.take().map(|(_, f)| f).unwrap_or_default();
+        self.fusion_seen = Some((data.version, data.fusion.clone()));
+        let Some(script) = self.on_fusion.clone() else {
+            return Ok(());
+        };
+        for (alias, body) in &data.fusion {
+            if previous.iter().any(|(a, b)| a == alias && b == body) {
+                continue;
+            }
+            let args = boa_engine::object::builtins::JsArray::from_iter(
+                [
+                    JsValue::from(JsString::from(alias.as_str())),
+                    JsValue::from(JsString::from(body.as_str())),
+                ],
+                &mut self.ctx,
+            );
+            let global = self.ctx.global_object();
+            let _ = global.set(
+                JsString::from("__switchyard_fusion"),
+                args,
+                false,
+                &mut self.ctx,
+            );
+            let budget = if self.fusion_calls == 0 {
+                self.budget.first_call()
+            } else {
+                self.budget.decision
+            };
+            let deadline = Instant::now() + budget;
+            self.fusion_calls += 1;
+            let r = run_budgeted(&script, &mut self.ctx, deadline, self.budget.memory);
+            self.check(r, Phase::OnFusion)?;
+        }
+        Ok(())
+    }
+
+    /// The time budget of the next call: the first call on a fresh
+    /// instance compiles the app's functions, so it gets the load budget.
+    fn call_budget(&self) -> Duration {
+        if self.calls == 0 {
+            self.budget.first_call()
+        } else {
+            self.budget.decision
+        }
+    }
+
+    fn check(&mut self, r: Result<JsValue, Stop>, phase: Phase) -> Result<(), AppError> {
+        match r {
+            Ok(_) => Ok(()),
+            Err(Stop::Js(e)) => Err(AppError::Thrown {
+                phase,
+                message: describe(&e, &mut self.ctx),
+            }),
+            Err(Stop::Timeout) => {
+                self.poisoned = true;
+                Err(AppError::Timeout {
+                    phase,
+                    budget_ms: self.budget.decision.as_millis() as u64,
+                })
+            }
+            Err(Stop::Memory) => {
+                self.poisoned = true;
+                Err(AppError::Memory {
+                    phase,
+                    budget_mb: (self.budget.memory >> 20) as u64,
+                })
+            }
+        }
+    }
+}
+
+fn run_phase(
+    script: &Script,
+    ctx: &mut Context,
+    deadline: Instant,
+    budget: Budget,
+    phase: Phase,
+) -> Result<(), AppError> {
+    match run_budgeted(script, ctx, deadline, budget.memory) {
+        Ok(_) => Ok(()),
+        Err(Stop::Js(e)) => Err(AppError::Thrown {
+            phase,
+            message: describe(&e, ctx),
+        }),
+        Err(Stop::Timeout) => Err(AppError::Timeout {
+            phase,
+            budget_ms: budget.load.as_millis() as u64,
+        }),
+        Err(Stop::Memory) => Err(AppError::Memory {
+            phase,
+            budget_mb: (budget.memory >> 20) as u64,
+        }),
+    }
+}
+
+/// Parses a trusted one-line script of our own.
+fn internal_script(ctx: &mut Context, code: &str) -> Script {
+    // Our own fixed source always parses; a failure here is a bug, reported
+    // as a script that throws rather than a panic.
+    match Script::parse(Source::from_bytes(code.as_bytes()), None, ctx) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "internal script failed to parse");
+            Script::parse(
+                Source::from_bytes(b"throw new Error('internal')"),
+                None,
+                ctx,
+            )
+            .expect("constant script parses")
+        }
+    }
+}
+
+/// Installs the host objects, `console` and the prelude's guards.
+fn install_host(ctx: &mut Context, budget: &Budget) {
+    let request = host::build_request(ctx);
+    let response = host::build_response(ctx);
+    let config = host::build_config(ctx);
+    let console = host::build_console(ctx);
+    let _ = host::register_global(ctx, REQUEST_GLOBAL, request);
+    let _ = host::register_global(ctx, RESPONSE_GLOBAL, response);
+    let _ = host::register_global(ctx, CONFIG_GLOBAL, config);
+    let _ = ctx.register_global_property(
+        JsString::from("console"),
+        console,
+        boa_engine::property::Attribute::WRITABLE | boa_engine::property::Attribute::CONFIGURABLE,
+    );
+    let _ = ctx.register_global_property(
+        JsString::from("__switchyard_fusion"),
+        JsValue::undefined(),
+        boa_engine::property::Attribute::WRITABLE,
+    );
+    let prelude = format!(
+        "{}({}, {});",
+        include_str!("prelude.js"),
+        budget.memory / 4,
+        budget.memory / 16
+    );
+    if let Err(e) = ctx.eval(Source::from_bytes(prelude.as_bytes())) {
+        tracing::error!(error = %e, "prelude failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_line;
+
+    #[test]
+    fn finds_line() {
+        assert_eq!(find_line("TypeError: x at apps/a.js:12:5"), Some(12));
+        assert_eq!(find_line("no position"), None);
+        assert_eq!(
+            find_line("SyntaxError: expected ',' at line 3, col 1"),
+            Some(3)
+        );
+    }
+}

@@ -1,0 +1,758 @@
+//! The Openmix host objects: `config`, `request` and `response`.
+//!
+//! Each JS context gets these three objects once, when it is built; they are
+//! reused for every call (the notes in `shared/notes/js-host.md` measured
+//! reused objects with native getters as the fastest host design). The
+//! objects hold no data themselves: their native functions read and write the
+//! thread's current [`CallState`] (or [`InitState`] while `init` runs). One
+//! thread runs one call at a time, so a thread-local slot is all the plumbing
+//! needed, and nothing is allocated per call except what the app asks for.
+//!
+//! Discipline: a native function never holds the slot borrowed while it runs
+//! anything that can call back into JS (`to_string`, `to_json` on app values),
+//! so an app cannot re-enter a borrowed slot.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use boa_engine::object::FunctionObjectBuilder;
+use boa_engine::object::ObjectInitializer;
+use boa_engine::property::Attribute;
+use boa_engine::{
+    Context, JsError, JsNativeError, JsObject, JsResult, JsString, JsValue, NativeFunction,
+    js_string,
+};
+
+use super::data::{DataSnapshot, distance_km};
+use super::decision::{
+    Answer, Decision, MAX_ADDRESS_RECORDS, ProviderHost, check_hostname, classify_host,
+};
+use super::request::Request;
+
+/// What `init(config)` declared.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct AppMeta {
+    /// Aliases passed to `config.requireProvider`, in call order.
+    pub providers: Vec<String>,
+    /// Hosts passed to `config.enableCors` (comma list or `*`).
+    pub cors: Option<String>,
+    /// Whether `config.enableProximityData` was called with a true flag.
+    pub proximity: bool,
+}
+
+/// One response method call, recorded for `switchyard test`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedCall {
+    /// Method name, e.g. `respond`.
+    pub method: &'static str,
+    /// Arguments as JSON.
+    pub args: Vec<serde_json::Value>,
+}
+
+/// Replaces what `request` fields and data return, for fixtures: a field
+/// absent from `fields` is `undefined`, as is a probe or feed not listed.
+#[derive(Debug, Clone, Default)]
+pub struct FixtureRequest {
+    /// Request field name → value.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// Probe name → value `getProbe` returns.
+    pub probes: serde_json::Map<String, serde_json::Value>,
+    /// Feed name → value `getData` returns.
+    pub data: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The state of the `onRequest` call running on this thread.
+pub struct CallState {
+    /// The request being decided.
+    pub request: Request,
+    /// Data snapshot the app reads.
+    pub data: Arc<DataSnapshot>,
+    /// What the app has decided so far.
+    pub decision: Decision,
+    /// Whether the app enabled proximity data.
+    pub proximity: bool,
+    /// Response calls, when recording for tests.
+    pub calls: Option<Vec<RecordedCall>>,
+    /// Fixture values that replace the request's, for tests.
+    pub fixture: Option<FixtureRequest>,
+}
+
+/// The state of the `init` call running on this thread.
+pub struct InitState {
+    /// What the app declared so far.
+    pub meta: AppMeta,
+    /// Configured providers, for `config.getProviders()`.
+    pub data: Arc<DataSnapshot>,
+    /// Overrides `getProviders()` for tests.
+    pub providers_override: Option<serde_json::Value>,
+}
+
+thread_local! {
+    static CALL: RefCell<Option<CallState>> = const { RefCell::new(None) };
+    static INIT: RefCell<Option<InitState>> = const { RefCell::new(None) };
+}
+
+/// Makes `state` the current call on this thread.
+pub fn begin_call(state: CallState) {
+    CALL.with_borrow_mut(|c| *c = Some(state));
+}
+
+/// Ends the current call and returns its state.
+pub fn end_call() -> Option<CallState> {
+    CALL.with_borrow_mut(Option::take)
+}
+
+/// Makes `state` the current `init` on this thread.
+pub fn begin_init(state: InitState) {
+    INIT.with_borrow_mut(|c| *c = Some(state));
+}
+
+/// Ends the current `init` and returns its state.
+pub fn end_init() -> Option<InitState> {
+    INIT.with_borrow_mut(Option::take)
+}
+
+/// The global names the host objects are bound to in every context.
+pub const REQUEST_GLOBAL: &str = "__switchyard_request";
+/// See [`REQUEST_GLOBAL`].
+pub const RESPONSE_GLOBAL: &str = "__switchyard_response";
+/// See [`REQUEST_GLOBAL`].
+pub const CONFIG_GLOBAL: &str = "__switchyard_config";
+
+fn type_error(msg: impl Into<String>) -> JsError {
+    JsNativeError::typ().with_message(msg.into()).into()
+}
+
+/// A JS number, stored as an integer when it is one, so that it prints
+/// and serialises as `38`, not `38.0`.
+fn number(v: f64) -> JsValue {
+    if v.fract() == 0.0 && v.abs() < 2_147_483_648.0 {
+        JsValue::from(v as i32)
+    } else {
+        JsValue::from(v)
+    }
+}
+
+/// JSON with integral floats written as integers (boa's `to_json` keeps
+/// every number as a float).
+pub fn tidy_json(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+            _ => Value::Number(n),
+        },
+        Value::Array(a) => Value::Array(a.into_iter().map(tidy_json).collect()),
+        Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, tidy_json(v))).collect()),
+        other => other,
+    }
+}
+
+fn js_str(s: &str) -> JsValue {
+    JsValue::from(JsString::from(s))
+}
+
+fn arg(args: &[JsValue], i: usize) -> JsValue {
+    args.get(i).cloned().unwrap_or_default()
+}
+
+/// A string argument, or a `TypeError` naming the method and parameter.
+fn string_arg(args: &[JsValue], i: usize, method: &str, param: &str) -> JsResult<String> {
+    match args.get(i).and_then(JsValue::as_string) {
+        Some(s) => Ok(s.to_std_string_escaped()),
+        None => Err(type_error(format!(
+            "{method}: {param} must be a string, got {}",
+            args.get(i)
+                .map_or("undefined".to_string(), |v| v.type_of().to_string())
+        ))),
+    }
+}
+
+fn with_call<R>(method: &str, f: impl FnOnce(&mut CallState) -> JsResult<R>) -> JsResult<R> {
+    CALL.with(|c| match c.try_borrow_mut() {
+        Ok(mut guard) => match guard.as_mut() {
+            Some(state) => f(state),
+            None => Err(type_error(format!(
+                "{method} can only be called while a request is decided"
+            ))),
+        },
+        Err(_) => Err(type_error(format!("{method} called re-entrantly"))),
+    })
+}
+
+fn record(state: &mut CallState, method: &'static str, args: Vec<serde_json::Value>) {
+    if let Some(calls) = state.calls.as_mut() {
+        calls.push(RecordedCall { method, args });
+    }
+}
+
+fn function(ctx: &mut Context, f: NativeFunction, name: &str, len: usize) -> JsValue {
+    FunctionObjectBuilder::new(ctx.realm(), f)
+        .name(JsString::from(name))
+        .length(len)
+        .build()
+        .into()
+}
+
+// ---------------------------------------------------------------- request
+
+/// `request` properties, in the Openmix API's order.
+const REQUEST_FIELDS: [&str; 14] = [
+    "asn",
+    "market",
+    "country",
+    "region",
+    "state",
+    "ip_address",
+    "resolver_asn",
+    "resolver_market",
+    "resolver_country",
+    "resolver_region",
+    "resolver_state",
+    "resolver_ip_address",
+    "hostname_prefix",
+    "query_type",
+];
+
+fn request_field(index: usize, ctx: &mut Context) -> JsResult<JsValue> {
+    enum Out {
+        Str(String),
+        Asn(u32),
+        Json(serde_json::Value),
+        Undefined,
+    }
+    let out = CALL.with_borrow(|c| {
+        let Some(state) = c.as_ref() else {
+            return Out::Undefined;
+        };
+        if let Some(fx) = &state.fixture {
+            return match fx.fields.get(REQUEST_FIELDS[index]) {
+                Some(v) => Out::Json(v.clone()),
+                None => Out::Undefined,
+            };
+        }
+        let r = &state.request;
+        let ip =
+            |ip: Option<std::net::IpAddr>| Out::Str(ip.map(|i| i.to_string()).unwrap_or_default());
+        match index {
+            0 => Out::Asn(r.client.asn),
+            1 => Out::Str(r.client.market.clone()),
+            2 => Out::Str(r.client.country.clone()),
+            3 => Out::Str(r.client.region.clone()),
+            4 => Out::Str(r.client.state.clone()),
+            5 => ip(r.ip_address),
+            6 => Out::Asn(r.resolver.asn),
+            7 => Out::Str(r.resolver.market.clone()),
+            8 => Out::Str(r.resolver.country.clone()),
+            9 => Out::Str(r.resolver.region.clone()),
+            10 => Out::Str(r.resolver.state.clone()),
+            11 => ip(r.resolver_ip_address),
+            12 => Out::Str(r.hostname_prefix.clone()),
+            _ => Out::Str(r.query_type.clone()),
+        }
+    });
+    Ok(match out {
+        Out::Str(s) => js_str(&s),
+        Out::Asn(n) => number(f64::from(n)),
+        Out::Json(v) => super::fixture_value(&v, ctx)?,
+        Out::Undefined => JsValue::undefined(),
+    })
+}
+
+fn get_probe(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsValue> {
+    let name = string_arg(args, 0, "getProbe", "probe_name")?;
+    let fixture = CALL.with_borrow(|c| {
+        c.as_ref()
+            .and_then(|s| s.fixture.as_ref())
+            .map(|fx| fx.probes.get(&name).cloned())
+    });
+    if let Some(v) = fixture {
+        return match v {
+            Some(v) => super::fixture_value(&v, ctx),
+            None => Ok(JsValue::undefined()),
+        };
+    }
+    // Copy what is needed out of the slot; building objects runs no app code,
+    // but keeping the borrow short keeps the rule simple.
+    let rows: Vec<(String, Option<f64>)> = CALL.with_borrow(|c| {
+        let Some(state) = c.as_ref() else {
+            return Vec::new();
+        };
+        if name == "proximity_dist" {
+            return proximity_rows(state);
+        }
+        state
+            .data
+            .probe_rows(&name, &state.request.client)
+            .cloned()
+            .unwrap_or_default()
+    });
+    let out = JsObject::with_object_proto(ctx.intrinsics());
+    let key = JsString::from(name.as_str());
+    for (alias, value) in rows {
+        let inner = JsObject::with_object_proto(ctx.intrinsics());
+        if let Some(v) = value {
+            inner.create_data_property_or_throw(key.clone(), number(v), ctx)?;
+        }
+        out.create_data_property_or_throw(JsString::from(alias.as_str()), inner, ctx)?;
+    }
+    Ok(out.into())
+}
+
+/// Distances from the client to every provider with a configured location,
+/// when the app enabled proximity data and the client has coordinates.
+fn proximity_rows(state: &CallState) -> Vec<(String, Option<f64>)> {
+    let loc = &state.request.client;
+    let (Some(lat), Some(lon)) = (loc.latitude, loc.longitude) else {
+        return Vec::new();
+    };
+    if !state.proximity {
+        return Vec::new();
+    }
+    state
+        .data
+        .providers
+        .iter()
+        .filter_map(|(alias, p)| {
+            let d = distance_km((lat, lon), (p.latitude?, p.longitude?));
+            Some((alias.clone(), Some(d.round())))
+        })
+        .collect()
+}
+
+fn get_data(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsValue> {
+    let name = string_arg(args, 0, "getData", "feed_name")?;
+    let fixture = CALL.with_borrow(|c| {
+        c.as_ref()
+            .and_then(|s| s.fixture.as_ref())
+            .map(|fx| fx.data.get(&name).cloned())
+    });
+    if let Some(v) = fixture {
+        return match v {
+            Some(v) => super::fixture_value(&v, ctx),
+            None => Ok(JsValue::undefined()),
+        };
+    }
+    let rows: Option<Vec<(String, String)>> = CALL.with_borrow(|c| {
+        let state = c.as_ref()?;
+        match name.as_str() {
+            "fusion" => Some(state.data.fusion.clone()),
+            "sonar" => Some(state.data.sonar.clone()),
+            _ => None,
+        }
+    });
+    let Some(rows) = rows else {
+        return Ok(JsValue::undefined());
+    };
+    // A fresh, mutable object per call: apps parse values in place and
+    // delete the ones that fail (the seed's parseFusionData does).
+    let out = JsObject::with_object_proto(ctx.intrinsics());
+    for (alias, body) in rows {
+        out.create_data_property_or_throw(JsString::from(alias.as_str()), js_str(&body), ctx)?;
+    }
+    Ok(out.into())
+}
+
+fn get_header(_: &JsValue, args: &[JsValue], _: &mut Context) -> JsResult<JsValue> {
+    let name = string_arg(args, 0, "getHeader", "header_name")?;
+    Ok(CALL.with_borrow(|c| {
+        c.as_ref()
+            .and_then(|s| s.request.header(&name).map(js_str))
+            .unwrap_or(JsValue::null())
+    }))
+}
+
+fn get_query_string(_: &JsValue, args: &[JsValue], _: &mut Context) -> JsResult<JsValue> {
+    let name = string_arg(args, 0, "getQueryString", "query_name")?;
+    Ok(CALL.with_borrow(|c| {
+        c.as_ref()
+            .and_then(|s| s.request.query_value(&name).map(js_str))
+            .unwrap_or(JsValue::null())
+    }))
+}
+
+/// Builds the reusable `request` object: native getters for the fields and
+/// the four methods.
+pub fn build_request(ctx: &mut Context) -> JsObject {
+    let mut getters = Vec::with_capacity(REQUEST_FIELDS.len());
+    for (i, name) in REQUEST_FIELDS.iter().enumerate() {
+        let f = NativeFunction::from_copy_closure(move |_, _, ctx| request_field(i, ctx));
+        let getter = FunctionObjectBuilder::new(ctx.realm(), f)
+            .name(JsString::from(format!("get {name}").as_str()))
+            .build();
+        getters.push((*name, getter));
+    }
+    let mut init = ObjectInitializer::new(ctx);
+    for (name, getter) in getters {
+        init.accessor(
+            JsString::from(name),
+            Some(getter),
+            None,
+            Attribute::ENUMERABLE,
+        );
+    }
+    init.function(
+        NativeFunction::from_fn_ptr(get_probe),
+        js_string!("getProbe"),
+        1,
+    )
+    .function(
+        NativeFunction::from_fn_ptr(get_data),
+        js_string!("getData"),
+        1,
+    )
+    .function(
+        NativeFunction::from_fn_ptr(get_header),
+        js_string!("getHeader"),
+        1,
+    )
+    .function(
+        NativeFunction::from_fn_ptr(get_query_string),
+        js_string!("getQueryString"),
+        1,
+    )
+    .build()
+}
+
+// ---------------------------------------------------------------- response
+
+fn respond(_: &JsValue, args: &[JsValue], _: &mut Context) -> JsResult<JsValue> {
+    let provider = string_arg(args, 0, "respond", "provider_name")?;
+    let host = string_arg(args, 1, "respond", "ip_or_host")?;
+    let answer = classify_host(&host).map_err(|e| type_error(format!("respond: {e}")))?;
+    with_call("respond", |s| {
+        record(s, "respond", vec![provider.clone().into(), host.into()]);
+        s.decision.provider = Some(provider);
+        s.decision.answers = vec![answer];
+        s.decision.empty = false;
+        Ok(JsValue::undefined())
+    })
+}
+
+fn respond_empty(_: &JsValue, _: &[JsValue], _: &mut Context) -> JsResult<JsValue> {
+    with_call("respondEmpty", |s| {
+        record(s, "respondEmpty", vec![]);
+        s.decision.answers.clear();
+        s.decision.empty = true;
+        Ok(JsValue::undefined())
+    })
+}
+
+fn add_cname(_: &JsValue, args: &[JsValue], _: &mut Context) -> JsResult<JsValue> {
+    let name = string_arg(args, 0, "addCName", "cname")?;
+    check_hostname(&name).map_err(|e| type_error(format!("addCName: {e}")))?;
+    with_call("addCName", |s| {
+        record(s, "addCName", vec![name.clone().into()]);
+        s.decision
+            .answers
+            .push(Answer::Cname(name.trim_end_matches('.').to_string()));
+        s.decision.empty = false;
+        Ok(JsValue::undefined())
+    })
+}
+
+fn add_a_record(_: &JsValue, args: &[JsValue], _: &mut Context) -> JsResult<JsValue> {
+    let ip = string_arg(args, 0, "addARecord", "ip_address")?;
+    let addr =
+        super::decision::parse_ipv4(&ip).map_err(|e| type_error(format!("addARecord: {e}")))?;
+    with_call("addARecord", |s| {
+        if s.decision.count_a() >= MAX_ADDRESS_RECORDS {
+            return Err(type_error(format!(
+                "addARecord: at most {MAX_ADDRESS_RECORDS} A records per response"
+            )));
+        }
+        record(s, "addARecord", vec![ip.clone().into()]);
+        s.decision.answers.push(Answer::A(addr));
+        s.decision.empty = false;
+        Ok(JsValue::undefined())
+    })
+}
+
+fn add_aaaa_record(_: &JsValue, args: &[JsValue], _: &mut Context) -> JsResult<JsValue> {
+    let ip = string_arg(args, 0, "addAAAARecord", "ipv6_address")?;
+    let addr = ip
+        .parse::<std::net::Ipv6Addr>()
+        .map_err(|_| type_error(format!("addAAAARecord: malformed IPv6 address '{ip}'")))?;
+    with_call("addAAAARecord", |s| {
+        if s.decision.count_aaaa() >= MAX_ADDRESS_RECORDS {
+            return Err(type_error(format!(
+                "addAAAARecord: at most {MAX_ADDRESS_RECORDS} AAAA records per response"
+            )));
+        }
+        record(s, "addAAAARecord", vec![ip.clone().into()]);
+        s.decision.answers.push(Answer::Aaaa(addr));
+        s.decision.empty = false;
+        Ok(JsValue::undefined())
+    })
+}
+
+fn add_provider_host(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsValue> {
+    let provider = string_arg(args, 0, "addProviderHost", "provider_name")?;
+    let host = string_arg(args, 1, "addProviderHost", "ip_or_hostname")?;
+    // Converting custom data can run app code (toJSON, getters): do it before
+    // taking the call slot.
+    let custom = match args.get(2) {
+        None => None,
+        Some(v) if v.is_undefined() => None,
+        Some(v) => Some(tidy_json(
+            v.to_json(ctx)?.unwrap_or(serde_json::Value::Null),
+        )),
+    };
+    with_call("addProviderHost", |s| {
+        let mut rec = vec![provider.clone().into(), host.clone().into()];
+        if let Some(c) = &custom {
+            rec.push(c.clone());
+        }
+        record(s, "addProviderHost", rec);
+        s.decision.provider_hosts.push(ProviderHost {
+            provider,
+            host,
+            custom,
+        });
+        Ok(JsValue::undefined())
+    })
+}
+
+fn set_provider(_: &JsValue, args: &[JsValue], _: &mut Context) -> JsResult<JsValue> {
+    let provider = string_arg(args, 0, "setProvider", "provider_name")?;
+    with_call("setProvider", |s| {
+        record(s, "setProvider", vec![provider.clone().into()]);
+        s.decision.provider = Some(provider);
+        Ok(JsValue::undefined())
+    })
+}
+
+fn set_reason_code(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsValue> {
+    let v = arg(args, 0);
+    if v.is_undefined() || v.is_null() || v.is_object() {
+        return Err(type_error("setReasonCode: reason must be a string"));
+    }
+    let reason = v.to_string(ctx)?.to_std_string_escaped();
+    with_call("setReasonCode", |s| {
+        record(s, "setReasonCode", vec![json_of(&v, &reason)]);
+        s.decision.reason = Some(reason);
+        Ok(JsValue::undefined())
+    })
+}
+
+/// The JSON form of a primitive argument for the call record.
+fn json_of(v: &JsValue, as_string: &str) -> serde_json::Value {
+    match v.as_number() {
+        Some(n) => {
+            tidy_json(serde_json::Number::from_f64(n).map_or(serde_json::Value::Null, Into::into))
+        }
+        None => as_string.into(),
+    }
+}
+
+/// A whole number from a number or a numeric string, within `range`.
+fn integer_arg(v: &JsValue, method: &str, range: std::ops::RangeInclusive<f64>) -> JsResult<f64> {
+    let n = if let Some(n) = v.as_number() {
+        n
+    } else if let Some(s) = v.as_string() {
+        s.to_std_string_escaped()
+            .trim()
+            .parse::<f64>()
+            .unwrap_or(f64::NAN)
+    } else {
+        f64::NAN
+    };
+    if !n.is_finite() || n.fract() != 0.0 || !range.contains(&n) {
+        return Err(type_error(format!(
+            "{method}: expected a whole number from {} to {}, got {}",
+            range.start(),
+            range.end(),
+            v.display()
+        )));
+    }
+    Ok(n)
+}
+
+fn set_ttl(_: &JsValue, args: &[JsValue], _: &mut Context) -> JsResult<JsValue> {
+    let v = arg(args, 0);
+    let ttl = integer_arg(&v, "setTTL", 0.0..=2_147_483_647.0)?;
+    with_call("setTTL", |s| {
+        record(s, "setTTL", vec![json_of(&v, &ttl.to_string())]);
+        s.decision.ttl = Some(ttl as u32);
+        Ok(JsValue::undefined())
+    })
+}
+
+fn set_status(_: &JsValue, args: &[JsValue], _: &mut Context) -> JsResult<JsValue> {
+    let v = arg(args, 0);
+    let status = integer_arg(&v, "setStatus", 100.0..=599.0)?;
+    let shown = v
+        .as_string()
+        .map(|s| s.to_std_string_escaped())
+        .unwrap_or_else(|| status.to_string());
+    with_call("setStatus", |s| {
+        record(s, "setStatus", vec![json_of(&v, &shown)]);
+        s.decision.status = Some(status as u16);
+        Ok(JsValue::undefined())
+    })
+}
+
+fn set_header(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsValue> {
+    let name = string_arg(args, 0, "setHeader", "header_name")?;
+    let value = arg(args, 1);
+    if value.is_undefined() || value.is_null() || value.is_object() {
+        return Err(type_error("setHeader: header_value must be a string"));
+    }
+    let value = value.to_string(ctx)?.to_std_string_escaped();
+    let valid_name = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !valid_name || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(type_error(format!("setHeader: invalid header '{name}'")));
+    }
+    with_call("setHeader", |s| {
+        record(
+            s,
+            "setHeader",
+            vec![name.clone().into(), value.clone().into()],
+        );
+        s.decision.headers.push((name, value));
+        Ok(JsValue::undefined())
+    })
+}
+
+/// Builds the reusable `response` object.
+pub fn build_response(ctx: &mut Context) -> JsObject {
+    type Method = fn(&JsValue, &[JsValue], &mut Context) -> JsResult<JsValue>;
+    let methods: [(&str, Method, usize); 11] = [
+        ("respond", respond, 2),
+        ("respondEmpty", respond_empty, 0),
+        ("addCName", add_cname, 1),
+        ("addARecord", add_a_record, 1),
+        ("addAAAARecord", add_aaaa_record, 1),
+        ("addProviderHost", add_provider_host, 3),
+        ("setProvider", set_provider, 1),
+        ("setReasonCode", set_reason_code, 1),
+        ("setTTL", set_ttl, 1),
+        ("setStatus", set_status, 1),
+        ("setHeader", set_header, 2),
+    ];
+    let mut init = ObjectInitializer::new(ctx);
+    for (name, f, len) in methods {
+        init.function(NativeFunction::from_fn_ptr(f), JsString::from(name), len);
+    }
+    init.build()
+}
+
+// ---------------------------------------------------------------- config
+
+fn with_init<R>(method: &str, f: impl FnOnce(&mut InitState) -> R) -> JsResult<R> {
+    INIT.with(|c| match c.try_borrow_mut() {
+        Ok(mut guard) => match guard.as_mut() {
+            Some(state) => Ok(f(state)),
+            None => Err(type_error(format!(
+                "config.{method} can only be called during init"
+            ))),
+        },
+        Err(_) => Err(type_error(format!("config.{method} called re-entrantly"))),
+    })
+}
+
+fn require_provider(_: &JsValue, args: &[JsValue], _: &mut Context) -> JsResult<JsValue> {
+    let alias = string_arg(args, 0, "requireProvider", "alias")?;
+    with_init("requireProvider", |s| {
+        if !s.meta.providers.contains(&alias) {
+            s.meta.providers.push(alias);
+        }
+    })?;
+    Ok(JsValue::undefined())
+}
+
+fn enable_cors(_: &JsValue, args: &[JsValue], _: &mut Context) -> JsResult<JsValue> {
+    let hosts = string_arg(args, 0, "enableCors", "hosts")?;
+    with_init("enableCors", |s| s.meta.cors = Some(hosts))?;
+    Ok(JsValue::undefined())
+}
+
+fn enable_proximity(_: &JsValue, args: &[JsValue], _: &mut Context) -> JsResult<JsValue> {
+    let flag = match args.first() {
+        None => true,
+        Some(v) if v.is_undefined() => true,
+        Some(v) => v.to_boolean(),
+    };
+    with_init("enableProximityData", |s| s.meta.proximity = flag)?;
+    Ok(JsValue::undefined())
+}
+
+fn get_providers(_: &JsValue, _: &[JsValue], ctx: &mut Context) -> JsResult<JsValue> {
+    let json = with_init("getProviders", |s| {
+        if let Some(v) = &s.providers_override {
+            return v.clone();
+        }
+        let mut map = serde_json::Map::new();
+        for (alias, info) in &s.data.providers {
+            map.insert(
+                alias.clone(),
+                serde_json::to_value(info).unwrap_or_default(),
+            );
+        }
+        serde_json::Value::Object(map)
+    })?;
+    JsValue::from_json(&json, ctx)
+}
+
+/// Builds the reusable `config` object passed to `init`.
+pub fn build_config(ctx: &mut Context) -> JsObject {
+    ObjectInitializer::new(ctx)
+        .function(
+            NativeFunction::from_fn_ptr(require_provider),
+            js_string!("requireProvider"),
+            1,
+        )
+        .function(
+            NativeFunction::from_fn_ptr(enable_cors),
+            js_string!("enableCors"),
+            1,
+        )
+        .function(
+            NativeFunction::from_fn_ptr(enable_proximity),
+            js_string!("enableProximityData"),
+            1,
+        )
+        .function(
+            NativeFunction::from_fn_ptr(get_providers),
+            js_string!("getProviders"),
+            0,
+        )
+        .build()
+}
+
+// ---------------------------------------------------------------- console
+
+fn console_log(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsValue> {
+    let mut parts = Vec::with_capacity(args.len());
+    for a in args {
+        parts.push(a.to_string(ctx)?.to_std_string_escaped());
+    }
+    tracing::debug!(target: "switchyard::app", "console: {}", parts.join(" "));
+    Ok(JsValue::undefined())
+}
+
+/// Builds a `console` whose methods log at debug level.
+pub fn build_console(ctx: &mut Context) -> JsObject {
+    let mut init = ObjectInitializer::new(ctx);
+    for name in ["log", "info", "warn", "error", "debug"] {
+        init.function(
+            NativeFunction::from_fn_ptr(console_log),
+            JsString::from(name),
+            0,
+        );
+    }
+    init.build()
+}
+
+/// Registers a global non-enumerable, read-only binding.
+pub fn register_global(ctx: &mut Context, name: &str, value: impl Into<JsValue>) -> JsResult<()> {
+    ctx.register_global_property(JsString::from(name), value, Attribute::empty())
+}
+
+/// Creates a function value in `ctx`.
+pub fn make_function(ctx: &mut Context, f: NativeFunction, name: &str, len: usize) -> JsValue {
+    function(ctx, f, name, len)
+}

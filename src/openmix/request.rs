@@ -1,0 +1,67 @@
+//! The request an app sees: where the client is and what it asked.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+/// Location fields of one address, as the Openmix `request` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Location {
+    /// Autonomous system number (0 when unknown).
+    pub asn: u32,
+    /// Continent code (NA, SA, EU, AS, AF, OC) or empty.
+    pub market: String,
+    /// ISO 3166-1 alpha-2 country code or empty.
+    pub country: String,
+    /// `XX-R-CODE` or empty.
+    pub region: String,
+    /// `XX-S-CODE` or empty.
+    pub state: String,
+    /// Latitude, for proximity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latitude: Option<f64>,
+    /// Longitude, for proximity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub longitude: Option<f64>,
+}
+
+/// Everything `onRequest` can read about one request.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Request {
+    /// Client address (the ECS subnet address for DNS when present).
+    pub ip_address: Option<IpAddr>,
+    /// Where the client is.
+    pub client: Location,
+    /// Address of the resolver that sent the DNS query (the client for HTTP).
+    pub resolver_ip_address: Option<IpAddr>,
+    /// Where the resolver is.
+    pub resolver: Location,
+    /// Labels in front of the app's name, e.g. `www` for `www.app.zone`.
+    pub hostname_prefix: String,
+    /// `A`, `AAAA`, `CNAME`, or empty for HTTP.
+    pub query_type: String,
+    /// HTTP request headers (names compared case-insensitively).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
+    /// HTTP query string pairs, decoded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub query: Vec<(String, String)>,
+}
+
+impl Request {
+    /// The first header with this name, compared without case.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first query-string value with this name.
+    pub fn query_value(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}

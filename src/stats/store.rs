@@ -1,0 +1,268 @@
+//! The storage seam: [`StatsStore`], one trait with a SQLite and a
+//! PostgreSQL implementation beside it ([`super::sqlite`],
+//! [`super::postgres`]), chosen by [`open_store`].
+//!
+//! The trait speaks domain types only ([`StatsRecord`], [`Window`],
+//! [`AggRow`]); sqlx stays inside the two backends. The means are taken in
+//! SQL (one row per orchestrator and region comes back, not every event);
+//! the score math is Rust, shared by both backends ([`aggregate_rows`]), so
+//! the two cannot drift apart.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::{AggRow, StatsRecord, Window};
+
+/// `{ orchestrator: { REGION: scores } }`, both levels sorted.
+pub type Aggregated = BTreeMap<String, BTreeMap<String, AggRow>>;
+
+/// `{ REGION: [record, newest first] }`.
+pub type RawRecords = BTreeMap<String, Vec<Value>>;
+
+/// What an aggregated read selects. Build it with [`Filter::new`], which
+/// normalises case the way posts are stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    /// Only this orchestrator (lower-case); `None` for all.
+    pub orchestrator: Option<String>,
+    /// Only this region (upper-case); `None` for all.
+    pub region: Option<String>,
+    /// The span of posted timestamps.
+    pub window: Window,
+}
+
+impl Filter {
+    /// A filter; blank names count as absent, and case is normalised
+    /// (orchestrators are stored lower-case, regions upper-case), which is
+    /// what makes the query parameters case-insensitive.
+    pub fn new(orchestrator: Option<&str>, region: Option<&str>, window: Window) -> Self {
+        Filter {
+            orchestrator: normalise(orchestrator).map(|o| o.to_lowercase()),
+            region: normalise(region).map(|r| r.to_uppercase()),
+            window,
+        }
+    }
+}
+
+pub(crate) fn normalise(s: Option<&str>) -> Option<&str> {
+    s.map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Why the store failed. Connection strings in these messages have their
+/// passwords redacted ([`redact_url`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The PostgreSQL URL does not parse (the URL itself is left out: it may hold a password).
+    #[error("invalid PostgreSQL URL {url}: {reason}")]
+    BadUrl {
+        /// The URL, password redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A schema name that is not a plain lower-case identifier.
+    #[error("invalid PostgreSQL schema name {0:?}: use lower-case letters, digits and '_'")]
+    BadSchema(String),
+    /// The database could not be opened or reached at startup.
+    #[error("cannot open {what}: {source}")]
+    Connect {
+        /// The file, or the URL with its password redacted.
+        what: String,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// Creating or upgrading the schema failed.
+    #[error("stats schema migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("stats database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A stored payload is not JSON (someone edited the table by hand).
+    #[error("stored stats record {id} is not valid JSON: {source}")]
+    Corrupt {
+        /// The row id.
+        id: i64,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+    /// A record could not be encoded (cannot happen for finite numbers; kept typed rather than unwrapped).
+    #[error("cannot encode stats record: {0}")]
+    Encode(serde_json::Error),
+}
+
+/// Where posted stats live.
+///
+/// Implementations must store a record whole or not at all, and must
+/// return from [`insert`](Self::insert) only once the row is committed: the
+/// API answers 200 only after that.
+#[async_trait]
+pub trait StatsStore: Send + Sync {
+    /// Stores one record; `received_at` is stamped by the store.
+    async fn insert(&self, record: &StatsRecord) -> Result<(), StoreError>;
+
+    /// Stores many records in one transaction (all or none). Used to load
+    /// history in bulk; the default inserts them one by one.
+    async fn insert_batch(&self, records: &[StatsRecord]) -> Result<(), StoreError> {
+        for r in records {
+            self.insert(r).await?;
+        }
+        Ok(())
+    }
+
+    /// Scores per orchestrator and region over the filter's window; only
+    /// pairs with rows appear.
+    async fn aggregated(&self, filter: &Filter) -> Result<Aggregated, StoreError>;
+
+    /// One orchestrator's records per region, newest first.
+    /// `orchestrator` and `region` are matched case-insensitively.
+    async fn raw(
+        &self,
+        orchestrator: &str,
+        region: Option<&str>,
+        window: &Window,
+    ) -> Result<RawRecords, StoreError>;
+
+    /// A round trip to the database, for `/deepcheck`.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// How many records are stored.
+    async fn count(&self) -> Result<u64, StoreError>;
+
+    /// `"sqlite"` or `"postgres"`, for logs and `/deepcheck`.
+    fn backend(&self) -> &'static str;
+}
+
+/// Opens the configured store: PostgreSQL when `postgres_url` is given (the
+/// caller takes it from env `POSTGRES` or the config), else SQLite in
+/// `data_dir/stats.db` (the directory is created if needed). Either way the
+/// schema is created or upgraded before this returns.
+pub async fn open_store(
+    data_dir: &Path,
+    postgres_url: Option<&str>,
+) -> Result<Arc<dyn StatsStore>, StoreError> {
+    match postgres_url.map(str::trim).filter(|u| !u.is_empty()) {
+        Some(url) => {
+            let store = super::postgres::PostgresStore::open(url, None).await?;
+            tracing::info!(url = %redact_url(url), "stats store: PostgreSQL");
+            Ok(Arc::new(store))
+        }
+        None => {
+            let store = super::sqlite::SqliteStore::open(data_dir).await?;
+            tracing::info!(path = %store.path().display(), "stats store: SQLite");
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// The URL with any password (in the userinfo or a `password=` query
+/// parameter) replaced by `REDACTED`, for logs and error messages. A URL
+/// that does not parse is not echoed at all, since it may still hold one.
+pub fn redact_url(url: &str) -> String {
+    let Ok(mut u) = url::Url::parse(url) else {
+        return "<unparseable URL>".to_owned();
+    };
+    if u.password().is_some() {
+        // Fails only for URLs that cannot have credentials, and those have no password to hide.
+        let _ = u.set_password(Some("REDACTED"));
+    }
+    if u.query_pairs()
+        .any(|(k, _)| k.eq_ignore_ascii_case("password"))
+    {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k.eq_ignore_ascii_case("password") {
+                    "REDACTED".to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
+}
+
+/// One row of the aggregate query: orchestrator, region and the three means.
+pub(crate) type MeanRow = (String, String, f64, f64, f64);
+
+/// Turns per-(orchestrator, region) means into the response shape.
+pub(crate) fn aggregate_rows(rows: impl IntoIterator<Item = MeanRow>) -> Aggregated {
+    let mut out = Aggregated::new();
+    for (orch, region, sr, seg, rtt) in rows {
+        out.entry(orch)
+            .or_default()
+            .insert(region, AggRow::from_means(sr, seg, rtt));
+    }
+    out
+}
+
+/// Groups `(id, region, payload)` rows, already newest first, by region.
+pub(crate) fn group_raw(
+    rows: impl IntoIterator<Item = (i64, String, String)>,
+) -> Result<RawRecords, StoreError> {
+    let mut out = RawRecords::new();
+    for (id, region, payload) in rows {
+        let v: Value =
+            serde_json::from_str(&payload).map_err(|source| StoreError::Corrupt { id, source })?;
+        out.entry(region).or_default().push(v);
+    }
+    Ok(out)
+}
+
+/// The JSON kept in `payload`.
+pub(crate) fn payload(record: &StatsRecord) -> Result<String, StoreError> {
+    serde_json::to_string(record).map_err(StoreError::Encode)
+}
+
+/// Rows per multi-row INSERT in [`StatsStore::insert_batch`]: 13 binds a
+/// row keeps a statement under SQLite's 32 766 and PostgreSQL's 65 535
+/// parameter limits.
+pub(crate) const BATCH_ROWS: usize = 1000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:hunter2@db:5432/x"),
+            "postgres://u:REDACTED@db:5432/x"
+        );
+        assert_eq!(redact_url("postgres://u@db/x"), "postgres://u@db/x");
+        let q = redact_url("postgres://db/x?user=u&password=hunter2&sslmode=require");
+        assert!(
+            !q.contains("hunter2")
+                && q.contains("password=REDACTED")
+                && q.contains("sslmode=require"),
+            "{q}"
+        );
+        assert!(!redact_url("not a url hunter2").contains("hunter2"));
+    }
+
+    #[test]
+    fn filter_normalises() {
+        let w = Window {
+            since: None,
+            until: 1.0,
+        };
+        let f = Filter::new(Some(" 0xABC "), Some("fra"), w);
+        assert_eq!(f.orchestrator.as_deref(), Some("0xabc"));
+        assert_eq!(f.region.as_deref(), Some("FRA"));
+        assert_eq!(Filter::new(Some(""), Some("  "), w).orchestrator, None);
+    }
+}

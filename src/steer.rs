@@ -1,0 +1,154 @@
+//! One decision with the product's rules around it: run the app, and when
+//! it fails, serve its fallback (reason `fallback`) or report failure.
+//!
+//! Every front end (`decide`, DNS, HTTP) calls [`steer`], so the rules are
+//! written once: TTL is `setTTL`, else the app's default, else the zone's;
+//! an app error is logged once per app version, with its line.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use crate::apps::LoadedApp;
+use crate::openmix::{AppError, CallOptions, DataSnapshot, Decision, Request, runtime};
+
+/// The reason code of a fallback answer.
+pub const FALLBACK_REASON: &str = "fallback";
+
+/// How a decision came about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The app decided.
+    App,
+    /// The app failed; its configured fallback answered.
+    Fallback(AppError),
+    /// The app failed and has no fallback: the front end reports an error
+    /// (SERVFAIL, HTTP 503).
+    Failed(AppError),
+    /// The app version is quarantined (it was running when the serving
+    /// process died); its fallback answered without running it.
+    Quarantined,
+}
+
+/// A decision ready for a front end.
+#[derive(Debug, Clone)]
+pub struct Steered {
+    /// What to answer.
+    pub decision: Decision,
+    /// Effective TTL.
+    pub ttl: u32,
+    /// Effective reason code (empty when the app set none).
+    pub reason: String,
+    /// App, fallback or failure.
+    pub outcome: Outcome,
+}
+
+static LOGGED: Mutex<Option<HashSet<(String, u64)>>> = Mutex::new(None);
+
+/// Logs an app error once per app version.
+fn log_once(app: &LoadedApp, err: &AppError) {
+    let key = (app.code.name.clone(), app.code.version);
+    let first = match LOGGED.lock() {
+        Ok(mut guard) => guard.get_or_insert_with(HashSet::new).insert(key),
+        Err(_) => true,
+    };
+    if first {
+        tracing::warn!(app = %app.code.name, version = app.code.version, kind = err.kind(), error = %err,
+            "app failed; serving its fallback (logged once per app version)");
+    }
+}
+
+/// Runs `app` for `request` and applies the fallback rules.
+pub fn steer(
+    app: &LoadedApp,
+    request: Request,
+    data: &Arc<DataSnapshot>,
+    zone_ttl: u32,
+) -> Steered {
+    let default_ttl = app.settings.ttl.unwrap_or(zone_ttl);
+    if app.quarantine.is_some() {
+        return quarantined(app, default_ttl);
+    }
+    match runtime::decide(&app.code, request, data, CallOptions::default()) {
+        Ok(out) => {
+            let ttl = out.decision.ttl.unwrap_or(default_ttl);
+            let reason = out.decision.reason.clone().unwrap_or_default();
+            Steered {
+                decision: out.decision,
+                ttl,
+                reason,
+                outcome: Outcome::App,
+            }
+        }
+        Err(err) => {
+            log_once(app, &err);
+            fallback(app, err, default_ttl)
+        }
+    }
+}
+
+/// The reason code of an answer for a quarantined app.
+pub const QUARANTINED_REASON: &str = "quarantined";
+
+/// The answer for a quarantined app: its fallback, reason `quarantined`
+/// (no fallback: a failure, SERVFAIL or 503).
+pub fn quarantined(app: &LoadedApp, ttl: u32) -> Steered {
+    if app.settings.fallback.is_empty() {
+        return Steered {
+            decision: Decision::default(),
+            ttl,
+            reason: QUARANTINED_REASON.into(),
+            outcome: Outcome::Failed(AppError::NoDecision),
+        };
+    }
+    let decision = Decision {
+        provider: Some(FALLBACK_REASON.to_string()),
+        answers: app.settings.fallback.clone(),
+        ttl: Some(ttl),
+        reason: Some(QUARANTINED_REASON.to_string()),
+        ..Decision::default()
+    };
+    Steered {
+        decision,
+        ttl,
+        reason: QUARANTINED_REASON.into(),
+        outcome: Outcome::Quarantined,
+    }
+}
+
+/// The fallback answer of `app` for error `err`.
+pub fn fallback(app: &LoadedApp, err: AppError, ttl: u32) -> Steered {
+    if app.settings.fallback.is_empty() {
+        return Steered {
+            decision: Decision::default(),
+            ttl,
+            reason: "error".into(),
+            outcome: Outcome::Failed(err),
+        };
+    }
+    let decision = Decision {
+        provider: Some(FALLBACK_REASON.to_string()),
+        answers: app.settings.fallback.clone(),
+        ttl: Some(ttl),
+        reason: Some(FALLBACK_REASON.to_string()),
+        ..Decision::default()
+    };
+    Steered {
+        decision,
+        ttl,
+        reason: FALLBACK_REASON.into(),
+        outcome: Outcome::Fallback(err),
+    }
+}
+
+/// The request fields of a GeoIP result.
+pub fn location(g: crate::geo::ClientGeo) -> crate::openmix::Location {
+    crate::openmix::Location {
+        asn: g.asn,
+        market: g.market,
+        country: g.country,
+        region: g.region,
+        state: g.state,
+        latitude: g.latitude,
+        longitude: g.longitude,
+    }
+}

@@ -1,0 +1,426 @@
+//! JS worker threads: where decisions run for the servers.
+//!
+//! Why a pool and not inline on the DNS reactor threads: a decision may
+//! take up to its time budget (5 ms by default), and an app can escape the
+//! budget inside a native callback (shared/notes/js-budget.md). Run inline,
+//! such a call would stall every query queued behind it on that reactor.
+//! Here the reactors only parse, look up and encode; decisions go through
+//! one shared queue to `n` threads, each keeping its own boa contexts
+//! (contexts are `!Send`). A slow app holds one worker while the others
+//! keep draining the queue, and the waiting query is answered from the
+//! app's fallback once the hard limit passes.
+//!
+//! The watchdog retires a worker whose call has run past the hard limit: a
+//! fresh thread takes its place on the queue and the stuck one is left to
+//! finish (its CPU cannot be reclaimed). Past a cap of retired threads the
+//! serving process exits, the supervisor starts a new one, and the app that
+//! was in flight is quarantined ([`crate::quarantine`]).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use tokio::sync::oneshot;
+
+use crate::apps::{AppRegistry, LoadedApp};
+use crate::openmix::{AppError, DataSnapshot, Phase, Request, runtime};
+use crate::quarantine::Slots;
+use crate::steer::{self, Steered};
+
+/// Most decisions waiting for a worker; past this, queries get the fallback.
+const QUEUE_DEPTH: usize = 8192;
+
+/// Threads retired within a minute before the serving process restarts.
+pub const RETIRED_CAP: u64 = 8;
+
+// The decide variant carries the whole request; jobs are moved, not copied,
+// and boxing would add an allocation per decision.
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    Decide {
+        app: Arc<LoadedApp>,
+        request: Request,
+        data: Arc<DataSnapshot>,
+        zone_ttl: u32,
+        queued: Instant,
+        reply: oneshot::Sender<Steered>,
+    },
+    Ping(oneshot::Sender<()>),
+}
+
+/// Moves a thread to `SCHED_IDLE`: it runs only when a core is otherwise idle.
+pub fn lower_priority(tid: i32) {
+    if tid <= 0 {
+        return;
+    }
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler on a thread id of this process, with a
+    // valid parameter; failure only leaves the priority unchanged.
+    let rc = unsafe { libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) };
+    if rc != 0 {
+        tracing::debug!(tid, error = %std::io::Error::last_os_error(), "cannot lower a retired thread's priority");
+    }
+}
+
+thread_local! {
+    /// Histogram handles by app, so a decision does not look its labels up.
+    static LATENCY: std::cell::RefCell<std::collections::HashMap<String, metrics::Histogram>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+fn record_latency(app: &str, secs: f64) {
+    LATENCY.with_borrow_mut(|h| match h.get(app) {
+        Some(hist) => hist.record(secs),
+        None => {
+            let hist = metrics::histogram!("switchyard_decision_seconds", "app" => app.to_string());
+            hist.record(secs);
+            h.insert(app.to_string(), hist);
+        }
+    });
+}
+
+/// The query a worker is deciding, so the watchdog can answer it from the
+/// fallback the moment it retires the worker.
+struct Pending {
+    reply: oneshot::Sender<Steered>,
+    app: Arc<LoadedApp>,
+    ttl: u32,
+}
+
+/// One worker thread's state, watched by the watchdog.
+struct Worker {
+    /// Milliseconds since the pool started when the current call began; 0 idle.
+    busy_since: AtomicU64,
+    /// Hard limit of the current call, in ms.
+    limit_ms: AtomicU64,
+    retired: AtomicBool,
+    app: Mutex<String>,
+    pending: Mutex<Option<Pending>>,
+    /// Kernel thread id, to lower a retired thread's priority.
+    tid: std::sync::atomic::AtomicI32,
+    /// In-flight slot index.
+    slot: usize,
+}
+
+/// The pool of JS worker threads.
+pub struct Workers {
+    tx: Sender<Job>,
+    rx: Receiver<Job>,
+    hard_limit: Duration,
+    overloaded: AtomicU64,
+    late: AtomicU64,
+    retired: AtomicU64,
+    apps: Option<Arc<AppRegistry>>,
+    slots: Option<Arc<Slots>>,
+    next_slot: AtomicUsize,
+    workers: Mutex<Vec<Arc<Worker>>>,
+    /// When recent retirements happened (the cap counts the last minute).
+    recent_retirements: Mutex<std::collections::VecDeque<Instant>>,
+    epoch: Instant,
+}
+
+impl Workers {
+    /// Starts `n` worker threads and the watchdog. A decision not answered
+    /// within `hard_limit` is answered from the app's fallback, and its
+    /// thread is retired. Instances of apps removed from `apps` are dropped
+    /// after each reload; `slots` records what each worker runs.
+    pub fn start(
+        n: usize,
+        hard_limit: Duration,
+        apps: Option<Arc<AppRegistry>>,
+        slots: Option<Arc<Slots>>,
+    ) -> Arc<Workers> {
+        let (tx, rx) = bounded::<Job>(QUEUE_DEPTH);
+        let pool = Arc::new(Workers {
+            tx,
+            rx,
+            hard_limit,
+            overloaded: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            retired: AtomicU64::new(0),
+            apps,
+            slots,
+            next_slot: AtomicUsize::new(0),
+            workers: Mutex::new(Vec::new()),
+            recent_retirements: Mutex::new(std::collections::VecDeque::new()),
+            epoch: Instant::now(),
+        });
+        for _ in 0..n.max(1) {
+            pool.spawn_worker();
+        }
+        let watched = Arc::downgrade(&pool);
+        let _ = std::thread::Builder::new()
+            .name("js-watchdog".into())
+            .spawn(move || {
+                while let Some(pool) = watched.upgrade() {
+                    pool.watch();
+                    drop(pool);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            });
+        pool
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    fn spawn_worker(self: &Arc<Self>) {
+        let slot =
+            self.next_slot.fetch_add(1, Ordering::Relaxed) % (crate::quarantine::LOADER_SLOT);
+        let me = Arc::new(Worker {
+            busy_since: AtomicU64::new(0),
+            limit_ms: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
+            app: Mutex::new(String::new()),
+            pending: Mutex::new(None),
+            tid: std::sync::atomic::AtomicI32::new(0),
+            slot,
+        });
+        if let Ok(mut w) = self.workers.lock() {
+            w.push(me.clone());
+        }
+        let pool = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("js-worker-{slot}"))
+            .spawn(move || pool.work(&me, slot));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start JS worker thread");
+        }
+    }
+
+    fn work(&self, me: &Worker, slot: usize) {
+        // SAFETY: gettid has no preconditions.
+        me.tid.store(unsafe { libc::gettid() }, Ordering::Release);
+        let mut seen_reloads = 0;
+        while let Ok(job) = self.rx.recv() {
+            if let Some(apps) = &self.apps {
+                let reloads = apps.reload_count();
+                if reloads != seen_reloads {
+                    seen_reloads = reloads;
+                    runtime::retain_apps(&|name| apps.get(name).is_some());
+                }
+            }
+            match job {
+                Job::Decide {
+                    app,
+                    request,
+                    data,
+                    zone_ttl,
+                    queued,
+                    reply,
+                } => {
+                    if let Some(s) = &self.slots {
+                        s.enter(slot, &app.code.name, app.hash);
+                    }
+                    if let Ok(mut a) = me.app.lock() {
+                        a.clone_from(&app.code.name);
+                    }
+                    let ttl = app.settings.ttl.unwrap_or(zone_ttl);
+                    if let Ok(mut p) = me.pending.lock() {
+                        *p = Some(Pending {
+                            reply,
+                            app: app.clone(),
+                            ttl,
+                        });
+                    }
+                    // Compile and init this app here first if this thread has
+                    // not yet: watched with the load budget on top of the
+                    // hard limit, then the decision alone with its own limit.
+                    let mut limit = self.limit_for(&app);
+                    if app.quarantine.is_none() {
+                        me.limit_ms.store(
+                            (limit + app.settings.budget.load).as_millis() as u64,
+                            Ordering::Release,
+                        );
+                        me.busy_since.store(self.now_ms(), Ordering::Release);
+                        if let Ok(true) = runtime::warm(&app.code, &data) {
+                            // A fresh instance's first call may compile more.
+                            limit += app.settings.budget.first_call();
+                        }
+                    }
+                    me.limit_ms
+                        .store(limit.as_millis() as u64, Ordering::Release);
+                    me.busy_since.store(self.now_ms(), Ordering::Release);
+                    let out = steer::steer(&app, request, &data, zone_ttl);
+                    me.busy_since.store(0, Ordering::Release);
+                    if let Some(s) = &self.slots {
+                        s.leave(slot);
+                    }
+                    record_latency(&app.code.name, queued.elapsed().as_secs_f64());
+                    // The watchdog may have answered already (and retired us).
+                    if let Some(p) = me.pending.lock().ok().and_then(|mut p| p.take()) {
+                        let _ = p.reply.send(out);
+                    }
+                }
+                Job::Ping(reply) => {
+                    let _ = reply.send(());
+                }
+            }
+            if me.retired.load(Ordering::Acquire) {
+                tracing::warn!(slot, "retired JS worker finished its call and exits");
+                break;
+            }
+        }
+        runtime::clear();
+    }
+
+    /// The hard limit of one decision of `app`: the pool's, or more for an
+    /// app whose own budget is longer.
+    fn limit_for(&self, app: &LoadedApp) -> Duration {
+        self.hard_limit.max(app.settings.budget.decision * 2)
+    }
+
+    /// One watchdog pass: retire workers stuck past their hard limit.
+    fn watch(self: &Arc<Self>) {
+        let now = self.now_ms();
+        let stuck: Vec<Arc<Worker>> = match self.workers.lock() {
+            Ok(w) => w
+                .iter()
+                .filter(|w| !w.retired.load(Ordering::Acquire))
+                .filter(|w| {
+                    let since = w.busy_since.load(Ordering::Acquire);
+                    since != 0 && now.saturating_sub(since) > w.limit_ms.load(Ordering::Acquire)
+                })
+                .cloned()
+                .collect(),
+            Err(_) => return,
+        };
+        for w in stuck {
+            w.retired.store(true, Ordering::Release);
+            let limit = w.limit_ms.load(Ordering::Acquire);
+            // Answer the waiting query from the fallback at once.
+            if let Some(p) = w.pending.lock().ok().and_then(|mut p| p.take()) {
+                let err = AppError::Timeout {
+                    phase: Phase::OnRequest,
+                    budget_ms: limit,
+                };
+                let _ = p.reply.send(steer::fallback(&p.app, err, p.ttl));
+                self.late.fetch_add(1, Ordering::Relaxed);
+            }
+            self.retired.fetch_add(1, Ordering::Relaxed);
+            let n = match self.recent_retirements.lock() {
+                Ok(mut r) => {
+                    let now = Instant::now();
+                    r.push_back(now);
+                    while r
+                        .front()
+                        .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+                    {
+                        r.pop_front();
+                    }
+                    r.len() as u64
+                }
+                Err(_) => 0,
+            };
+            let app = w.app.lock().map(|a| a.clone()).unwrap_or_default();
+            metrics::counter!("switchyard_workers_retired_total", "app" => app.clone())
+                .increment(1);
+            // The stuck thread keeps its CPU until its call ends: let it run
+            // only when nothing else wants the CPU, so healthy workers are
+            // not starved by it.
+            lower_priority(w.tid.load(Ordering::Acquire));
+            if n > RETIRED_CAP {
+                tracing::error!(retired_last_minute = n, app = %app, "too many stuck JS workers; restarting the serving process");
+                // Only stuck calls count as in flight: bystanders on healthy
+                // workers must not be quarantined with the culprit.
+                if let (Some(slots), Ok(all)) = (&self.slots, self.workers.lock()) {
+                    for x in all.iter().filter(|x| !x.retired.load(Ordering::Acquire)) {
+                        slots.leave(x.slot);
+                    }
+                }
+                // The stuck calls' slots stay marked busy: the next process
+                // quarantines their apps.
+                std::process::exit(70);
+            }
+            tracing::warn!(app = %app, limit_ms = limit, retired = n, "JS worker stuck past the hard limit; retiring it and starting a fresh one");
+            self.spawn_worker();
+            if let Ok(mut all) = self.workers.lock() {
+                all.retain(|x| {
+                    !x.retired.load(Ordering::Acquire) || x.busy_since.load(Ordering::Acquire) != 0
+                });
+            }
+        }
+    }
+
+    /// Runs `app` for `request` on a worker and waits for the answer.
+    pub async fn steer(
+        &self,
+        app: Arc<LoadedApp>,
+        request: Request,
+        data: Arc<DataSnapshot>,
+        zone_ttl: u32,
+    ) -> Steered {
+        let default_ttl = app.settings.ttl.unwrap_or(zone_ttl);
+        if app.quarantine.is_some() {
+            return steer::quarantined(&app, default_ttl);
+        }
+        let (reply, rx) = oneshot::channel();
+        let job = Job::Decide {
+            app: app.clone(),
+            request,
+            data,
+            zone_ttl,
+            queued: Instant::now(),
+            reply,
+        };
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.overloaded.fetch_add(1, Ordering::Relaxed);
+                let err = AppError::Timeout {
+                    phase: Phase::OnRequest,
+                    budget_ms: 0,
+                };
+                return steer::fallback(&app, err, default_ttl);
+            }
+        }
+        // The watchdog answers a stuck call from the fallback at its hard
+        // limit; this timeout is only the safety net behind it (a first call
+        // on a worker may also compile the app, within the load budget).
+        let net = self.limit_for(&app) + app.settings.budget.load + Duration::from_millis(50);
+        match tokio::time::timeout(net, rx).await {
+            Ok(Ok(out)) => out,
+            _ => {
+                self.late.fetch_add(1, Ordering::Relaxed);
+                let err = AppError::Timeout {
+                    phase: Phase::OnRequest,
+                    budget_ms: net.as_millis() as u64,
+                };
+                steer::fallback(&app, err, default_ttl)
+            }
+        }
+    }
+
+    /// Checks that a worker picks up work: the round trip, or why not.
+    pub async fn ping(&self, limit: Duration) -> Result<Duration, String> {
+        let start = Instant::now();
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .try_send(Job::Ping(reply))
+            .map_err(|_| "queue full or closed".to_string())?;
+        match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(())) => Ok(start.elapsed()),
+            _ => Err(format!(
+                "no worker answered within {} ms",
+                limit.as_millis()
+            )),
+        }
+    }
+
+    /// Decisions refused because the queue was full.
+    pub fn overloaded(&self) -> u64 {
+        self.overloaded.load(Ordering::Relaxed)
+    }
+
+    /// Decisions answered from the fallback because no worker answered in time.
+    pub fn late(&self) -> u64 {
+        self.late.load(Ordering::Relaxed)
+    }
+
+    /// Worker threads retired by the watchdog.
+    pub fn retired(&self) -> u64 {
+        self.retired.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,215 @@
+//! Test harness: the real `switchyard` binary on ephemeral loopback ports.
+//!
+//! [`Server::start`] copies the shipped apps (or the given ones) into a
+//! fresh directory, runs `switchyard serve` with every listener on port 0,
+//! waits for its "listening" log lines to learn the ports, and kills the
+//! process when dropped. Tests then talk to it over real sockets.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running server.
+pub struct Server {
+    child: Child,
+    /// DNS address (UDP and TCP).
+    pub dns: SocketAddr,
+    /// Public HTTP address, when the server has one.
+    pub http: Option<SocketAddr>,
+    /// Operations address, when the server has one.
+    pub admin: Option<SocketAddr>,
+    /// The apps directory the server watches.
+    pub apps: PathBuf,
+    /// Scratch directory (apps, data, config).
+    pub dir: tempfile::TempDir,
+    /// Every log line so far.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+/// Options for [`Server::start_with`].
+#[derive(Default)]
+pub struct Options {
+    /// Extra TOML appended to the shipped example config.
+    pub extra_config: String,
+    /// Apps to write instead of the shipped ones: (file name, contents).
+    pub apps: Option<Vec<(String, String)>>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// Text replacements (from, to) applied to the shipped example config
+    /// before `extra_config` is appended: the way to change keys of tables
+    /// the example already has, such as `[server]` or `[geo]`. A `from`
+    /// that does not occur is a test bug and panics.
+    pub config_edits: Vec<(String, String)>,
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl Server {
+    /// Starts a server with the shipped config and apps.
+    pub fn start() -> Server {
+        Self::start_with(Options::default())
+    }
+
+    /// Starts a server with options.
+    pub fn start_with(opts: Options) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let apps = dir.path().join("apps");
+        std::fs::create_dir_all(&apps).expect("apps dir");
+        match &opts.apps {
+            Some(list) => {
+                for (name, text) in list {
+                    std::fs::write(apps.join(name), text).expect("write app");
+                }
+            }
+            None => {
+                for e in std::fs::read_dir(root().join("apps")).expect("shipped apps") {
+                    let p = e.expect("entry").path();
+                    if matches!(p.extension().and_then(|x| x.to_str()), Some("js" | "toml")) {
+                        std::fs::copy(&p, apps.join(p.file_name().expect("name")))
+                            .expect("copy app");
+                    }
+                }
+            }
+        }
+        let mut shipped = std::fs::read_to_string(root().join("examples/switchyard.toml"))
+            .expect("example config");
+        for (from, to) in &opts.config_edits {
+            assert!(
+                shipped.contains(from.as_str()),
+                "config edit: {from:?} is not in examples/switchyard.toml"
+            );
+            shipped = shipped.replacen(from.as_str(), to, 1);
+        }
+        let config = dir.path().join("switchyard.toml");
+        std::fs::write(&config, format!("{shipped}\n{}\n", opts.extra_config))
+            .expect("write config");
+
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.current_dir(root())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args([
+                "--dns",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--apps",
+            ])
+            .arg(&apps)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start switchyard");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push(line.clone());
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (mut dns, mut http, mut admin) = (None, None, None);
+        while Instant::now() < deadline {
+            let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "switchyard exited early ({status}): {:?}",
+                        log.lock().unwrap()
+                    );
+                }
+                continue;
+            };
+            let addr = || -> Option<SocketAddr> {
+                line.split("addr=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            };
+            if line.contains("listening for DNS over TCP") {
+                dns = addr();
+            } else if line.contains("listening for HTTP decisions") {
+                http = addr();
+            } else if line.contains("listening for operations") {
+                admin = addr();
+            }
+            if line.contains("switchyard ready") {
+                break;
+            }
+        }
+        let dns = dns.unwrap_or_else(|| panic!("no DNS listener line: {:?}", log.lock().unwrap()));
+        Server {
+            child,
+            dns,
+            http,
+            admin,
+            apps,
+            dir,
+            log,
+        }
+    }
+
+    /// True when some log line contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_log(&self, needle: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.logged(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Sends a signal to the server process.
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args(["-s", sig, &self.child.id().to_string()])
+            .status();
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

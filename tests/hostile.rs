@@ -1,0 +1,1805 @@
+//! Hostile apps against the real server over DNS (issue 14).
+//!
+//! Each test starts `switchyard serve` (the supervisor and its serving
+//! process) with a well-behaved app, `good` (A 192.0.2.1, fallback
+//! 192.0.2.251), and hostile apps `h_<name>` whose sidecar sets the
+//! fallback 192.0.2.250. A background thread queries `good` over UDP all
+//! along and counts answers, wrong answers, lost queries and the worst
+//! latency. Every hostile query must get the fallback (SERVFAIL for the
+//! apps without one) within the hard limit plus a margin.
+//!
+//! The runaways are grouped by what is expected to stop them, one server
+//! per group, so that the retired workers of one group cannot restart the
+//! process under another group's assertions:
+//!
+//! * [`STOPPED`]: the time budget, the memory budget, the recursion limit
+//!   or the prelude's guards stop them inside the call;
+//! * [`CALLBACK`]: runaways inside callbacks from native code; only boa's
+//!   loop limit stops them (about 20 ms in a release build, about 2 s in a
+//!   debug build, so here the watchdog answers at the hard limit and
+//!   retires the thread, which later ends with the loop-limit error);
+//! * [`NEVER_ENDING`]: nothing in-process stops them in time; the watchdog
+//!   answers at the hard limit and retires the thread, past the cap the
+//!   process restarts and the apps in flight are quarantined until a new
+//!   version is saved.
+//!
+//! Each group runs in `onRequest` and in `init` (an app whose `init` fails
+//! never loads: its name answers NXDOMAIN and `/api/applications` shows
+//! the error). A never-ending `init` is abandoned by the bounded loader
+//! (`init_that_never_ends_does_not_block_loading`).
+//!
+//! The tests after those guard containment holes this suite found (each
+//! says what failed before it was fixed). A test marked
+//! `#[ignore = "hole: ..."]` asserts what should hold and currently does
+//! not; run it with `-- --ignored`.
+//!
+//! Run: `cargo test --test hostile -- --nocapture` (prints latencies and
+//! how each runaway was contained). The tests run one at a time (a lock):
+//! the timings are about the server, not about tests competing for CPU.
+
+mod common;
+mod dnsclient;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use serde_json::Value;
+
+const ZONE: &str = "switchyard.test.";
+/// What `good` answers.
+const GOOD: &str = "192.0.2.1";
+/// What `good` answers after the canary edit.
+const GOOD_V2: &str = "192.0.2.2";
+/// `good`'s fallback: seeing it means the good app failed.
+const GOOD_FALLBACK: &str = "192.0.2.251";
+/// The hostile apps' fallback.
+const FALLBACK: &str = "192.0.2.250";
+/// What a hostile app answers if its runaway ever returns.
+const FINISHED: &str = "192.0.2.99";
+/// What a fixed (new) version of a hostile app answers.
+const FIXED: &str = "192.0.2.77";
+/// The hard limit of a decision (src/server.rs: 100 ms; 150 ms for the
+/// first call of a fresh instance) plus the margin accepted on a busy
+/// 2-core debug build.
+const ANSWER_WITHIN: Duration = Duration::from_millis(500);
+/// The watchdog's cap of retired threads (src/workers.rs).
+const RETIRED_CAP: u64 = 8;
+
+/// Runaways stopped inside the call: the 5 ms time budget or boa's loop
+/// limit, whichever comes first (`while`, nested loops: the limit counts
+/// iterations per call frame, so a fast machine reaches 1M of them inside
+/// a first call's or an init's longer budget), the time budget alone
+/// (1000 calls of a 1e6 loop: no frame passes the limit), the recursion limit, the
+/// 64 MB memory budget (`s += s`) or whichever of time and memory comes
+/// first (push bombs), and the prelude's guards (`fill`, `repeat`).
+const STOPPED: &[(&str, &str)] = &[
+    ("while_true", "while (true) {}"),
+    (
+        "nested",
+        "for (var i = 0; i < 1e6; i++) { for (var j = 0; j < 1e6; j++) {} }",
+    ),
+    (
+        "calls_1e6",
+        "function f() { for (var i = 0; i < 1e6; i++) {} } for (var k = 0; k < 1000; k++) { f(); }",
+    ),
+    ("recursion", "function r(n) { return r(n + 1) + 1; } r(0);"),
+    ("concat", "var s = 'x'; while (true) { s += s; }"),
+    (
+        "push",
+        "var a = []; while (true) { a.push(new Array(100000)); }",
+    ),
+    (
+        "push_objects",
+        "var a = []; while (true) { a.push({ a: 1, b: 'x', c: [1, 2, 3] }); }",
+    ),
+    ("fill", "new Array(1e9).fill(0);"),
+    ("repeat", "'x'.repeat(2 ** 29);"),
+];
+
+/// Runaways in callbacks from native code, stopped only by the loop limit.
+const CALLBACK: &[(&str, &str)] = &[
+    (
+        "foreach_forever",
+        "[1, 2, 3].forEach(function () { while (true) {} });",
+    ),
+    (
+        "sort_comparator",
+        "[3, 1, 2].sort(function (a, b) { while (true) {} });",
+    ),
+    ("getter", "var o = { get x() { while (true) {} } }; o.x;"),
+    (
+        "value_of",
+        "var o = { valueOf: function () { while (true) {} } }; o + 1;",
+    ),
+    ("eval", "eval('while (true) {}');"),
+    (
+        "proxy",
+        "var p = new Proxy({}, { get: function () { while (true) {} } }); p.x;",
+    ),
+];
+
+/// Runaways nothing in-process stops in time: 1000 callbacks each just
+/// under the loop limit, a ReDoS regex, a comparator sort of 3e5 shuffled elements.
+const NEVER_ENDING: &[(&str, &str)] = &[
+    (
+        "foreach_under",
+        "new Array(1000).fill(0).forEach(function () { for (var i = 0; i < 900000; i++) {} });",
+    ),
+    (
+        "redos",
+        "/^(a+)+$/.test('aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!');",
+    ),
+    (
+        "sort_huge",
+        // Shuffled by native code (a presorted array is one run: the sort
+        // would end after n comparisons).
+        "Array.from({ length: 300000 }, function (_, i) { return (i * 2654435761) % 1000003; }).sort(function (x, y) { return x - y; });",
+    ),
+];
+
+/// The entries of `list` named `names`.
+fn pick(
+    list: &[(&'static str, &'static str)],
+    names: &[&str],
+) -> Vec<(&'static str, &'static str)> {
+    names
+        .iter()
+        .map(|n| *list.iter().find(|(m, _)| m == n).expect("known body"))
+        .collect()
+}
+
+// ---------------------------------------------------------------- apps
+
+fn on_request_app(body: &str) -> String {
+    format!(
+        "function onRequest(request, response) {{\n  {body}\n  response.addARecord('{FINISHED}');\n}}\n"
+    )
+}
+
+fn init_app(body: &str) -> String {
+    format!(
+        "function init(config) {{\n  {body}\n}}\n\nfunction onRequest(request, response) {{\n  response.addARecord('{FINISHED}');\n}}\n"
+    )
+}
+
+fn answering(addr: &str) -> String {
+    format!("function onRequest(request, response) {{\n  response.addARecord('{addr}');\n}}\n")
+}
+
+fn sidecar(fallback: &str) -> String {
+    format!("fallback = [\"{fallback}\"]\n")
+}
+
+/// `good.js` and its sidecar.
+fn good_files() -> Vec<(String, String)> {
+    vec![
+        ("good.js".into(), answering(GOOD)),
+        ("good.toml".into(), sidecar(GOOD_FALLBACK)),
+    ]
+}
+
+/// `<prefix><name>.js` made by `make` from each body, each with a sidecar
+/// setting the hostile fallback.
+fn hostile_files(
+    prefix: &str,
+    list: &[(&str, &str)],
+    make: fn(&str) -> String,
+) -> Vec<(String, String)> {
+    list.iter()
+        .flat_map(|(n, b)| {
+            [
+                (format!("{prefix}{n}.js"), make(b)),
+                (format!("{prefix}{n}.toml"), sidecar(FALLBACK)),
+            ]
+        })
+        .collect()
+}
+
+fn qname(app: &str) -> String {
+    format!("{app}.{ZONE}")
+}
+
+// -------------------------------------------------------------- server
+
+/// One test at a time: the suite measures latencies.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A process: pid and start time (clock ticks since boot), so that a pid
+/// reused by another process is never mistaken for it.
+type Proc = (u32, u64);
+
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name; starttime is field 22 (index 19 here).
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// Every process descended from `pid`.
+fn descendants(pid: u32) -> Vec<Proc> {
+    descendant_pids(pid)
+        .into_iter()
+        .filter_map(|p| Some((p, start_time(p)?)))
+        .collect()
+}
+
+fn descendant_pids(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let Ok(text) = std::fs::read_to_string(t.path().join("children")) else {
+                continue;
+            };
+            for c in text
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok())
+            {
+                out.push(c);
+                todo.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// Still running (not a zombie) and still the same process.
+fn alive(&(pid, started): &Proc) -> bool {
+    let running = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false);
+    running && start_time(pid) == Some(started)
+}
+
+/// Kills the processes this test started that are still running, by pid.
+fn kill_leftovers(procs: &[Proc]) {
+    for p in procs {
+        let pid = p.0;
+        if alive(p) {
+            eprintln!("note: serving process {pid} outlived its supervisor's shutdown; killing it");
+            let _ = Command::new("kill")
+                .args(["-s", "KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// A server under test. On drop it stops the supervisor and then kills
+/// any serving process that did not exit with it: a serving process whose
+/// app watcher is stuck in a runaway `init` never finishes its graceful
+/// shutdown, and the harness only knows the supervisor.
+struct Running {
+    server: Option<common::Server>,
+}
+
+impl Running {
+    fn start(apps: Vec<(String, String)>) -> Running {
+        Running::start_with(apps, Vec::new())
+    }
+
+    fn start_with(apps: Vec<(String, String)>, config_edits: Vec<(String, String)>) -> Running {
+        let server = common::Server::start_with(common::Options {
+            apps: Some(apps),
+            config_edits,
+            ..Default::default()
+        });
+        Running {
+            server: Some(server),
+        }
+    }
+
+    fn s(&self) -> &common::Server {
+        self.server.as_ref().expect("server")
+    }
+
+    fn dns(&self) -> SocketAddr {
+        self.s().dns
+    }
+
+    fn admin(&self) -> SocketAddr {
+        self.s().admin.expect("operations address")
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.s().log.lock().unwrap().clone()
+    }
+
+    /// `/debug/vars`.
+    fn vars(&self) -> Value {
+        http_json(self.admin(), "/debug/vars").1
+    }
+
+    /// `/api/applications/<name>`: status code and body.
+    fn app(&self, name: &str) -> (u16, Value) {
+        http_json(self.admin(), &format!("/api/applications/{name}"))
+    }
+
+    fn write_app(&self, file: &str, text: &str) {
+        std::fs::write(self.s().apps.join(file), text).expect("write app");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let Some(server) = self.server.take() else {
+            return;
+        };
+        if std::thread::panicking() || std::env::var_os("HOSTILE_LOG").is_some() {
+            eprintln!("---- server log (warnings and app events) ----");
+            for l in server.log.lock().unwrap().iter() {
+                if !l.contains(" query:") && !l.contains(" request:") {
+                    eprintln!("{l}");
+                }
+            }
+        }
+        let children = descendants(server.pid());
+        drop(server);
+        kill_leftovers(&children);
+    }
+}
+
+/// GET on the operations address; (status, JSON body or Null).
+fn http_json(addr: SocketAddr, path: &str) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        // The operations socket belongs to the supervisor, so it accepts
+        // during a restart; retry while no serving process answers yet.
+        let attempt = (|| -> std::io::Result<(u16, Value)> {
+            let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            let (head, body) = out
+                .split_once("\r\n\r\n")
+                .ok_or_else(|| std::io::Error::other("no response"))?;
+            let status = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+        })();
+        match attempt {
+            Ok(r) => return r,
+            Err(e) if Instant::now() > deadline => panic!("GET {path}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+// ------------------------------------------------------------- queries
+
+static NEXT_ID: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
+
+/// One UDP query with a 1 s timeout: the reply (None: lost) and latency.
+fn ask(dns: SocketAddr, name: &str) -> (Option<dnsclient::Reply>, Duration) {
+    let sock = dnsclient::socket(Duration::from_secs(1));
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let t = Instant::now();
+    let r = dnsclient::query(&sock, dns, name, RecordType::A, id);
+    (r, t.elapsed())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Want {
+    /// NOERROR with the hostile fallback.
+    Fallback,
+    /// SERVFAIL (no fallback configured).
+    ServFail,
+    /// NXDOMAIN (the app never loaded).
+    NxDomain,
+}
+
+fn matches(r: &dnsclient::Reply, want: Want) -> bool {
+    match want {
+        Want::Fallback => r.rcode == ResponseCode::NoError && r.answers == [FALLBACK],
+        Want::ServFail => r.rcode == ResponseCode::ServFail,
+        Want::NxDomain => r.rcode == ResponseCode::NXDomain && r.answers.is_empty(),
+    }
+}
+
+/// Queries hostile `app` once and asserts the answer and its latency.
+fn expect(dns: SocketAddr, app: &str, want: Want) -> Duration {
+    let (r, took) = ask(dns, &qname(app));
+    let r = r.unwrap_or_else(|| panic!("{app}: no answer within 1 s (wanted {want:?})"));
+    assert!(
+        matches(&r, want),
+        "{app}: wanted {want:?}, got {r:?} after {took:?}"
+    );
+    assert!(
+        took < ANSWER_WITHIN,
+        "{app}: {want:?} took {took:?} (limit {ANSWER_WITHIN:?})"
+    );
+    took
+}
+
+/// Waits until `name` answers `want` (first answer); how long it took.
+fn until_answer(dns: SocketAddr, name: &str, want: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if let (Some(r), _) = ask(dns, name)
+            && r.rcode == ResponseCode::NoError
+            && r.answers.first().map(String::as_str) == Some(want)
+        {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{name} did not answer {want} within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until `cond` holds; false on timeout.
+fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// --------------------------------------------------------- good stream
+
+struct Sample {
+    sent: Instant,
+    latency: Duration,
+    reply: Option<dnsclient::Reply>,
+}
+
+/// Queries `good` every 5 ms (1 s timeout) until finished.
+struct GoodStream {
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GoodStream {
+    fn start(dns: SocketAddr) -> GoodStream {
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let (st, sa) = (stop.clone(), samples.clone());
+        let thread = std::thread::spawn(move || {
+            let sock = dnsclient::socket(Duration::from_secs(1));
+            let name = qname("good");
+            let mut id = 40_000u16;
+            while !st.load(Ordering::Relaxed) {
+                id = id.wrapping_add(1);
+                let sent = Instant::now();
+                let reply = dnsclient::query(&sock, dns, &name, RecordType::A, id);
+                sa.lock().unwrap().push(Sample {
+                    sent,
+                    latency: sent.elapsed(),
+                    reply,
+                });
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        GoodStream {
+            stop,
+            samples,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> Summary {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("good stream");
+        }
+        Summary::of(std::mem::take(&mut *self.samples.lock().unwrap()))
+    }
+}
+
+/// What the good stream saw.
+struct Summary {
+    samples: Vec<Sample>,
+}
+
+impl Summary {
+    fn of(samples: Vec<Sample>) -> Summary {
+        Summary { samples }
+    }
+
+    fn total(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Answered with one of `ok`.
+    fn correct(&self, ok: &[&str]) -> usize {
+        self.samples.iter().filter(|s| is_ok(s, ok)).count()
+    }
+
+    /// Answered, but not with one of `ok`: answer text → count.
+    fn wrong(&self, ok: &[&str]) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for s in &self.samples {
+            if let Some(r) = &s.reply
+                && !is_ok(s, ok)
+            {
+                *out.entry(format!("{} {:?}", r.rcode, r.answers))
+                    .or_default() += 1;
+            }
+        }
+        out
+    }
+
+    fn lost(&self) -> usize {
+        self.samples.iter().filter(|s| s.reply.is_none()).count()
+    }
+
+    /// Worst latency of an answered query, and where it was.
+    fn worst(&self) -> Duration {
+        self.samples
+            .iter()
+            .filter(|s| s.reply.is_some())
+            .map(|s| s.latency)
+            .max()
+            .unwrap_or_default()
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        let mut l: Vec<Duration> = self
+            .samples
+            .iter()
+            .filter(|s| s.reply.is_some())
+            .map(|s| s.latency)
+            .collect();
+        l.sort();
+        if l.is_empty() {
+            return Duration::ZERO;
+        }
+        l[((l.len() - 1) as f64 * p).round() as usize]
+    }
+
+    /// Periods with no answer: from the first lost query to the next
+    /// answered one (or the end).
+    fn outages(&self) -> Vec<Duration> {
+        let mut out = Vec::new();
+        let mut since: Option<Instant> = None;
+        for s in &self.samples {
+            match (&s.reply, since) {
+                (None, None) => since = Some(s.sent),
+                (Some(_), Some(t)) => {
+                    out.push(s.sent.duration_since(t));
+                    since = None;
+                }
+                _ => {}
+            }
+        }
+        if let (Some(t), Some(last)) = (since, self.samples.last()) {
+            out.push(last.sent.duration_since(t) + Duration::from_secs(1));
+        }
+        out
+    }
+
+    fn print(&self, what: &str, ok: &[&str]) {
+        eprintln!(
+            "[{what}] good app: {} queries, {} answered correctly, wrong {:?}, {} lost, worst latency {:?} (p50 {:?}, p99 {:?}), outages {:?}",
+            self.total(),
+            self.correct(ok),
+            self.wrong(ok),
+            self.lost(),
+            self.worst(),
+            self.percentile(0.5),
+            self.percentile(0.99),
+            self.outages()
+        );
+    }
+
+    /// Every query answered with one of `ok`, but for at most `late`
+    /// answers from the good app's fallback (a decision that came out late
+    /// on two shared, loaded cores), each reported.
+    fn assert_answered(&self, what: &str, ok: &[&str], late: usize) {
+        self.print(what, ok);
+        assert!(
+            self.total() >= 50,
+            "[{what}] too few good queries: {}",
+            self.total()
+        );
+        assert_eq!(
+            self.lost(),
+            0,
+            "[{what}] good queries went unanswered (the DNS socket stopped answering)"
+        );
+        let mut with_fallback = ok.to_vec();
+        with_fallback.push(GOOD_FALLBACK);
+        assert!(
+            self.wrong(&with_fallback).is_empty(),
+            "[{what}] good queries answered wrongly: {:?}",
+            self.wrong(ok)
+        );
+        let fallbacks = self.total() - self.correct(ok);
+        if fallbacks > 0 {
+            eprintln!("[{what}] COLLATERAL: the good app got its fallback {fallbacks} times");
+        }
+        assert!(
+            fallbacks <= late,
+            "[{what}] the good app got its fallback {fallbacks} times (tolerated: {late})"
+        );
+    }
+
+    /// Every query answered with one of `ok`.
+    fn assert_all_correct(&self, what: &str, ok: &[&str]) {
+        self.print(what, ok);
+        assert!(
+            self.total() >= 50,
+            "[{what}] too few good queries: {}",
+            self.total()
+        );
+        assert_eq!(
+            self.lost(),
+            0,
+            "[{what}] good queries went unanswered (the DNS socket stopped answering)"
+        );
+        assert!(
+            self.wrong(ok).is_empty(),
+            "[{what}] good queries answered wrongly: {:?}",
+            self.wrong(ok)
+        );
+        assert_eq!(self.correct(ok), self.total());
+    }
+}
+
+fn is_ok(s: &Sample, ok: &[&str]) -> bool {
+    s.reply.as_ref().is_some_and(|r| {
+        r.rcode == ResponseCode::NoError
+            && r.answers.len() == 1
+            && ok.contains(&r.answers[0].as_str())
+    })
+}
+
+// ----------------------------------------------------- log inspection
+
+/// The `key=value` tokens of a log line (values may be quoted).
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let i = line.find(&format!(" {key}="))? + key.len() + 2;
+    let rest = &line[i..];
+    if let Some(q) = rest.strip_prefix('"') {
+        return q.split('"').next();
+    }
+    Some(rest.split_whitespace().next().unwrap_or(""))
+}
+
+fn about(line: &str, app: &str) -> bool {
+    field(line, "app") == Some(app)
+}
+
+/// Workers the watchdog retired while running `app`.
+fn retired_for(log: &[String], app: &str) -> usize {
+    log.iter()
+        .filter(|l| l.contains("JS worker stuck past the hard limit") && about(l, app))
+        .count()
+}
+
+/// The error a call of `app` ended with, as logged by the worker
+/// (`kind`, message), once the call has returned.
+fn call_error(log: &[String], app: &str) -> Option<(String, String)> {
+    let line = log
+        .iter()
+        .find(|l| l.contains("app failed; serving its fallback") && about(l, app))?;
+    let kind = field(line, "kind").unwrap_or("?").to_string();
+    let error = line.split(" error=").nth(1).unwrap_or("").to_string();
+    Some((kind, error))
+}
+
+/// One line on how `app`'s runaway was contained.
+fn containment(log: &[String], app: &str) -> String {
+    let retired = retired_for(log, app);
+    let ended = match call_error(log, app) {
+        Some((kind, error)) => format!("the call ended with {kind}: {}", short(&error)),
+        None => "the call has not returned (thread still running or process restarted)".to_string(),
+    };
+    let quarantined = log
+        .iter()
+        .any(|l| l.contains("app quarantined") && about(l, app));
+    let mut s = if retired > 0 {
+        format!("watchdog: answered at the hard limit, {retired} worker(s) retired; {ended}")
+    } else {
+        format!("stopped inside the call; {ended}")
+    };
+    if quarantined {
+        s.push_str("; quarantined after the restart");
+    }
+    s
+}
+
+fn short(s: &str) -> String {
+    let s = s.split(" (at ").next().unwrap_or(s);
+    if s.len() > 110 {
+        format!("{}…", &s[..110])
+    } else {
+        s.to_string()
+    }
+}
+
+/// Threads of process `pid` whose name starts with `prefix`, with their
+/// scheduling policy (`/proc/.../stat` field 41; 5 is `SCHED_IDLE`).
+fn thread_policies(pid: u32, prefix: &str) -> Vec<(String, u32)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            let name = stat.split_once('(')?.1.rsplit_once(')')?.0.to_string();
+            // Fields after the name start at field 3; policy is field 41.
+            let policy = stat
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .nth(38)?
+                .parse()
+                .ok()?;
+            name.starts_with(prefix).then_some((name, policy))
+        })
+        .collect()
+}
+
+const SCHED_IDLE: u32 = 5;
+
+/// The serving process (the supervisor's child).
+fn serving_pid(r: &Running) -> u32 {
+    descendants(r.s().pid())
+        .first()
+        .expect("a serving process")
+        .0
+}
+
+/// `/api/applications/<app>` `last_minute`: provider → reason → count.
+fn reasons(r: &Running, app: &str) -> Value {
+    r.app(app).1["last_minute"].clone()
+}
+
+// ================================================================ tests
+
+/// How a `STOPPED` runaway's call may end (`kind` in the worker's log).
+fn stopped_kinds(name: &str) -> &'static [&'static str] {
+    match name {
+        "while_true" | "nested" => &["timeout", "limits"],
+        "calls_1e6" => &["timeout"],
+        "recursion" => &["limits"],
+        // Whichever budget runs out first.
+        "concat" | "push" | "push_objects" => &["memory", "timeout"],
+        // The prelude's RangeError.
+        _ => &["error"],
+    }
+}
+
+/// How a `CALLBACK` runaway's call may end: the loop limit today; the time
+/// budget if boa learns to interrupt a callback.
+fn callback_kinds(_: &str) -> &'static [&'static str] {
+    &["limits", "timeout"]
+}
+
+/// One server: the good app queried all along, and each of `bodies` in
+/// `onRequest` queried once, one at a time (the next once the previous
+/// call has ended, so that runaways do not pile up on two cores; for what
+/// piling up does, see `stuck_threads_run_at_idle_priority`). Each
+/// query must get the fallback in time and end the way `kinds` says; the
+/// apps of `without_fallback` must answer SERVFAIL; no restart.
+///
+/// The good app: no query lost, no wrong answer. Its fallback is tolerated
+/// once per worker the watchdog replaced (a replacement builds the good
+/// app's instance on its first query; on a loaded 2-core debug build that
+/// decision has come out late), and each is reported.
+fn on_request_chunk(
+    label: &str,
+    bodies: &[(&str, &str)],
+    without_fallback: &[(&str, &str)],
+    kinds: fn(&str) -> &'static [&'static str],
+    end_within: Duration,
+) -> Summary {
+    let mut apps = good_files();
+    apps.extend(hostile_files("h_", bodies, on_request_app));
+    for (n, b) in without_fallback {
+        apps.push((format!("nf_{n}.js"), on_request_app(b)));
+    }
+    let r = Running::start(apps);
+    until_answer(r.dns(), &qname("good"), GOOD, Duration::from_secs(5));
+    let stream = GoodStream::start(r.dns());
+    std::thread::sleep(Duration::from_millis(200));
+
+    let mut took = BTreeMap::new();
+    for (n, _) in bodies {
+        let app = format!("h_{n}");
+        took.insert(app.clone(), expect(r.dns(), &app, Want::Fallback));
+        let ended = wait_for(end_within, || call_error(&r.log(), &app).is_some());
+        assert!(
+            ended,
+            "[{label}] {app}: the call did not end within {end_within:?}: {}",
+            containment(&r.log(), &app)
+        );
+    }
+    for (n, _) in without_fallback {
+        let app = format!("nf_{n}");
+        for _ in 0..3 {
+            took.insert(app.clone(), expect(r.dns(), &app, Want::ServFail));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let summary = stream.finish();
+
+    let log = r.log();
+    for (app, t) in &took {
+        eprintln!(
+            "[{label}] {app}: answered in {t:?}; {}",
+            containment(&log, app)
+        );
+    }
+    for (n, _) in bodies {
+        let app = format!("h_{n}");
+        assert_eq!(
+            reasons(&r, &app),
+            serde_json::json!({ "fallback": { "fallback": 1 } }),
+            "{app}: decision reasons"
+        );
+        let (kind, error) = call_error(&log, &app).expect("ended");
+        let expected = kinds(n);
+        assert!(
+            expected.contains(&kind.as_str()),
+            "{app}: ended with {kind} ({error}), expected one of {expected:?}"
+        );
+    }
+    let vars = r.vars();
+    assert_eq!(vars["restarts"], 0, "[{label}] no restart expected: {vars}");
+    assert_eq!(
+        vars["quarantined"],
+        serde_json::json!({}),
+        "[{label}] {vars}"
+    );
+
+    let replaced = bodies
+        .iter()
+        .map(|(n, _)| retired_for(&log, &format!("h_{n}")))
+        .sum::<usize>();
+    let good_retired = retired_for(&log, "good");
+    summary.print(label, &[GOOD]);
+    assert!(
+        summary.total() >= 50,
+        "[{label}] too few good queries: {}",
+        summary.total()
+    );
+    assert_eq!(
+        summary.lost(),
+        0,
+        "[{label}] good queries went unanswered (the DNS socket stopped answering)"
+    );
+    assert!(
+        summary.wrong(&[GOOD, GOOD_FALLBACK]).is_empty(),
+        "[{label}] good answered wrongly: {:?}",
+        summary.wrong(&[GOOD])
+    );
+    let fallbacks = summary.total() - summary.correct(&[GOOD]);
+    if fallbacks > 0 || good_retired > 0 {
+        eprintln!(
+            "[{label}] COLLATERAL: the good app got its fallback {fallbacks} times; {good_retired} good worker(s) retired ({replaced} workers replaced)"
+        );
+    }
+    assert!(
+        fallbacks <= replaced,
+        "[{label}] good answered from its fallback {fallbacks} times ({replaced} workers replaced)"
+    );
+    summary
+}
+
+/// `onRequest` runaways that the budgets, the recursion limit and the
+/// prelude stop: every query gets the fallback in time, the good app keeps
+/// answering, no restart. (One query each: today each of these retires a
+/// worker, see `runaway_stopped_by_the_budget_retires_no_worker`; three
+/// per server, so that collateral retirements cannot reach the cap.)
+#[test]
+fn on_request_runaways_stopped_in_the_call() {
+    let _one = serial();
+    let by = |names: &[&str]| pick(STOPPED, names);
+    let wait = Duration::from_secs(10);
+    let mut worst = Duration::ZERO;
+    for (i, (chunk, without_fallback)) in [
+        (
+            by(&["while_true", "recursion", "fill", "repeat"]),
+            by(&["recursion", "repeat"]),
+        ),
+        (by(&["nested", "calls_1e6", "concat"]), vec![]),
+        (by(&["push", "push_objects"]), vec![]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let s = on_request_chunk(
+            &format!("stopped {}", i + 1),
+            &chunk,
+            &without_fallback,
+            stopped_kinds,
+            wait,
+        );
+        worst = worst.max(s.worst());
+    }
+    eprintln!("[stopped] worst good-app latency over all servers: {worst:?}");
+}
+
+/// `onRequest` runaways inside native callbacks (forEach, sort comparator,
+/// getter, valueOf, eval, Proxy trap): the query gets the fallback at the
+/// hard limit, the thread is retired (debug build: boa's loop limit takes
+/// ~2 s; release ~20 ms) and later ends with the loop-limit error; the
+/// good app keeps answering, no restart.
+#[test]
+fn on_request_runaways_in_native_callbacks() {
+    let _one = serial();
+    let mut worst = Duration::ZERO;
+    for (i, chunk) in CALLBACK.chunks(3).enumerate() {
+        let s = on_request_chunk(
+            &format!("callback {}", i + 1),
+            chunk,
+            &[],
+            callback_kinds,
+            Duration::from_secs(20),
+        );
+        worst = worst.max(s.worst());
+    }
+    eprintln!("[callback] worst good-app latency over all servers: {worst:?}");
+}
+
+/// Runaways nothing in-process stops: each query gets the fallback at the
+/// hard limit and retires a thread; past the cap the serving process
+/// exits, the supervisor restarts it, the apps that were running are
+/// quarantined (fallback, reason `quarantined`) and a new saved version
+/// of one of them is served at once.
+#[test]
+fn never_ending_runaways_restart_the_process_and_are_quarantined() {
+    let _one = serial();
+    let mut apps = good_files();
+    apps.extend(hostile_files("h_", NEVER_ENDING, on_request_app));
+    let r = Running::start(apps);
+    until_answer(r.dns(), &qname("good"), GOOD, Duration::from_secs(5));
+    let stream = GoodStream::start(r.dns());
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Round robin until the process restarts.
+    let started = Instant::now();
+    let mut answered = Vec::new();
+    let mut lost = 0;
+    let mut sent = 0;
+    while r.vars()["restarts"] == 0 {
+        assert!(
+            sent < 4 * RETIRED_CAP as usize,
+            "no restart after {sent} runaway queries"
+        );
+        let (n, _) = NEVER_ENDING[sent % NEVER_ENDING.len()];
+        let app = format!("h_{n}");
+        let (reply, took) = ask(r.dns(), &qname(&app));
+        sent += 1;
+        match reply {
+            Some(reply) => {
+                assert!(matches(&reply, Want::Fallback), "{app}: {reply:?}");
+                assert!(took < ANSWER_WITHIN, "{app}: fallback after {took:?}");
+                answered.push((app, took));
+            }
+            // Read by the serving process as it exited.
+            None => lost += 1,
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let restart_seen = started.elapsed();
+    eprintln!(
+        "[never-ending] restart after {sent} runaway queries, {restart_seen:?}; {lost} runaway queries lost in the restart"
+    );
+    for (app, took) in &answered {
+        eprintln!("[never-ending] {app}: fallback in {took:?}");
+    }
+    assert!(
+        lost <= 1,
+        "{lost} runaway queries lost; at most the one in flight at the restart may be"
+    );
+    assert!(
+        r.s().wait_log(
+            "serving process died; restarting it",
+            Duration::from_secs(1)
+        ),
+        "the supervisor did not log the restart"
+    );
+    let exit = r
+        .log()
+        .into_iter()
+        .find(|l| l.contains("too many stuck JS workers"))
+        .expect("the retired cap was the cause");
+    eprintln!("[never-ending] {exit}");
+
+    // The new process: the runaways that were still running when the old
+    // one exited (all of them today) are quarantined and answered at once.
+    let log = r.log();
+    let names: Vec<String> = NEVER_ENDING
+        .iter()
+        .map(|(n, _)| format!("h_{n}"))
+        .filter(|app| retired_for(&log, app) > 0 && call_error(&log, app).is_none())
+        .collect();
+    assert!(
+        names.contains(&"h_redos".to_string()),
+        "a ReDoS call that cannot end was not seen stuck: {names:?}"
+    );
+    for app in &names {
+        let t = expect(r.dns(), app, Want::Fallback);
+        let (status, info) = r.app(app);
+        assert_eq!(status, 200);
+        assert_eq!(info["status"], "quarantined", "{app}: {info}");
+        assert!(
+            info["quarantine"]["reason"]
+                .as_str()
+                .is_some_and(|s| s.contains("running when the serving process died")),
+            "{app}: {info}"
+        );
+        assert_eq!(
+            info["last_minute"],
+            serde_json::json!({ "fallback": { "quarantined": 1 } }),
+            "{app}: {info}"
+        );
+        eprintln!(
+            "[never-ending] {app}: quarantined, fallback in {t:?}; {}",
+            containment(&r.log(), app)
+        );
+    }
+    let vars = r.vars();
+    assert_eq!(vars["restarts"], 1, "exactly one restart: {vars}");
+    for app in &names {
+        assert!(
+            vars["quarantined"].get(app).is_some(),
+            "{app} not in /debug/vars quarantined: {vars}"
+        );
+    }
+    assert_eq!(
+        vars["workers"]["retired"], 0,
+        "the quarantined apps must not run again: {vars}"
+    );
+
+    // The restarted process answers before it watches the apps directory
+    // (see `a_save_right_after_a_restart_is_loaded`): save once it is ready.
+    assert!(
+        wait_for(Duration::from_secs(5), || r
+            .log()
+            .iter()
+            .filter(|l| l.contains("switchyard ready"))
+            .count()
+            >= 2),
+        "the restarted serving process never became ready"
+    );
+
+    // Only the runaways (see `a_restart_quarantines_only_the_runaways`).
+    assert!(
+        vars["quarantined"].get("good").is_none(),
+        "the good app was quarantined too: {}",
+        vars["quarantined"]
+    );
+
+    // A new saved version lifts the quarantine of that app only.
+    let fixed = "h_redos";
+    r.write_app(&format!("{fixed}.js"), &answering(FIXED));
+    let t = until_answer(r.dns(), &qname(fixed), FIXED, Duration::from_secs(2));
+    eprintln!("[never-ending] new version of {fixed} served {t:?} after the save");
+    assert_eq!(r.app(fixed).1["status"], "ok");
+    assert!(r.vars()["quarantined"].get(fixed).is_none());
+    for app in names.iter().filter(|a| *a != fixed) {
+        expect(r.dns(), app, Want::Fallback);
+        assert_eq!(r.app(app).1["status"], "quarantined", "{app}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let summary = stream.finish();
+
+    // The good app: answered all along but for the restart. Its fallback
+    // is tolerated (a late decision on two loaded cores, see
+    // `stuck_threads_run_at_idle_priority`) and counted; nothing else is.
+    let ok = [GOOD, GOOD_FALLBACK];
+    summary.print("never-ending", &[GOOD]);
+    assert!(
+        summary.wrong(&ok).is_empty(),
+        "good answered wrongly: {:?}",
+        summary.wrong(&ok)
+    );
+    let outages = summary.outages();
+    assert!(
+        outages.len() <= 1,
+        "the good app stopped answering more than once (one restart): {outages:?}"
+    );
+    for o in &outages {
+        assert!(
+            *o <= Duration::from_millis(2500),
+            "the DNS socket did not answer again within ~2 s of the restart: {o:?}"
+        );
+    }
+    let fallbacks = summary.total() - summary.correct(&[GOOD]) - summary.lost();
+    eprintln!("[never-ending] good answered from its fallback {fallbacks} times");
+    // After the restart (and the lift, if needed) the good app is served by
+    // its own code again.
+    let tail: Vec<&Sample> = summary.samples.iter().rev().take(20).collect();
+    assert!(
+        tail.iter().all(|s| is_ok(s, &[GOOD])),
+        "the good app does not answer normally at the end"
+    );
+}
+
+/// `init` runaways that the load budget, the recursion limit, the memory
+/// budget and the prelude stop: present at startup and added later, the
+/// app never loads (NXDOMAIN, error in `/api/applications`) and the good
+/// app keeps answering; the loader is free again afterwards.
+#[test]
+fn init_runaways_stopped_by_the_load_budget() {
+    let _one = serial();
+    let mut apps = good_files();
+    apps.extend(hostile_files("h_init_", STOPPED, init_app));
+    let started = Instant::now();
+    let r = Running::start(apps);
+    eprintln!(
+        "[init-stopped] ready {:?} after start with {} runaway inits",
+        started.elapsed(),
+        STOPPED.len()
+    );
+    until_answer(r.dns(), &qname("good"), GOOD, Duration::from_secs(5));
+
+    let check = |prefix: &str| {
+        for (n, _) in STOPPED {
+            let app = format!("{prefix}{n}");
+            let t = expect(r.dns(), &app, Want::NxDomain);
+            let (status, info) = r.app(&app);
+            assert_eq!(status, 200, "{app}: {info}");
+            assert_eq!(info["status"], "error", "{app}: {info}");
+            let msg = info["last_error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let expected: &[&str] = match *n {
+                "while_true" | "nested" => &[
+                    "init ran past its time budget",
+                    "RuntimeLimitError: reached the maximum number of iteration loops",
+                ],
+                "calls_1e6" => &["init ran past its time budget"],
+                "recursion" => &["RuntimeLimitError"],
+                "concat" | "push" | "push_objects" => &[
+                    "init allocated more than its memory budget",
+                    "init ran past its time budget",
+                ],
+                _ => &["RangeError"],
+            };
+            assert!(
+                expected.iter().any(|e| msg.contains(e)),
+                "{app}: expected one of {expected:?} in {msg:?}"
+            );
+            eprintln!(
+                "[init-stopped] {app}: NXDOMAIN in {t:?}; load error: {}",
+                short(&msg)
+            );
+        }
+    };
+    check("h_init_");
+
+    // The same runaways added while the good app is queried.
+    let stream = GoodStream::start(r.dns());
+    std::thread::sleep(Duration::from_millis(200));
+    let added = Instant::now();
+    for (file, text) in hostile_files("h_init2_", STOPPED, init_app) {
+        r.write_app(&file, &text);
+    }
+    let loaded = wait_for(Duration::from_secs(30), || {
+        let list = http_json(r.admin(), "/api/applications").1;
+        let errors = list["applications"].as_array().map_or(0, |a| {
+            a.iter()
+                .filter(|x| {
+                    x["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("h_init2_"))
+                        && x["status"] == "error"
+                })
+                .count()
+        });
+        errors == STOPPED.len()
+    });
+    assert!(
+        loaded,
+        "the added runaway inits were not all reported within 30 s"
+    );
+    eprintln!(
+        "[init-stopped] {} runaway inits added: all load errors reported after {:?}",
+        STOPPED.len(),
+        added.elapsed()
+    );
+    check("h_init2_");
+
+    // The loader is free again: an edit of the good app is served (late:
+    // see `broken_apps_do_not_slow_later_reloads`).
+    r.write_app("good.js", &answering(GOOD_V2));
+    let t = until_answer(r.dns(), &qname("good"), GOOD_V2, Duration::from_secs(30));
+    eprintln!(
+        "[init-stopped] edit of the good app served after {t:?} ({} broken apps present)",
+        2 * STOPPED.len()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let summary = stream.finish();
+    summary.assert_all_correct("init-stopped", &[GOOD, GOOD_V2]);
+    assert_eq!(r.vars()["restarts"], 0);
+}
+
+/// `init` runaways inside native callbacks: the loader runs each until the
+/// loop limit stops it, then records the error; the app never loads, the
+/// good app keeps answering and later edits still load.
+#[test]
+fn init_runaways_in_native_callbacks() {
+    let _one = serial();
+    let r = Running::start(good_files());
+    until_answer(r.dns(), &qname("good"), GOOD, Duration::from_secs(5));
+    let stream = GoodStream::start(r.dns());
+    std::thread::sleep(Duration::from_millis(200));
+
+    let added = Instant::now();
+    for (file, text) in hostile_files("h_init_", CALLBACK, init_app) {
+        r.write_app(&file, &text);
+    }
+    let reported = wait_for(Duration::from_secs(60), || {
+        CALLBACK
+            .iter()
+            .all(|(n, _)| r.app(&format!("h_init_{n}")).1["status"] == "error")
+    });
+    let loader_time = added.elapsed();
+    assert!(
+        reported,
+        "the runaway inits were not all reported within 60 s"
+    );
+    eprintln!(
+        "[init-callback] {} runaway inits: all load errors reported after {loader_time:?} (the loop limit or the bounded loader stops each)",
+        CALLBACK.len()
+    );
+    for (n, _) in CALLBACK {
+        let app = format!("h_init_{n}");
+        let t = expect(r.dns(), &app, Want::NxDomain);
+        let info = r.app(&app).1;
+        let msg = info["last_error"]["message"].as_str().unwrap_or_default();
+        // The loop limit (release: ~20 ms), or the bounded loader gives up
+        // first (a loaded debug build can take more than its 1.5 s).
+        assert!(
+            msg.contains("RuntimeLimitError") || msg.contains("load did not finish"),
+            "{app}: {msg}"
+        );
+        eprintln!(
+            "[init-callback] {app}: NXDOMAIN in {t:?}; load error: {}",
+            short(msg)
+        );
+    }
+    // The loader is free again: an edit of the good app is served (late:
+    // see `broken_apps_do_not_slow_later_reloads`).
+    r.write_app("good.js", &answering(GOOD_V2));
+    let t = until_answer(r.dns(), &qname("good"), GOOD_V2, Duration::from_secs(60));
+    eprintln!(
+        "[init-callback] edit of the good app served after {t:?} ({} broken apps present)",
+        CALLBACK.len()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let summary = stream.finish();
+    // The loader thread spins at normal priority while each runaway runs
+    // (debug build: ~1 s each), on the same two cores as the workers.
+    summary.assert_answered("init-callback", &[GOOD, GOOD_V2], 1);
+    assert_eq!(r.vars()["restarts"], 0);
+}
+
+// ================================================ holes found (guards)
+
+/// A runaway the budget stops must cost its budget, not a worker, however
+/// often it is queried. (Found as a hole: every call after an abandoned
+/// one runs on a rebuilt instance, whose first call got the load budget,
+/// 250 ms, past the 100 ms hard limit: every query retired a worker and
+/// nine queries of a plain `while (true)` restarted the serving process.
+/// Now a first call gets ten decision budgets, at most the load budget.)
+#[test]
+fn runaway_stopped_by_the_budget_retires_no_worker() {
+    let _one = serial();
+    let mut apps = good_files();
+    apps.extend(hostile_files("h_", &STOPPED[..1], on_request_app));
+    let r = Running::start(apps);
+    until_answer(r.dns(), &qname("good"), GOOD, Duration::from_secs(5));
+    let stream = GoodStream::start(r.dns());
+    let mut took = Vec::new();
+    let mut answered = 0;
+    for _ in 0..(RETIRED_CAP + 4) {
+        let (reply, t) = ask(r.dns(), &qname("h_while_true"));
+        took.push(t);
+        answered += usize::from(reply.is_some_and(|x| matches(&x, Want::Fallback)));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let summary = stream.finish();
+    let vars = r.vars();
+    let retired = retired_for(&r.log(), "h_while_true");
+    eprintln!(
+        "[budget-retire] latencies {took:?}; {answered} fallbacks; {retired} workers retired; restarts {}",
+        vars["restarts"]
+    );
+    assert_eq!(
+        vars["restarts"], 0,
+        "a `while (true)` app restarted the serving process ({retired} workers retired)"
+    );
+    assert_eq!(retired, 0, "a budget-stopped runaway retired workers");
+    assert_eq!(answered, took.len(), "every query gets the fallback");
+    assert!(took.iter().all(|t| *t < ANSWER_WITHIN), "{took:?}");
+    summary.assert_all_correct("budget-retire", &[GOOD]);
+}
+
+/// After a restart only the apps that caused it are quarantined, not a
+/// healthy app that happened to be deciding on another worker. (Found as
+/// a hole: every app in flight at `exit(70)` was quarantined and then
+/// answered its fallback until someone saved a new version of it; seen
+/// with the plain good app in about a third of the crash runs.)
+#[test]
+fn a_restart_quarantines_only_the_runaways() {
+    let _one = serial();
+    let mut apps = good_files();
+    // A legitimate app that takes 30 ms of its 80 ms budget: almost
+    // always in flight while queried from two threads.
+    apps.push((
+        "busy.js".into(),
+        "function onRequest(request, response) {\n  var t = Date.now();\n  while (Date.now() - t < 30) {}\n  response.addARecord('192.0.2.3');\n}\n".into(),
+    ));
+    apps.push((
+        "busy.toml".into(),
+        "fallback = [\"192.0.2.252\"]\nbudget_ms = 80\n".into(),
+    ));
+    apps.extend(hostile_files("h_", &NEVER_ENDING[1..2], on_request_app));
+    let r = Running::start(apps);
+    until_answer(r.dns(), &qname("busy"), "192.0.2.3", Duration::from_secs(5));
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, dns) = (stop.clone(), r.dns());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = ask(dns, &qname("busy"));
+                }
+            })
+        })
+        .collect();
+    let mut sent = 0;
+    while r.vars()["restarts"] == 0 {
+        assert!(sent < 40, "no restart");
+        let _ = ask(r.dns(), &qname("h_redos"));
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in busy {
+        let _ = t.join();
+    }
+    let vars = r.vars();
+    eprintln!(
+        "[bystander] quarantined after the restart: {}",
+        vars["quarantined"]
+    );
+    let quarantined: BTreeSet<String> = vars["quarantined"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    assert_eq!(
+        quarantined,
+        BTreeSet::from(["h_redos".to_string()]),
+        "only the runaway should be quarantined"
+    );
+    until_answer(r.dns(), &qname("busy"), "192.0.2.3", Duration::from_secs(1));
+}
+
+/// The hard limit (100 ms) applies to a decision, not to building the
+/// app's instance on a worker, which has the load budget (250 ms): every
+/// worker builds an app on its first query for it (and again after a
+/// reload or an abandoned call). An app whose top level takes longer than
+/// the hard limit (here 150 ms precomputing a table, within its load
+/// budget) must be answered by its code and retire no worker. (Found as a
+/// hole: the watchdog counted the build against the hard limit, so such an
+/// app was only ever answered from its fallback and each query retired a
+/// worker, nine and a restart; fixed by building the instance under the
+/// load budget before the decision, `runtime::warm`.)
+#[test]
+fn a_fresh_worker_is_not_retired_for_building_an_app() {
+    let _one = serial();
+    let slow_top_level = "var TABLE = [];\nvar t0 = Date.now();\nwhile (Date.now() - t0 < 150) { TABLE.push(TABLE.length % 250); if (TABLE.length > 1000) { TABLE = []; } }\n\nfunction onRequest(request, response) {\n  response.addARecord('192.0.2.2');\n}\n";
+    let mut apps = good_files();
+    apps.push(("big.js".into(), slow_top_level.into()));
+    apps.push(("big.toml".into(), "fallback = [\"192.0.2.253\"]\n".into()));
+    let r = Running::start(apps);
+    let info = r.app("big").1;
+    assert_eq!(
+        info["status"], "ok",
+        "premise: the app loads within its load budget: {info}"
+    );
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let (reply, t) = ask(r.dns(), &qname("big"));
+        seen.push((reply.map(|x| x.answers), t));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let vars = r.vars();
+    eprintln!(
+        "[fresh-worker] answers {seen:?}; workers {}; restarts {}",
+        vars["workers"], vars["restarts"]
+    );
+    assert!(
+        seen.iter()
+            .all(|(a, _)| a.as_deref() == Some(&["192.0.2.2".to_string()][..])),
+        "the app was answered from its fallback: {seen:?}"
+    );
+    assert_eq!(
+        vars["workers"]["retired"], 0,
+        "workers were retired for building a healthy app"
+    );
+}
+
+/// Retired threads keep running (their CPU cannot be reclaimed), so they
+/// must not compete with the healthy workers: the watchdog moves them to
+/// `SCHED_IDLE`. (Found as a hole: they ran at the same priority, and on
+/// two cores a handful of them made healthy decisions late, answered from
+/// the fallback, and got healthy workers retired, which brought the
+/// restart closer and, with the bystander hole, quarantined the good app.)
+/// The good app is then checked under six stuck threads, after a
+/// baseline on the same server. A wall-clock limit cannot tell the stuck
+/// threads from other load on the machine (this suite shares two cores
+/// with builds), so up to three late answers are tolerated and reported;
+/// six stuck threads of one kind showed no difference from the baseline.
+#[test]
+fn stuck_threads_run_at_idle_priority() {
+    let _one = serial();
+    let mut apps = good_files();
+    apps.extend(hostile_files("h_", NEVER_ENDING, on_request_app));
+    let r = Running::start(apps);
+    until_answer(r.dns(), &qname("good"), GOOD, Duration::from_secs(5));
+    let baseline = GoodStream::start(r.dns());
+    std::thread::sleep(Duration::from_secs(2));
+    baseline.finish().print("idle-priority baseline", &[GOOD]);
+    // Six stuck threads, below the cap (their latencies are not the point
+    // here).
+    for i in 0..6 {
+        let (n, _) = NEVER_ENDING[i % NEVER_ENDING.len()];
+        let (reply, t) = ask(r.dns(), &qname(&format!("h_{n}")));
+        assert!(
+            reply.is_some_and(|x| matches(&x, Want::Fallback)),
+            "h_{n}: no fallback ({t:?})"
+        );
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let retired_ok = wait_for(Duration::from_secs(2), || {
+        r.vars()["workers"]["retired"] == 6
+    });
+    let policies = thread_policies(serving_pid(&r), "js-worker");
+    let idle = policies.iter().filter(|(_, p)| *p == SCHED_IDLE).count();
+    eprintln!("[idle-priority] JS worker threads (name, policy): {policies:?}");
+    assert!(
+        retired_ok,
+        "six runaways should have retired six workers: {}",
+        r.vars()["workers"]
+    );
+    assert_eq!(
+        idle, 6,
+        "the six stuck threads should run at SCHED_IDLE: {policies:?}"
+    );
+
+    let stream = GoodStream::start(r.dns());
+    std::thread::sleep(Duration::from_secs(4));
+    let summary = stream.finish();
+    let log = r.log();
+    let vars = r.vars();
+    eprintln!(
+        "[idle-priority] {} good workers retired",
+        retired_for(&log, "good")
+    );
+    assert_eq!(vars["restarts"], 0);
+    summary.assert_answered("idle-priority", &[GOOD], 3);
+}
+
+/// An `init` that never ends (1000 callbacks each under the loop limit, a
+/// ReDoS regex) is abandoned by the bounded loader: the app fails to load
+/// (NXDOMAIN, error shown), its thread is left at `SCHED_IDLE`, and later
+/// edits of other apps still load. (Found as a hole: the app watcher's
+/// own thread ran it for minutes or forever, and no later edit of any app
+/// was loaded meanwhile: no new version, no quarantine lifted.)
+#[test]
+fn init_that_never_ends_does_not_block_loading() {
+    let _one = serial();
+    let r = Running::start(good_files());
+    until_answer(r.dns(), &qname("good"), GOOD, Duration::from_secs(5));
+    let stream = GoodStream::start(r.dns());
+    for (file, text) in hostile_files("h_init_", &NEVER_ENDING[..2], init_app) {
+        r.write_app(&file, &text);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    r.write_app("good.js", &answering(GOOD_V2));
+    let served = wait_for(Duration::from_secs(3), || {
+        ask(r.dns(), &qname("good"))
+            .0
+            .is_some_and(|x| x.answers.first().map(String::as_str) == Some(GOOD_V2))
+    });
+    let summary = stream.finish();
+    for (n, _) in &NEVER_ENDING[..2] {
+        let app = format!("h_init_{n}");
+        let (_, t) = ask(r.dns(), &qname(&app));
+        eprintln!(
+            "[init-never-ending] {app}: answered in {t:?}; /api/applications: {}",
+            r.app(&app).1
+        );
+    }
+    assert!(
+        served,
+        "an edit of another app was not loaded within 3 s: the loader is stuck in a runaway init"
+    );
+    for (n, _) in &NEVER_ENDING[..2] {
+        let app = format!("h_init_{n}");
+        let reported = wait_for(Duration::from_secs(5), || {
+            r.app(&app).1["status"] == "error"
+        });
+        assert!(reported, "{app} should fail to load: {}", r.app(&app).1);
+        expect(r.dns(), &app, Want::NxDomain);
+    }
+    let loaders = thread_policies(serving_pid(&r), "app-load-");
+    eprintln!("[init-never-ending] loader threads (name, policy): {loaders:?}");
+    assert!(
+        loaders.iter().filter(|(_, p)| *p == SCHED_IDLE).count() >= 2,
+        "the abandoned loads should run on at SCHED_IDLE: {loaders:?}"
+    );
+    summary.assert_all_correct("init-never-ending", &[GOOD, GOOD_V2]);
+}
+
+/// The same at startup (and so after every restart): a server whose apps
+/// directory holds an app with a never-ending `init` still becomes ready.
+/// (Found as a hole: it never did, and the supervisor could not notice,
+/// the serving process being alive; queries waited in the socket buffers.)
+#[test]
+fn startup_with_an_init_that_never_ends_becomes_ready() {
+    let _one = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let apps = dir.path().join("apps");
+    std::fs::create_dir_all(&apps).unwrap();
+    for (file, text) in
+        good_files()
+            .into_iter()
+            .chain(hostile_files("h_init_", &NEVER_ENDING[1..2], init_app))
+    {
+        std::fs::write(apps.join(file), text).unwrap();
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let config = dir.path().join("switchyard.toml");
+    std::fs::copy(format!("{root}/examples/switchyard.toml"), &config).unwrap();
+    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .current_dir(root)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args([
+            "--dns",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--apps",
+        ])
+        .arg(&apps)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start switchyard");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let start = Instant::now();
+    let mut ready = false;
+    while start.elapsed() < Duration::from_secs(10) {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100))
+            && line.contains("switchyard ready")
+        {
+            ready = true;
+            break;
+        }
+    }
+    eprintln!("[startup] ready: {ready} after {:?}", start.elapsed());
+    let pids = descendants(child.id());
+    let _ = Command::new("kill")
+        .args(["-s", "TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    kill_leftovers(&pids);
+    assert!(
+        ready,
+        "the server did not become ready within 10 s with a never-ending init in its apps directory"
+    );
+}
+
+/// A version saved right after a restart is loaded (it is how an operator
+/// lifts a quarantine). (Found as a hole: the restarted serving process
+/// answered DNS and HTTP before it installed its apps-directory watcher,
+/// and nothing rescanned once the watcher was up: a save in that window
+/// was never loaded, until some later change triggered a reload; 3 of 3
+/// runs, and the intermittent failure of the quarantine-lift step.)
+#[test]
+fn a_save_right_after_a_restart_is_loaded() {
+    let _one = serial();
+    let r = Running::start(good_files());
+    until_answer(r.dns(), &qname("good"), GOOD, Duration::from_secs(5));
+    let child = descendants(r.s().pid())[0].0;
+    let _ = Command::new("kill")
+        .args(["-s", "KILL", &child.to_string()])
+        .status();
+    let killed = Instant::now();
+    // Save as soon as the new serving process answers.
+    let sock = dnsclient::socket(Duration::from_millis(2));
+    while dnsclient::query(
+        &sock,
+        r.dns(),
+        &qname("good"),
+        RecordType::A,
+        NEXT_ID.fetch_add(1, Ordering::Relaxed),
+    )
+    .is_none()
+    {
+        assert!(killed.elapsed() < Duration::from_secs(5), "no restart");
+    }
+    r.write_app("good.js", &answering(GOOD_V2));
+    eprintln!(
+        "[save-after-restart] saved {:?} after the crash, on the new process's first answer",
+        killed.elapsed()
+    );
+    let served = wait_for(Duration::from_secs(3), || {
+        ask(r.dns(), &qname("good"))
+            .0
+            .is_some_and(|x| x.answers == [GOOD_V2])
+    });
+    assert!(
+        served,
+        "a version saved right after a restart was not loaded within 3 s"
+    );
+}
+
+/// A runaway's query must get its fallback within the hard limit even when
+/// its instance has to be built first. Every abandoned call poisons the
+/// instance, so a runaway app is rebuilt on every query; the build runs
+/// under the load budget on top of the hard limit, then the first call
+/// gets 50 ms more. An app whose top level takes 200 ms (within its
+/// 250 ms load budget) and whose `onRequest` runs away is then answered
+/// from its fallback only after ~260 ms, every time, and holds a worker
+/// that long per query: three clients asking for it in a loop keep both
+/// workers busy, and the good app's queries wait behind them (measured:
+/// ~30 good answers in 3 s instead of ~600, worst ~300 ms; still answered
+/// by the app only because its own safety net is 400 ms).
+#[test]
+#[ignore = "hole: a runaway is rebuilt (top level re-run under the load budget) on every query before its budgeted call; its fallback comes after build + 150 ms (~300 ms here), not at the hard limit"]
+fn a_runaway_rebuilt_on_every_query_is_answered_at_the_hard_limit() {
+    let _one = serial();
+    let app = "var TABLE = [];\nvar t0 = Date.now();\nwhile (Date.now() - t0 < 200) { TABLE.push(1); if (TABLE.length > 1000) { TABLE = []; } }\n\nfunction onRequest(request, response) {\n  while (true) {}\n}\n";
+    let mut apps = good_files();
+    apps.push(("h_slow_top.js".into(), app.into()));
+    apps.push(("h_slow_top.toml".into(), sidecar(FALLBACK)));
+    let r = Running::start(apps);
+    until_answer(r.dns(), &qname("good"), GOOD, Duration::from_secs(5));
+    let mut took = Vec::new();
+    for _ in 0..5 {
+        let (reply, t) = ask(r.dns(), &qname("h_slow_top"));
+        assert!(
+            reply.is_some_and(|x| matches(&x, Want::Fallback)),
+            "no fallback ({t:?})"
+        );
+        took.push(t);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "[rebuild-every-query] fallback latencies {took:?}; workers {}",
+        r.vars()["workers"]
+    );
+
+    // Three clients asking for it in a loop, while the good app is queried.
+    let stream = GoodStream::start(r.dns());
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, dns) = (stop.clone(), r.dns());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = ask(dns, &qname("h_slow_top"));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    for t in flood {
+        let _ = t.join();
+    }
+    let summary = stream.finish();
+    summary.print("rebuild-every-query flood", &[GOOD]);
+
+    let limit = Duration::from_millis(150 + 50);
+    assert!(
+        took.iter().all(|t| *t < limit),
+        "fallbacks later than the first-call hard limit (150 ms) + 50 ms: {took:?}"
+    );
+    assert!(
+        summary.wrong(&[GOOD]).is_empty(),
+        "three clients of a runaway app made the good app answer from its fallback: {:?}",
+        summary.wrong(&[GOOD])
+    );
+    assert!(
+        summary.worst() < Duration::from_millis(100),
+        "three clients of a runaway app delayed the good app past the hard limit: worst {:?} over {} queries in 3 s",
+        summary.worst(),
+        summary.total()
+    );
+}
+
+/// An app whose `init` fails should cost its load budget once per saved
+/// version, not on every later edit of another app. Every reload used to
+/// load again every app without a serving version; now an unchanged file
+/// is skipped unless it failed on the time budget (retried, in case the
+/// machine was only busy). So each unchanged `while (true)`-in-`init` app
+/// still adds its 250 ms to every later edit of any app, in series: three
+/// such apps make an edit of a healthy app take ~1.2 s instead of ~0.35 s,
+/// twenty would make it ~5 s.
+#[test]
+fn broken_apps_do_not_slow_later_reloads() {
+    let _one = serial();
+    let mut apps = good_files();
+    apps.extend(hostile_files("h_init_", &STOPPED[..3], init_app));
+    let r = Running::start(apps);
+    until_answer(r.dns(), &qname("good"), GOOD, Duration::from_secs(5));
+    let mut took = Vec::new();
+    for (i, v) in [GOOD_V2, GOOD, GOOD_V2].iter().enumerate() {
+        std::thread::sleep(Duration::from_millis(500));
+        r.write_app("good.js", &format!("// edit {i}\n{}", answering(v)));
+        took.push(until_answer(
+            r.dns(),
+            &qname("good"),
+            v,
+            Duration::from_secs(10),
+        ));
+    }
+    eprintln!(
+        "[reload-retries] with 3 broken apps (250 ms load budget each), edits of good served after {took:?}"
+    );
+    assert!(
+        took.iter().all(|t| *t < Duration::from_millis(600)),
+        "edits of a healthy app waited for broken apps to fail again: {took:?}"
+    );
+}
