@@ -68,10 +68,8 @@ fn main() {
         .spawn()
         .expect("start switchyard");
     let mut dns = None;
-    for line in BufReader::new(child.stderr.take().expect("stderr"))
-        .lines()
-        .map_while(Result::ok)
-    {
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    for line in lines.by_ref().map_while(Result::ok) {
         if line.contains("listening for DNS over UDP") {
             dns = line
                 .split("addr=")
@@ -83,6 +81,8 @@ fn main() {
         }
     }
     let server = dns.expect("DNS address");
+    // Keep reading the server's log: a closed pipe would fail its writes.
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
 
     let stop = Arc::new(AtomicBool::new(false));
     let worst = Arc::new(Mutex::new((Duration::ZERO, 0u64, 0u64)));

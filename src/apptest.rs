@@ -4,19 +4,24 @@
 //! then runs its requests in order on that instance, so apps that keep
 //! state are tested as the server runs them. `Math.random` and `Date` can
 //! be pinned per test; request fields, probes and feeds are exactly what
-//! the fixture lists. What passes here is what the server does: it is the
-//! same engine, host objects and budgets.
+//! the fixture lists, and `onFusion` is told of every Fusion value that is
+//! new or changed since the previous request. What passes here is what the
+//! server does: it is the same engine, host objects, budgets and app
+//! settings (`[apps.NAME]` in the config, the sidecar `NAME.toml`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
 use serde::Deserialize;
 
 use crate::cli::ConfigArgs;
+use crate::config::{AppSettings, Config, RawAppSettings};
 use crate::geo::GeoDb;
+use crate::openmix::engine::TestScripts;
 use crate::openmix::{
     AppCode, AppError, AppInstance, CallOptions, DataSnapshot, FixtureRequest, RecordedCall,
     Request,
@@ -31,8 +36,9 @@ pub struct TestArgs {
     /// Print a machine-readable JSON report instead of lines.
     #[arg(long)]
     pub json: bool,
-    /// Decision time budget in ms (default: the config's). Debug builds on
-    /// a busy machine may need more than the production 5 ms.
+    /// Decision time budget in ms, overriding the app's (its sidecar's
+    /// `budget_ms`, else the config's). Debug builds on a busy machine may
+    /// need more than the production 5 ms.
     #[arg(long = "budget-ms")]
     pub budget_ms: Option<u64>,
     /// Configuration flags (GeoIP databases for `geo_ip`, budgets).
@@ -83,16 +89,12 @@ struct TestRequest {
     expect: Expect,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Expect {
-    Calls { calls: Vec<Vec<serde_json::Value>> },
-    Decision(ExpectDecision),
-}
-
+/// Either `calls` (the exact sequence of response calls) or some of the
+/// decision keys (compared one by one); [`load_fixture`] checks which.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ExpectDecision {
+struct Expect {
+    calls: Option<Vec<Vec<serde_json::Value>>>,
     provider: Option<String>,
     cname: Option<String>,
     ttl: Option<u32>,
@@ -133,10 +135,8 @@ pub struct TestResult {
 
 /// Runs `switchyard test`; exit status 1 when anything failed.
 pub fn run(args: &TestArgs) -> anyhow::Result<()> {
-    let mut config = args.config.load()?;
-    if let Some(ms) = args.budget_ms {
-        config.budget.decision = std::time::Duration::from_millis(ms.max(1));
-    }
+    let config = args.config.load()?;
+    let decision_budget = args.budget_ms.map(|ms| Duration::from_millis(ms.max(1)));
     let geo = GeoDb::open(&crate::server::geo_paths(&config)).ok();
     let mut files = Vec::new();
     for p in &args.paths {
@@ -147,7 +147,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     }
     let mut results = Vec::new();
     for file in &files {
-        results.extend(run_file(file, &config, geo.as_ref()));
+        results.extend(run_file(file, &config, geo.as_ref(), decision_budget));
     }
     let passed = results.iter().filter(|r| r.passed).count();
     let failed = results.len() - passed;
@@ -193,12 +193,15 @@ fn collect(p: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs every test of one fixture file. A broken fixture is one failed
-/// result naming the file and what is wrong.
+/// Runs every test of one fixture file. The app runs with its settings as
+/// the server reads them; `decision_budget` (`--budget-ms`) overrides its
+/// decision budget. A broken fixture is one failed result naming the file
+/// and what is wrong.
 pub fn run_file(
     file: &Path,
-    config: &crate::config::Config,
+    config: &Config,
     geo: Option<&GeoDb>,
+    decision_budget: Option<Duration>,
 ) -> Vec<TestResult> {
     let shown = file.display().to_string();
     let broken = |why: String| {
@@ -227,29 +230,32 @@ pub fn run_file(
             ));
         }
     };
-    let name = app_path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("app")
-        .to_string();
-    let data = Arc::new(DataSnapshot {
-        providers: config.providers.clone(),
-        ..DataSnapshot::default()
+    let name = crate::apps::app_name(&app_path).unwrap_or_else(|| {
+        app_path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("app")
+            .to_string()
     });
+    let mut settings = match app_settings(&app_path, &name, config) {
+        Ok(s) => s,
+        Err(e) => return broken(format!("key \"app\": {e}")),
+    };
+    if let Some(d) = decision_budget {
+        settings.budget.decision = d;
+    }
+    let app = App {
+        fixture: &fixture,
+        name,
+        path: app_path,
+        source: Arc::from(source),
+        settings,
+        config,
+        geo,
+    };
     let mut results = Vec::new();
     for (i, test) in fixture.tests.iter().enumerate() {
-        let failure = run_test(
-            test,
-            &fixture,
-            &name,
-            &app_path,
-            &source,
-            config,
-            geo,
-            &data,
-            i as u64 + 1,
-        )
-        .err();
+        let failure = app.run_test(test, i as u64 + 1).err();
         results.push(TestResult {
             file: shown.clone(),
             name: test.name.clone(),
@@ -260,6 +266,20 @@ pub fn run_file(
     results
 }
 
+/// The app's settings as the server reads them: `[apps.NAME]` in the
+/// config, replaced by the sidecar `NAME.toml` next to the app when there
+/// is one.
+fn app_settings(app: &Path, name: &str, config: &Config) -> Result<AppSettings, String> {
+    let side = app.with_extension("toml");
+    let Ok(text) = std::fs::read_to_string(&side) else {
+        return Ok(config.app_settings(name));
+    };
+    let what = side.display().to_string();
+    let raw: RawAppSettings =
+        toml::from_str(&text).map_err(|e| format!("{what}: {}", e.to_string().trim()))?;
+    raw.check(config.budget, &what)
+}
+
 fn load_fixture(file: &Path) -> anyhow::Result<Fixture> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("{}: cannot read", file.display()))?;
@@ -267,41 +287,43 @@ fn load_fixture(file: &Path) -> anyhow::Result<Fixture> {
         serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
     for (i, t) in fixture.tests.iter().enumerate() {
         for (j, r) in t.requests.iter().enumerate() {
+            let at = format!("{}: tests[{i}].requests[{j}]", file.display());
             for key in r.request.keys() {
                 if !REQUEST_FIELDS.contains(&key.as_str()) {
                     bail!(
-                        "{}: tests[{i}].requests[{j}].request: unknown field \"{key}\" (known: {})",
-                        file.display(),
+                        "{at}.request: unknown field \"{key}\" (known: {})",
                         REQUEST_FIELDS.join(", ")
                     );
                 }
             }
             for key in r.probes.keys() {
                 if !crate::openmix::data::PROBE_NAMES.contains(&key.as_str()) {
-                    bail!(
-                        "{}: tests[{i}].requests[{j}].probes: unknown probe \"{key}\"",
-                        file.display()
-                    );
+                    bail!("{at}.probes: unknown probe \"{key}\"");
                 }
             }
             for key in r.data.keys() {
                 if !matches!(key.as_str(), "fusion" | "sonar") {
-                    bail!(
-                        "{}: tests[{i}].requests[{j}].data: unknown feed \"{key}\" (known: fusion, sonar)",
-                        file.display()
-                    );
+                    bail!("{at}.data: unknown feed \"{key}\" (known: fusion, sonar)");
                 }
             }
-            if let Expect::Calls { calls } = &r.expect {
-                for (k, c) in calls.iter().enumerate() {
-                    if !c.first().is_some_and(serde_json::Value::is_string) {
-                        bail!(
-                            "{}: tests[{i}].requests[{j}].expect.calls[{k}]: must start with a method name",
-                            file.display()
-                        );
-                    }
+            for (what, map) in [
+                ("request", &r.request),
+                ("probes", &r.probes),
+                ("data", &r.data),
+            ] {
+                for (key, v) in map {
+                    crate::openmix::needs_special(v)
+                        .map_err(|e| anyhow!("{at}.{what}.{key}: {e}"))?;
                 }
             }
+            match r.data.get("fusion") {
+                Some(serde_json::Value::Object(m)) if !m.contains_key("$number") => {}
+                Some(v) if !is_undefined(v) => {
+                    bail!("{at}.data.fusion: must be an object keyed by provider alias")
+                }
+                _ => {}
+            }
+            check_expect(&r.expect).map_err(|e| anyhow!("{at}.expect: {e}"))?;
         }
         if t.random.as_ref().is_some_and(Vec::is_empty) {
             bail!(
@@ -313,7 +335,68 @@ fn load_fixture(file: &Path) -> anyhow::Result<Fixture> {
     Ok(fixture)
 }
 
-/// JS run before the app: pins `Math.random` and `Date` for one test.
+/// `expect` gives either `calls` or at least one decision key.
+fn check_expect(e: &Expect) -> Result<(), String> {
+    let decision_keys: Vec<&str> = [
+        ("provider", e.provider.is_some()),
+        ("cname", e.cname.is_some()),
+        ("ttl", e.ttl.is_some()),
+        ("reason", e.reason.is_some()),
+        ("status", e.status.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, given)| given.then_some(k))
+    .collect();
+    match (&e.calls, decision_keys.first()) {
+        (Some(_), Some(key)) => Err(format!(
+            "\"{key}\" cannot be combined with \"calls\" (give the calls or the decision)"
+        )),
+        (None, None) => Err(
+            "must give \"calls\" or at least one of \"provider\", \"cname\", \"ttl\", \"reason\", \"status\""
+                .into(),
+        ),
+        (Some(calls), None) => {
+            for (k, c) in calls.iter().enumerate() {
+                if !c.first().is_some_and(serde_json::Value::is_string) {
+                    return Err(format!("calls[{k}]: must start with a method name"));
+                }
+            }
+            Ok(())
+        }
+        (None, Some(_)) => Ok(()),
+    }
+}
+
+/// True for the fixture form `{"$undefined": true}`.
+fn is_undefined(v: &serde_json::Value) -> bool {
+    v.as_object().is_some_and(|m| {
+        m.len() == 1 && m.get("$undefined") == Some(&serde_json::Value::Bool(true))
+    })
+}
+
+/// The Fusion values of a request's `data` as the server holds them (alias
+/// → string), which `onFusion` is given: strings as they are, other values
+/// as their JSON text; `{"$undefined": true}` entries are left out.
+fn fusion_entries(data: &serde_json::Map<String, serde_json::Value>) -> Vec<(String, String)> {
+    let feed = match data.get("fusion") {
+        Some(v) if is_undefined(v) => return Vec::new(),
+        Some(serde_json::Value::Object(feed)) => feed,
+        _ => return Vec::new(),
+    };
+    feed.iter()
+        .filter(|(_, v)| !is_undefined(v))
+        .map(|(alias, v)| {
+            let body = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (alias.clone(), body)
+        })
+        .collect()
+}
+
+/// JS run before the app, as its own script: pins `Math.random` and `Date`
+/// for one test.
 fn injection(test: &TestCase) -> Option<String> {
     let mut js = String::new();
     if let Some(values) = &test.random {
@@ -343,48 +426,84 @@ fn injection(test: &TestCase) -> Option<String> {
     (!js.is_empty()).then_some(js)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_test(
-    test: &TestCase,
-    fixture: &Fixture,
-    name: &str,
-    path: &Path,
-    source: &str,
-    config: &crate::config::Config,
-    geo: Option<&GeoDb>,
-    data: &Arc<DataSnapshot>,
-    version: u64,
-) -> Result<(), String> {
-    // The pins go in front of the app so its top level sees them too; the
-    // line numbers of errors are kept by putting them on the app's first line.
-    let full = match injection(test) {
-        Some(js) => format!("{} {source}", js.replace('\n', " ")),
-        None => source.to_string(),
-    };
-    let code = AppCode {
-        name: name.to_string(),
-        path: path.to_path_buf(),
-        source: Arc::from(full),
-        version,
-        budget: config.budget,
-        setup: fixture.setup.as_deref().map(Arc::from),
-    };
-    let (mut app, meta) =
-        AppInstance::load(&code, data, fixture.providers.clone()).map_err(|e| describe(&e))?;
-    if let Some(want) = test
-        .expect_init
-        .as_ref()
-        .and_then(|e| e.required_providers.as_ref())
-        && *want != meta.providers
-    {
-        return Err(format!(
-            "init: required providers: expected {want:?}, got {:?}",
-            meta.providers
-        ));
+/// One fixture's app, ready to be instantiated per test.
+struct App<'a> {
+    fixture: &'a Fixture,
+    name: String,
+    path: PathBuf,
+    source: Arc<str>,
+    settings: AppSettings,
+    config: &'a Config,
+    geo: Option<&'a GeoDb>,
+}
+
+impl App<'_> {
+    /// Runs one test on a fresh instance (`version` tells instances apart).
+    fn run_test(&self, test: &TestCase, version: u64) -> Result<(), String> {
+        let code = AppCode {
+            name: self.name.clone(),
+            path: self.path.clone(),
+            source: self.source.clone(),
+            version,
+            budget: self.settings.budget,
+            setup: Some(TestScripts {
+                before: injection(test).map(Arc::from),
+                after: self.fixture.setup.as_deref().map(Arc::from),
+            }),
+        };
+        let init_data = Arc::new(DataSnapshot {
+            providers: self.config.providers.clone(),
+            ..DataSnapshot::default()
+        });
+        let (mut app, meta) = AppInstance::load(&code, &init_data, self.fixture.providers.clone())
+            .map_err(|e| describe(&e))?;
+        if let Some(want) = test
+            .expect_init
+            .as_ref()
+            .and_then(|e| e.required_providers.as_ref())
+            && *want != meta.providers
+        {
+            return Err(format!(
+                "init: required providers: expected {want:?}, got {:?}",
+                meta.providers
+            ));
+        }
+        // The snapshot version changes when the Fusion values do, as the
+        // server's does, so the engine tells `onFusion` of the new or
+        // changed ones before the request.
+        let mut fusion_version = 0;
+        let mut last_fusion: Option<Vec<(String, String)>> = None;
+        for (i, r) in test.requests.iter().enumerate() {
+            let fusion = fusion_entries(&r.data);
+            if last_fusion.as_ref() != Some(&fusion) {
+                fusion_version += 1;
+                last_fusion = Some(fusion.clone());
+            }
+            let data = Arc::new(DataSnapshot {
+                version: fusion_version,
+                fusion,
+                providers: self.config.providers.clone(),
+                ..DataSnapshot::default()
+            });
+            let (request, fixture) = self.request(r, i)?;
+            let out = app.decide(
+                request,
+                &data,
+                CallOptions {
+                    record: true,
+                    fixture: Some(fixture),
+                },
+            );
+            self.check(&r.expect, out)
+                .map_err(|e| format!("request {}: {e}", i + 1))?;
+        }
+        Ok(())
     }
-    for (i, r) in test.requests.iter().enumerate() {
+
+    /// The request and fixture values of request `i`.
+    fn request(&self, r: &TestRequest, i: usize) -> Result<(Request, FixtureRequest), String> {
         let mut fields = serde_json::Map::new();
-        if let (Some(ip), Some(geo)) = (r.geo_ip, geo) {
+        if let (Some(ip), Some(geo)) = (r.geo_ip, self.geo) {
             let g = geo.lookup(ip);
             let ip = serde_json::Value::from(ip.to_string());
             for (k, v) in [
@@ -423,65 +542,66 @@ fn run_test(
                 .collect(),
             ..Request::default()
         };
-        let out = app
-            .decide(
-                request,
-                data,
-                CallOptions {
-                    record: true,
-                    fixture: Some(fixture),
-                },
-            )
-            .map_err(|e| format!("request {}: {}", i + 1, describe(&e)));
-        match &r.expect {
-            Expect::Calls { calls } => {
-                let got = match out {
-                    Ok(o) => o.calls,
-                    Err(e) if matches!(e.as_str(), s if s.ends_with("onRequest made no decision")) => {
-                        Vec::new()
-                    }
-                    Err(e) => return Err(e),
-                };
-                compare_calls(calls, &got).map_err(|e| format!("request {}: {e}", i + 1))?;
-            }
-            Expect::Decision(want) => {
-                let d = out?.decision;
-                let cname = d.answers.iter().find_map(|a| match a {
-                    crate::openmix::Answer::Cname(c) => Some(c.clone()),
-                    _ => None,
-                });
-                let mut diffs = Vec::new();
-                if want.provider.is_some() && want.provider != d.provider {
-                    diffs.push(format!(
-                        "provider: expected {:?}, got {:?}",
-                        want.provider, d.provider
-                    ));
-                }
-                if want.cname.is_some() && want.cname != cname {
-                    diffs.push(format!("cname: expected {:?}, got {:?}", want.cname, cname));
-                }
-                if want.ttl.is_some() && want.ttl != d.ttl {
-                    diffs.push(format!("ttl: expected {:?}, got {:?}", want.ttl, d.ttl));
-                }
-                if want.reason.is_some() && want.reason != d.reason {
-                    diffs.push(format!(
-                        "reason: expected {:?}, got {:?}",
-                        want.reason, d.reason
-                    ));
-                }
-                if want.status.is_some() && want.status != d.status {
-                    diffs.push(format!(
-                        "status: expected {:?}, got {:?}",
-                        want.status, d.status
-                    ));
-                }
-                if !diffs.is_empty() {
-                    return Err(format!("request {}: {}", i + 1, diffs.join("; ")));
-                }
-            }
+        Ok((request, fixture))
+    }
+
+    /// Compares what one request did with its `expect`.
+    fn check(
+        &self,
+        want: &Expect,
+        out: Result<crate::openmix::CallOutcome, AppError>,
+    ) -> Result<(), String> {
+        if let Some(calls) = &want.calls {
+            let got = match out {
+                Ok(o) => o.calls,
+                Err(AppError::NoDecision) => Vec::new(),
+                Err(e) => return Err(describe(&e)),
+            };
+            return compare_calls(calls, &got);
+        }
+        let d = out.map_err(|e| describe(&e))?.decision;
+        let cname = d.answers.iter().find_map(|a| match a {
+            crate::openmix::Answer::Cname(c) => Some(c.clone()),
+            _ => None,
+        });
+        // The TTL the server answers with: the app's, else its settings',
+        // else the zone's.
+        let ttl = Some(
+            d.ttl
+                .or(self.settings.ttl)
+                .unwrap_or(self.config.default_ttl()),
+        );
+        let mut diffs = Vec::new();
+        if want.provider.is_some() && want.provider != d.provider {
+            diffs.push(format!(
+                "provider: expected {:?}, got {:?}",
+                want.provider, d.provider
+            ));
+        }
+        if want.cname.is_some() && want.cname != cname {
+            diffs.push(format!("cname: expected {:?}, got {:?}", want.cname, cname));
+        }
+        if want.ttl.is_some() && want.ttl != ttl {
+            diffs.push(format!("ttl: expected {:?}, got {ttl:?}", want.ttl));
+        }
+        if want.reason.is_some() && want.reason != d.reason {
+            diffs.push(format!(
+                "reason: expected {:?}, got {:?}",
+                want.reason, d.reason
+            ));
+        }
+        if want.status.is_some() && want.status != d.status {
+            diffs.push(format!(
+                "status: expected {:?}, got {:?}",
+                want.status, d.status
+            ));
+        }
+        if diffs.is_empty() {
+            Ok(())
+        } else {
+            Err(diffs.join("; "))
         }
     }
-    Ok(())
 }
 
 fn describe(e: &AppError) -> String {
@@ -545,4 +665,39 @@ fn compare_calls(want: &[Vec<serde_json::Value>], got: &[RecordedCall]) -> Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fusion_entries_are_strings_in_fixture_order() {
+        let data = serde_json::json!({"fusion": {"b": "{\"u\":1}", "a": {"u": 2}, "c": {"$undefined": true}}});
+        let data = data.as_object().unwrap();
+        assert_eq!(
+            fusion_entries(data),
+            vec![
+                ("b".to_string(), "{\"u\":1}".to_string()),
+                ("a".to_string(), "{\"u\":2}".to_string())
+            ]
+        );
+        let none = serde_json::json!({"fusion": {"$undefined": true}, "sonar": {"a": "x"}});
+        assert!(fusion_entries(none.as_object().unwrap()).is_empty());
+    }
+
+    #[test]
+    fn special_values_are_checked_everywhere() {
+        use crate::openmix::needs_special;
+        assert_eq!(
+            needs_special(&serde_json::json!({"a": [1, "x"]})),
+            Ok(false)
+        );
+        assert_eq!(
+            needs_special(&serde_json::json!({"a": [{"$number": "-Infinity"}]})),
+            Ok(true)
+        );
+        let bad = needs_special(&serde_json::json!([{"$undefined": true}, {"$number": "bogus"}]));
+        assert!(bad.unwrap_err().contains("{\"$number\":\"bogus\"}"));
+    }
 }

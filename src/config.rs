@@ -79,7 +79,7 @@ pub enum ProbeSource {
 }
 
 /// The leaderboard stats store and the probe mapping.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Leaderboard {
     /// HMAC key of `POST /api/post_stats` (env `SECRET` wins); `None`: posting off.
     pub secret: Option<String>,

@@ -25,7 +25,7 @@ use crate::cli::ServeArgs;
 use crate::config::Config;
 use crate::data::DataHub;
 use crate::dns::{DnsHandler, ZoneSet};
-use crate::geo::{Geo, GeoDb, GeoPaths};
+use crate::geo::{Geo, GeoDb, GeoPaths, GeoWatcher};
 use crate::metrics::Counters;
 use crate::openmix::DataSnapshot;
 use crate::quarantine::{Quarantine, Slots};
@@ -43,6 +43,8 @@ pub struct State {
     pub apps: Arc<AppRegistry>,
     /// GeoIP.
     pub geo: Arc<Geo>,
+    /// Watches the GeoIP files in use (replaced when SIGHUP changes their paths).
+    geo_watcher: std::sync::Mutex<Option<GeoWatcher>>,
     /// Data apps read.
     pub data: Arc<ArcSwap<DataSnapshot>>,
     /// Where the data feeds publish.
@@ -61,6 +63,8 @@ pub struct State {
     pub restarts: u64,
     /// Last heartbeat (ms since start) of each DNS runtime.
     heartbeats: std::sync::Mutex<Vec<Arc<AtomicU64>>>,
+    /// True while the public HTTP decision listener's accept loop runs.
+    pub http_serving: Arc<std::sync::atomic::AtomicBool>,
     started: Instant,
 }
 
@@ -128,6 +132,28 @@ pub fn geo_paths(config: &Config) -> GeoPaths {
     }
 }
 
+/// Checks what would stop the serving process from starting (GeoIP files, the static
+/// probe table, zones, the apps and data directories), so that `serve` can refuse at once
+/// with one error naming the file instead of the supervisor restarting a process that
+/// fails the same way every time. The stats store is not checked: a database server that
+/// is not up yet is the serving process's to retry (see [`crate::supervisor`]).
+pub fn check_startup(config: &Config) -> anyhow::Result<()> {
+    GeoDb::check(&geo_paths(config))?;
+    if let Some(p) = &config.static_probes {
+        crate::data::probes::load_static(p).map_err(|e| anyhow!("data.probes: {e}"))?;
+    }
+    ZoneSet::from_config(config).map_err(|e| anyhow!("{}: {e}", config.source))?;
+    if !config.apps_dir.is_dir() {
+        return Err(anyhow!(
+            "apps directory {} does not exist",
+            config.apps_dir.display()
+        ));
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    Ok(())
+}
+
 /// Builds the shared state from a configuration (no sockets yet).
 pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
     // Installed first, so histogram handles taken by workers are live ones.
@@ -178,6 +204,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
         config: ArcSwap::from_pointee(config),
         apps,
         geo,
+        geo_watcher: std::sync::Mutex::new(None),
         data,
         hub,
         workers,
@@ -190,6 +217,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
         heartbeats: std::sync::Mutex::new(Vec::new()),
+        http_serving: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         started: Instant::now(),
     }))
 }
@@ -340,11 +368,26 @@ pub fn start_dns(
 /// `switchyard serve`: the supervisor, or with `--worker` the serving
 /// process itself (on the supervisor's sockets when it passed them, else on
 /// sockets of its own).
+///
+/// The serving process returns only once it has served (`Ok`); when it cannot start, it
+/// logs why and exits with [`crate::supervisor::EXIT_STARTUP`], so that the supervisor can
+/// tell a process that will never start from one that crashed while serving.
 pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    let config = args.config.load()?;
     if !args.worker {
+        let config = args.config.load()?;
+        check_startup(&config)?;
         return crate::supervisor::supervise(config);
     }
+    if let Err(e) = serve_worker(args) {
+        tracing::error!("the serving process cannot start: {e:#}");
+        std::process::exit(crate::supervisor::EXIT_STARTUP);
+    }
+    Ok(())
+}
+
+/// The serving process: everything that fails here fails before it is ready.
+fn serve_worker(args: &ServeArgs) -> anyhow::Result<()> {
+    let config = args.config.load()?;
     let listeners = match Listeners::from_env()? {
         Some(l) => l,
         None => Listeners::bind(
@@ -377,6 +420,7 @@ async fn run(
     let http_listener = tokio::net::TcpListener::from_std(listeners.http)?;
     let admin_listener = tokio::net::TcpListener::from_std(listeners.admin)?;
     let http_addr = http_listener.local_addr()?;
+    let shutdown_http = shutdown.clone();
     let admin_addr = admin_listener.local_addr()?;
     let limits = {
         let c = state.config.load();
@@ -386,12 +430,15 @@ async fn run(
         }
     };
     let s = state.clone();
-    let http_task = tokio::spawn(crate::http::serve(
-        http_listener,
-        limits,
-        shutdown.clone(),
-        move |req, peer| crate::http::decision::handle(s.clone(), req, peer),
-    ));
+    let serving = crate::http::ServingFlag::raise(state.http_serving.clone());
+    let http_task = tokio::spawn(async move {
+        // Lowered when the loop ends, returning or panicking.
+        let _serving = serving;
+        crate::http::serve(http_listener, limits, shutdown_http, move |req, peer| {
+            crate::http::decision::handle(s.clone(), req, peer)
+        })
+        .await
+    });
     let s = state.clone();
     let admin_task = tokio::spawn(crate::http::serve(
         admin_listener,
@@ -401,16 +448,11 @@ async fn run(
     ));
     start_feeds(&state, shutdown.clone());
     let _app_watcher = state.apps.watch().map_err(|e| anyhow!(e))?;
-    let _geo_watcher = {
-        let config = state.config.load();
-        match state.geo.watch(geo_paths(&config)) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "GeoIP databases are not watched for changes");
-                None
-            }
-        }
-    };
+    *state
+        .geo_watcher
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+        watch_geo(&state.geo, geo_paths(&state.config.load()));
     for addr in &bound {
         tracing::info!(%addr, "listening for DNS over UDP");
         tracing::info!(%addr, "listening for DNS over TCP");
@@ -428,6 +470,18 @@ async fn run(
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
     Ok(())
+}
+
+/// Starts watching the GeoIP files; a failure only costs reloads on change, so it is
+/// logged, not fatal.
+fn watch_geo(geo: &Arc<Geo>, paths: GeoPaths) -> Option<GeoWatcher> {
+    match geo.watch(paths) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "GeoIP databases are not watched for changes");
+            None
+        }
+    }
 }
 
 /// The HTTP client the feeds use (rustls with the ring provider).
@@ -489,39 +543,133 @@ async fn wait_for_signals(state: &Arc<State>, config_args: &crate::cli::ConfigAr
     }
 }
 
-/// SIGHUP: validate the configuration again and swap it in (listeners
-/// excepted); a bad file keeps the current one.
+/// SIGHUP: validate the configuration again and swap it in; a bad file keeps the current
+/// one. Zones, providers, static probes, app settings and budgets, GeoIP paths and the
+/// per-request HTTP settings apply at once; each changed key that is only read at startup
+/// gets a warning (see [`restart_only_changes`]).
 pub fn reload_config(state: &Arc<State>, config_args: &crate::cli::ConfigArgs) {
+    let fail = |e: &dyn std::fmt::Display| {
+        tracing::warn!(error = %e, "config reload failed; keeping the current configuration");
+    };
     let config = match config_args.load() {
         Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "config reload failed; keeping the current configuration");
-            return;
-        }
+        Err(e) => return fail(&e),
     };
     let zones = match ZoneSet::from_config(&config) {
         Ok(z) => z,
-        Err(e) => {
-            tracing::warn!(error = %e, "config reload failed; keeping the current configuration");
-            return;
+        Err(e) => return fail(&e),
+    };
+    let probes = match &config.static_probes {
+        Some(p) => match crate::data::probes::load_static(p) {
+            Ok(probes) => probes,
+            Err(e) => return fail(&e),
+        },
+        None => Default::default(),
+    };
+    let old = state.config.load_full();
+    let paths = geo_paths(&config);
+    let geo = if paths == geo_paths(&old) {
+        None
+    } else {
+        match GeoDb::open(&paths) {
+            Ok(db) => Some(db),
+            Err(e) => return fail(&e),
         }
     };
-    let old = state.config.load();
-    if old.dns != config.dns || old.http != config.http || old.admin != config.admin {
-        tracing::warn!("listener addresses changed in the config; they take effect on restart");
+
+    for key in restart_only_changes(&old, &config) {
+        tracing::warn!(
+            key,
+            "{key} changed in the config; takes effect after a restart"
+        );
     }
-    if let Some(p) = &config.static_probes {
-        match crate::data::probes::load_static(p) {
-            Ok(probes) => state.hub.set_static_probes(probes),
-            Err(e) => {
-                tracing::warn!(error = %e, "config reload failed; keeping the current configuration");
-                return;
-            }
-        }
+    if let Some(db) = geo {
+        // Stop the old watcher first: a change event it is handling would otherwise load
+        // the old files over the new ones.
+        let mut watcher = state
+            .geo_watcher
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        drop(watcher.take());
+        state.geo.replace(db);
+        *watcher = watch_geo(&state.geo, paths);
     }
+    state.hub.set_static_probes(probes);
     state.dns.zones.store(Arc::new(zones));
     state.hub.set_providers(config.providers.clone());
     state.apps.set_config(config.clone());
     state.config.store(Arc::new(config));
     tracing::info!("configuration reloaded");
+}
+
+/// The configuration keys that differ between `old` and `new` but are read only at
+/// startup: the listeners (held by the supervisor), the directories, the DNS payload size
+/// and HTTP connection limits, the process memory cap, and the data feeds with their
+/// staleness age and the leaderboard (their tasks start once).
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    [
+        ("server.dns", old.dns != new.dns),
+        ("server.http", old.http != new.http),
+        ("server.admin", old.admin != new.admin),
+        ("server.apps", old.apps_dir != new.apps_dir),
+        ("server.data_dir", old.data_dir != new.data_dir),
+        (
+            "server.max_udp_payload",
+            old.max_udp_payload != new.max_udp_payload,
+        ),
+        (
+            "server.max_connections",
+            old.max_connections != new.max_connections,
+        ),
+        (
+            "server.header_timeout_ms",
+            old.header_timeout != new.header_timeout,
+        ),
+        (
+            "server.memory_limit_mb",
+            old.memory_limit != new.memory_limit,
+        ),
+        ("data.stale_secs", old.stale_after != new.stale_after),
+        ("fusion", old.fusion != new.fusion),
+        ("sonar", old.sonar != new.sonar),
+        ("leaderboard", old.leaderboard != new.leaderboard),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+
+    fn parse(text: &str) -> Config {
+        Config::parse(text, "test.toml", &Overrides::default()).unwrap()
+    }
+
+    #[test]
+    fn restart_only_keys_are_named() {
+        let old = parse(crate::config::DEFAULT_CONFIG);
+        assert!(restart_only_changes(&old, &old.clone()).is_empty());
+        let text = crate::config::DEFAULT_CONFIG
+            .replacen("max_udp_payload = 1232", "max_udp_payload = 1400", 1)
+            .replacen("max_connections = 1024", "max_connections = 10", 1)
+            .replacen("stale_secs = 120", "stale_secs = 60", 1)
+            .replacen("refresh_secs = 10", "refresh_secs = 20", 1)
+            .replacen("ttl = 20 ", "ttl = 30 ", 1);
+        let new = parse(&format!(
+            "{text}\n[[sonar]]\nprovider = \"cdn_a\"\ntcp = \"192.0.2.1:443\"\n"
+        ));
+        assert_eq!(
+            restart_only_changes(&old, &new),
+            [
+                "server.max_udp_payload",
+                "server.max_connections",
+                "data.stale_secs",
+                "sonar",
+                "leaderboard"
+            ]
+        );
+    }
 }

@@ -8,6 +8,13 @@
 //! instead of being refused, and the new process quarantines the app that
 //! was running when the old one died ([`crate::quarantine`]).
 //! SIGTERM/SIGINT stop both gracefully; SIGHUP is passed on (config reload).
+//!
+//! A serving process that cannot start at all (it exits with [`EXIT_STARTUP`]: a
+//! configuration it cannot load, a stats store it cannot reach) is retried a few times
+//! with a growing pause, in case the cause is passing, and then the supervisor gives up
+//! and exits non-zero instead of restarting it forever. `serve` checks the configuration's
+//! files before starting the supervisor ([`crate::server::check_startup`]), so most such
+//! errors are reported before any serving process runs.
 
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::process::{Child, Command};
@@ -22,6 +29,11 @@ use crate::config::Config;
 pub const FDS_ENV: &str = "SWITCHYARD_LISTEN_FDS";
 /// Environment variable counting restarts (for logs and counters).
 pub const RESTARTS_ENV: &str = "SWITCHYARD_RESTARTS";
+/// Exit status of a serving process that failed before it was ready to serve
+/// (`EX_CONFIG` from sysexits.h).
+pub const EXIT_STARTUP: i32 = 78;
+/// How many serving processes in a row may fail to start before the supervisor gives up.
+const STARTUP_ATTEMPTS: u32 = 3;
 
 /// Descriptors of every listening socket, as passed to the serving process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -177,6 +189,7 @@ pub fn supervise(config: Config) -> anyhow::Result<()> {
             sig(SignalKind::hangup())?,
         );
         let mut restarts = 0u32;
+        let mut failed_starts = 0u32;
         let mut recent: Vec<Instant> = Vec::new();
         loop {
             let mut child = spawn_child(&fds, restarts, config.memory_limit)?;
@@ -207,10 +220,24 @@ pub fn supervise(config: Config) -> anyhow::Result<()> {
                 let _ = child.wait();
                 return Ok(());
             };
+            if status.code() == Some(EXIT_STARTUP) {
+                failed_starts += 1;
+                if failed_starts >= STARTUP_ATTEMPTS {
+                    return Err(anyhow!(
+                        "the serving process failed to start {failed_starts} times in a row \
+                         (its error is logged above); giving up"
+                    ));
+                }
+                restarts += 1;
+                tracing::error!(pid, %status, restarts, "serving process could not start; retrying");
+                tokio::time::sleep(Duration::from_millis(250) * failed_starts).await;
+                continue;
+            }
+            failed_starts = 0;
             restarts += 1;
             tracing::error!(pid, %status, restarts, "serving process died; restarting it");
-            // A crash loop is slowed down, never given up on: queries wait
-            // in the socket buffers meanwhile.
+            // A crash loop of a process that did start is slowed down, never
+            // given up on: queries wait in the socket buffers meanwhile.
             let now = Instant::now();
             recent.retain(|t| now.duration_since(*t) < Duration::from_secs(10));
             recent.push(now);

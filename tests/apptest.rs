@@ -210,6 +210,50 @@ fn broken_fixtures_name_file_and_key() {
             "random: must list at least one value",
         ),
         (r#"{"tests": []}"#, "missing field `app`"),
+        (
+            r#"{"app": "x.js", "tests": [{"name": "t", "requests": [{"data": {"radar": {}}, "expect": {"calls": []}}]}]}"#,
+            "tests[0].requests[0].data: unknown feed \"radar\"",
+        ),
+        (
+            r#"{"app": "x.js", "tests": [{"name": "t", "requestz": []}]}"#,
+            "unknown field `requestz`",
+        ),
+        (
+            r#"{"app": "x.js", "tests": [{"name": "t", "requests": [{"probe": {}, "expect": {"calls": []}}]}]}"#,
+            "unknown field `probe`",
+        ),
+        (
+            r#"{"app": "x.js", "tests": [{"name": "t", "requests": [{"expect": {"reasn": "A"}}]}]}"#,
+            "unknown field `reasn`",
+        ),
+        (
+            r#"{"app": "x.js", "tests": [{"name": "t", "requests": [{"expect": {}}]}]}"#,
+            "tests[0].requests[0].expect: must give \"calls\" or at least one of",
+        ),
+        (
+            r#"{"app": "x.js", "tests": [{"name": "t", "requests": [{"expect": {"calls": [], "reason": "A"}}]}]}"#,
+            "tests[0].requests[0].expect: \"reason\" cannot be combined with \"calls\"",
+        ),
+        (
+            r#"{"app": "x.js", "tests": [{"name": "t", "requests": [{"expect": {"calls": [[1]]}}]}]}"#,
+            "expect: calls[0]: must start with a method name",
+        ),
+        (
+            r#"{"app": "x.js", "tests": [{"name": "t", "requests": [{"request": {"asn": {"$number": "bogus"}}, "expect": {"calls": []}}]}]}"#,
+            "request.asn: bad special value {\"$number\":\"bogus\"}: \"$number\" must be",
+        ),
+        (
+            r#"{"app": "x.js", "tests": [{"name": "t", "requests": [{"probes": {"avail": {"a": {"$undefined": false}}}, "expect": {"calls": []}}]}]}"#,
+            "probes.avail: bad special value {\"$undefined\":false}: \"$undefined\" must be true",
+        ),
+        (
+            r#"{"app": "x.js", "tests": [{"name": "t", "requests": [{"data": {"sonar": [{"$number": "NaN"}, {"$number": "NaN", "x": 1}]}, "expect": {"calls": []}}]}]}"#,
+            "data.sonar: bad special value {\"$number\":\"NaN\",\"x\":1}: a \"$number\" or \"$undefined\" object has no other keys",
+        ),
+        (
+            r#"{"app": "x.js", "tests": [{"name": "t", "requests": [{"data": {"fusion": "x"}, "expect": {"calls": []}}]}]}"#,
+            "data.fusion: must be an object keyed by provider alias",
+        ),
     ];
     std::fs::write(
         dir.path().join("x.js"),
@@ -232,4 +276,276 @@ fn broken_fixtures_name_file_and_key() {
         );
         assert!(got.trim_end().ends_with("0 passed, 1 failed"), "{got}");
     }
+}
+
+/// Runs `switchyard test` without the harness's `--budget-ms`.
+fn run_with_app_budget(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("test")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("runs")
+}
+
+#[test]
+fn on_fusion_is_told_of_new_and_changed_values_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    // The app decides from what onFusion told it, and shows what getData
+    // returns next to it. onFusion gets strings; getData the fixture values.
+    let app = "var told = [];
+function onFusion(provider, data) { told.push(provider + '=' + JSON.parse(data).u); }
+function onRequest(q, r) {
+  var f = q.getData('fusion');
+  r.respond(told.length ? 'told' : 'quiet', 'x.example.net');
+  r.setReasonCode(told.join(',') + '|' + (f ? Object.keys(f).map(function (k) { var v = f[k]; return k + ':' + (typeof v === 'string' ? JSON.parse(v) : v).u; }).join(',') : 'none'));
+  told = [];
+}";
+    let fusion = |b: u32, a: u32| serde_json::json!({"fusion": {"b": format!("{{\"u\":{b}}}"), "a": format!("{{\"u\":{a}}}")}});
+    let f = fixture(
+        dir.path(),
+        app,
+        serde_json::json!({"tests": [
+            {"name": "deliveries", "requests": [
+                {"data": fusion(2, 1), "expect": {"provider": "told", "reason": "b=2,a=1|b:2,a:1"}},
+                {"data": fusion(2, 1), "expect": {"provider": "quiet", "reason": "|b:2,a:1"}},
+                {"data": {"fusion": {"b": "{\"u\":2}", "a": "{\"u\":1}"}, "sonar": {"a": "{\"avail\":1}"}},
+                 "expect": {"reason": "|b:2,a:1"}},
+                {"data": fusion(3, 1), "expect": {"reason": "b=3|b:3,a:1"}},
+                {"expect": {"reason": "|none"}},
+                {"data": {"fusion": {"a": "{\"u\":1}", "c": {"u": 5}}}, "expect": {"reason": "a=1,c=5|a:1,c:5"}}
+            ]},
+            {"name": "a fresh instance is told everything again", "requests": [
+                {"data": fusion(3, 1), "expect": {"reason": "b=3,a=1|b:3,a:1"}}
+            ]}
+        ]}),
+    );
+    let out = run(&[f.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stdout(&out));
+}
+
+#[test]
+fn file_level_use_strict_is_kept_with_pins() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = "'use strict';
+function onRequest(q, r) {
+  var threw = 'no';
+  try { undeclared = 1; } catch (e) { threw = e.name; }
+  r.respondEmpty();
+  r.setReasonCode([threw, (function () { return this === undefined; })(), Math.random(), Date.now()].join(','));
+  if (q.market === 'boom') {
+    throw new Error('boom');
+  }
+}";
+    let f = fixture(
+        dir.path(),
+        app,
+        serde_json::json!({"tests": [
+            {"name": "strict with pins", "random": [0.25], "now_ms": 1000, "requests": [
+                {"expect": {"reason": "ReferenceError,true,0.25,1000"}}]},
+            {"name": "line numbers with pins", "random": [0.25], "now_ms": 1000, "requests": [
+                {"request": {"market": "boom"}, "expect": {"calls": []}}]}
+        ]}),
+    );
+    let out = run(&[f.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("ok   ") && text.contains(": strict with pins"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Error: boom") && text.contains("app line 8"),
+        "{text}"
+    );
+}
+
+#[test]
+fn without_pins_random_and_date_are_real() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let app = format!(
+        "function onRequest(q, r) {{
+  var a = Math.random(), b = Math.random(), c = Math.random(), now = Date.now(), d = new Date();
+  r.respondEmpty();
+  r.setReasonCode([a >= 0 && a < 1 && !(a === b && b === c), Math.abs(now - {now}) < 600000,
+    Math.abs(d.getTime() - now) < 60000, new Date(2020, 0, 2).getDate(),
+    /native code/.test(String(Math.random)), /native code/.test(String(Date))].join(','));
+}}"
+    );
+    let f = fixture(
+        dir.path(),
+        &app,
+        serde_json::json!({"tests": [
+            {"name": "pinned", "random": [0.5], "now_ms": 1000, "requests": [
+                {"expect": {"reason": "false,false,true,2,false,false"}}]},
+            {"name": "real", "requests": [{"expect": {"reason": "true,true,true,2,true,true"}}]}
+        ]}),
+    );
+    let out = run(&[f.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stdout(&out));
+}
+
+#[test]
+fn special_values_inside_data_and_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = "function onRequest(q, r) { var s = q.getData('sonar'); r.respondEmpty();
+  r.setReasonCode([q.asn === -Infinity, s.a === -Infinity, s.b[1] === Infinity, isNaN(s.b[2]), s.c === undefined, 'c' in s,
+    q.getData('fusion') === undefined].join(',')); }";
+    let f = fixture(
+        dir.path(),
+        app,
+        serde_json::json!({"tests": [{"name": "special", "requests": [{
+            "request": {"asn": {"$number": "-Infinity"}},
+            "data": {"sonar": {"a": {"$number": "-Infinity"}, "b": [1, {"$number": "Infinity"}, {"$number": "NaN"}],
+                               "c": {"$undefined": true}},
+                     "fusion": {"$undefined": true}},
+            "expect": {"reason": "true,true,true,true,true,true,true"}}]}]}),
+    );
+    let out = run(&[f.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stdout(&out));
+}
+
+#[test]
+fn missing_and_unexpected_calls_and_failing_json_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture(
+        dir.path(),
+        "function onRequest(q, r) { r.respond('a', 'a.example.net'); r.setTTL(20); }",
+        serde_json::json!({"tests": [
+            {"name": "missing", "requests": [{"expect": {"calls": [
+                ["respond", "a", "a.example.net"], ["setTTL", 20], ["setReasonCode", "A"]]}}]},
+            {"name": "unexpected", "requests": [{"expect": {"calls": [["respond", "a", "a.example.net"]]}}]},
+            {"name": "passes", "requests": [{"expect": {"calls": [["respond", "a", "a.example.net"], ["setTTL", 20]]}}]}
+        ]}),
+    );
+    let out = run(&[f.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(
+            "missing: request 1: call 3 missing: expected [\"setReasonCode\",\"A\"], the app made no more calls"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("unexpected: request 1: call 2 unexpected: got [\"setTTL\",20]"),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("1 passed, 2 failed"), "{text}");
+
+    let out = run(&["--json", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(v["passed"], 1);
+    assert_eq!(v["failed"], 2);
+    assert_eq!(v["tests"][0]["name"], "missing");
+    assert_eq!(v["tests"][0]["passed"], false);
+    assert!(
+        v["tests"][0]["failure"]
+            .as_str()
+            .unwrap()
+            .contains("call 3 missing"),
+        "{v}"
+    );
+    assert_eq!(v["tests"][2]["passed"], true);
+    assert!(v["tests"][2].get("failure").is_none(), "{v}");
+}
+
+#[test]
+fn sidecar_budget_is_used_unless_overridden() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = "function onRequest(q, r) { var t = Date.now(); while (Date.now() - t < 60) {} r.respondEmpty(); }";
+    let f = fixture(
+        dir.path(),
+        app,
+        serde_json::json!({"tests": [{"name": "slow", "requests": [{"expect": {"calls": [["respondEmpty"]]}}]}]}),
+    );
+    std::fs::write(dir.path().join("app.toml"), "budget_ms = 1\n").unwrap();
+    let out = run_with_app_budget(&[f.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("onRequest ran past its time budget of 1 ms"),
+        "{text}"
+    );
+    // --budget-ms wins over the sidecar.
+    let out = run(&[f.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stdout(&out));
+
+    // The sidecar's memory budget too: a few MB, within the default 64 MB.
+    let app = "function onRequest(q, r) { var a = []; for (var i = 0; i < 30000; i++) { a.push({i: i, s: 'x' + i}); }
+  r.respondEmpty(); r.setReasonCode(String(a.length)); }";
+    let f = fixture(
+        dir.path(),
+        app,
+        serde_json::json!({"tests": [{"name": "big", "requests": [{"expect": {"reason": "30000"}}]}]}),
+    );
+    std::fs::remove_file(dir.path().join("app.toml")).unwrap();
+    let out = run(&[f.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    std::fs::write(dir.path().join("app.toml"), "memory_mb = 2\n").unwrap();
+    let text = stdout(&run(&[f.to_str().unwrap()]));
+    assert!(
+        text.contains("allocated more than its memory budget of 2 MB"),
+        "{text}"
+    );
+
+    // A sidecar the server would refuse is a broken fixture.
+    std::fs::write(dir.path().join("app.toml"), "budget_ms = 0\n").unwrap();
+    let text = stdout(&run(&[f.to_str().unwrap()]));
+    assert!(
+        text.contains("(fixture)") && text.contains("app.toml: budget_ms must be 1..=10000, got 0"),
+        "{text}"
+    );
+}
+
+#[test]
+fn expected_ttl_is_what_the_server_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(&config, "[[zone]]\nname = \"t.example\"\nttl = 33\n").unwrap();
+    let app =
+        "function onRequest(q, r) { r.respondEmpty(); if (q.market === 'set') { r.setTTL(30); } }";
+    let f = fixture(
+        dir.path(),
+        app,
+        serde_json::json!({"tests": [{"name": "ttl", "requests": [
+            {"expect": {"ttl": 0}}, {"request": {"market": "set"}, "expect": {"ttl": 30}}]}]}),
+    );
+    let cfg = config.to_str().unwrap();
+    // Sets the TTL the first request expects.
+    let set = |ttl: u32| {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+        v["tests"][0]["requests"][0]["expect"]["ttl"] = ttl.into();
+        std::fs::write(&f, v.to_string()).unwrap();
+    };
+    // No sidecar: the zone's default.
+    set(33);
+    let out = run(&["-c", cfg, f.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    // `[apps.NAME]` in the config.
+    std::fs::write(
+        &config,
+        "[[zone]]\nname = \"t.example\"\nttl = 33\n[apps.app]\nttl = 44\n",
+    )
+    .unwrap();
+    set(44);
+    let out = run(&["-c", cfg, f.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    // The sidecar replaces it.
+    std::fs::write(dir.path().join("app.toml"), "ttl = 45\n").unwrap();
+    set(45);
+    let out = run(&["-c", cfg, f.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    set(44);
+    let text = stdout(&run(&["-c", cfg, f.to_str().unwrap()]));
+    assert!(
+        text.contains("ttl: expected Some(44), got Some(45)"),
+        "{text}"
+    );
 }

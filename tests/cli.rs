@@ -1,7 +1,10 @@
 //! The `switchyard` binary's one-shot commands: `decide` for every example
-//! app and branch, `check`, `geo`, and their errors.
+//! app and branch, `check`, `geo`, and their errors; and `serve` refusing to
+//! start on a configuration it cannot serve.
 
-use std::process::{Command, Output};
+use std::io::Read;
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -461,4 +464,206 @@ fn check_reports_ok_warnings_and_errors() {
         text.contains("warn.js:2: warning: request.query_type is a string property"),
         "{text}"
     );
+}
+
+/// Runs `switchyard geo` with `args` and parses its JSON.
+fn geo_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["geo"];
+    all.extend_from_slice(args);
+    let out = run(&all);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+#[test]
+fn geo_prints_the_documented_fields_as_json() {
+    // Rows of the table in geo/README.md; with no --config the built-in defaults use the
+    // shipped databases and the override table.
+    let v = geo_json(&["192.0.2.130"]);
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "asn": 64498, "market": "SA", "country": "BR", "region": "BR-R-SP",
+            "state": "BR-S-SP", "latitude": -23.5505, "longitude": -46.6333, "prefix_len": 25,
+        })
+    );
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "asn",
+            "market",
+            "country",
+            "region",
+            "state",
+            "latitude",
+            "longitude",
+            "prefix_len"
+        ]
+    );
+    // IPv6, with the override table's state for Dublin.
+    assert_eq!(
+        geo_json(&["2001:db8::1"]),
+        serde_json::json!({
+            "asn": 65536, "market": "EU", "country": "IE", "region": "IE-R-L",
+            "state": "IE-S-DUBLIN", "latitude": 53.3498, "longitude": -6.2603, "prefix_len": 48,
+        })
+    );
+    // IPv4-mapped IPv6 is looked up as IPv4, with an IPv4 prefix.
+    let v = geo_json(&["::ffff:203.0.113.70"]);
+    assert_eq!((&v["market"], &v["country"]), (&"OC".into(), &"AU".into()));
+    assert_eq!(
+        (&v["region"], &v["asn"]),
+        (&"AU-R-NSW".into(), &64501.into())
+    );
+    assert_eq!(v["prefix_len"], 26);
+    // Private: empty fields, no location, never an error.
+    assert_eq!(
+        geo_json(&["10.0.0.1"]),
+        serde_json::json!({
+            "asn": 0, "market": "", "country": "", "region": "", "state": "",
+            "latitude": null, "longitude": null, "prefix_len": 1,
+        })
+    );
+}
+
+#[test]
+fn geo_errors_are_one_line() {
+    for bad in ["192.0.2.300", "not-an-ip", "2001:db8::g"] {
+        let out = run(&["geo", bad]);
+        assert!(!out.status.success(), "{bad}");
+        assert!(out.stdout.is_empty(), "{bad}: no JSON on failure");
+        let err = String::from_utf8_lossy(&out.stderr);
+        // clap's own error line, then only its "try --help" hint.
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{bad}: {err}");
+        assert!(
+            errors[0].contains(bad) && errors[0].contains("invalid IP address"),
+            "{bad}: {err}"
+        );
+    }
+    let out = run(&["geo", "192.0.2.1", "--geo-city", "/nonexistent/City.mmdb"]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("/nonexistent/City.mmdb") && err.contains("cannot open"),
+        "{err}"
+    );
+}
+
+/// Runs `switchyard serve` on free loopback ports with a scratch data directory (unless
+/// `args` names one) and waits at most `limit` for it to exit. Returns the exit status,
+/// stderr and the time it took; a server still running at `limit` is killed and fails the
+/// test.
+fn serve_until_exit(args: &[&str], limit: Duration) -> (ExitStatus, String, Duration) {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "serve",
+            "--dns",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if !args.contains(&"--data-dir") {
+        cmd.arg("--data-dir").arg(scratch.path().join("data"));
+    }
+    let start = Instant::now();
+    let mut child = cmd.spawn().expect("start switchyard");
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let took = start.elapsed();
+            return (status, reader.join().unwrap(), took);
+        }
+        if start.elapsed() > limit {
+            // SIGTERM first, so the supervisor stops its serving process too.
+            let _ = Command::new("kill")
+                .args(["-s", "TERM", &child.id().to_string()])
+                .status();
+            std::thread::sleep(Duration::from_secs(2));
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "serve {args:?} still running after {limit:?}: {}",
+                reader.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Checks that `serve` failed at once with one line on stderr naming `file`.
+fn assert_refused(args: &[&str], file: &str, reason: &str) {
+    let (status, err, took) = serve_until_exit(args, Duration::from_secs(5));
+    assert!(!status.success(), "{args:?}: {status}");
+    assert!(took < Duration::from_secs(3), "{args:?} took {took:?}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    assert!(
+        err.starts_with("switchyard: ") && err.contains(file) && err.contains(reason),
+        "{args:?}: {err}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_missing_geo_database_at_once() {
+    assert_refused(
+        &["--geo-city", "/nonexistent.mmdb"],
+        "/nonexistent.mmdb",
+        "cannot open",
+    );
+    assert_refused(
+        &["--geo-asn", "/nonexistent/ASN.mmdb"],
+        "/nonexistent/ASN.mmdb",
+        "cannot open",
+    );
+}
+
+#[test]
+fn serve_refuses_a_corrupt_geo_database_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("City.mmdb");
+    std::fs::write(&garbage, b"not a MaxMind database at all\n".repeat(200)).unwrap();
+    let path = garbage.to_str().unwrap();
+    assert_refused(&["--geo-city", path], path, "not a MaxMind DB");
+}
+
+#[test]
+fn serve_gives_up_when_the_serving_process_cannot_start() {
+    // Passes the checks `serve` makes itself, but the serving process cannot create its
+    // crash-recovery slots file: it must be retried a few times, not forever.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("inflight.slots")).unwrap();
+    let (status, err, took) = serve_until_exit(
+        &["--data-dir", data.to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    assert!(!status.success(), "{status}: {err}");
+    assert!(err.contains("inflight.slots"), "{err}");
+    assert!(err.contains("giving up"), "{err}");
+    assert_eq!(
+        err.matches("the serving process cannot start").count(),
+        3,
+        "{err}"
+    );
+    eprintln!("gave up after {took:?}");
 }

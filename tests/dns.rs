@@ -2023,6 +2023,15 @@ fn app_failures_serve_the_fallback_or_servfail() {
         s.log.lock().unwrap()
     );
     assert!(s.wait_log("app=loops", WAIT), "loops failure logged");
+    // Asked twice above (A and AAAA), logged once for its version.
+    let logged = s
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("app=throws") && l.contains("serving its fallback"))
+        .count();
+    assert_eq!(logged, 1, "throws failure logged once per version");
     no_crash(&s);
 }
 

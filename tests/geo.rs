@@ -214,6 +214,43 @@ fn maxmind_city_test_database() {
 }
 
 #[test]
+fn maxmind_country_test_database_as_the_city_database() {
+    // A Country database has the City layout without subdivisions and location: market and
+    // country are filled, region, state and coordinates stay empty.
+    let db = GeoDb::open(&GeoPaths {
+        city: Some(match maxmind("GeoIP2-Country-Test.mmdb") {
+            Some(p) => p,
+            None => return,
+        }),
+        ..GeoPaths::default()
+    })
+    .unwrap();
+    assert_eq!(
+        db.status().city.unwrap().database_type,
+        "GeoIP2-Country",
+        "the file is MaxMind's Country test database"
+    );
+    for (addr, market, country, prefix_len) in [
+        ("81.2.69.142", "EU", "GB", 31),
+        ("216.160.83.56", "NA", "US", 29),
+        ("89.160.20.112", "EU", "SE", 28),
+        ("2001:218::1", "AS", "JP", 32),
+        ("::ffff:81.2.69.142", "EU", "GB", 31),
+    ] {
+        assert_eq!(
+            db.lookup(ip(addr)),
+            ClientGeo {
+                market: market.into(),
+                country: country.into(),
+                prefix_len,
+                ..ClientGeo::default()
+            },
+            "{addr}"
+        );
+    }
+}
+
+#[test]
 fn maxmind_asn_test_database() {
     let db = GeoDb::open(&GeoPaths {
         asn: Some(match maxmind("GeoLite2-ASN-Test.mmdb") {

@@ -1269,6 +1269,10 @@ async fn healthcheck_is_ok() {
     let v = r.json();
     assert!(v["ok"].as_array().is_some_and(|a| !a.is_empty()), "{v}");
     assert_eq!(v["failed"], serde_json::json!([]), "{v}");
+    let checks = v["ok"].to_string();
+    for part in ["dns:", "http: decision listener serving", "js workers:"] {
+        assert!(checks.contains(part), "{part} missing from {v}");
+    }
     // Ops endpoints are not on the public listener, nor decisions on the ops one.
     get(&public(&s, "/healthcheck")).await.expect_error(404);
     get(&ops(&s, "/apps/geo-map/decision"))

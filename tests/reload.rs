@@ -1,8 +1,10 @@
 //! Hot reload under a continuous stream of UDP queries: modify in place,
-//! atomic rename, add, remove, a syntax error, a sidecar change, and a
-//! SIGHUP config reload. Every query must be answered (no timeout, no
-//! SERVFAIL), each answer must come whole from one version, and a new
-//! version must answer within a second of the write.
+//! atomic rename, add, remove, rename to another name, a burst of partial
+//! writes, a syntax error, a sidecar change, and SIGHUP config reloads (good,
+//! failing validation, changing GeoIP paths and restart-only keys). Every
+//! query must be answered (no timeout, no SERVFAIL), each answer must come
+//! whole from one version, a new version must answer within a second of the
+//! write, and nothing reloads while nothing changes.
 
 mod common;
 mod dnsclient;
@@ -272,4 +274,295 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
+}
+
+/// Checks what a [`Stream`] saw: every query answered, whole, by one of `versions`.
+fn assert_whole_answers(seen: &[(Instant, Option<dnsclient::Reply>)], versions: &[&str]) {
+    assert!(seen.len() > 20, "too few queries: {}", seen.len());
+    for (_, r) in seen {
+        let r = r.as_ref().expect("a query went unanswered during reloads");
+        assert_eq!(r.rcode, ResponseCode::NoError, "{r:?}");
+        assert_eq!(r.answers.len(), 2, "{r:?}");
+        let v1 = r.answers[0].rsplit('.').next().unwrap();
+        let v2 = r.answers[1].rsplit('.').next().unwrap();
+        assert_eq!(v1, v2, "an answer mixed two versions: {r:?}");
+        assert!(versions.contains(&v1), "{r:?}");
+    }
+}
+
+#[test]
+fn renaming_an_app_file_moves_its_name() {
+    let server = common::Server::start_with(common::Options {
+        apps: Some(vec![("foo.js".into(), app(1))]),
+        ..Default::default()
+    });
+    let dns = server.dns;
+    until_answer(
+        dns,
+        "foo.switchyard.test.",
+        Some("192.0.2.1"),
+        ResponseCode::NoError,
+        Duration::from_secs(5),
+    );
+    std::fs::rename(server.apps.join("foo.js"), server.apps.join("bar.js")).unwrap();
+    let t = until_answer(
+        dns,
+        "bar.switchyard.test.",
+        Some("192.0.2.1"),
+        ResponseCode::NoError,
+        Duration::from_secs(1),
+    );
+    eprintln!("rename foo.js → bar.js: new name answers in {t:?}");
+    // Both names change in one swap: the old one is gone as soon as the new one answers.
+    until_answer(
+        dns,
+        "foo.switchyard.test.",
+        None,
+        ResponseCode::NXDomain,
+        Duration::from_millis(200),
+    );
+}
+
+#[test]
+fn a_burst_of_partial_writes_ends_with_the_final_content() {
+    let server = common::Server::start_with(common::Options {
+        apps: Some(vec![("v.js".into(), app(1))]),
+        ..Default::default()
+    });
+    let dns = server.dns;
+    until_answer(
+        dns,
+        "v.switchyard.test.",
+        Some("192.0.2.1"),
+        ResponseCode::NoError,
+        Duration::from_secs(5),
+    );
+    let stream = Stream::start(dns, "v.switchyard.test.");
+
+    // A slow copy: truncate, then five chunks 40 ms apart, all within 300 ms. Every
+    // state but the last is a syntax error.
+    use std::io::Write;
+    let text = app(5);
+    let chunk = text.len().div_ceil(5);
+    let path = server.apps.join("v.js");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let start = Instant::now();
+    for piece in text.as_bytes().chunks(chunk) {
+        file.write_all(piece).unwrap();
+        file.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    drop(file);
+    let burst = start.elapsed();
+    assert!(burst < Duration::from_millis(300), "burst took {burst:?}");
+    let t = until_answer(
+        dns,
+        "v.switchyard.test.",
+        Some("192.0.2.5"),
+        ResponseCode::NoError,
+        Duration::from_secs(1),
+    );
+    eprintln!("burst of {burst:?} → final content answers {t:?} after the last write");
+    // Nothing of the burst is served once the final content is.
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = stream.finish();
+    assert_whole_answers(&seen, &["1", "5"]);
+    let last = seen.last().unwrap().1.as_ref().unwrap();
+    assert_eq!(last.answers[0], "192.0.2.5", "{last:?}");
+}
+
+/// `/debug/vars` on the operations listener, as JSON.
+fn debug_vars(server: &common::Server) -> serde_json::Value {
+    let admin = server.admin.expect("an operations listener");
+    let response = http_get(admin, "/debug/vars");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"))
+}
+
+/// How many log lines contain `needle`.
+fn log_count(server: &common::Server, needle: &str) -> usize {
+    server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+#[test]
+fn nothing_reloads_while_nothing_changes() {
+    let server = common::Server::start_with(common::Options {
+        apps: Some(vec![("v.js".into(), app(1))]),
+        ..Default::default()
+    });
+    let dns = server.dns;
+    until_answer(
+        dns,
+        "v.switchyard.test.",
+        Some("192.0.2.1"),
+        ResponseCode::NoError,
+        Duration::from_secs(5),
+    );
+    let before = debug_vars(&server)["reloads"].as_u64().expect("reloads");
+    let path = server.apps.join("v.js");
+    std::fs::write(&path, app(2)).unwrap();
+    until_answer(
+        dns,
+        "v.switchyard.test.",
+        Some("192.0.2.2"),
+        ResponseCode::NoError,
+        Duration::from_secs(1),
+    );
+    // Let the debounce window of the write pass (with room for a busy machine).
+    std::thread::sleep(Duration::from_secs(1));
+    let after_write = debug_vars(&server)["reloads"].as_u64().unwrap();
+    assert!(
+        after_write > before,
+        "the write was not counted as a reload"
+    );
+    let loaded = log_count(&server, "app loaded");
+    let log_mark = server.log.lock().unwrap().len();
+    let since_mark = || server.log.lock().unwrap()[log_mark..].join("\n");
+
+    // ~2 s of queries, reads of the file (open events) and a chmod (a metadata-only
+    // event): the app must not be loaded again.
+    let stream = Stream::start(dns, "v.switchyard.test.");
+    let start = Instant::now();
+    let mut chmodded = false;
+    while start.elapsed() < Duration::from_secs(2) {
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), app(2));
+        if !chmodded && start.elapsed() > Duration::from_millis(500) {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            chmodded = true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The chmod's event, if any reload follows it, has had its debounce window.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_whole_answers(&stream.finish(), &["2"]);
+    assert_eq!(
+        debug_vars(&server)["reloads"].as_u64().unwrap(),
+        after_write,
+        "the reload counter moved while no app changed; log since:\n{}",
+        since_mark()
+    );
+    assert_eq!(
+        log_count(&server, "app loaded"),
+        loaded,
+        "an app was loaded again while nothing changed; log since:\n{}",
+        since_mark()
+    );
+}
+
+#[test]
+fn sighup_applies_geo_paths_warns_on_restart_only_keys_and_keeps_an_invalid_config() {
+    let server = common::Server::start_with(common::Options {
+        apps: Some(vec![(
+            "t.js".into(),
+            "function onRequest(q, r) { r.addARecord('192.0.2.1'); }".into(),
+        )]),
+        ..Default::default()
+    });
+    let dns = server.dns;
+    let admin = server.admin.expect("an operations listener");
+    let sock = dnsclient::socket(Duration::from_secs(2));
+    let ttl = |id| {
+        dnsclient::query(&sock, dns, "t.switchyard.test.", RecordType::A, id)
+            .unwrap()
+            .ttl
+    };
+    assert_eq!(ttl(1), Some(20), "zone TTL");
+    let config = server.dir.path().join("switchyard.toml");
+    let shipped = std::fs::read_to_string(&config).unwrap();
+    let reloaded = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while log_count(&server, "configuration reloaded") < n {
+            assert!(Instant::now() < deadline, "SIGHUP reload {n} not logged");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    // 1. New GeoIP paths apply live; a restart-only key gets its warning; the zone TTL
+    //    applies.
+    let city = server.dir.path().join("City-copy.mmdb");
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("geo/Switchyard-City-Test.mmdb"),
+        &city,
+    )
+    .unwrap();
+    let city_line = format!("city = {:?}", city.to_str().unwrap());
+    let edited = shipped
+        .replacen("city = \"geo/Switchyard-City-Test.mmdb\"", &city_line, 1)
+        .replacen("max_udp_payload = 1232", "max_udp_payload = 1400", 1)
+        .replacen("ttl = 20 ", "ttl = 33 ", 1);
+    assert_ne!(edited, shipped);
+    std::fs::write(&config, &edited).unwrap();
+    server.signal("HUP");
+    reloaded(1);
+    assert_eq!(ttl(2), Some(33));
+    assert_eq!(
+        log_count(
+            &server,
+            "server.max_udp_payload changed in the config; takes effect after a restart"
+        ),
+        1
+    );
+    assert_eq!(
+        log_count(&server, "changed in the config"),
+        1,
+        "only that key"
+    );
+    let deepcheck = http_get(admin, "/deepcheck");
+    assert!(
+        deepcheck.contains(&format!("geo city: {}", city.display())),
+        "{deepcheck}"
+    );
+
+    // 2. A config that parses but fails validation keeps the current one, and says why.
+    std::fs::write(
+        &config,
+        edited
+            .replacen("max_udp_payload = 1400", "max_udp_payload = 100", 1)
+            .replacen("ttl = 33 ", "ttl = 44 ", 1),
+    )
+    .unwrap();
+    server.signal("HUP");
+    assert!(server.wait_log("config reload failed", Duration::from_secs(3)));
+    assert!(
+        server.logged("server.max_udp_payload: must be at least 512, got 100"),
+        "{:?}",
+        server.log.lock().unwrap()
+    );
+    assert_eq!(ttl(3), Some(33), "the failed config must not apply");
+
+    // 3. A GeoIP path that does not load fails the whole reload, naming the file.
+    std::fs::write(
+        &config,
+        edited
+            .replacen(&city_line, "city = \"/nonexistent/City.mmdb\"", 1)
+            .replacen("ttl = 33 ", "ttl = 55 ", 1),
+    )
+    .unwrap();
+    server.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while log_count(&server, "config reload failed") < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the bad GeoIP path was not refused"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(server.logged("geo database /nonexistent/City.mmdb: cannot open"));
+    assert_eq!(ttl(4), Some(33));
+    let deepcheck = http_get(admin, "/deepcheck");
+    assert!(
+        deepcheck.contains(&format!("geo city: {}", city.display())),
+        "{deepcheck}"
+    );
+    assert_eq!(log_count(&server, "configuration reloaded"), 1);
 }

@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --locked
+# One build for everything: the test binaries and target/release/switchyard
+# (the e2e scripts' binary) with the same features, so the dependencies are
+# compiled once.
+cargo nextest run --release --locked --no-run
 for script in tests/e2e/*.sh; do
   [ -e "$script" ] || continue
   echo "== $script"

@@ -214,6 +214,35 @@ fn request_get_probe() {
 }
 
 #[test]
+fn declared_providers_without_a_value_get_an_empty_object() {
+    // The Openmix API: a provider without the value gets `{}`. Here the
+    // app declares cdn_c and origin; http_rtt has neither, avail lacks
+    // origin, and proximity has no location for origin.
+    let src = "function init(c) { c.requireProvider('cdn_a'); c.requireProvider('cdn_b');
+            c.requireProvider('cdn_c'); c.requireProvider('origin'); c.enableProximityData(); }
+        function onRequest(q, r) { r.respondEmpty(); r.setReasonCode(JSON.stringify([
+            q.getProbe('http_rtt'), q.getProbe('avail'), q.getProbe('video_rtt'),
+            Object.keys(q.getProbe('proximity_dist')), q.getProbe('proximity_dist').origin])); }";
+    let d = decide(src).unwrap();
+    let v: serde_json::Value = serde_json::from_str(d.reason.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        v[0],
+        serde_json::json!({"cdn_a": {"http_rtt": 40}, "cdn_b": {"http_rtt": 30}, "cdn_c": {}, "origin": {}})
+    );
+    assert_eq!(
+        v[1],
+        serde_json::json!({"cdn_a": {"avail": 99.5}, "cdn_b": {"avail": 80}, "cdn_c": {}, "origin": {}})
+    );
+    // A probe with no data at all stays empty: no provider has it.
+    assert_eq!(v[2], serde_json::json!({}));
+    assert_eq!(
+        v[3],
+        serde_json::json!(["cdn_a", "cdn_b", "cdn_c", "origin"])
+    );
+    assert_eq!(v[4], serde_json::json!({}));
+}
+
+#[test]
 fn request_proximity_needs_enable() {
     let off = decide("function onRequest(q, r) { r.respondEmpty(); r.setReasonCode(JSON.stringify(q.getProbe('proximity_dist'))); }").unwrap();
     assert_eq!(off.reason.as_deref(), Some("{}"));
@@ -468,6 +497,50 @@ fn on_fusion_sees_changed_providers() {
     );
 }
 
+#[test]
+fn on_fusion_errors_do_not_fail_the_decision_or_skip_values() {
+    // onFusion throws for cdn_a: the decision still runs and cdn_b is
+    // still delivered; each value is delivered once.
+    let src = "var seen = []; function onFusion(p, d) { seen.push(p); if (p === 'cdn_a') { throw new Error('bad feed'); } }
+        function onRequest(q, r) { r.respondEmpty(); r.setReasonCode(seen.join('|')); }";
+    let (mut app, _) = load(src).unwrap();
+    let d = Arc::new(data());
+    for _ in 0..2 {
+        let out = app
+            .decide(request(), &d, CallOptions::default())
+            .unwrap()
+            .decision;
+        assert_eq!(out.reason.as_deref(), Some("cdn_a|cdn_b"));
+    }
+}
+
+#[test]
+fn on_fusion_runaway_is_stopped_by_the_budget() {
+    let src = format!(
+        "function onFusion(p, d) {{ {SPIN} }} function onRequest(q, r) {{ r.respondEmpty(); }}"
+    );
+    let (err, took, poisoned) = within(Duration::from_secs(10), move || {
+        let (mut app, _) = load(&src).unwrap();
+        let t = Instant::now();
+        let err = app
+            .decide(request(), &Arc::new(data()), CallOptions::default())
+            .unwrap_err();
+        (err, t.elapsed(), app.is_poisoned())
+    });
+    assert!(
+        matches!(
+            err,
+            AppError::Timeout {
+                phase: switchyard::openmix::Phase::OnFusion,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(poisoned, "a stopped onFusion must poison the instance");
+    assert!(took < Duration::from_millis(1000), "{took:?}");
+}
+
 // ------------------------------------------------------------------ errors and budgets
 
 #[test]
@@ -531,7 +604,9 @@ fn plain_loops_stop_at_the_budget_or_the_loop_limit() {
     ] {
         let (err, took) = hostile(body);
         let limit = matches!(&err, AppError::Thrown { .. })
-            && err.to_string().contains("maximum number of iteration loops");
+            && err
+                .to_string()
+                .contains("maximum number of iteration loops");
         assert!(
             matches!(err, AppError::Timeout { .. }) || limit,
             "{body}: {err}"
@@ -585,8 +660,8 @@ fn hostile_init_is_stopped_too() {
         load(&format!(
             "function init(c) {{ {SPIN} }} function onRequest(q, r) {{ r.respondEmpty(); }}"
         ))
-            .err()
-            .unwrap()
+        .err()
+        .unwrap()
     });
     assert!(
         matches!(

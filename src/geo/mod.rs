@@ -153,16 +153,21 @@ struct LoadedDb {
 }
 
 impl LoadedDb {
-    fn open(path: &Path, expect: &str) -> Result<LoadedDb, GeoError> {
+    /// Reads and parses the file, without logging.
+    fn read(path: &Path) -> Result<Reader<Vec<u8>>, GeoError> {
         // Read it ourselves so an I/O failure and a bad file give different messages.
         let bytes = std::fs::read(path).map_err(|reason| GeoError::Open {
             path: path.to_owned(),
             reason,
         })?;
-        let reader = Reader::from_source(bytes).map_err(|reason| GeoError::Invalid {
+        Reader::from_source(bytes).map_err(|reason| GeoError::Invalid {
             path: path.to_owned(),
             reason,
-        })?;
+        })
+    }
+
+    fn open(path: &Path, expect: &str) -> Result<LoadedDb, GeoError> {
+        let reader = LoadedDb::read(path)?;
         let meta = reader.metadata();
         // Pointing `city` at an ASN file (or the reverse) loads fine but every field stays
         // empty; say so once at load instead of leaving the operator to guess.
@@ -245,6 +250,20 @@ impl GeoDb {
             overrides,
             overrides_path: paths.overrides.clone(),
         })
+    }
+
+    /// Checks that every configured file would load, as [`GeoDb::open`] does, without
+    /// keeping or logging anything: `serve` runs it before starting the serving process,
+    /// so that a bad path is reported once instead of making that process fail again
+    /// at every restart.
+    pub fn check(paths: &GeoPaths) -> Result<(), GeoError> {
+        for path in [&paths.city, &paths.asn].into_iter().flatten() {
+            LoadedDb::read(path)?;
+        }
+        if let Some(p) = &paths.overrides {
+            Overrides::load(p)?;
+        }
+        Ok(())
     }
 
     /// Which databases are loaded, for `/deepcheck`.

@@ -1,7 +1,7 @@
 //! [`Geo`]: the database set in service, swapped atomically on reload, with a cache.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,12 +24,18 @@ struct Generation {
 /// (queries never wait for a reload), a bounded cache, and hit/miss counters for
 /// `/debug/vars`.
 ///
-/// The cache is keyed by the exact (canonical) address. Keying by the matched network would
-/// share entries between neighbours, but finding an address's entry would then need one
-/// probe per possible prefix length, which costs about as much as the database lookup it
-/// saves; and a shorter fixed key such as the /24 would be wrong wherever the database has
-/// longer networks. ECS subnets arrive masked to their source prefix (which the DNS front
-/// end caps, e.g. at /24 and /56), so exact keys already share well in practice.
+/// The cache is keyed by the matched network in effect, at the cost of at most two probes:
+/// an answer whose database network is a /24 or larger (IPv4; /56 for IPv6) is stored under
+/// the address masked to that length, which every address of the /24 (/56) shares; an answer
+/// from a longer network is stored under the exact address. A lookup tries the masked key
+/// first and takes its entry only if that entry's network is no longer than the mask (an
+/// exact entry of the address that happens to equal the masked key is not a shared one),
+/// then the exact key. This is safe because database networks never overlap: when any
+/// address of a /24 has a network of /24 or larger, that network covers the whole /24, so
+/// all its addresses have the same answer.
+///
+/// Resolver addresses (the packet source) and ECS subnets (masked by the client to its
+/// source prefix, whatever that is) both go through it; nothing caps the ECS prefix before.
 pub struct Geo {
     current: ArcSwap<Generation>,
     capacity: u64,
@@ -68,25 +74,42 @@ impl Geo {
     /// Looks an address up through the cache; same answer as [`GeoDb::lookup`].
     pub fn lookup(&self, ip: IpAddr) -> ClientGeo {
         let ip = canonical(ip);
+        let (shared, mask) = shared_key(ip);
         let current = self.current.load();
-        if let Some(geo) = current.cache.get(&ip) {
+        let cached = current
+            .cache
+            .get(&shared)
+            .filter(|geo| geo.prefix_len <= mask || shared == ip)
+            .or_else(|| {
+                if shared == ip {
+                    None
+                } else {
+                    current.cache.get(&ip)
+                }
+            });
+        if let Some(geo) = cached {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return geo;
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let geo = current.db.lookup(ip);
-        current.cache.insert(ip, geo.clone());
+        let key = if geo.prefix_len <= mask { shared } else { ip };
+        current.cache.insert(key, geo.clone());
         geo
     }
 
     /// Loads `paths` completely and only then swaps it in, with an empty cache. On error the
     /// current databases stay in service.
     pub fn reload(&self, paths: &GeoPaths) -> Result<(), GeoError> {
-        let db = GeoDb::open(paths)?;
+        self.replace(GeoDb::open(paths)?);
+        Ok(())
+    }
+
+    /// Puts an already loaded database set in service, with an empty cache.
+    pub fn replace(&self, db: GeoDb) {
         self.current
             .store(Arc::new(Generation::new(db, self.capacity)));
         tracing::info!("geo databases reloaded");
-        Ok(())
     }
 
     /// Cache hits and misses since start (reloads do not reset them).
@@ -103,6 +126,33 @@ impl Geo {
     }
 }
 
+/// Length of the masked cache key: answers from networks this large or larger are shared by
+/// every address under the mask. /24 and /56 are the ECS source prefixes RFC 7871 (section
+/// 11.1) recommends resolvers send, so ECS lookups usually arrive already masked to them.
+const V4_SHARED_PREFIX: u8 = 24;
+/// See [`V4_SHARED_PREFIX`].
+const V6_SHARED_PREFIX: u8 = 56;
+
+/// The address masked to its shared prefix, and that prefix's length.
+fn shared_key(ip: IpAddr) -> (IpAddr, u8) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX << (32 - V4_SHARED_PREFIX);
+            (
+                IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask)),
+                V4_SHARED_PREFIX,
+            )
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX << (128 - V6_SHARED_PREFIX);
+            (
+                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask)),
+                V6_SHARED_PREFIX,
+            )
+        }
+    }
+}
+
 impl Generation {
     fn new(db: GeoDb, capacity: u64) -> Generation {
         Generation {
@@ -114,7 +164,13 @@ impl Generation {
 
 #[cfg(test)]
 mod tests {
+    use std::path::{Path, PathBuf};
+
     use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
 
     #[test]
     fn empty_db_gives_empty_answers() {
@@ -124,5 +180,127 @@ mod tests {
         assert_eq!(geo.lookup(ip), ClientGeo::default());
         assert_eq!(geo.cache_stats(), (1, 1));
         assert_eq!(geo.status().city, None);
+    }
+
+    #[test]
+    fn shared_keys_mask_to_24_and_56() {
+        assert_eq!(shared_key(ip("192.0.2.77")), (ip("192.0.2.0"), 24));
+        assert_eq!(
+            shared_key(ip("2001:db8:1:2ff:1::9")),
+            (ip("2001:db8:1:200::"), 56)
+        );
+    }
+
+    /// Writes a City database of (network, country) pairs into `dir`.
+    fn city_db(dir: &Path, networks: &[(&str, &str)]) -> PathBuf {
+        use mmdb_writer::{Value, Writer};
+        let mut w = Writer::new("Switchyard-Cache-Test");
+        for (net, country) in networks {
+            let record = Value::map([
+                ("continent", Value::map([("code", Value::from("EU"))])),
+                ("country", Value::map([("iso_code", Value::from(*country))])),
+            ]);
+            w.insert_value(net.parse::<mmdb_writer::ipnet::IpNet>().unwrap(), record)
+                .unwrap();
+        }
+        let path = dir.join("City.mmdb");
+        std::fs::write(&path, w.to_bytes().unwrap()).unwrap();
+        path
+    }
+
+    #[test]
+    fn one_entry_per_large_network_and_exact_entries_below_the_mask() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = GeoPaths {
+            city: Some(city_db(
+                dir.path(),
+                &[
+                    ("192.0.2.0/24", "US"),
+                    ("198.51.100.0/31", "GB"),
+                    ("198.51.100.128/25", "DE"),
+                    ("2001:db8::/48", "IE"),
+                ],
+            )),
+            ..GeoPaths::default()
+        };
+        let reference = GeoDb::open(&paths).unwrap();
+        let geo = Geo::new(GeoDb::open(&paths).unwrap());
+
+        // Two addresses of one /24 network: one miss, then a hit on the shared entry.
+        assert_eq!(geo.lookup(ip("192.0.2.1")).country, "US");
+        assert_eq!(
+            geo.lookup(ip("192.0.2.250")),
+            reference.lookup(ip("192.0.2.1"))
+        );
+        assert_eq!(geo.cache_stats(), (1, 1));
+        // Likewise two addresses of a /48 under one /56.
+        assert_eq!(geo.lookup(ip("2001:db8::1")).country, "IE");
+        assert_eq!(geo.lookup(ip("2001:db8:0:ff::2")).country, "IE");
+        assert_eq!(geo.cache_stats(), (2, 2));
+
+        // 198.51.100.0 is in a /31: cached under its exact address, which is also the
+        // masked key of its /24. 198.51.100.200 (in the DE /25) must not take that entry.
+        let gb = geo.lookup(ip("198.51.100.0"));
+        assert_eq!((gb.country.as_str(), gb.prefix_len), ("GB", 31));
+        let de = geo.lookup(ip("198.51.100.200"));
+        assert_eq!((de.country.as_str(), de.prefix_len), ("DE", 25));
+        assert_eq!(geo.cache_stats(), (2, 4));
+        // Both are now exact entries and hit as such.
+        assert_eq!(geo.lookup(ip("198.51.100.0")), gb);
+        assert_eq!(geo.lookup(ip("198.51.100.200")), de);
+        assert_eq!(geo.cache_stats(), (4, 4));
+        // A neighbour in the DE /25 is a miss of its own, with the right answer.
+        assert_eq!(geo.lookup(ip("198.51.100.201")), de);
+        assert_eq!(geo.cache_stats(), (4, 5));
+    }
+
+    /// MaxMind's City test database, which lives beside the project (see
+    /// shared/geo/README.md); `None`, after saying so loudly, when it is absent.
+    fn maxmind_city() -> Option<GeoDb> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/geo/maxmind-test/GeoIP2-City-Test.mmdb");
+        if !path.is_file() {
+            eprintln!(
+                "SKIPPED: MaxMind test database not found at {}",
+                path.display()
+            );
+            return None;
+        }
+        let paths = GeoPaths {
+            city: Some(path),
+            ..GeoPaths::default()
+        };
+        Some(GeoDb::open(&paths).unwrap())
+    }
+
+    #[test]
+    fn maxmind_networks_share_or_not_as_their_prefix_says() {
+        let (Some(db), Some(reference)) = (maxmind_city(), maxmind_city()) else {
+            return;
+        };
+        let geo = Geo::new(db);
+        // 202.196.224.0/20 (PH): one entry for both.
+        let a = geo.lookup(ip("202.196.224.1"));
+        assert_eq!((a.country.as_str(), a.prefix_len), ("PH", 20));
+        assert_eq!(geo.lookup(ip("202.196.224.200")), a);
+        assert_eq!(geo.cache_stats(), (1, 1));
+
+        // 81.2.69.0/24 is split: 81.2.69.142/31 (GB), an empty /25 at 81.2.69.0, and
+        // more. No address may get another's answer through the /24 key.
+        let london = geo.lookup(ip("81.2.69.142"));
+        assert_eq!((london.country.as_str(), london.prefix_len), ("GB", 31));
+        for addr in [
+            "81.2.69.0",
+            "81.2.69.160",
+            "81.2.69.1",
+            "81.2.69.143",
+            "81.2.69.144",
+            "81.2.69.142",
+            "81.2.69.0",
+        ] {
+            assert_eq!(geo.lookup(ip(addr)), reference.lookup(ip(addr)), "{addr}");
+        }
+        // Only the repeated addresses hit.
+        assert_eq!(geo.cache_stats(), (3, 7));
     }
 }

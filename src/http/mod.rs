@@ -64,6 +64,24 @@ pub fn text(
     r
 }
 
+/// Raises a flag while an accept loop runs and lowers it when the loop's
+/// task ends, by return or by panic: `/healthcheck` reads it.
+pub struct ServingFlag(Arc<std::sync::atomic::AtomicBool>);
+
+impl ServingFlag {
+    /// Raises `flag` until the returned guard is dropped.
+    pub fn raise(flag: Arc<std::sync::atomic::AtomicBool>) -> ServingFlag {
+        flag.store(true, std::sync::atomic::Ordering::Release);
+        ServingFlag(flag)
+    }
+}
+
+impl Drop for ServingFlag {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// Limits of one listener.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

@@ -181,7 +181,8 @@ fn verdict(ok: Vec<String>, failed: Vec<String>) -> HttpResponse {
     json(status, &serde_json::json!({ "ok": ok, "failed": failed }))
 }
 
-/// `/healthcheck`: the server itself: DNS runtimes beating, JS workers answering.
+/// `/healthcheck`: the server itself: DNS runtimes beating, the decision
+/// listener's accept loop running, JS workers answering.
 async fn health(state: &State) -> HttpResponse {
     let mut ok = Vec::new();
     let mut failed = Vec::new();
@@ -199,6 +200,14 @@ async fn health(state: &State) -> HttpResponse {
         ));
     } else {
         ok.push(format!("dns: {} runtimes responsive", beats.len()));
+    }
+    if state
+        .http_serving
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        ok.push("http: decision listener serving".to_string());
+    } else {
+        failed.push("http: decision listener not serving".to_string());
     }
     match state.workers.ping(Duration::from_millis(500)).await {
         Ok(took) => ok.push(format!("js workers: responsive ({} µs)", took.as_micros())),

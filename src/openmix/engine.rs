@@ -78,8 +78,20 @@ pub struct AppCode {
     pub version: u64,
     /// Budgets for calls into this app.
     pub budget: Budget,
-    /// Optional JS run after the app source and before `init` (tests).
-    pub setup: Option<Arc<str>>,
+    /// Fixture scripts run around the app source (tests).
+    pub setup: Option<TestScripts>,
+}
+
+/// Scripts `switchyard test` runs around an app's source. Each is its own
+/// script, so the app's own directives (a file-level `'use strict'`) and
+/// line numbers are untouched.
+#[derive(Debug, Clone, Default)]
+pub struct TestScripts {
+    /// Run before the app source, so its top level sees it (pins of
+    /// `Math.random` and `Date`).
+    pub before: Option<Arc<str>>,
+    /// Run after the app source and before `init` (the fixture's `setup`).
+    pub after: Option<Arc<str>>,
 }
 
 /// Which call into the app failed.
@@ -285,6 +297,8 @@ pub struct AppInstance {
     version: u64,
     budget: Budget,
     meta: AppMeta,
+    /// `meta.providers`, shared with every call's state.
+    declared: Arc<[String]>,
     on_request: Script,
     on_fusion: Option<Script>,
     /// Fusion values this instance has been told about, with the snapshot version.
@@ -315,19 +329,27 @@ impl AppInstance {
         install_host(&mut ctx, &code.budget);
 
         let deadline = Instant::now() + code.budget.load;
-        let src = Source::from_bytes(code.source.as_bytes()).with_path(&code.path);
-        let script = Script::parse(src, None, &mut ctx).map_err(|e| AppError::Syntax {
-            message: describe(&e, &mut ctx),
-        })?;
-        run_phase(&script, &mut ctx, deadline, code.budget, Phase::Load)?;
-
-        if let Some(setup) = &code.setup {
-            let setup_path = code.path.with_extension("setup.js");
-            let src = Source::from_bytes(setup.as_bytes()).with_path(&setup_path);
+        let tests = code.setup.clone().unwrap_or_default();
+        let scripts = [
+            (
+                tests.before,
+                code.path.with_extension("pins.js"),
+                Phase::Setup,
+            ),
+            (Some(code.source.clone()), code.path.clone(), Phase::Load),
+            (
+                tests.after,
+                code.path.with_extension("setup.js"),
+                Phase::Setup,
+            ),
+        ];
+        for (js, path, phase) in scripts {
+            let Some(js) = js else { continue };
+            let src = Source::from_bytes(js.as_bytes()).with_path(&path);
             let script = Script::parse(src, None, &mut ctx).map_err(|e| AppError::Syntax {
                 message: describe(&e, &mut ctx),
             })?;
-            run_phase(&script, &mut ctx, deadline, code.budget, Phase::Setup)?;
+            run_phase(&script, &mut ctx, deadline, code.budget, phase)?;
         }
 
         let has = |ctx: &mut Context, name: &str| -> bool {
@@ -373,6 +395,7 @@ impl AppInstance {
             ctx,
             version: code.version,
             budget: code.budget,
+            declared: meta.providers.clone().into(),
             meta: meta.clone(),
             on_request,
             on_fusion,
@@ -414,6 +437,7 @@ impl AppInstance {
             data: data.clone(),
             decision: Decision::default(),
             proximity: self.meta.proximity,
+            declared: self.declared.clone(),
             calls: options.record.then(Vec::new),
             fixture: options.fixture,
         });
@@ -437,15 +461,21 @@ impl AppInstance {
         Ok(CallOutcome { decision, calls })
     }
 
+    /// Runs `onFusion` for each Fusion value that changed since this
+    /// instance last saw the data. Each context keeps its own JS state, so
+    /// each is told on its own next decision: what a decision sees is the
+    /// same as if it had been told the moment the value changed. An app
+    /// error in `onFusion` is logged and the decision goes on (the value
+    /// counts as delivered); a call stopped by its budget poisons the
+    /// instance and fails the decision, as it must be rebuilt.
     fn deliver_fusion(&mut self, data: &Arc<DataSnapshot>) -> Result<(), AppError> {
         if matches!(&self.fusion_seen, Some((v, _)) if *v == data.version) {
             return Ok(());
         }
-        let previous = self.fusion_seen.take().map(|(_, f)| f).unwrap_or_default();
-        self.fusion_seen = Some((data.version, data.fusion.clone()));
         let Some(script) = self.on_fusion.clone() else {
             return Ok(());
         };
+        let previous = self.fusion_seen.take().map(|(_, f)| f).unwrap_or_default();
         for (alias, body) in &data.fusion {
             if previous.iter().any(|(a, b)| a == alias && b == body) {
                 continue;
@@ -472,8 +502,17 @@ impl AppInstance {
             let deadline = Instant::now() + budget;
             self.fusion_calls += 1;
             let r = run_budgeted(&script, &mut self.ctx, deadline, self.budget.memory);
-            self.check(r, Phase::OnFusion)?;
+            match self.check(r, Phase::OnFusion) {
+                Ok(()) => {}
+                Err(e) if self.poisoned => return Err(e),
+                Err(e) => {
+                    tracing::warn!(version = self.version, provider = %alias, error = %e,
+                        "onFusion failed; the decision goes on without it");
+                    metrics::counter!("switchyard_on_fusion_errors_total").increment(1);
+                }
+            }
         }
+        self.fusion_seen = Some((data.version, data.fusion.clone()));
         Ok(())
     }
 

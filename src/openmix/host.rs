@@ -71,6 +71,9 @@ pub struct CallState {
     pub decision: Decision,
     /// Whether the app enabled proximity data.
     pub proximity: bool,
+    /// Providers the app declared with `config.requireProvider`: each gets
+    /// `{}` from `getProbe` when the probe has data but none for it.
+    pub declared: Arc<[String]>,
     /// Response calls, when recording for tests.
     pub calls: Option<Vec<RecordedCall>>,
     /// Fixture values that replace the request's, for tests.
@@ -278,14 +281,26 @@ fn get_probe(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsVal
         let Some(state) = c.as_ref() else {
             return Vec::new();
         };
-        if name == "proximity_dist" {
-            return proximity_rows(state);
+        let mut rows = if name == "proximity_dist" {
+            proximity_rows(state)
+        } else {
+            state
+                .data
+                .probe_rows(&name, &state.request.client)
+                .cloned()
+                .unwrap_or_default()
+        };
+        // The Openmix API: "If a provider does not have the specified
+        // value, an empty object will be returned for the provider." Only
+        // when the probe has data at all, so "no data" stays `{}`.
+        if !rows.is_empty() {
+            for alias in state.declared.iter() {
+                if !rows.iter().any(|(a, _)| a == alias) {
+                    rows.push((alias.clone(), None));
+                }
+            }
         }
-        state
-            .data
-            .probe_rows(&name, &state.request.client)
-            .cloned()
-            .unwrap_or_default()
+        rows
     });
     let out = JsObject::with_object_proto(ctx.intrinsics());
     let key = JsString::from(name.as_str());

@@ -28,52 +28,68 @@ use boa_engine::{Context, JsResult, JsValue};
 
 /// Converts fixture JSON to a JS value. `{"$number": "Infinity" | "-Infinity"
 /// | "NaN"}` and `{"$undefined": true}` stand for values JSON cannot write,
-/// at any depth.
+/// at any depth; any other object with a `$number` or `$undefined` key is a
+/// `TypeError` naming it (see [`needs_special`]).
 pub fn fixture_value(v: &serde_json::Value, ctx: &mut Context) -> JsResult<JsValue> {
     use serde_json::Value;
-    if let Value::Object(map) = v {
-        if map.len() == 1 {
-            if let Some(Value::String(s)) = map.get("$number") {
-                return Ok(JsValue::from(match s.as_str() {
-                    "Infinity" => f64::INFINITY,
-                    "-Infinity" => f64::NEG_INFINITY,
-                    _ => f64::NAN,
-                }));
+    let special = needs_special(v).map_err(|e| boa_engine::JsNativeError::typ().with_message(e))?;
+    match v {
+        Value::Object(map) if special => {
+            match map.get("$number").and_then(Value::as_str) {
+                Some("Infinity") => return Ok(JsValue::from(f64::INFINITY)),
+                Some("-Infinity") => return Ok(JsValue::from(f64::NEG_INFINITY)),
+                Some(_) => return Ok(JsValue::from(f64::NAN)),
+                None if map.contains_key("$undefined") => return Ok(JsValue::undefined()),
+                None => {}
             }
-            if map.get("$undefined") == Some(&Value::Bool(true)) {
-                return Ok(JsValue::undefined());
+            let obj = boa_engine::JsObject::with_object_proto(ctx.intrinsics());
+            for (k, val) in map {
+                let jv = fixture_value(val, ctx)?;
+                obj.create_data_property_or_throw(boa_engine::JsString::from(k.as_str()), jv, ctx)?;
             }
+            Ok(obj.into())
         }
-        if !needs_special(v) {
-            return JsValue::from_json(v, ctx);
+        Value::Array(items) if special => {
+            let mut vals = Vec::with_capacity(items.len());
+            for item in items {
+                vals.push(fixture_value(item, ctx)?);
+            }
+            Ok(boa_engine::object::builtins::JsArray::from_iter(vals, ctx).into())
         }
-        let obj = boa_engine::JsObject::with_object_proto(ctx.intrinsics());
-        for (k, val) in map {
-            let jv = fixture_value(val, ctx)?;
-            obj.create_data_property_or_throw(boa_engine::JsString::from(k.as_str()), jv, ctx)?;
-        }
-        return Ok(obj.into());
+        _ => JsValue::from_json(v, ctx),
     }
-    if let Value::Array(items) = v
-        && needs_special(v)
-    {
-        let mut vals = Vec::with_capacity(items.len());
-        for item in items {
-            vals.push(fixture_value(item, ctx)?);
-        }
-        return Ok(boa_engine::object::builtins::JsArray::from_iter(vals, ctx).into());
-    }
-    JsValue::from_json(v, ctx)
 }
 
-fn needs_special(v: &serde_json::Value) -> bool {
+/// Whether fixture JSON holds a special value (`{"$number": ...}`,
+/// `{"$undefined": true}`) at any depth. An object with a `$number` or
+/// `$undefined` key that is not exactly one of those forms is an error
+/// naming the value.
+pub fn needs_special(v: &serde_json::Value) -> Result<bool, String> {
+    use serde_json::Value;
     match v {
-        serde_json::Value::Object(m) => {
-            m.contains_key("$number")
-                || m.contains_key("$undefined")
-                || m.values().any(needs_special)
+        Value::Object(m) if m.contains_key("$number") || m.contains_key("$undefined") => {
+            let bad = |why: &str| Err(format!("bad special value {v}: {why}"));
+            if m.len() != 1 {
+                return bad("a \"$number\" or \"$undefined\" object has no other keys");
+            }
+            match (m.get("$number"), m.get("$undefined")) {
+                (Some(Value::String(s)), _)
+                    if matches!(s.as_str(), "Infinity" | "-Infinity" | "NaN") =>
+                {
+                    Ok(true)
+                }
+                (Some(_), _) => bad("\"$number\" must be \"Infinity\", \"-Infinity\" or \"NaN\""),
+                (_, Some(Value::Bool(true))) => Ok(true),
+                _ => bad("\"$undefined\" must be true"),
+            }
         }
-        serde_json::Value::Array(a) => a.iter().any(needs_special),
-        _ => false,
+        // Every value is checked, so a bad one after a good one is found too.
+        Value::Object(m) => m
+            .values()
+            .try_fold(false, |any, val| Ok(needs_special(val)? || any)),
+        Value::Array(a) => a
+            .iter()
+            .try_fold(false, |any, val| Ok(needs_special(val)? || any)),
+        _ => Ok(false),
     }
 }
