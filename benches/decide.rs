@@ -84,6 +84,20 @@ fn bench(c: &mut Criterion) {
                 },
             )
         });
+        // The same decision without the budget's polling and checks: the
+        // difference is what containment costs per decision.
+        group.bench_function(format!("{name} (no budget)"), |b| {
+            b.iter(|| {
+                let options = CallOptions {
+                    unbudgeted: true,
+                    ..CallOptions::default()
+                };
+                match runtime::decide(&app, request(), &data, options) {
+                    Ok(out) => out,
+                    Err(e) => panic!("{name}: {e}"),
+                }
+            })
+        });
     }
     group.finish();
     runtime::clear();

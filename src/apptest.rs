@@ -492,6 +492,7 @@ impl App<'_> {
                 CallOptions {
                     record: true,
                     fixture: Some(fixture),
+                    ..CallOptions::default()
                 },
             );
             self.check(&r.expect, out)

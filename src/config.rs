@@ -65,6 +65,8 @@ struct RawLeaderboard {
     #[serde(default)]
     orchestrators: BTreeMap<String, String>,
     regions: Option<Vec<crate::stats::Region>>,
+    #[serde(default)]
+    extra_regions: Vec<crate::stats::Region>,
 }
 
 /// Where the probe refresher reads aggregated stats.
@@ -89,11 +91,13 @@ pub struct Leaderboard {
     pub source: ProbeSource,
     /// Seconds between refreshes.
     pub refresh: Duration,
-    /// Window of the aggregated query.
+    /// Window of the aggregated query: the probe refresher's, and the
+    /// stats API's default for a read with neither `since` nor `until`, so
+    /// a plain `GET /api/aggregated_stats` shows what apps' probes are built from.
     pub window: Duration,
     /// Orchestrator address (lower-case) → provider alias.
     pub orchestrators: BTreeMap<String, String>,
-    /// Configured regions.
+    /// Configured regions: `regions` (or the defaults), then `extra_regions`.
     pub regions: crate::stats::RegionSet,
 }
 
@@ -184,6 +188,7 @@ struct RawServer {
     max_body_bytes: Option<usize>,
     header_timeout_ms: Option<u64>,
     memory_limit_mb: Option<u64>,
+    hard_limit_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -395,6 +400,9 @@ pub struct Config {
     /// Address-space cap of the serving process, in bytes (the supervisor
     /// restarts it when a runaway hits the cap).
     pub memory_limit: Option<u64>,
+    /// How long a JS worker may stay in one decision before the watchdog
+    /// answers its query from the fallback and retires the thread.
+    pub hard_limit: Duration,
     /// GeoIP City database.
     pub geo_city: Option<PathBuf>,
     /// GeoIP ASN database.
@@ -628,10 +636,24 @@ impl Config {
         }
 
         let lb = raw.leaderboard;
-        let regions = match lb.regions {
-            Some(list) => crate::stats::RegionSet::new(list)
+        // `extra_regions` extends the list (the defaults unless `regions`
+        // replaces them), so adding one region does not mean copying 22.
+        let regions = match (lb.regions, lb.extra_regions.is_empty()) {
+            (Some(list), true) => crate::stats::RegionSet::new(list)
                 .map_err(|e| err(format!("leaderboard.regions: {e}")))?,
-            None => crate::stats::RegionSet::default(),
+            (None, true) => crate::stats::RegionSet::default(),
+            (base, false) => {
+                let which = if base.is_some() {
+                    "leaderboard.regions + extra_regions"
+                } else {
+                    "leaderboard.extra_regions"
+                };
+                let mut list = base.unwrap_or_else(|| {
+                    crate::stats::RegionSet::default().iter().cloned().collect()
+                });
+                list.extend(lb.extra_regions);
+                crate::stats::RegionSet::new(list).map_err(|e| err(format!("{which}: {e}")))?
+            }
         };
         let probe_source = match lb.source.as_deref().map(str::trim) {
             None | Some("") | Some("off") => ProbeSource::Off,
@@ -695,6 +717,7 @@ impl Config {
                 .memory_limit_mb
                 .filter(|m| *m > 0)
                 .map(|m| m << 20),
+            hard_limit: Duration::from_millis(raw.server.hard_limit_ms.unwrap_or(100).max(10)),
             geo_city: over.geo_city.clone().or(raw.geo.city),
             geo_asn: over.geo_asn.clone().or(raw.geo.asn),
             geo_overrides: raw.geo.overrides,

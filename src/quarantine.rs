@@ -123,6 +123,14 @@ impl Slots {
     pub fn leave(&self, slot: usize) {
         self.word(slot, 0).store(0, Ordering::Release);
     }
+
+    /// Marks every slot idle: a graceful stop crashed nothing, so the next
+    /// process must quarantine nothing.
+    pub fn leave_all(&self) {
+        for slot in 0..SLOTS {
+            self.leave(slot);
+        }
+    }
 }
 
 /// Why and since when an app version is quarantined.

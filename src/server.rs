@@ -32,9 +32,6 @@ use crate::quarantine::{Quarantine, Slots};
 use crate::supervisor::Listeners;
 use crate::workers::Workers;
 
-/// How long a decision may take before the query gets the fallback.
-const HARD_LIMIT: Duration = Duration::from_millis(100);
-
 /// Everything the front ends share.
 pub struct State {
     /// The configuration in force.
@@ -165,7 +162,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
         store,
         config.leaderboard.secret.clone(),
         config.leaderboard.regions.clone(),
-    ));
+    )
+    .with_default_window(config.leaderboard.window));
     let geo = Arc::new(Geo::new(GeoDb::open(&geo_paths(&config))?));
     let static_probes = match &config.static_probes {
         Some(p) => crate::data::probes::load_static(p).map_err(|e| anyhow!("data.probes: {e}"))?,
@@ -188,7 +186,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
     )
     .map_err(|e| anyhow!(e))?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let workers = Workers::start(threads, HARD_LIMIT, Some(apps.clone()), Some(slots));
+    let workers = Workers::start(threads, config.hard_limit, Some(apps.clone()), Some(slots));
     let counters = Arc::new(Counters::default());
     let zones = ZoneSet::from_config(&config).map_err(|e| anyhow!("{}: {e}", config.source))?;
     let dns = Arc::new(DnsHandler {
@@ -469,6 +467,8 @@ async fn run(
     for t in dns_threads {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
+    // A graceful stop is no crash: nothing in flight now is quarantined.
+    state.workers.release_all_slots();
     Ok(())
 }
 
@@ -629,6 +629,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             "server.memory_limit_mb",
             old.memory_limit != new.memory_limit,
         ),
+        ("server.hard_limit_ms", old.hard_limit != new.hard_limit),
         ("data.stale_secs", old.stale_after != new.stale_after),
         ("fusion", old.fusion != new.fusion),
         ("sonar", old.sonar != new.sonar),

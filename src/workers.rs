@@ -16,7 +16,7 @@
 //! serving process exits, the supervisor starts a new one, and the app that
 //! was in flight is quarantined ([`crate::quarantine`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -113,8 +113,9 @@ pub struct Workers {
     retired: AtomicU64,
     apps: Option<Arc<AppRegistry>>,
     slots: Option<Arc<Slots>>,
-    next_slot: AtomicUsize,
     workers: Mutex<Vec<Arc<Worker>>>,
+    /// Threads retired so far, by the app they were stuck in.
+    retired_by_app: Mutex<std::collections::BTreeMap<String, u64>>,
     /// When recent retirements happened (the cap counts the last minute).
     recent_retirements: Mutex<std::collections::VecDeque<Instant>>,
     epoch: Instant,
@@ -141,8 +142,8 @@ impl Workers {
             retired: AtomicU64::new(0),
             apps,
             slots,
-            next_slot: AtomicUsize::new(0),
             workers: Mutex::new(Vec::new()),
+            retired_by_app: Mutex::new(std::collections::BTreeMap::new()),
             recent_retirements: Mutex::new(std::collections::VecDeque::new()),
             epoch: Instant::now(),
         });
@@ -162,13 +163,66 @@ impl Workers {
         pool
     }
 
+    /// The lowest in-flight slot no worker holds, retired ones still in
+    /// their call included: a reused slot would clear a stuck thread's
+    /// busy mark and let its app escape quarantine after a crash.
+    fn free_slot(&self) -> Option<usize> {
+        let held: Vec<usize> = self
+            .workers
+            .lock()
+            .map(|w| w.iter().map(|x| x.slot).collect())
+            .unwrap_or_default();
+        (0..crate::quarantine::LOADER_SLOT).find(|i| !held.contains(i))
+    }
+
+    /// Marks the slots of workers that are not stuck idle, so that only the
+    /// apps of stuck calls are quarantined by the next process. Called
+    /// before the process exits, by a restart or a graceful stop.
+    pub fn release_healthy_slots(&self) {
+        if let (Some(slots), Ok(all)) = (&self.slots, self.workers.lock()) {
+            for x in all.iter().filter(|x| !x.retired.load(Ordering::Acquire)) {
+                slots.leave(x.slot);
+            }
+        }
+    }
+
+    /// Marks every in-flight slot idle, stuck threads' included: for a
+    /// graceful stop, which crashed nothing.
+    pub fn release_all_slots(&self) {
+        if let Some(slots) = &self.slots {
+            slots.leave_all();
+        }
+    }
+
+    /// Retired threads still running their call.
+    fn stuck_count(&self) -> u64 {
+        self.workers
+            .lock()
+            .map(|w| {
+                w.iter()
+                    .filter(|x| {
+                        x.retired.load(Ordering::Acquire)
+                            && x.busy_since.load(Ordering::Acquire) != 0
+                    })
+                    .count() as u64
+            })
+            .unwrap_or(0)
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64 + 1
     }
 
     fn spawn_worker(self: &Arc<Self>) {
-        let slot =
-            self.next_slot.fetch_add(1, Ordering::Relaxed) % (crate::quarantine::LOADER_SLOT);
+        let Some(slot) = self.free_slot() else {
+            // Every slot is held by a live or stuck worker: the retirement
+            // cap restarts the process long before this.
+            tracing::error!(
+                "no free in-flight slot for a new JS worker; restarting the serving process"
+            );
+            self.release_healthy_slots();
+            std::process::exit(70);
+        };
         let me = Arc::new(Worker {
             busy_since: AtomicU64::new(0),
             limit_ms: AtomicU64::new(0),
@@ -292,10 +346,7 @@ impl Workers {
             let limit = w.limit_ms.load(Ordering::Acquire);
             // Answer the waiting query from the fallback at once.
             if let Some(p) = w.pending.lock().ok().and_then(|mut p| p.take()) {
-                let err = AppError::Timeout {
-                    phase: Phase::OnRequest,
-                    budget_ms: limit,
-                };
+                let err = AppError::Watchdog { limit_ms: limit };
                 let _ = p.reply.send(steer::fallback(&p.app, err, p.ttl));
                 self.late.fetch_add(1, Ordering::Relaxed);
             }
@@ -314,9 +365,15 @@ impl Workers {
                 }
                 Err(_) => 0,
             };
+            // Retirements in the last minute, or threads still stuck (slow
+            // retirements must not pile up without limit either).
+            let n = n.max(self.stuck_count());
             let app = w.app.lock().map(|a| a.clone()).unwrap_or_default();
             metrics::counter!("switchyard_workers_retired_total", "app" => app.clone())
                 .increment(1);
+            if let Ok(mut by_app) = self.retired_by_app.lock() {
+                *by_app.entry(app.clone()).or_default() += 1;
+            }
             // The stuck thread keeps its CPU until its call ends: let it run
             // only when nothing else wants the CPU, so healthy workers are
             // not starved by it.
@@ -325,11 +382,7 @@ impl Workers {
                 tracing::error!(retired_last_minute = n, app = %app, "too many stuck JS workers; restarting the serving process");
                 // Only stuck calls count as in flight: bystanders on healthy
                 // workers must not be quarantined with the culprit.
-                if let (Some(slots), Ok(all)) = (&self.slots, self.workers.lock()) {
-                    for x in all.iter().filter(|x| !x.retired.load(Ordering::Acquire)) {
-                        slots.leave(x.slot);
-                    }
-                }
+                self.release_healthy_slots();
                 // The stuck calls' slots stay marked busy: the next process
                 // quarantines their apps.
                 std::process::exit(70);
@@ -422,5 +475,13 @@ impl Workers {
     /// Worker threads retired by the watchdog.
     pub fn retired(&self) -> u64 {
         self.retired.load(Ordering::Relaxed)
+    }
+
+    /// Worker threads retired by the watchdog, by app.
+    pub fn retired_by_app(&self) -> std::collections::BTreeMap<String, u64> {
+        self.retired_by_app
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 }

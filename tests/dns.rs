@@ -386,8 +386,8 @@ fn shipped_apps() -> Vec<(String, String)> {
 ///
 /// Why: each JS worker thread builds its own context for an app (top level
 /// and `init`) on the first decision it runs for it, and that build counts
-/// against the fixed 100 ms hard limit of a decision (src/server.rs
-/// HARD_LIMIT). In a debug build on a busy machine it can take longer: the
+/// against the hard limit of a decision (`server.hard_limit_ms`, 100 ms
+/// by default). In a debug build on a busy machine it can take longer: the
 /// query gets the fallback (or SERVFAIL) and the watchdog retires the
 /// worker. That is reported as a bug and pinned by `cold_worker_*` below;
 /// the other tests check steady-state answers, so they warm every worker
@@ -2105,8 +2105,8 @@ fn zone_transfer_is_refused() {
     }
 }
 
-/// Bug (reported): the 100 ms hard limit of src/server.rs (HARD_LIMIT,
-/// used by src/workers.rs `Workers::steer`) covers the lazy per-worker
+/// Bug (reported, fixed): the 100 ms hard limit (`server.hard_limit_ms`,
+/// used by src/workers.rs `Workers::steer`) covered the lazy per-worker
 /// context build (app top level + `init`, which has its own 250 ms load
 /// budget), so a valid app whose `init` takes 150 ms is answered from its
 /// fallback on the first query each worker runs, however healthy it is.
@@ -2139,7 +2139,7 @@ fn cold_worker_first_query_is_answered_by_the_app() {
     }
 }
 
-/// Bug (reported): the same fixed 100 ms hard limit overrides an app's own
+/// Bug (reported, fixed): the same 100 ms hard limit overrode an app's own
 /// `budget_ms` (config allows 1..=10000): a decision that takes 150 ms
 /// under a 1000 ms budget is cut off and answered from the fallback.
 #[test]

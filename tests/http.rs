@@ -1259,6 +1259,92 @@ async fn app_failure_serves_the_fallback_or_a_503() {
     assert!(line.ends_with(" 1"), "{line}");
 }
 
+/// An app whose every request runs past its decision budget.
+const LOOPING_APP: &str = r#"
+function init(config) {
+    'use strict';
+    config.requireProvider('p');
+}
+
+function onRequest(request, response) {
+    'use strict';
+    while (true) {}
+}
+"#;
+
+#[tokio::test]
+async fn js_errors_and_budget_overruns_are_counted() {
+    let s = start_apps(vec![
+        app("throws.js", THROWING_APP),
+        app("throws.toml", "fallback = \"fallback.example.net\"\n"),
+        app("loops.js", LOOPING_APP),
+        app("loops.toml", "fallback = \"fallback.example.net\"\n"),
+    ]);
+    let counters = || async {
+        let v = get(&ops(&s, "/debug/vars")).await.json();
+        let m = get(&ops(&s, "/metrics")).await.text();
+        (v, m)
+    };
+    // A Prometheus counter's value, 0 while it has not appeared.
+    let metric = |m: &str, line: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(line)?.trim().parse::<f64>().ok())
+            .map_or(0, |n| n as u64)
+    };
+    let (before, before_m) = counters().await;
+    let errors = r#"switchyard_app_failures_total{app="throws",kind="error"}"#;
+    let loops = r#"switchyard_app_failures_total{app="loops","#;
+
+    // Both answer from the fallback; a throw is an error, unless a busy
+    // worker missed the hard limit first (see MAX_SERVERS): try a few.
+    for _ in 0..3 {
+        for name in ["throws", "loops"] {
+            let r = get(&public(&s, &format!("/apps/{name}/decision"))).await;
+            r.expect(200);
+            assert!(is_fallback(&r), "{name}: {}", r.text());
+        }
+    }
+
+    let (after, after_m) = counters().await;
+    let n = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+    assert!(
+        n(&after, "js_errors") > n(&before, "js_errors"),
+        "js_errors did not go up: {before} -> {after}"
+    );
+    assert!(
+        n(&after, "budget_overruns") >= n(&before, "budget_overruns") + 3,
+        "budget_overruns did not count the three loops: {before} -> {after}"
+    );
+    assert!(
+        after["app_failures"]["throws"]["error"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "{after}"
+    );
+    // An endless loop is stopped by the time budget or boa's loop limit:
+    // both are overruns.
+    let overruns = |v: &Value| -> u64 {
+        ["timeout", "limits"]
+            .iter()
+            .filter_map(|k| v["app_failures"]["loops"][k].as_u64())
+            .sum()
+    };
+    assert_eq!(overruns(&after), 3, "{after}");
+    assert_eq!(after["fallbacks"], 6, "{after}");
+    assert!(
+        metric(&after_m, errors) > metric(&before_m, errors),
+        "{errors} did not go up: {after_m}"
+    );
+    let loop_overruns = |m: &str| -> u64 {
+        ["timeout", "limits"]
+            .iter()
+            .map(|k| metric(m, &format!(r#"{loops}kind="{k}"}}"#)))
+            .sum()
+    };
+    assert_eq!(loop_overruns(&before_m), 0, "{before_m}");
+    assert_eq!(loop_overruns(&after_m), 3, "{after_m}");
+}
+
 // ------------------------------------------------------------- operations
 
 #[tokio::test]
@@ -1575,10 +1661,133 @@ async fn pprof_profile_is_serialized_and_heap_reports_memory() {
         "profiles ran concurrently: finished at {first:?} and {second:?}"
     );
 
-    let r = get(&ops(&s, "/debug/pprof/heap")).await;
+    let r = get(&ops(&s, "/debug/pprof/heap?format=json")).await;
     r.expect(200);
     let v = r.json();
     assert!(v["rss_bytes"].as_u64().is_some_and(|n| n > 0), "{v}");
+    for q in ["seconds=0", "seconds=abc", "seconds=301"] {
+        let msg = get(&ops(&s, &format!("/debug/pprof/heap?{q}")))
+            .await
+            .expect_error(400);
+        assert!(msg.contains("seconds"), "{q}: {msg}");
+    }
+}
+
+/// Decodes a pprof protobuf body.
+fn pprof_of(r: &Reply) -> pprof::protos::Profile {
+    use pprof::protos::Message as _;
+    pprof::protos::Profile::decode(r.body.as_slice())
+        .unwrap_or_else(|e| panic!("{}: not a pprof protobuf: {e}", r.what))
+}
+
+/// The function names a profile's samples go through.
+fn sampled_functions(p: &pprof::protos::Profile) -> Vec<String> {
+    let name = |id: u64| {
+        p.function
+            .iter()
+            .find(|f| f.id == id)
+            .map(|f| p.string_table[f.name as usize].clone())
+    };
+    p.sample
+        .iter()
+        .flat_map(|s| &s.location_id)
+        .filter_map(|id| p.location.iter().find(|l| l.id == *id))
+        .flat_map(|l| &l.line)
+        .filter_map(|line| name(line.function_id))
+        .collect()
+}
+
+#[tokio::test]
+async fn heap_profile_samples_allocations_while_decisions_run() {
+    let s = start_shipped();
+    let geo = public(&s, "/apps/geo-map/decision");
+    decided_get(&geo).await.expect(200);
+    let started = Instant::now();
+    let url = ops(&s, "/debug/pprof/heap?seconds=1");
+    let profile = tokio::spawn(async move { get(&url).await });
+    // Keep the JS workers allocating while the profile records.
+    let mut answered = 0;
+    while !profile.is_finished() && started.elapsed() < Duration::from_secs(10) {
+        if get(&geo).await.status == 200 {
+            answered += 1;
+        }
+    }
+    let r = profile.await.expect("profile request");
+    let took = started.elapsed();
+    r.expect(200);
+    assert!(answered > 0, "no decisions answered during the profile");
+    assert!(
+        took >= Duration::from_millis(950),
+        "a 1 s profile took {took:?}"
+    );
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/octet-stream")
+    );
+    let p = pprof_of(&r);
+    let types: Vec<(&str, &str)> = p
+        .sample_type
+        .iter()
+        .map(|t| {
+            (
+                p.string_table[t.ty as usize].as_str(),
+                p.string_table[t.unit as usize].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [("alloc_objects", "count"), ("alloc_space", "bytes")],
+        "sample types"
+    );
+    assert!(
+        !p.sample.is_empty(),
+        "no samples after {answered} decisions"
+    );
+    assert!(
+        p.sample
+            .iter()
+            .all(|s| s.value.len() == 2 && s.value[0] >= 1 && s.value[1] > 0),
+        "every sample counts objects and bytes: {:?}",
+        p.sample
+    );
+    let names = sampled_functions(&p);
+    assert!(
+        names
+            .iter()
+            .any(|n| n.contains("switchyard") || n.contains("boa")),
+        "no switchyard or boa frame in {names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.contains("openmix::alloc::")),
+        "the sampler's own frames are trimmed: {names:?}"
+    );
+}
+
+#[tokio::test]
+async fn heap_profiles_run_one_at_a_time() {
+    let s = start_shipped();
+    let url = ops(&s, "/debug/pprof/heap?seconds=1");
+    let start = Instant::now();
+    let timed = |url: String| async move {
+        let r = get(&url).await;
+        (r, start.elapsed())
+    };
+    let ((a, ta), (b, tb)) = tokio::join!(timed(url.clone()), timed(url.clone()));
+    for (r, t) in [(&a, ta), (&b, tb)] {
+        r.expect(200);
+        assert!(t >= Duration::from_millis(950), "a 1 s profile took {t:?}");
+        pprof_of(r);
+    }
+    let (first, second) = if ta <= tb { (ta, tb) } else { (tb, ta) };
+    assert!(
+        second >= first + Duration::from_millis(900),
+        "heap profiles ran concurrently: finished at {first:?} and {second:?}"
+    );
+    assert!(
+        second < Duration::from_secs(10),
+        "the second profile waited too long: {second:?}"
+    );
 }
 
 #[tokio::test]

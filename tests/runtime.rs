@@ -407,7 +407,7 @@ fn recorded_calls_keep_order_and_arguments() {
             &Arc::new(data()),
             CallOptions {
                 record: true,
-                fixture: None,
+                ..CallOptions::default()
             },
         )
         .unwrap();
@@ -511,6 +511,32 @@ fn on_fusion_errors_do_not_fail_the_decision_or_skip_values() {
             .unwrap()
             .decision;
         assert_eq!(out.reason.as_deref(), Some("cdn_a|cdn_b"));
+    }
+}
+
+#[test]
+fn regular_expressions_work_and_refuse_huge_inputs() {
+    assert_eq!(
+        eval(
+            "['abc'.replace(/b/, 'x'), /^a/.test('abc'), 'a,b'.split(/,/).length, 'x1y2'.match(/[0-9]/g), 'q=1'.search(/=/), /(b)/.exec('abc')[1]]"
+        ),
+        r#"["axc",true,2,["1","2"],1,"b"]"#
+    );
+    for call in [
+        "/a+$/.test(s)",
+        "s.replace(/a/g, 'b')",
+        "s.split(/,/)",
+        "s.match(/b/)",
+        "/a/.exec(s)",
+    ] {
+        let body = format!("var s = 'a'.repeat(1000).repeat(1100); {call}");
+        let (err, took) = hostile(&body);
+        assert!(
+            err.to_string()
+                .contains("exceeds the limit for regular expressions"),
+            "{call}: {err}"
+        );
+        assert!(took < Duration::from_millis(1000), "{call}: {took:?}");
     }
 }
 

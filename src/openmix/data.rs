@@ -55,37 +55,100 @@ pub struct DataSnapshot {
     pub regions: std::sync::Arc<RegionLocator>,
 }
 
-/// Finds the region a client stands for: country, then market, then the
-/// nearest region by coordinates, then `GLOBAL`.
+/// Finds the region a client stands for: among the regions serving its
+/// country the nearest (several serve the US), then likewise its market,
+/// then the nearest region overall, then `GLOBAL`. Without client
+/// coordinates the first configured candidate wins. The same rules as
+/// `stats::RegionSet::for_client`, but prepared for the query path: no
+/// allocation per lookup and two sines per candidate.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RegionLocator {
-    /// Country code → region code.
-    pub by_country: std::collections::HashMap<String, String>,
-    /// Market code → region code.
-    pub by_market: std::collections::HashMap<String, String>,
-    /// Region code, latitude, longitude.
-    pub points: Vec<(String, f64, f64)>,
+    /// Country code → the regions serving it, in configured order.
+    pub by_country: std::collections::HashMap<String, Vec<RegionPoint>>,
+    /// Market code → the regions serving it, in configured order.
+    pub by_market: std::collections::HashMap<String, Vec<RegionPoint>>,
+    /// Every region with coordinates, in configured order.
+    pub points: Vec<RegionPoint>,
+}
+
+/// A region as the locator compares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionPoint {
+    /// Region code.
+    pub code: String,
+    /// Where it is, when it has a place (`GLOBAL` has none).
+    place: Option<Place>,
+}
+
+/// A point prepared for distance comparison: radians and the latitude's cosine.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Place {
+    lat: f64,
+    lon: f64,
+    cos_lat: f64,
+}
+
+impl Place {
+    fn new(lat: f64, lon: f64) -> Option<Place> {
+        (lat.is_finite() && lon.is_finite()).then(|| Place {
+            lat: lat.to_radians(),
+            lon: lon.to_radians(),
+            cos_lat: lat.to_radians().cos(),
+        })
+    }
+
+    /// The haversine term: grows with great-circle distance, so comparing
+    /// it compares distances without the square root and arcsine.
+    fn haversine(self, o: Place) -> f64 {
+        let dlat = ((o.lat - self.lat) / 2.0).sin();
+        let dlon = ((o.lon - self.lon) / 2.0).sin();
+        dlat * dlat + self.cos_lat * o.cos_lat * dlon * dlon
+    }
+}
+
+impl RegionPoint {
+    /// A region with its (latitude, longitude) in degrees, if it has a place.
+    pub fn new(code: &str, coords: Option<(f64, f64)>) -> RegionPoint {
+        RegionPoint {
+            code: code.to_string(),
+            place: coords.and_then(|(lat, lon)| Place::new(lat, lon)),
+        }
+    }
 }
 
 impl RegionLocator {
     /// The region for a client.
     pub fn locate(&self, market: &str, country: &str, lat: Option<f64>, lon: Option<f64>) -> &str {
-        if let Some(r) = self.by_country.get(country) {
-            return r;
-        }
-        if let Some(r) = self.by_market.get(market) {
-            return r;
-        }
-        if let (Some(lat), Some(lon)) = (lat, lon) {
-            let nearest = self.points.iter().min_by(|a, b| {
-                distance_km((lat, lon), (a.1, a.2)).total_cmp(&distance_km((lat, lon), (b.1, b.2)))
-            });
-            if let Some((code, _, _)) = nearest {
-                return code;
+        let here = lat.zip(lon).and_then(|(a, o)| Place::new(a, o));
+        for candidates in [self.by_country.get(country), self.by_market.get(market)]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(r) = nearest(candidates, here) {
+                return r;
             }
+        }
+        if here.is_some()
+            && let Some(r) = nearest(&self.points, here)
+        {
+            return r;
         }
         "GLOBAL"
     }
+}
+
+/// The candidate nearest to `here` (the first of equals), else the first.
+fn nearest(candidates: &[RegionPoint], here: Option<Place>) -> Option<&str> {
+    let by_distance = here.and_then(|h| {
+        candidates
+            .iter()
+            .filter_map(|c| c.place.map(|p| (h.haversine(p), c)))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, c)| c)
+    });
+    by_distance
+        .or_else(|| candidates.first())
+        .map(|c| c.code.as_str())
 }
 
 impl DataSnapshot {

@@ -35,6 +35,11 @@ const SLICE_BUDGET: u32 = 48;
 /// thread-local read) runs after every slice.
 const CLOCK_EVERY: u32 = 4;
 
+/// Longest string a regular expression may be matched against (UTF-16
+/// units): matching runs inside one native call, which no budget check
+/// can interrupt, so long inputs are refused up front.
+pub const MAX_REGEX_INPUT: usize = 1 << 20;
+
 /// Time and memory allowed for one call into an app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Budget {
@@ -155,6 +160,15 @@ pub enum AppError {
         /// The budget.
         budget_mb: u64,
     },
+    /// The call was still running at the worker's hard limit: the
+    /// watchdog answered its query and retired the thread.
+    #[error(
+        "the call was still running at the hard limit of {limit_ms} ms; its worker was retired"
+    )]
+    Watchdog {
+        /// The hard limit.
+        limit_ms: u64,
+    },
     /// The app has no `onRequest` function.
     #[error("app defines no onRequest function")]
     NoOnRequest,
@@ -164,10 +178,12 @@ pub enum AppError {
 }
 
 impl AppError {
-    /// A short label for counters: `error`, `timeout`, `memory`, `limits`, `no_decision`.
+    /// A short label for counters: `error`, `timeout`, `memory`, `limits`,
+    /// `watchdog`, `no_decision`.
     pub fn kind(&self) -> &'static str {
         match self {
             AppError::Timeout { .. } => "timeout",
+            AppError::Watchdog { .. } => "watchdog",
             AppError::Memory { .. } => "memory",
             AppError::Thrown { message, .. } if message.starts_with("RuntimeLimit") => "limits",
             AppError::NoDecision => "no_decision",
@@ -203,6 +219,10 @@ pub struct CallOptions {
     pub record: bool,
     /// Fixture values replacing the request's.
     pub fixture: Option<FixtureRequest>,
+    /// Run `onRequest` without the time and memory checks (one plain
+    /// evaluation): only for measuring what the budget costs
+    /// (`benches/decide.rs`). A runaway would hang the thread.
+    pub unbudgeted: bool,
 }
 
 /// The result of one successful `onRequest` call.
@@ -443,12 +463,16 @@ impl AppInstance {
         });
         let deadline = Instant::now() + self.call_budget();
         self.calls += 1;
-        let result = run_budgeted(
-            &self.on_request,
-            &mut self.ctx,
-            deadline,
-            self.budget.memory,
-        );
+        let result = if options.unbudgeted {
+            self.on_request.evaluate(&mut self.ctx).map_err(Stop::Js)
+        } else {
+            run_budgeted(
+                &self.on_request,
+                &mut self.ctx,
+                deadline,
+                self.budget.memory,
+            )
+        };
         let state = host::end_call();
         let (decision, calls) = match state {
             Some(s) => (s.decision, s.calls.unwrap_or_default()),
@@ -613,10 +637,11 @@ fn install_host(ctx: &mut Context, budget: &Budget) {
         boa_engine::property::Attribute::WRITABLE,
     );
     let prelude = format!(
-        "{}({}, {});",
+        "{}({}, {}, {});",
         include_str!("prelude.js"),
         budget.memory / 4,
-        budget.memory / 16
+        budget.memory / 16,
+        MAX_REGEX_INPUT
     );
     if let Err(e) = ctx.eval(Source::from_bytes(prelude.as_bytes())) {
         tracing::error!(error = %e, "prelude failed");

@@ -1,7 +1,7 @@
 // Trusted code run in every app context before the app. It guards the
 // native operations that can allocate without bound in one step, which the
 // per-poll memory check cannot see (shared/notes/js-budget.md, Q4).
-(function (maxChars, maxElements) {
+(function (maxChars, maxElements, maxRegexInput) {
   'use strict';
   function wrap(proto, name, check) {
     var original = proto[name];
@@ -33,5 +33,23 @@
   });
   wrap(Array.prototype, 'join', function (a) {
     if (a.length > maxElements) { throw tooBig('Array.prototype.join', a.length + ' elements', maxElements + ' elements'); }
+  });
+  // Regular expressions: one native call matches a whole input, and no
+  // budget check runs inside it. test, match, matchAll, replace, search
+  // and split all go through exec (RegExpExec), so one guard covers them;
+  // the input is converted once, as the original would.
+  var exec = RegExp.prototype.exec;
+  Object.defineProperty(RegExp.prototype, 'exec', {
+    value: function (s) {
+      var input = String(s);
+      if (input.length > maxRegexInput) {
+        throw new RangeError('RegExp: an input of ' + input.length +
+          ' characters exceeds the limit for regular expressions (' + maxRegexInput + ' characters)');
+      }
+      return exec.call(this, input);
+    },
+    writable: true,
+    enumerable: false,
+    configurable: true
   });
 })

@@ -45,6 +45,12 @@ pub const PATHS: [&str; 4] = [
 /// posting is off: the same words in every case, so a prober cannot tell them apart.
 pub const UNAUTHENTICATED: &str = "request can not be authenticated";
 
+/// The `include` value of `GET /api/aggregated_stats` that adds each row's
+/// mean `round_trip_time` (seconds). The spec's public row leaves it out;
+/// a Switchyard reading another one as its remote probe source asks for it,
+/// since `getProbe('http_rtt')` is that mean and no public score gives it back.
+pub const INCLUDE_ROUND_TRIP_TIME: &str = "round_trip_time";
+
 /// Reads may be cached briefly by browsers and CDNs: scores move on the
 /// scale of test rounds (minutes), not seconds.
 const READ_CACHE: &str = "public, max-age=30, stale-while-revalidate=15";
@@ -97,6 +103,13 @@ impl StatsApi {
             max_body: DEFAULT_MAX_BODY,
             default_window: DEFAULT_WINDOW,
         }
+    }
+
+    /// Sets the window of a read with neither `since` nor `until` (the
+    /// spec's "last 24 h (configurable)"; config `leaderboard.window_secs`).
+    pub fn with_default_window(mut self, window: Duration) -> Self {
+        self.default_window = window;
+        self
     }
 }
 
@@ -256,6 +269,7 @@ struct Params {
     region: Option<String>,
     since: Option<String>,
     until: Option<String>,
+    include: Option<String>,
 }
 
 fn params(query: Option<&str>) -> Params {
@@ -266,6 +280,7 @@ fn params(query: Option<&str>) -> Params {
             "region" => &mut p.region,
             "since" => &mut p.since,
             "until" => &mut p.until,
+            "include" => &mut p.include,
             _ => continue,
         };
         if slot.is_none() {
@@ -294,13 +309,37 @@ async fn aggregated(api: &StatsApi, query: Option<&str>) -> StatsResponse {
         Err(r) => return r,
     };
     let filter = Filter::new(p.orchestrator.as_deref(), p.region.as_deref(), w);
+    let with_rtt = p
+        .include
+        .as_deref()
+        .is_some_and(|v| v.split(',').any(|x| x.trim() == INCLUDE_ROUND_TRIP_TIME));
     match api.store.aggregated(&filter).await {
-        Ok(agg) => match serde_json::to_value(agg) {
-            Ok(v) => read_ok(v),
-            Err(e) => internal(&StoreError::Encode(e)),
-        },
+        Ok(agg) => read_ok(aggregated_json(&agg, with_rtt)),
         Err(e) => internal(&e),
     }
+}
+
+/// The aggregate as `{orch: {REGION: row}}` JSON. With `with_round_trip_time`
+/// each row also carries its mean `round_trip_time` in seconds (left out
+/// when no post of the window measured one, as `http_rtt` would then be 0 ms).
+pub fn aggregated_json(rows: &super::Aggregated, with_round_trip_time: bool) -> Value {
+    let mut out = serde_json::Map::new();
+    for (orch, regions) in rows {
+        let mut by_region = serde_json::Map::new();
+        for (region, row) in regions {
+            // An AggRow is plain finite numbers; encoding it cannot fail.
+            let mut v = serde_json::to_value(row).unwrap_or_default();
+            if with_round_trip_time
+                && row.round_trip_time > 0.0
+                && let Some(obj) = v.as_object_mut()
+            {
+                obj.insert(INCLUDE_ROUND_TRIP_TIME.into(), row.round_trip_time.into());
+            }
+            by_region.insert(region.clone(), v);
+        }
+        out.insert(orch.clone(), by_region.into());
+    }
+    out.into()
 }
 
 /// `GET /api/raw_stats`.

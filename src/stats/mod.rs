@@ -388,8 +388,9 @@ pub struct AggRow {
     /// `1 − exp(−seg / rtt)`: near 1 when a segment comes back much faster than real time.
     pub round_trip_score: f64,
     /// Mean round-trip time in seconds. Not part of the public
-    /// `aggregated_stats` row (the spec fixes its keys); the local probe
-    /// refresher reads it for `getProbe('http_rtt')`.
+    /// `aggregated_stats` row (the spec fixes its keys) unless a reader asks
+    /// with `include=round_trip_time` ([`api::aggregated_json`]): the probe
+    /// refresher does, locally or from a remote Switchyard, for `getProbe('http_rtt')`.
     #[serde(skip)]
     pub round_trip_time: f64,
     /// `success_rate × round_trip_score`.
