@@ -158,12 +158,14 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
     let store = crate::stats::open_store(&config.data_dir, config.leaderboard.postgres.as_deref())
         .await
         .map_err(|e| anyhow!("stats store: {e}"))?;
-    let stats = Arc::new(crate::stats::StatsApi::new(
-        store,
-        config.leaderboard.secret.clone(),
-        config.leaderboard.regions.clone(),
-    )
-    .with_default_window(config.leaderboard.window));
+    let stats = Arc::new(
+        crate::stats::StatsApi::new(
+            store,
+            config.leaderboard.secret.clone(),
+            config.leaderboard.regions.clone(),
+        )
+        .with_default_window(config.leaderboard.window),
+    );
     let geo = Arc::new(Geo::new(GeoDb::open(&geo_paths(&config))?));
     let static_probes = match &config.static_probes {
         Some(p) => crate::data::probes::load_static(p).map_err(|e| anyhow!("data.probes: {e}"))?,

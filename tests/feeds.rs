@@ -338,7 +338,12 @@ impl Flaky {
     }
 
     fn served(&self, status: u16) -> usize {
-        self.served.lock().unwrap().get(&status).copied().unwrap_or(0)
+        self.served
+            .lock()
+            .unwrap()
+            .get(&status)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -357,7 +362,10 @@ fn ops_get(admin: SocketAddr, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
     (status, body)
 }
 

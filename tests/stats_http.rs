@@ -242,9 +242,9 @@ fn story(server: &common::Server) {
             A.to_uppercase().replace("0X", "0x")
         ),
     );
-    assert_eq!(keys(&only_a), [a.clone()], "{only_a}");
+    assert_eq!(keys(&only_a), std::slice::from_ref(&a), "{only_a}");
     let only_mdw = get(ops, "/api/aggregated_stats?region=mdw");
-    assert_eq!(keys(&only_mdw), [a.clone()], "{only_mdw}");
+    assert_eq!(keys(&only_mdw), std::slice::from_ref(&a), "{only_mdw}");
     assert_eq!(keys(&only_mdw[&a]), ["MDW"], "{only_mdw}");
     assert_eq!(
         get(ops, "/api/aggregated_stats?orchestrator=0xnobody"),
@@ -521,7 +521,10 @@ fn window_and_extra_regions_come_from_config() {
     assert_eq!(keys(&agg[&a]), ["WAW"], "{agg}");
     row(&agg[&a]["WAW"], 1.0, 0.864665, 0.864665, "WAW, 1 h window");
     // An explicit window still reaches the older one.
-    let both = get(ops, &format!("/api/aggregated_stats?since={}", now - 10_000));
+    let both = get(
+        ops,
+        &format!("/api/aggregated_stats?since={}", now - 10_000),
+    );
     row(&both[&a]["WAW"], 0.75, 0.864665, 0.648499, "WAW, since");
     let raw = get(ops, &format!("/api/raw_stats?orchestrator={a}"));
     assert_eq!(raw["WAW"].as_array().map(Vec::len), Some(1), "{raw}");
