@@ -388,12 +388,14 @@ impl Workers {
                 std::process::exit(70);
             }
             tracing::warn!(app = %app, limit_ms = limit, retired = n, "JS worker stuck past the hard limit; retiring it and starting a fresh one");
-            self.spawn_worker();
+            // Forget retired threads that have finished first, so their
+            // slots are free for the new worker.
             if let Ok(mut all) = self.workers.lock() {
                 all.retain(|x| {
                     !x.retired.load(Ordering::Acquire) || x.busy_since.load(Ordering::Acquire) != 0
                 });
             }
+            self.spawn_worker();
         }
     }
 

@@ -93,20 +93,26 @@ fn until_answer(
     }
 }
 
-#[test]
-fn edits_take_effect_within_a_second_and_nothing_drops() {
+/// A server with one app, `v` at version 1, once it answers.
+fn serve_v1() -> common::Server {
     let server = common::Server::start_with(common::Options {
         apps: Some(vec![("v.js".into(), app(1))]),
         ..Default::default()
     });
-    let dns = server.dns;
     until_answer(
-        dns,
+        server.dns,
         "v.switchyard.test.",
         Some("192.0.2.1"),
         ResponseCode::NoError,
         Duration::from_secs(5),
     );
+    server
+}
+
+#[test]
+fn edits_take_effect_within_a_second_and_nothing_drops() {
+    let server = serve_v1();
+    let dns = server.dns;
     let stream = Stream::start(dns, "v.switchyard.test.");
     let path = server.apps.join("v.js");
 
@@ -325,18 +331,8 @@ fn renaming_an_app_file_moves_its_name() {
 
 #[test]
 fn a_burst_of_partial_writes_ends_with_the_final_content() {
-    let server = common::Server::start_with(common::Options {
-        apps: Some(vec![("v.js".into(), app(1))]),
-        ..Default::default()
-    });
+    let server = serve_v1();
     let dns = server.dns;
-    until_answer(
-        dns,
-        "v.switchyard.test.",
-        Some("192.0.2.1"),
-        ResponseCode::NoError,
-        Duration::from_secs(5),
-    );
     let stream = Stream::start(dns, "v.switchyard.test.");
 
     // A slow copy: truncate, then five chunks 40 ms apart, all within 300 ms. Every
@@ -395,18 +391,8 @@ fn log_count(server: &common::Server, needle: &str) -> usize {
 
 #[test]
 fn nothing_reloads_while_nothing_changes() {
-    let server = common::Server::start_with(common::Options {
-        apps: Some(vec![("v.js".into(), app(1))]),
-        ..Default::default()
-    });
+    let server = serve_v1();
     let dns = server.dns;
-    until_answer(
-        dns,
-        "v.switchyard.test.",
-        Some("192.0.2.1"),
-        ResponseCode::NoError,
-        Duration::from_secs(5),
-    );
     let before = debug_vars(&server)["reloads"].as_u64().expect("reloads");
     let path = server.apps.join("v.js");
     std::fs::write(&path, app(2)).unwrap();
