@@ -103,6 +103,18 @@ struct Worker {
     slot: usize,
 }
 
+impl Worker {
+    /// Retired by the watchdog and still inside the call it was stuck in.
+    fn is_stuck(&self) -> bool {
+        self.retired.load(Ordering::Acquire) && self.busy_since.load(Ordering::Acquire) != 0
+    }
+
+    /// Retired and finished: nothing refers to its thread or slot any more.
+    fn is_gone(&self) -> bool {
+        self.retired.load(Ordering::Acquire) && !self.is_stuck()
+    }
+}
+
 /// The pool of JS worker threads.
 pub struct Workers {
     tx: Sender<Job>,
@@ -198,14 +210,7 @@ impl Workers {
     fn stuck_count(&self) -> u64 {
         self.workers
             .lock()
-            .map(|w| {
-                w.iter()
-                    .filter(|x| {
-                        x.retired.load(Ordering::Acquire)
-                            && x.busy_since.load(Ordering::Acquire) != 0
-                    })
-                    .count() as u64
-            })
+            .map(|w| w.iter().filter(|x| x.is_stuck()).count() as u64)
             .unwrap_or(0)
     }
 
@@ -391,9 +396,7 @@ impl Workers {
             // Forget retired threads that have finished first, so their
             // slots are free for the new worker.
             if let Ok(mut all) = self.workers.lock() {
-                all.retain(|x| {
-                    !x.retired.load(Ordering::Acquire) || x.busy_since.load(Ordering::Acquire) != 0
-                });
+                all.retain(|x| !x.is_gone());
             }
             self.spawn_worker();
         }
