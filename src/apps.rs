@@ -20,6 +20,7 @@ use notify::EventKind;
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 
 use crate::config::{AppSettings, Config, RawAppSettings};
+use crate::openmix::memo::Memo;
 use crate::openmix::{AppCode, AppInstance, AppMeta, DataSnapshot};
 
 /// One app version that compiled and passed `init`.
@@ -39,6 +40,63 @@ pub struct LoadedApp {
     pub hash: u64,
     /// Set when this version is quarantined: it is not run.
     pub quarantine: Option<crate::quarantine::Entry>,
+    /// The decision memo, when this version is proven stateless and did not
+    /// call `Math.random` while loading (see [`crate::openmix::memo`]).
+    pub memo: Option<Arc<Memo>>,
+    /// Why this version is not memoised, when it is not.
+    pub memo_off: Option<String>,
+    /// Set when no version of the app ever loaded: this entry only carries
+    /// the settings (fallback, TTL), so its names answer with the fallback
+    /// (or SERVFAIL / 503 without one) instead of as unknown names.
+    pub load_error: Option<String>,
+}
+
+impl LoadedApp {
+    /// The entry for an app whose first version failed to load: the
+    /// sidecar's settings when the sidecar itself parses, else the
+    /// configuration's, and nothing that can run.
+    pub fn unloadable(
+        name: &str,
+        path: &Path,
+        source: &str,
+        sidecar: Option<&str>,
+        config: &Config,
+        version: u64,
+        failure: &LoadFailure,
+    ) -> LoadedApp {
+        let side_path = path.with_extension("toml");
+        let settings = sidecar
+            .and_then(|text| toml::from_str::<RawAppSettings>(text).ok())
+            .and_then(|raw| {
+                raw.check(config.budget, &side_path.display().to_string())
+                    .ok()
+            })
+            .unwrap_or_else(|| config.app_settings(name));
+        LoadedApp {
+            code: AppCode {
+                name: name.to_string(),
+                path: path.to_path_buf(),
+                source: Arc::from(source),
+                version,
+                budget: settings.budget,
+                setup: None,
+            },
+            settings,
+            meta: AppMeta::default(),
+            loaded_at: SystemTime::now(),
+            sidecar: sidecar.map(str::to_string),
+            hash: failure.hash,
+            quarantine: None,
+            memo: None,
+            memo_off: Some("not loaded".into()),
+            load_error: Some(failure.to_string()),
+        }
+    }
+
+    /// Whether this entry can run (it loaded and is not quarantined).
+    pub fn runnable(&self) -> bool {
+        self.quarantine.is_none() && self.load_error.is_none()
+    }
 }
 
 /// Why a file could not be loaded.
@@ -158,10 +216,28 @@ pub fn load_app_checked(
             sidecar: sidecar.map(str::to_string),
             hash,
             quarantine: Some(entry),
+            memo: None,
+            memo_off: Some("quarantined".into()),
+            load_error: None,
         });
     }
     let (_, meta) =
         AppInstance::load(&code, data, None).map_err(|e| fail(e.line(), e.to_string()))?;
+    let random_at_load = crate::openmix::host::take_random_at_load();
+    let memo_off = if !config.memoise {
+        Some("memoisation is off (server.memoise)".to_string())
+    } else if random_at_load {
+        Some("its top level or init calls Math.random".to_string())
+    } else {
+        crate::openmix::purity::analyse(source).err()
+    };
+    match &memo_off {
+        None => tracing::debug!(
+            app = name,
+            "app proven stateless: its decisions are memoised"
+        ),
+        Some(why) => tracing::debug!(app = name, reason = %why, "app decisions are not memoised"),
+    }
     for expected in &settings.providers {
         if !meta.providers.contains(expected) {
             tracing::warn!(app = name, provider = %expected, "sidecar expects a provider the app does not declare with requireProvider");
@@ -175,6 +251,9 @@ pub fn load_app_checked(
         sidecar: sidecar.map(str::to_string),
         hash,
         quarantine: None,
+        memo: memo_off.is_none().then(|| Arc::new(Memo::new())),
+        memo_off,
+        load_error: None,
     })
 }
 
@@ -324,6 +403,7 @@ impl AppRegistry {
             let sidecar = std::fs::read_to_string(path.with_extension("toml")).ok();
             if let Some(prev) = old.apps.get(name)
                 && !force
+                && prev.load_error.is_none()
                 && *prev.code.source == *source
                 && prev.sidecar == sidecar
             {
@@ -385,13 +465,36 @@ impl AppRegistry {
                         .errors
                         .get(name)
                         .is_some_and(|e| e.message == fail.message && e.line == fail.line);
-                    if !same {
+                    let serving = old.apps.get(name).is_some_and(|p| p.load_error.is_none());
+                    if !same && serving {
                         tracing::warn!(app = %name, error = %fail, "app failed to load; previous version keeps serving");
-                        next.errors.insert(name.clone(), fail);
+                        changed = true;
+                    } else if !same {
+                        tracing::warn!(app = %name, error = %fail, "app failed to load and has no version that loaded; its names get its fallback");
                         changed = true;
                     }
-                    if let Some(prev) = old.apps.get(name) {
-                        next.apps.insert(name.clone(), prev.clone());
+                    match old.apps.get(name) {
+                        Some(prev) if prev.load_error.is_none() => {
+                            next.apps.insert(name.clone(), prev.clone());
+                        }
+                        _ => {
+                            // Nothing ever loaded: publish the settings alone,
+                            // so the app's names get its fallback.
+                            let entry = LoadedApp::unloadable(
+                                name,
+                                path,
+                                &source,
+                                sidecar.as_deref(),
+                                &config,
+                                version,
+                                &fail,
+                            );
+                            next.apps.insert(name.clone(), Arc::new(entry));
+                            changed = true;
+                        }
+                    }
+                    if !same {
+                        next.errors.insert(name.clone(), fail);
                     }
                 }
             }

@@ -189,6 +189,7 @@ struct RawServer {
     header_timeout_ms: Option<u64>,
     memory_limit_mb: Option<u64>,
     hard_limit_ms: Option<u64>,
+    memoise: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -403,6 +404,9 @@ pub struct Config {
     /// How long a JS worker may stay in one decision before the watchdog
     /// answers its query from the fallback and retires the thread.
     pub hard_limit: Duration,
+    /// Reuse decisions of apps proven stateless for requests that read the
+    /// same values (`server.memoise`, default on; see `openmix::memo`).
+    pub memoise: bool,
     /// GeoIP City database.
     pub geo_city: Option<PathBuf>,
     /// GeoIP ASN database.
@@ -718,6 +722,7 @@ impl Config {
                 .filter(|m| *m > 0)
                 .map(|m| m << 20),
             hard_limit: Duration::from_millis(raw.server.hard_limit_ms.unwrap_or(100).max(10)),
+            memoise: raw.server.memoise.unwrap_or(true),
             geo_city: over.geo_city.clone().or(raw.geo.city),
             geo_asn: over.geo_asn.clone().or(raw.geo.asn),
             geo_overrides: raw.geo.overrides,

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use crate::apps::LoadedApp;
+use crate::openmix::memo::View;
 use crate::openmix::{AppError, CallOptions, DataSnapshot, Decision, Request, runtime};
 
 /// The reason code of a fallback answer.
@@ -68,8 +69,21 @@ pub fn steer(
     if app.quarantine.is_some() {
         return quarantined(app, default_ttl);
     }
-    match runtime::decide(&app.code, request, data, CallOptions::default()) {
+    if let Some(message) = &app.load_error {
+        return not_loaded(app, message, default_ttl);
+    }
+    if let Some(hit) = memoised(app, &request, data, default_ttl) {
+        return hit;
+    }
+    let options = CallOptions {
+        log_reads: app.memo.is_some(),
+        ..CallOptions::default()
+    };
+    match runtime::decide(&app.code, request, data, options) {
         Ok(out) => {
+            if let (Some(memo), Some(reads)) = (&app.memo, out.reads) {
+                memo.store(data.version, reads, &out.decision);
+            }
             let ttl = out.decision.ttl.unwrap_or(default_ttl);
             let reason = out.decision.reason.clone().unwrap_or_default();
             Steered {
@@ -84,6 +98,30 @@ pub fn steer(
             fallback(app, err, default_ttl)
         }
     }
+}
+
+/// The memoised decision of `app` for `request`, if it has one.
+pub fn memoised(
+    app: &LoadedApp,
+    request: &Request,
+    data: &DataSnapshot,
+    default_ttl: u32,
+) -> Option<Steered> {
+    let memo = app.memo.as_ref()?;
+    let view = View {
+        request,
+        data,
+        declared: &app.meta.providers,
+        proximity: app.meta.proximity,
+    };
+    let decision = memo.lookup(&view)?;
+    let decision = Decision::clone(&decision);
+    Some(Steered {
+        ttl: decision.ttl.unwrap_or(default_ttl),
+        reason: decision.reason.clone().unwrap_or_default(),
+        decision,
+        outcome: Outcome::App,
+    })
 }
 
 /// The reason code of an answer for a quarantined app.
@@ -113,6 +151,15 @@ pub fn quarantined(app: &LoadedApp, ttl: u32) -> Steered {
         reason: QUARANTINED_REASON.into(),
         outcome: Outcome::Quarantined,
     }
+}
+
+/// The answer for an app none of whose versions loaded: its fallback
+/// (reason `fallback`), or a failure without one.
+pub fn not_loaded(app: &LoadedApp, message: &str, ttl: u32) -> Steered {
+    let err = AppError::NotLoaded {
+        message: message.to_string(),
+    };
+    fallback(app, err, ttl)
 }
 
 /// The fallback answer of `app` for error `err`.

@@ -414,6 +414,13 @@ impl Workers {
         if app.quarantine.is_some() {
             return steer::quarantined(&app, default_ttl);
         }
+        if let Some(message) = &app.load_error {
+            return steer::not_loaded(&app, message, default_ttl);
+        }
+        // A memoised decision needs no worker: answered on this thread.
+        if let Some(hit) = steer::memoised(&app, &request, &data, default_ttl) {
+            return hit;
+        }
         let (reply, rx) = oneshot::channel();
         let job = Job::Decide {
             app: app.clone(),

@@ -552,3 +552,59 @@ fn sighup_applies_geo_paths_warns_on_restart_only_keys_and_keeps_an_invalid_conf
     );
     assert_eq!(log_count(&server, "configuration reloaded"), 1);
 }
+
+/// An app none of whose versions ever loaded (its `init` throws from the
+/// first save) is not an unknown name: it answers with its sidecar's
+/// fallback, or SERVFAIL without one; `/api/applications` shows the error;
+/// a version that loads replaces it.
+#[test]
+fn an_app_that_never_loaded_answers_its_fallback() {
+    let broken = "function init(config) { throw new Error('no config'); }\nfunction onRequest(request, response) { response.addARecord('192.0.2.9'); }\n";
+    let server = common::Server::start_with(common::Options {
+        apps: Some(vec![
+            ("fb.js".into(), broken.into()),
+            ("fb.toml".into(), "fallback = [\"192.0.2.250\"]\n".into()),
+            ("nofb.js".into(), broken.into()),
+        ]),
+        ..Default::default()
+    });
+    let dns = server.dns;
+    until_answer(
+        dns,
+        "fb.switchyard.test.",
+        Some("192.0.2.250"),
+        ResponseCode::NoError,
+        Duration::from_secs(5),
+    );
+    until_answer(
+        dns,
+        "nofb.switchyard.test.",
+        None,
+        ResponseCode::ServFail,
+        Duration::from_secs(1),
+    );
+    if let Some(admin) = server.admin {
+        let body = http_get(admin, "/api/applications/fb");
+        assert!(body.contains(r#""status":"error""#), "{body}");
+        assert!(body.contains(r#""version":null"#), "{body}");
+        assert!(body.contains("no config"), "{body}");
+    }
+    // A version that loads replaces the entry.
+    std::fs::write(server.apps.join("fb.js"), app(5)).unwrap();
+    let t = until_answer(
+        dns,
+        "fb.switchyard.test.",
+        Some("192.0.2.5"),
+        ResponseCode::NoError,
+        Duration::from_secs(2),
+    );
+    eprintln!("fixed version of a never-loaded app served after {t:?}");
+    std::fs::write(server.apps.join("nofb.js"), app(6)).unwrap();
+    until_answer(
+        dns,
+        "nofb.switchyard.test.",
+        Some("192.0.2.6"),
+        ResponseCode::NoError,
+        Duration::from_secs(2),
+    );
+}

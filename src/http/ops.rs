@@ -331,6 +331,31 @@ fn vars(state: &State) -> serde_json::Value {
         },
         "reloads": state.apps.reload_count(),
         "memory": { "rss_bytes": rss_bytes() },
+        "memo": memo_vars(state),
+    })
+}
+
+/// The decision memo: total hits, and per app whether it is memoised (or
+/// why not) with its counters.
+fn memo_vars(state: &State) -> serde_json::Value {
+    let set = state.apps.snapshot();
+    let mut apps = serde_json::Map::new();
+    let mut hits = 0;
+    for (name, app) in &set.apps {
+        let v = match &app.memo {
+            Some(memo) => {
+                let s = memo.stats();
+                hits += s.hits;
+                serde_json::json!({ "memoised": true, "stats": s })
+            }
+            None => serde_json::json!({ "memoised": false, "why_not": app.memo_off }),
+        };
+        apps.insert(name.clone(), v);
+    }
+    serde_json::json!({
+        "hits": hits,
+        "hits_since_start": crate::openmix::memo::total_hits(),
+        "apps": apps,
     })
 }
 
@@ -351,6 +376,7 @@ fn render_metrics(state: &State) -> String {
             .absolute(n);
     }
     let (hits, misses) = state.geo.cache_stats();
+    metrics::counter!("switchyard_memo_hits_total").absolute(crate::openmix::memo::total_hits());
     metrics::counter!("switchyard_geo_cache_hits_total").absolute(hits);
     metrics::counter!("switchyard_geo_cache_misses_total").absolute(misses);
     metrics::counter!("switchyard_app_reloads_total").absolute(state.apps.reload_count());
@@ -672,8 +698,10 @@ fn app_summary(state: &State, name: &str) -> serde_json::Value {
     let set = state.apps.snapshot();
     let app = set.apps.get(name);
     let error = set.errors.get(name);
+    let loaded = app.filter(|a| a.load_error.is_none());
     let status = match (app, error) {
         (Some(a), _) if a.quarantine.is_some() => "quarantined",
+        (Some(a), _) if a.load_error.is_some() => "error",
         (Some(_), None) => "ok",
         (Some(_), Some(_)) => "error (previous version serving)",
         (None, _) => "error",
@@ -681,8 +709,8 @@ fn app_summary(state: &State, name: &str) -> serde_json::Value {
     serde_json::json!({
         "name": name,
         "status": status,
-        "version": app.map(|a| a.code.version),
-        "loaded_at_ms": app.map(|a| unix_ms(a.loaded_at)),
+        "version": loaded.map(|a| a.code.version),
+        "loaded_at_ms": loaded.map(|a| unix_ms(a.loaded_at)),
         "file": app.map(|a| a.code.path.display().to_string()),
         "last_error": error.map(|e| serde_json::json!({
             "at": format!("{}{}", e.file.display(), e.line.map(|l| format!(":{l}")).unwrap_or_default()),

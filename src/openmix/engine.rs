@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use boa_engine::{Context, JsError, JsString, JsValue, Script, Source};
+use boa_engine::{Context, JsError, JsObject, JsString, JsValue, Script, Source};
 
 use super::alloc::thread_net_bytes;
 use super::data::DataSnapshot;
@@ -175,11 +175,18 @@ pub enum AppError {
     /// `onRequest` returned without choosing anything.
     #[error("onRequest made no decision")]
     NoDecision,
+    /// No version of the app ever loaded (its first version failed to
+    /// compile or `init`): nothing can run, the fallback answers.
+    #[error("the app has no version that loaded: {message}")]
+    NotLoaded {
+        /// The load error.
+        message: String,
+    },
 }
 
 impl AppError {
     /// A short label for counters: `error`, `timeout`, `memory`, `limits`,
-    /// `watchdog`, `no_decision`.
+    /// `watchdog`, `no_decision`, `not_loaded`.
     pub fn kind(&self) -> &'static str {
         match self {
             AppError::Timeout { .. } => "timeout",
@@ -187,6 +194,7 @@ impl AppError {
             AppError::Memory { .. } => "memory",
             AppError::Thrown { message, .. } if message.starts_with("RuntimeLimit") => "limits",
             AppError::NoDecision => "no_decision",
+            AppError::NotLoaded { .. } => "not_loaded",
             _ => "error",
         }
     }
@@ -223,6 +231,8 @@ pub struct CallOptions {
     /// evaluation): only for measuring what the budget costs
     /// (`benches/decide.rs`). A runaway would hang the thread.
     pub unbudgeted: bool,
+    /// Record what the app reads, so the decision can be memoised.
+    pub log_reads: bool,
 }
 
 /// The result of one successful `onRequest` call.
@@ -232,6 +242,8 @@ pub struct CallOutcome {
     pub decision: Decision,
     /// Recorded response calls (empty unless asked for).
     pub calls: Vec<RecordedCall>,
+    /// What the app read (when asked for).
+    pub reads: Option<super::memo::ReadLog>,
 }
 
 enum Stop {
@@ -340,6 +352,7 @@ impl AppInstance {
         providers_override: Option<serde_json::Value>,
     ) -> Result<(AppInstance, AppMeta), AppError> {
         let mut ctx = Context::default();
+        host::take_random_at_load();
         {
             let limits = ctx.runtime_limits_mut();
             limits.set_loop_iteration_limit(1_000_000);
@@ -459,6 +472,8 @@ impl AppInstance {
             proximity: self.meta.proximity,
             declared: self.declared.clone(),
             calls: options.record.then(Vec::new),
+            reads: (options.log_reads && options.fixture.is_none())
+                .then(super::memo::ReadLog::default),
             fixture: options.fixture,
         });
         let deadline = Instant::now() + self.call_budget();
@@ -474,15 +489,19 @@ impl AppInstance {
             )
         };
         let state = host::end_call();
-        let (decision, calls) = match state {
-            Some(s) => (s.decision, s.calls.unwrap_or_default()),
-            None => (Decision::default(), Vec::new()),
+        let (decision, calls, reads) = match state {
+            Some(s) => (s.decision, s.calls.unwrap_or_default(), s.reads),
+            None => (Decision::default(), Vec::new(), None),
         };
         self.check(result, Phase::OnRequest)?;
         if !decision.is_decided() {
             return Err(AppError::NoDecision);
         }
-        Ok(CallOutcome { decision, calls })
+        Ok(CallOutcome {
+            decision,
+            calls,
+            reads,
+        })
     }
 
     /// Runs `onFusion` for each Fusion value that changed since this
@@ -646,6 +665,37 @@ fn install_host(ctx: &mut Context, budget: &Budget) {
     if let Err(e) = ctx.eval(Source::from_bytes(prelude.as_bytes())) {
         tracing::error!(error = %e, "prelude failed");
     }
+    watch_math_random(ctx);
+}
+
+/// Wraps `Math.random` so that a call is noticed: a decision that reads
+/// randomness must not be memoised.
+fn watch_math_random(ctx: &mut Context) {
+    let math = ctx
+        .global_object()
+        .get(JsString::from("Math"), ctx)
+        .ok()
+        .and_then(|m| m.as_object());
+    let Some(math) = math else { return };
+    let Some(original) = math
+        .get(JsString::from("random"), ctx)
+        .ok()
+        .and_then(|f| f.as_object())
+    else {
+        return;
+    };
+    let f = boa_engine::NativeFunction::from_copy_closure_with_captures(
+        |this, args, original: &JsObject, ctx| {
+            host::mark_random();
+            original.call(this, args, ctx)
+        },
+        original,
+    );
+    let wrapped = boa_engine::object::FunctionObjectBuilder::new(ctx.realm(), f)
+        .name(JsString::from("random"))
+        .length(0)
+        .build();
+    let _ = math.set(JsString::from("random"), wrapped, false, ctx);
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ use super::data::{DataSnapshot, distance_km};
 use super::decision::{
     Answer, Decision, MAX_ADDRESS_RECORDS, ProviderHost, check_hostname, classify_host,
 };
+use super::memo::{ReadKey, ReadLog, ReadValue, rows_value};
 use super::request::Request;
 
 /// What `init(config)` declared.
@@ -78,6 +79,8 @@ pub struct CallState {
     pub calls: Option<Vec<RecordedCall>>,
     /// Fixture values that replace the request's, for tests.
     pub fixture: Option<FixtureRequest>,
+    /// What the app read, when the decision may be memoised.
+    pub reads: Option<ReadLog>,
 }
 
 /// The state of the `init` call running on this thread.
@@ -93,6 +96,49 @@ pub struct InitState {
 thread_local! {
     static CALL: RefCell<Option<CallState>> = const { RefCell::new(None) };
     static INIT: RefCell<Option<InitState>> = const { RefCell::new(None) };
+    /// Set when `Math.random` runs outside a decision (top level, `init`).
+    static RANDOM_AT_LOAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Notes that the app called `Math.random`: the current decision is not
+/// stored; outside a decision, the app version is not memoised at all.
+pub fn mark_random() {
+    let in_call = CALL.with_borrow_mut(|c| match c.as_mut() {
+        Some(state) => {
+            if let Some(r) = state.reads.as_mut() {
+                r.impure = true;
+            }
+            true
+        }
+        None => false,
+    });
+    if !in_call {
+        RANDOM_AT_LOAD.set(true);
+    }
+}
+
+/// Notes that the current decision logged: a memoised answer would not.
+fn mark_logged() {
+    CALL.with_borrow_mut(|c| {
+        if let Some(r) = c.as_mut().and_then(|s| s.reads.as_mut()) {
+            r.impure = true;
+        }
+    });
+}
+
+/// Whether `Math.random` ran outside a decision on this thread since the
+/// last call; clears the flag.
+pub fn take_random_at_load() -> bool {
+    RANDOM_AT_LOAD.replace(false)
+}
+
+/// Records one read of the current decision, when it is being logged.
+fn log_read(key: impl FnOnce() -> ReadKey, value: impl FnOnce() -> ReadValue) {
+    CALL.with_borrow_mut(|c| {
+        if let Some(r) = c.as_mut().and_then(|s| s.reads.as_mut()) {
+            r.reads.push((key(), value()));
+        }
+    });
 }
 
 /// Makes `state` the current call on this thread.
@@ -217,15 +263,38 @@ const REQUEST_FIELDS: [&str; 14] = [
     "query_type",
 ];
 
+/// The value of request field `index` (see `REQUEST_FIELDS`) for `r`: what
+/// the getter returns and what the memo compares.
+pub fn field_value(index: usize, r: &Request) -> ReadValue {
+    let ip = |ip: Option<std::net::IpAddr>| {
+        ReadValue::Str(ip.map(|i| i.to_string()).unwrap_or_default())
+    };
+    match index {
+        0 => ReadValue::Num(r.client.asn),
+        1 => ReadValue::Str(r.client.market.clone()),
+        2 => ReadValue::Str(r.client.country.clone()),
+        3 => ReadValue::Str(r.client.region.clone()),
+        4 => ReadValue::Str(r.client.state.clone()),
+        5 => ip(r.ip_address),
+        6 => ReadValue::Num(r.resolver.asn),
+        7 => ReadValue::Str(r.resolver.market.clone()),
+        8 => ReadValue::Str(r.resolver.country.clone()),
+        9 => ReadValue::Str(r.resolver.region.clone()),
+        10 => ReadValue::Str(r.resolver.state.clone()),
+        11 => ip(r.resolver_ip_address),
+        12 => ReadValue::Str(r.hostname_prefix.clone()),
+        _ => ReadValue::Str(r.query_type.clone()),
+    }
+}
+
 fn request_field(index: usize, ctx: &mut Context) -> JsResult<JsValue> {
     enum Out {
-        Str(String),
-        Asn(u32),
+        Value(ReadValue),
         Json(serde_json::Value),
         Undefined,
     }
-    let out = CALL.with_borrow(|c| {
-        let Some(state) = c.as_ref() else {
+    let out = CALL.with_borrow_mut(|c| {
+        let Some(state) = c.as_mut() else {
             return Out::Undefined;
         };
         if let Some(fx) = &state.fixture {
@@ -234,32 +303,48 @@ fn request_field(index: usize, ctx: &mut Context) -> JsResult<JsValue> {
                 None => Out::Undefined,
             };
         }
-        let r = &state.request;
-        let ip =
-            |ip: Option<std::net::IpAddr>| Out::Str(ip.map(|i| i.to_string()).unwrap_or_default());
-        match index {
-            0 => Out::Asn(r.client.asn),
-            1 => Out::Str(r.client.market.clone()),
-            2 => Out::Str(r.client.country.clone()),
-            3 => Out::Str(r.client.region.clone()),
-            4 => Out::Str(r.client.state.clone()),
-            5 => ip(r.ip_address),
-            6 => Out::Asn(r.resolver.asn),
-            7 => Out::Str(r.resolver.market.clone()),
-            8 => Out::Str(r.resolver.country.clone()),
-            9 => Out::Str(r.resolver.region.clone()),
-            10 => Out::Str(r.resolver.state.clone()),
-            11 => ip(r.resolver_ip_address),
-            12 => Out::Str(r.hostname_prefix.clone()),
-            _ => Out::Str(r.query_type.clone()),
+        let v = field_value(index, &state.request);
+        if let Some(r) = state.reads.as_mut() {
+            r.reads.push((ReadKey::Field(index as u8), v.clone()));
         }
+        Out::Value(v)
     });
     Ok(match out {
-        Out::Str(s) => js_str(&s),
-        Out::Asn(n) => number(f64::from(n)),
+        Out::Value(ReadValue::Str(s)) => js_str(&s),
+        Out::Value(ReadValue::Num(n)) => number(f64::from(n)),
+        Out::Value(_) => JsValue::undefined(),
         Out::Json(v) => super::fixture_value(&v, ctx)?,
         Out::Undefined => JsValue::undefined(),
     })
+}
+
+/// The rows `getProbe(name)` returns for `request`: what the host builds
+/// its object from and what the memo compares.
+pub fn probe_rows_for(
+    name: &str,
+    request: &Request,
+    data: &DataSnapshot,
+    declared: &[String],
+    proximity: bool,
+) -> Vec<(String, Option<f64>)> {
+    let mut rows = if name == "proximity_dist" {
+        proximity_rows(request, data, proximity)
+    } else {
+        data.probe_rows(name, &request.client)
+            .cloned()
+            .unwrap_or_default()
+    };
+    // The Openmix API: "If a provider does not have the specified
+    // value, an empty object will be returned for the provider." Only
+    // when the probe has data at all, so "no data" stays `{}`.
+    if !rows.is_empty() {
+        for alias in declared {
+            if !rows.iter().any(|(a, _)| a == alias) {
+                rows.push((alias.clone(), None));
+            }
+        }
+    }
+    rows
 }
 
 fn get_probe(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsValue> {
@@ -277,28 +362,20 @@ fn get_probe(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsVal
     }
     // Copy what is needed out of the slot; building objects runs no app code,
     // but keeping the borrow short keeps the rule simple.
-    let rows: Vec<(String, Option<f64>)> = CALL.with_borrow(|c| {
-        let Some(state) = c.as_ref() else {
+    let rows: Vec<(String, Option<f64>)> = CALL.with_borrow_mut(|c| {
+        let Some(state) = c.as_mut() else {
             return Vec::new();
         };
-        let mut rows = if name == "proximity_dist" {
-            proximity_rows(state)
-        } else {
-            state
-                .data
-                .probe_rows(&name, &state.request.client)
-                .cloned()
-                .unwrap_or_default()
-        };
-        // The Openmix API: "If a provider does not have the specified
-        // value, an empty object will be returned for the provider." Only
-        // when the probe has data at all, so "no data" stays `{}`.
-        if !rows.is_empty() {
-            for alias in state.declared.iter() {
-                if !rows.iter().any(|(a, _)| a == alias) {
-                    rows.push((alias.clone(), None));
-                }
-            }
+        let rows = probe_rows_for(
+            &name,
+            &state.request,
+            &state.data,
+            &state.declared,
+            state.proximity,
+        );
+        if let Some(r) = state.reads.as_mut() {
+            r.reads
+                .push((ReadKey::Probe(name.as_str().into()), rows_value(&rows)));
         }
         rows
     });
@@ -316,17 +393,19 @@ fn get_probe(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsVal
 
 /// Distances from the client to every provider with a configured location,
 /// when the app enabled proximity data and the client has coordinates.
-fn proximity_rows(state: &CallState) -> Vec<(String, Option<f64>)> {
-    let loc = &state.request.client;
+fn proximity_rows(
+    request: &Request,
+    data: &DataSnapshot,
+    proximity: bool,
+) -> Vec<(String, Option<f64>)> {
+    let loc = &request.client;
     let (Some(lat), Some(lon)) = (loc.latitude, loc.longitude) else {
         return Vec::new();
     };
-    if !state.proximity {
+    if !proximity {
         return Vec::new();
     }
-    state
-        .data
-        .providers
+    data.providers
         .iter()
         .filter_map(|(alias, p)| {
             let d = distance_km((lat, lon), (p.latitude?, p.longitude?));
@@ -370,20 +449,30 @@ fn get_data(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsValu
 
 fn get_header(_: &JsValue, args: &[JsValue], _: &mut Context) -> JsResult<JsValue> {
     let name = string_arg(args, 0, "getHeader", "header_name")?;
-    Ok(CALL.with_borrow(|c| {
+    let value = CALL.with_borrow(|c| {
         c.as_ref()
-            .and_then(|s| s.request.header(&name).map(js_str))
-            .unwrap_or(JsValue::null())
-    }))
+            .and_then(|s| s.request.header(&name).map(str::to_string))
+    });
+    let out = value.as_deref().map_or(JsValue::null(), js_str);
+    log_read(
+        || ReadKey::Header(name.as_str().into()),
+        || ReadValue::Opt(value),
+    );
+    Ok(out)
 }
 
 fn get_query_string(_: &JsValue, args: &[JsValue], _: &mut Context) -> JsResult<JsValue> {
     let name = string_arg(args, 0, "getQueryString", "query_name")?;
-    Ok(CALL.with_borrow(|c| {
+    let value = CALL.with_borrow(|c| {
         c.as_ref()
-            .and_then(|s| s.request.query_value(&name).map(js_str))
-            .unwrap_or(JsValue::null())
-    }))
+            .and_then(|s| s.request.query_value(&name).map(str::to_string))
+    });
+    let out = value.as_deref().map_or(JsValue::null(), js_str);
+    log_read(
+        || ReadKey::Query(name.as_str().into()),
+        || ReadValue::Opt(value),
+    );
+    Ok(out)
 }
 
 /// Builds the reusable `request` object: native getters for the fields and
@@ -746,6 +835,7 @@ fn console_log(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsV
         parts.push(a.to_string(ctx)?.to_std_string_escaped());
     }
     tracing::debug!(target: "switchyard::app", "console: {}", parts.join(" "));
+    mark_logged();
     Ok(JsValue::undefined())
 }
 

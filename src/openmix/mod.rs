@@ -15,6 +15,8 @@ pub mod data;
 pub mod decision;
 pub mod engine;
 pub mod host;
+pub mod memo;
+pub mod purity;
 pub mod request;
 pub mod runtime;
 

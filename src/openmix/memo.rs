@@ -1,0 +1,393 @@
+//! Exact decision memoisation: reuse a decision for a request that reads
+//! the same values.
+//!
+//! While a decision runs, the host records every value the app read that
+//! can differ between requests ([`ReadLog`]: request fields, probe rows,
+//! headers, query parameters, in the order read) and whether it called
+//! `Math.random` or `console.log`. For an app proven stateless
+//! ([`super::purity`]), whose top level and `init` did not call
+//! `Math.random`, the decision is a function of those values, the app
+//! version and the data snapshot. So decisions are stored in a tree: each
+//! node names the next value the app read, each edge is one value of it,
+//! each leaf a decision. A lookup reads the same values from the new
+//! request, following the edges, and reaches a leaf only if the app would
+//! have read exactly those values and so decided exactly the same.
+//!
+//! One [`Memo`] belongs to one loaded app version (a reload makes a new
+//! one); it empties itself when the data snapshot changes. Decisions that
+//! read randomness or logged are never stored.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use super::data::DataSnapshot;
+use super::decision::Decision;
+use super::host;
+use super::request::Request;
+
+/// Leaves one app version keeps before it stops storing new decisions (an
+/// app that reads the client address would otherwise grow without bound).
+pub const MAX_ENTRIES: usize = 4096;
+
+/// Something an app read that can differ between requests.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ReadKey {
+    /// A `request` field, by its index in the Openmix API's list.
+    Field(u8),
+    /// `request.getProbe(name)`.
+    Probe(Box<str>),
+    /// `request.getHeader(name)`.
+    Header(Box<str>),
+    /// `request.getQueryString(name)`.
+    Query(Box<str>),
+}
+
+/// The value read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ReadValue {
+    /// A string field.
+    Str(String),
+    /// A numeric field (ASN).
+    Num(u32),
+    /// Probe rows: alias and value bits (`None`: no value).
+    Rows(Vec<(String, Option<u64>)>),
+    /// A header or query value, or its absence.
+    Opt(Option<String>),
+}
+
+/// What one decision read, in order.
+#[derive(Debug, Default)]
+pub struct ReadLog {
+    /// Keys and values, in the order the app read them.
+    pub reads: Vec<(ReadKey, ReadValue)>,
+    /// The decision called `Math.random` or `console.log`: never stored.
+    pub impure: bool,
+}
+
+/// Everything besides the request that a read depends on.
+pub struct View<'a> {
+    /// The request.
+    pub request: &'a Request,
+    /// The data snapshot.
+    pub data: &'a DataSnapshot,
+    /// Providers the app declared (they get `{}` rows from `getProbe`).
+    pub declared: &'a [String],
+    /// Whether the app enabled proximity data.
+    pub proximity: bool,
+}
+
+impl View<'_> {
+    /// The value of `key` for this request: the same code the host runs.
+    pub fn read(&self, key: &ReadKey) -> ReadValue {
+        match key {
+            ReadKey::Field(i) => host::field_value(usize::from(*i), self.request),
+            ReadKey::Probe(name) => rows_value(&host::probe_rows_for(
+                name,
+                self.request,
+                self.data,
+                self.declared,
+                self.proximity,
+            )),
+            ReadKey::Header(name) => ReadValue::Opt(self.request.header(name).map(str::to_string)),
+            ReadKey::Query(name) => {
+                ReadValue::Opt(self.request.query_value(name).map(str::to_string))
+            }
+        }
+    }
+}
+
+/// Probe rows as a comparable value.
+pub fn rows_value(rows: &[(String, Option<f64>)]) -> ReadValue {
+    ReadValue::Rows(
+        rows.iter()
+            .map(|(a, v)| (a.clone(), v.map(f64::to_bits)))
+            .collect(),
+    )
+}
+
+enum Node {
+    Empty,
+    Leaf(Arc<Decision>),
+    Read {
+        key: ReadKey,
+        next: HashMap<ReadValue, Node>,
+    },
+}
+
+struct Tree {
+    data_version: u64,
+    root: Node,
+    entries: usize,
+}
+
+/// The memo of one app version.
+pub struct Memo {
+    tree: RwLock<Tree>,
+    /// Set when a stored path disagreed with a new decision's reads: the
+    /// proof was wrong for this app, so it is no longer memoised.
+    disabled: AtomicBool,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    stored: AtomicU64,
+    impure: AtomicU64,
+}
+
+/// Counters of one memo, for `/debug/vars`.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct MemoStats {
+    /// Decisions answered from the memo.
+    pub hits: u64,
+    /// Lookups that found nothing.
+    pub misses: u64,
+    /// Decisions stored.
+    pub stored: u64,
+    /// Decisions not stored because they read randomness or logged.
+    pub impure: u64,
+    /// Decisions held now.
+    pub entries: usize,
+    /// Whether memoisation was turned off after a disagreement.
+    pub disabled: bool,
+}
+
+static GLOBAL_HITS: AtomicU64 = AtomicU64::new(0);
+
+/// Memo hits since start, over every app.
+pub fn total_hits() -> u64 {
+    GLOBAL_HITS.load(Ordering::Relaxed)
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memo")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Default for Memo {
+    fn default() -> Self {
+        Memo::new()
+    }
+}
+
+impl Memo {
+    /// An empty memo.
+    pub fn new() -> Memo {
+        Memo {
+            tree: RwLock::new(Tree {
+                data_version: 0,
+                root: Node::Empty,
+                entries: 0,
+            }),
+            disabled: AtomicBool::new(false),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            stored: AtomicU64::new(0),
+            impure: AtomicU64::new(0),
+        }
+    }
+
+    /// The stored decision for this request, if the app would read exactly
+    /// the values of one stored path.
+    pub fn lookup(&self, view: &View<'_>) -> Option<Arc<Decision>> {
+        if self.disabled.load(Ordering::Relaxed) {
+            return None;
+        }
+        let found = self.find(view);
+        if found.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            GLOBAL_HITS.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    fn find(&self, view: &View<'_>) -> Option<Arc<Decision>> {
+        let tree = self.tree.read().ok()?;
+        if tree.data_version != view.data.version {
+            return None;
+        }
+        let mut node = &tree.root;
+        loop {
+            match node {
+                Node::Empty => return None,
+                Node::Leaf(d) => return Some(d.clone()),
+                Node::Read { key, next } => node = next.get(&view.read(key))?,
+            }
+        }
+    }
+
+    /// Stores `decision`, made with `data_version` after reading `log`.
+    pub fn store(&self, data_version: u64, log: ReadLog, decision: &Decision) {
+        if self.disabled.load(Ordering::Relaxed) {
+            return;
+        }
+        if log.impure {
+            self.impure.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let Ok(mut tree) = self.tree.write() else {
+            return;
+        };
+        if tree.data_version != data_version {
+            if data_version < tree.data_version {
+                return;
+            }
+            tree.data_version = data_version;
+            tree.root = Node::Empty;
+            tree.entries = 0;
+        }
+        if tree.entries >= MAX_ENTRIES {
+            return;
+        }
+        let mut node = &mut tree.root;
+        for (k, v) in log.reads {
+            if matches!(node, Node::Empty) {
+                *node = Node::Read {
+                    key: k.clone(),
+                    next: HashMap::new(),
+                };
+            }
+            match node {
+                Node::Read { key, next } if *key == k => {
+                    node = next.entry(v).or_insert(Node::Empty);
+                }
+                _ => return self.disagree(),
+            }
+        }
+        match node {
+            Node::Empty => {
+                *node = Node::Leaf(Arc::new(decision.clone()));
+                tree.entries += 1;
+                self.stored.fetch_add(1, Ordering::Relaxed);
+            }
+            // Another thread stored the same path first; it must agree.
+            Node::Leaf(d) if **d == *decision => {}
+            _ => self.disagree(),
+        }
+    }
+
+    fn disagree(&self) {
+        if !self.disabled.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "an app decided differently for the same values read; its decisions are no longer memoised"
+            );
+        }
+    }
+
+    /// Counters and size.
+    pub fn stats(&self) -> MemoStats {
+        MemoStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            stored: self.stored.load(Ordering::Relaxed),
+            impure: self.impure.load(Ordering::Relaxed),
+            entries: self.tree.read().map_or(0, |t| t.entries),
+            disabled: self.disabled.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Memoised decisions against fresh ones, over random requests and
+    //! snapshots, on the shipped apps and the real runtime.
+
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use crate::config::{Config, Overrides};
+    use crate::openmix::{CallOptions, DataSnapshot, Location, Request, runtime};
+
+    const MARKETS: [&str; 7] = ["EU", "NA", "SA", "AS", "OC", "AF", ""];
+    const COUNTRIES: [&str; 6] = ["DE", "US", "BR", "JP", "AU", ""];
+    const CDNS: [&str; 4] = ["cdn_a", "cdn_b", "cdn_c", "origin"];
+
+    fn request(market: usize, country: usize, asn: u32, prefix: bool, aaaa: bool) -> Request {
+        Request {
+            client: Location {
+                market: MARKETS[market].into(),
+                country: COUNTRIES[country].into(),
+                asn,
+                ..Location::default()
+            },
+            hostname_prefix: if prefix { "www".into() } else { String::new() },
+            query_type: if aaaa { "AAAA".into() } else { "A".into() },
+            ..Request::default()
+        }
+    }
+
+    /// A snapshot whose probe values come from a small domain, so that
+    /// ties (Math.random) and missing values both happen.
+    fn snapshot(version: u64, avail: &[Option<u8>], rtt: &[Option<u8>]) -> DataSnapshot {
+        let rows = |vals: &[Option<u8>], scale: f64| {
+            CDNS.iter()
+                .zip(vals)
+                .filter_map(|(a, v)| v.map(|v| (a.to_string(), Some(f64::from(v) * scale))))
+                .collect::<Vec<_>>()
+        };
+        let mut data = DataSnapshot {
+            version,
+            ..DataSnapshot::default()
+        };
+        data.probes.insert("avail".into(), rows(avail, 10.0));
+        data.probes.insert("http_rtt".into(), rows(rtt, 20.0));
+        data
+    }
+
+    type Req = (usize, usize, u32, bool, bool);
+
+    fn requests() -> impl Strategy<Value = Vec<Req>> {
+        prop::collection::vec(
+            (0..7usize, 0..6usize, 0..3u32, any::<bool>(), any::<bool>()),
+            1..60,
+        )
+    }
+
+    fn values() -> impl Strategy<Value = Vec<Option<u8>>> {
+        prop::collection::vec(prop::option::weighted(0.8, 7..11u8), 4)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        #[test]
+        fn memoised_decisions_equal_fresh_ones(
+            reqs in requests(),
+            snaps in prop::collection::vec((values(), values()), 1..4),
+        ) {
+            let config = Config::load(None, &Overrides::default()).unwrap();
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("apps");
+            let mut hits = 0;
+            for app_name in ["best-rtt", "geo-map"] {
+                let path = dir.join(format!("{app_name}.js"));
+                let source = std::fs::read_to_string(&path).unwrap();
+                let sidecar = std::fs::read_to_string(path.with_extension("toml")).ok();
+                let first = Arc::new(snapshot(1, &snaps[0].0, &snaps[0].1));
+                let app = crate::apps::load_app(app_name, &path, &source, sidecar.as_deref(), &config, &first, 1).unwrap();
+                prop_assert!(app.memo.is_some(), "{} not memoised: {:?}", app_name, app.memo_off);
+                for (v, (avail, rtt)) in snaps.iter().enumerate() {
+                    let data = Arc::new(snapshot(v as u64 + 1, avail, rtt));
+                    // Twice over, so the second pass finds what the first stored.
+                    for (m, c, asn, prefix, aaaa) in reqs.iter().chain(reqs.iter()) {
+                        let req = request(*m, *c, *asn, *prefix, *aaaa);
+                        let memo = crate::steer::memoised(&app, &req, &data, 20);
+                        let fresh = runtime::decide(&app.code, req.clone(), &data, CallOptions::default());
+                        if let Some(hit) = memo {
+                            hits += 1;
+                            let fresh = fresh.expect("a memoised decision's app must decide");
+                            prop_assert_eq!(&hit.decision, &fresh.decision, "{} {:?}", app_name, req);
+                        }
+                        crate::steer::steer(&app, req, &data, 20);
+                    }
+                }
+                prop_assert!(!app.memo.as_ref().unwrap().stats().disabled);
+            }
+            prop_assert!(hits > 0, "no decision was ever memoised");
+        }
+    }
+}
