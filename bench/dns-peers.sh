@@ -8,6 +8,8 @@
 #                      enable-lua-records=yes (a fresh Lua state per query)
 #   pdns-lua-shared    the same with enable-lua-records=shared
 #   switchyard-app     Switchyard with the shipped config serving apps/best-rtt.js
+#                      (exact decision memoisation on, the default)
+#   switchyard-app-nomemo  the same with server.memoise = false: every query runs the app
 #   switchyard-static  Switchyard with the same names as static CNAME records
 #
 # Every server gets the same query file (bench/dns-peers/gen_queries.rs:
@@ -21,7 +23,7 @@
 #
 # Usage: bench/dns-peers.sh            (about 4 minutes with the defaults, build aside)
 # Environment: DURATION=10 LAT_DURATION=4 ROUNDS=2 CLIENTS=16 OUTSTANDING=100 PORT_BASE=15350
-#              SAMPLE=48 SERVERS="nsd gdnsd pdns-lua pdns-lua-shared switchyard-app switchyard-static"
+#              SAMPLE=48 SERVERS="nsd gdnsd pdns-lua pdns-lua-shared switchyard-app switchyard-app-nomemo switchyard-static"
 #              NO_INSTALL=1 (never run apt-get) NO_BUILD=1 (use target/release/switchyard as is)
 # Every server listens on 127.0.0.1:PORT_BASE+n (never port 53); everything it
 # writes is under target/bench/dns-peers/; on exit it stops exactly the
@@ -38,7 +40,7 @@ CLIENTS=${CLIENTS:-16}
 OUTSTANDING=${OUTSTANDING:-100}
 PORT_BASE=${PORT_BASE:-15350}
 SAMPLE=${SAMPLE:-48}
-SERVERS=${SERVERS:-nsd gdnsd pdns-lua pdns-lua-shared switchyard-app switchyard-static}
+SERVERS=${SERVERS:-nsd gdnsd pdns-lua pdns-lua-shared switchyard-app switchyard-app-nomemo switchyard-static}
 ZONE=switchyard.test
 CITY=$ROOT/geo/Switchyard-City-Test.mmdb
 CONFIG=$ROOT/examples/switchyard.toml
@@ -215,6 +217,10 @@ for s in "${SERVER_LIST[@]}"; do
     pdns-lua) start_pdns pdns-lua yes ;;
     pdns-lua-shared) start_pdns pdns-lua-shared shared ;;
     switchyard-app) start_switchyard switchyard-app "$CONFIG" ;;
+    switchyard-app-nomemo)
+      sed 's/^memoise = true/memoise = false/' "$CONFIG" >"$OUT/$s/switchyard.toml"
+      grep -q '^memoise = false' "$OUT/$s/switchyard.toml" || die "no 'memoise = true' line in $CONFIG"
+      start_switchyard switchyard-app-nomemo "$OUT/$s/switchyard.toml" ;;
     switchyard-static)
       static_config >"$OUT/$s/switchyard.toml"
       grep -q 'q9999.best-rtt' "$OUT/$s/switchyard.toml" || die "no 'records = [' line in $CONFIG"
@@ -312,7 +318,8 @@ if [[ -f "$OUT/switchyard-app/log" ]] && [[ " ${SERVER_LIST[*]} " == *" switchya
           + ([$d | to_entries[] | .key as $p | .value | to_entries[] | "\($p) \(.key) \(.value)"] | join(", "))
           + "; **\(.fallbacks) answered with the fallback** (origin.example.net, not best-rtt'"'"'s answer"
           + (if $n > 0 then ", \(10000 * .fallbacks / $n | round / 100)%" else "" end)
-          + "); budget overruns \(.budget_overruns), workers overloaded \(.workers.overloaded), late \(.workers.late)"' \
+          + "); budget overruns \(.budget_overruns), workers overloaded \(.workers.overloaded), late \(.workers.late)"
+          + "; memo: \(.memo.apps["best-rtt"] // {} | tojson)"' \
         "$OUT/switchyard-app/vars.json")
   fi
 fi
@@ -344,7 +351,8 @@ version() {
     gdnsd) echo "gdnsd $(dpkg-query -W -f='${Version}' gdnsd)" ;;
     pdns-lua) echo "PowerDNS $(dpkg-query -W -f='${Version}' pdns-server), lua-records=yes" ;;
     pdns-lua-shared) echo "PowerDNS $(dpkg-query -W -f='${Version}' pdns-server), lua-records=shared" ;;
-    switchyard-app) echo "Switchyard, apps/best-rtt.js" ;;
+    switchyard-app) echo "Switchyard, apps/best-rtt.js, memoised" ;;
+    switchyard-app-nomemo) echo "Switchyard, apps/best-rtt.js, every query runs it" ;;
     switchyard-static) echo "Switchyard, static CNAMEs" ;;
   esac
 }
@@ -374,6 +382,10 @@ ratio() { # ratio A B
   ratio switchyard-app pdns-lua
   ratio switchyard-app pdns-lua-shared
   ratio switchyard-app gdnsd
+  ratio switchyard-app-nomemo nsd
+  ratio switchyard-app-nomemo switchyard-static
+  ratio switchyard-app-nomemo pdns-lua
+  ratio switchyard-app-nomemo pdns-lua-shared
   ratio switchyard-static nsd
   if [[ -n "$VARS" ]]; then
     echo
