@@ -1,6 +1,7 @@
 //! One decision of each shipped example app on the real runtime (a warm,
 //! per-thread instance: the path a DNS query takes), plus the floor of a
-//! call (an app that only calls `respondEmpty`).
+//! call (an app that only calls `respondEmpty`), the same with the budget
+//! off, with reads logged for the memo, and a memo hit.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -97,6 +98,32 @@ fn bench(c: &mut Criterion) {
                     Err(e) => panic!("{name}: {e}"),
                 }
             })
+        });
+    }
+    // Memoisation: a decision run with its reads logged (what a miss
+    // costs), and a hit (the request's values read back through the memo's
+    // tree: what a repeated decision costs instead of running the app).
+    let config = switchyard::config::Config::load(None, &Default::default()).expect("defaults");
+    for name in ["best-rtt", "geo-map"] {
+        let path = Path::new("apps").join(format!("{name}.js"));
+        let src = std::fs::read_to_string(&path).expect("app source");
+        let sidecar = std::fs::read_to_string(path.with_extension("toml")).ok();
+        let app =
+            switchyard::apps::load_app(name, &path, &src, sidecar.as_deref(), &config, &data, 100)
+                .expect("loads");
+        assert!(app.memo.is_some(), "{name} is memoisable");
+        group.bench_function(format!("{name} (reads logged)"), |b| {
+            b.iter(|| {
+                let options = CallOptions {
+                    log_reads: true,
+                    ..CallOptions::default()
+                };
+                runtime::decide(&app.code, request(), &data, options).expect("decides")
+            })
+        });
+        switchyard::steer::steer(&app, request(), &data, 20);
+        group.bench_function(format!("{name} (memo hit)"), |b| {
+            b.iter(|| switchyard::steer::memoised(&app, &request(), &data, 20).expect("a hit"))
         });
     }
     group.finish();

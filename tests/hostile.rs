@@ -1996,3 +1996,129 @@ fn rss_kb(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// PUT on the operations address with the shipped bearer token; the status.
+fn http_put(addr: SocketAddr, path: &str, body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    write!(
+        s,
+        "PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer change-me\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The budgets of one app come from its sidecar (`memory_mb`): the same
+/// allocation is stopped for an app allowed 1 MB and served for one
+/// allowed 256 MB. A runaway at the top level never loads (its names get
+/// its fallback), and a runaway `onFusion`, run when a Fusion value
+/// changes, costs its app that decision only; the good app answers all
+/// along.
+#[test]
+fn sidecar_budgets_top_level_and_on_fusion_runaways() {
+    let _one = serial();
+    let alloc = "new Array(100000).fill(1.5);";
+    let mut apps = good_files();
+    apps.extend([
+        ("h_mem_small.js".to_string(), on_request_app(alloc)),
+        (
+            "h_mem_small.toml".to_string(),
+            format!("{}memory_mb = 1\n", sidecar(FALLBACK)),
+        ),
+        ("h_mem_big.js".to_string(), on_request_app(alloc)),
+        (
+            "h_mem_big.toml".to_string(),
+            format!("{}memory_mb = 256\n", sidecar(FALLBACK)),
+        ),
+        (
+            "h_top.js".to_string(),
+            format!("while (true) {{}}\n{}", answering(FINISHED)),
+        ),
+        ("h_top.toml".to_string(), sidecar(FALLBACK)),
+        (
+            "h_fusion.js".to_string(),
+            format!(
+                "function onFusion(provider, data) {{ while (true) {{}} }}\n{}",
+                answering(FINISHED)
+            ),
+        ),
+        ("h_fusion.toml".to_string(), sidecar(FALLBACK)),
+    ]);
+    let r = Running::start(apps);
+    until_answer(r.dns(), &qname("good"), GOOD, Duration::from_secs(5));
+    let stream = GoodStream::start(r.dns());
+    std::thread::sleep(Duration::from_millis(200));
+
+    let t = expect(r.dns(), "h_mem_small", Want::Fallback);
+    let log = r.log();
+    let (kind, err) = call_error(&log, "h_mem_small").expect("h_mem_small's call error is logged");
+    eprintln!(
+        "[sidecar] h_mem_small: fallback in {t:?} ({kind}: {})",
+        short(&err)
+    );
+    assert!(
+        err.contains("memory budget of 1 MB") || err.contains("RangeError"),
+        "{err}"
+    );
+    let (reply, t) = ask(r.dns(), &qname("h_mem_big"));
+    let reply = reply.expect("h_mem_big answers");
+    assert_eq!(reply.answers, [FINISHED], "h_mem_big: {reply:?}");
+    eprintln!("[sidecar] h_mem_big: its own answer in {t:?}");
+
+    // The top level never finishes: the load fails, the fallback answers.
+    assert!(
+        wait_for(Duration::from_secs(10), || r.app("h_top").1["status"]
+            == "error"),
+        "h_top: {}",
+        r.app("h_top").1
+    );
+    let t = expect(r.dns(), "h_top", Want::Fallback);
+    eprintln!(
+        "[top-level] h_top: fallback in {t:?}; load error: {}",
+        r.app("h_top").1["last_error"]["message"]
+    );
+
+    // A Fusion value changes: onFusion runs on the next decision and is
+    // stopped (loop limit or time budget); that decision gets the app's
+    // answer or its fallback, and the next one is the app's again.
+    // (The first decision of an instance is told every current value.)
+    let (first, _) = ask(r.dns(), &qname("h_fusion"));
+    let first = first.expect("h_fusion answers");
+    assert!(
+        first.answers == [FINISHED] || matches(&first, Want::Fallback),
+        "h_fusion: {first:?}"
+    );
+    assert_eq!(
+        http_put(r.admin(), "/api/fusion/cdn_a", r#"{"usage": 1}"#),
+        200
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let (reply, t) = ask(r.dns(), &qname("h_fusion"));
+    let reply = reply.expect("h_fusion answers after the push");
+    assert!(
+        reply.answers == [FINISHED] || matches(&reply, Want::Fallback),
+        "h_fusion: {reply:?}"
+    );
+    assert!(t < ANSWER_WITHIN, "h_fusion took {t:?}");
+    eprintln!(
+        "[on-fusion] h_fusion after a push: {:?} in {t:?}",
+        reply.answers
+    );
+    assert!(
+        r.s().wait_log("onFusion", Duration::from_secs(2)),
+        "the runaway onFusion was not logged"
+    );
+    let summary = stream.finish();
+    summary.assert_answered("sidecar", &[GOOD], 3);
+    assert_eq!(r.vars()["restarts"], 0);
+}
