@@ -56,9 +56,24 @@ impl Reply {
 
 /// One HTTP/1.1 request on a fresh connection.
 fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Reply {
+    request_with(addr, method, path, token, &[], body)
+}
+
+/// As [`request`], with extra headers.
+fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
@@ -287,6 +302,38 @@ fn query_shows_config_providers_and_endpoints() {
     );
     // With no routes, weighted answers its default provider.
     assert_eq!(answer(&s, WEIGHTED), "origin.example.net.");
+    // An API provider: PUT creates (201), PUT again replaces (200), DELETE removes.
+    let path = "/api/inventory/providers/edge_9";
+    let r = api(
+        &s,
+        "PUT",
+        path,
+        Some(json!({"host": "edge9.example.net", "labels": {"tier": "edge"}})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["source"], "api");
+    let r = api(&s, "PUT", path, Some(json!({"host": "edge9b.example.net"})));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["labels"], json!({}), "PUT replaces every field");
+    assert_eq!(
+        api(&s, "PATCH", path, Some(json!({"load": 4}))).ok()["host"],
+        "edge9b.example.net"
+    );
+    assert_eq!(api(&s, "DELETE", path, None).ok()["deleted"], "edge_9");
+    assert_eq!(api(&s, "GET", path, None).status, 404);
+    // PATCH of a config provider keeps its other config fields.
+    let a = api(
+        &s,
+        "PATCH",
+        "/api/inventory/providers/cdn_a",
+        Some(json!({"load": 9})),
+    )
+    .ok();
+    assert_eq!(
+        (a["host"].as_str(), a["load"].as_u64()),
+        (Some("cdn-a.example.net"), Some(9))
+    );
+    assert_eq!(a["labels"]["pool"], "a");
 }
 
 #[test]
@@ -766,33 +813,55 @@ fn bad_requests_change_nothing() {
 
 #[test]
 fn apps_see_inventory_weights_and_state() {
-    let s = sqlite_server();
+    // Loopback is a trusted proxy here, so X-Forwarded-For places the
+    // client in Oxford (test GeoIP: 198.51.100.7) for proximity_dist.
+    let mut opts = options(vec![("POSTGRES".into(), String::new())], None);
+    opts.config_edits.push((
+        "trusted_proxies = []".into(),
+        r#"trusted_proxies = ["127.0.0.1"]"#.into(),
+    ));
+    let s = Server::start_with(opts);
+    let http = s.http.expect("http");
+    let inspect = || -> Value {
+        let r = request_with(
+            http,
+            "GET",
+            "/apps/inspect/decision",
+            None,
+            &[("X-Forwarded-For", "198.51.100.7")],
+            b"",
+        );
+        r.ok()["providers"][0]["custom"].clone()
+    };
+    let km =
+        |seen: &Value, alias: &str| seen["proximity"][alias]["proximity_dist"].as_f64().unwrap();
+    let seen = inspect();
+    // Oxford to cdn_b's configured London: about 81 km.
+    assert!((km(&seen, "cdn_b") - 81.0).abs() < 5.0, "{seen}");
+    assert_eq!(seen["avail"]["cdn_b"], json!({"avail": 98.2}), "{seen}");
     add_route(&s, "tier=edge", 3);
     api(
         &s,
         "PATCH",
         "/api/inventory/providers/cdn_b",
-        Some(json!({"state": "down", "location": {"latitude": 48.86, "longitude": 2.35}})),
+        Some(json!({"state": "down", "location": {"latitude": 48.86, "longitude": 2.35, "city_name": "Paris"}})),
     )
     .ok();
-    let http = s.http.expect("http");
-    let r = request(http, "GET", "/apps/inspect/decision", None, b"");
-    let v = r.ok();
-    let seen = &v["providers"][0]["custom"];
+    let seen = inspect();
     // Down reads as Radar avail 0 and Sonar {"avail":0}.
     assert_eq!(seen["avail"]["cdn_b"], json!({"avail": 0}), "{seen}");
     assert_eq!(seen["avail"]["cdn_a"], json!({"avail": 99.5}), "{seen}");
     assert_eq!(seen["sonar"]["cdn_b"], "{\"avail\":0}", "{seen}");
+    // proximity_dist measures to the new location: Oxford to Paris, ~410 km.
+    assert!((km(&seen, "cdn_b") - 410.0).abs() < 15.0, "{seen}");
     // getData values are strings, like every getData value.
     let b: Value = serde_json::from_str(seen["inventory"]["cdn_b"].as_str().unwrap()).unwrap();
     assert_eq!(b["state"], "down");
     assert_eq!(b["host"], "cdn-b.example.net");
     assert_eq!(b["labels"]["pool"], "b");
+    assert_eq!(b["location"]["city_name"], "Paris");
     // inspect has no routes; weighted's are its own.
     assert_eq!(seen["weights"], json!({}), "{seen}");
-    // proximity_dist measures to the new location (loopback has no
-    // coordinates, so it is empty here; the location is in the inventory).
-    assert_eq!(b["location"]["latitude"], 48.86);
     // weighted: route000 matches cdn_a and cdn_b; cdn_b is down, so only cdn_a.
     let counts = split(&s, 100);
     assert_eq!(counts.get("cdn-a.example.net."), Some(&100), "{counts:?}");
