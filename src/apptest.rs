@@ -302,8 +302,10 @@ fn load_fixture(file: &Path) -> anyhow::Result<Fixture> {
                 }
             }
             for key in r.data.keys() {
-                if !matches!(key.as_str(), "fusion" | "sonar") {
-                    bail!("{at}.data: unknown feed \"{key}\" (known: fusion, sonar)");
+                if !matches!(key.as_str(), "fusion" | "sonar" | "inventory" | "weights") {
+                    bail!(
+                        "{at}.data: unknown feed \"{key}\" (known: fusion, sonar, inventory, weights)"
+                    );
                 }
             }
             for (what, map) in [

@@ -37,6 +37,12 @@ pub enum Command {
     Geo(GeoArgs),
     /// Run app test fixtures on the real runtime.
     Test(crate::apptest::TestArgs),
+    /// List, drain and undrain providers of a running server.
+    Providers(crate::inventory::client::ProvidersArgs),
+    /// Add a weighted route to an endpoint of a running server.
+    Route(crate::inventory::client::RouteArgs),
+    /// Set the weights of an endpoint's routes together: `shape APP route000=80 route001=20`.
+    Shape(crate::inventory::client::ShapeArgs),
 }
 
 /// Flags shared by every command that reads the configuration.

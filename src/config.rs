@@ -419,6 +419,9 @@ pub struct Config {
     pub zones: Vec<Zone>,
     /// Configured providers, in name order.
     pub providers: Vec<(String, ProviderInfo)>,
+    /// The same providers as the inventory reads them (host, labels,
+    /// location, state, load), checked.
+    pub inventory_providers: Vec<crate::inventory::model::Provider>,
     /// `[apps.NAME]` settings (a sidecar file overrides them).
     pub apps: BTreeMap<String, RawAppSettings>,
     /// Static probe values (JSON file in the Openmix `getProbe` shape).
@@ -605,6 +608,13 @@ impl Config {
                 )));
             }
         }
+        let provider_list: Vec<(String, ProviderInfo)> = raw
+            .providers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let inventory_providers =
+            crate::inventory::config_providers(&provider_list).map_err(err)?;
 
         for (i, f) in raw.fusion.iter().enumerate() {
             if f.url.is_some() == f.file.is_some() {
@@ -728,7 +738,8 @@ impl Config {
             geo_overrides: raw.geo.overrides,
             budget,
             zones,
-            providers: raw.providers.into_iter().collect(),
+            providers: provider_list,
+            inventory_providers,
             apps: raw.apps,
             static_probes: raw.data.probes,
             stale_after: Duration::from_secs(raw.data.stale_secs.unwrap_or(120).max(1)),

@@ -10,6 +10,7 @@
 //! - [`workers`]: the JS worker threads decisions run on.
 //! - [`dns`]: the authoritative DNS front end.
 //! - [`http`]: the HTTP decision endpoint and the operations listener.
+//! - [`inventory`]: providers, routes and weights (live traffic shaping).
 //! - [`metrics`]: live counters.
 //! - [`steer`]: one decision with fallback rules, shared by every front end.
 //! - [`server`]: the serving process: listeners, feeds, reload.
@@ -25,6 +26,7 @@ pub mod data;
 pub mod dns;
 pub mod geo;
 pub mod http;
+pub mod inventory;
 pub mod logging;
 pub mod metrics;
 pub mod openmix;

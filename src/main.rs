@@ -19,6 +19,9 @@ fn main() -> ExitCode {
         Command::Check(args) => cli::check(args),
         Command::Geo(args) => cli::geo(args),
         Command::Test(args) => switchyard::apptest::run(args),
+        Command::Providers(args) => switchyard::inventory::client::providers(args),
+        Command::Route(args) => switchyard::inventory::client::route(args),
+        Command::Shape(args) => switchyard::inventory::client::shape(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

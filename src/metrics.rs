@@ -135,6 +135,21 @@ impl Counters {
         out
     }
 
+    /// Decisions per provider, every app together, over the buckets that
+    /// ended within the last `secs` seconds (plus the current one).
+    pub fn recent_by_provider(&self, secs: u64) -> HashMap<String, u64> {
+        let since = unix_now().saturating_sub(secs);
+        let mut out = HashMap::new();
+        if let Ok(b) = self.buckets.lock() {
+            for bucket in b.iter().filter(|b| b.stop > since) {
+                for ((_, p, _), n) in &bucket.counts {
+                    *out.entry(p.clone()).or_default() += n;
+                }
+            }
+        }
+        out
+    }
+
     /// App failure counts by (app, kind).
     pub fn failures(&self) -> HashMap<(String, &'static str), u64> {
         self.failures.lock().map(|m| m.clone()).unwrap_or_default()

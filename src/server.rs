@@ -56,6 +56,8 @@ pub struct State {
     pub quarantine: Arc<Quarantine>,
     /// The leaderboard stats store and its HTTP API.
     pub stats: Arc<crate::stats::StatsApi>,
+    /// The provider inventory and its routes.
+    pub inventory: Arc<crate::inventory::Inventory>,
     /// Restarts of the serving process so far (from the supervisor).
     pub restarts: u64,
     /// Last heartbeat (ms since start) of each DNS runtime.
@@ -155,9 +157,10 @@ pub fn check_startup(config: &Config) -> anyhow::Result<()> {
 pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
     // Installed first, so histogram handles taken by workers are live ones.
     crate::http::ops::prometheus();
-    let store = crate::stats::open_store(&config.data_dir, config.leaderboard.postgres.as_deref())
-        .await
-        .map_err(|e| anyhow!("stats store: {e}"))?;
+    let (store, inventory_store) =
+        crate::inventory::store::open(&config.data_dir, config.leaderboard.postgres.as_deref())
+            .await
+            .map_err(|e| anyhow!("stats store: {e}"))?;
     let stats = Arc::new(
         crate::stats::StatsApi::new(
             store,
@@ -179,6 +182,13 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
         ..DataSnapshot::default()
     }));
     let hub = DataHub::new(data.clone(), config.stale_after);
+    let inventory = crate::inventory::Inventory::open(
+        inventory_store,
+        hub.clone(),
+        config.inventory_providers.clone(),
+    )
+    .await
+    .map_err(|e| anyhow!("inventory: {e}"))?;
     let (slots, quarantine) = open_quarantine(&config)?;
     let apps = AppRegistry::open(
         config.clone(),
@@ -212,6 +222,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
         dns,
         quarantine,
         stats,
+        inventory,
         restarts: std::env::var(crate::supervisor::RESTARTS_ENV)
             .ok()
             .and_then(|v| v.parse().ok())
@@ -515,6 +526,7 @@ fn start_feeds(state: &Arc<State>, stop: CancellationToken) {
             stop.clone(),
         ));
     }
+    tokio::spawn(state.inventory.clone().run_poller(stop.clone()));
     tokio::spawn(crate::data::probes::run_leaderboard(
         state.hub.clone(),
         Some(state.stats.store.clone()),
@@ -599,6 +611,9 @@ pub fn reload_config(state: &Arc<State>, config_args: &crate::cli::ConfigArgs) {
     state.hub.set_static_probes(probes);
     state.dns.zones.store(Arc::new(zones));
     state.hub.set_providers(config.providers.clone());
+    state
+        .inventory
+        .set_config(config.inventory_providers.clone());
     state.apps.set_config(config.clone());
     state.config.store(Arc::new(config));
     tracing::info!("configuration reloaded");

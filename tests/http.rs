@@ -1804,17 +1804,29 @@ async fn api_applications_list_and_detail() {
         .collect();
     assert_eq!(
         names,
-        ["best-rtt", "fusion-budget", "geo-map", "http-hosts"],
+        [
+            "best-rtt",
+            "fusion-budget",
+            "geo-map",
+            "http-hosts",
+            "weighted"
+        ],
         "{list}"
     );
     for name in &names {
         let a = app_entry(&list, name);
         assert_eq!(a["status"], "ok", "{a}");
         assert!(a["version"].as_u64().is_some_and(|v| v > 0), "{a}");
+        // weighted's providers come from the inventory; it declares only its default.
+        let declared = if *name == "weighted" {
+            "origin"
+        } else {
+            "cdn_a"
+        };
         assert!(
             a["providers"]
                 .as_array()
-                .is_some_and(|p| p.iter().any(|x| x == "cdn_a")),
+                .is_some_and(|p| p.iter().any(|x| x == declared)),
             "{a}"
         );
         assert_eq!(a["last_error"], Value::Null, "{a}");
@@ -1900,7 +1912,15 @@ async fn api_reload_needs_the_bearer_token() {
     r.expect(200);
     let v = r.json();
     assert_eq!(v["reloaded"], true, "{v}");
-    assert_eq!(v["apps"], 5, "{v}");
+    // Every shipped app, plus echo.
+    let shipped = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/apps"))
+        .expect("shipped apps")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "js"))
+        })
+        .count();
+    assert_eq!(v["apps"], shipped + 1, "{v}");
     decided_get(&public(&s, "/apps/echo/decision"))
         .await
         .expect(200);

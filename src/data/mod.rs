@@ -32,6 +32,42 @@ struct Parts {
     leaderboard_fusion: BTreeMap<String, String>,
     fusion: BTreeMap<String, String>,
     sonar: BTreeMap<String, String>,
+    inventory: InventoryPart,
+}
+
+/// What the provider inventory contributes to the snapshot.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct InventoryPart {
+    /// Provider alias → inventory record as JSON text (`getData('inventory')`).
+    pub providers: Vec<(String, String)>,
+    /// Endpoint → route id → route JSON text (`getData('weights')`).
+    pub weights: BTreeMap<String, Vec<(String, String)>>,
+    /// Providers that are `down` or `draining`: they read as Sonar
+    /// `{"avail":0}` and `getProbe('avail')` 0 whatever the feeds say, so
+    /// unmodified Openmix apps steer away from them.
+    pub unavailable: std::collections::BTreeSet<String>,
+    /// Provider alias → (latitude, longitude): what `proximity_dist`
+    /// measures to, over the configured coordinates.
+    pub locations: BTreeMap<String, (f64, f64)>,
+}
+
+/// Sets `avail` to 0 for every unavailable provider in `table`; with
+/// `create`, adds the `avail` probe when the table has none.
+fn force_unavailable(
+    table: &mut crate::openmix::data::ProbeTable,
+    unavailable: &std::collections::BTreeSet<String>,
+    create: bool,
+) {
+    if unavailable.is_empty() || (!create && !table.contains_key("avail")) {
+        return;
+    }
+    let rows = table.entry("avail".to_string()).or_default();
+    for alias in unavailable {
+        match rows.iter_mut().find(|(a, _)| a == alias) {
+            Some(row) => row.1 = Some(0.0),
+            None => rows.push((alias.clone(), Some(0.0))),
+        }
+    }
 }
 
 /// How one feed is doing.
@@ -94,18 +130,46 @@ impl DataHub {
         let version = self.version.fetch_add(1, Ordering::Relaxed) + 1;
         let mut fusion = parts.leaderboard_fusion.clone();
         fusion.extend(parts.fusion.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let inv = &parts.inventory;
+        let mut sonar = parts.sonar.clone();
+        for alias in &inv.unavailable {
+            sonar.insert(alias.clone(), "{\"avail\":0}".to_string());
+        }
+        let mut probes = parts.static_probes.clone();
+        force_unavailable(&mut probes, &inv.unavailable, true);
+        let mut regional = parts.regional.clone();
+        for table in regional.values_mut() {
+            force_unavailable(table, &inv.unavailable, false);
+        }
+        let mut providers = parts.providers.clone();
+        for (alias, info) in &mut providers {
+            if let Some(&(lat, lon)) = inv.locations.get(alias) {
+                info.latitude = Some(lat);
+                info.longitude = Some(lon);
+            }
+        }
+        for (alias, &(lat, lon)) in &inv.locations {
+            if !providers.iter().any(|(a, _)| a == alias) {
+                providers.push((
+                    alias.clone(),
+                    ProviderInfo {
+                        latitude: Some(lat),
+                        longitude: Some(lon),
+                        ..ProviderInfo::default()
+                    },
+                ));
+            }
+        }
         let snap = DataSnapshot {
             version,
-            probes: parts.static_probes.clone(),
-            regional: parts.regional.clone(),
+            probes,
+            regional,
             fusion: fusion.into_iter().collect(),
-            sonar: parts
-                .sonar
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            providers: parts.providers.clone(),
+            sonar: sonar.into_iter().collect(),
+            providers,
             regions: self.snapshot.load().regions.clone(),
+            inventory: inv.providers.clone(),
+            weights: inv.weights.clone(),
         };
         self.snapshot.store(Arc::new(snap));
     }
@@ -115,6 +179,15 @@ impl DataHub {
         self.update(|p| {
             let changed = p.providers != providers;
             p.providers = providers;
+            changed
+        });
+    }
+
+    /// Replaces what the provider inventory contributes.
+    pub fn set_inventory(&self, part: InventoryPart) {
+        self.update(|p| {
+            let changed = p.inventory != part;
+            p.inventory = part;
             changed
         });
     }

@@ -8,6 +8,7 @@
 //! `{"error": "..."}` body, built by [`json_error`].
 
 pub mod decision;
+pub mod inventory;
 pub mod ops;
 
 use std::convert::Infallible;

@@ -44,6 +44,9 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, _peer: SocketAddr
     if crate::stats::api::owns(&path) {
         return crate::stats::handle_request(&state.stats, req).await;
     }
+    if super::inventory::owns(&path) {
+        return super::inventory::handle(state, req, &path).await;
+    }
     match (method.clone(), path.as_str()) {
         (Method::GET, "/healthcheck") => health(&state).await,
         (Method::GET, "/deepcheck") => deepcheck(&state).await,
@@ -140,9 +143,20 @@ fn known(p: &str) -> bool {
         || p.starts_with("/api/fusion/")
 }
 
-/// Checks the bearer token of an `/api/*` write.
+/// Who a valid bearer token belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// The config's `api_token`.
+    Admin,
+    /// A token issued with `POST /api/tokens`.
+    Issued,
+}
+
+/// Checks the bearer token of an `/api/*` call: the config's `api_token`,
+/// or an issued, unrevoked token. Without an `api_token` the API is off,
+/// issued tokens included.
 #[allow(clippy::result_large_err)] // the error is the response itself, built once
-fn authorize(state: &State, req: &Request<Incoming>) -> Result<(), HttpResponse> {
+pub fn authorize(state: &State, req: &Request<Incoming>) -> Result<Caller, HttpResponse> {
     let config = state.config.load();
     let Some(token) = config.api_token.as_deref() else {
         return Err(json_error(
@@ -159,7 +173,8 @@ fn authorize(state: &State, req: &Request<Incoming>) -> Result<(), HttpResponse>
         .map(|(_, token)| token.trim());
     match given {
         None => Err(json_error(StatusCode::UNAUTHORIZED, "missing bearer token")),
-        Some(g) if subtle_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(g) if subtle_eq(g.as_bytes(), token.as_bytes()) => Ok(Caller::Admin),
+        Some(g) if state.inventory.token_valid(g) => Ok(Caller::Issued),
         Some(_) => Err(json_error(StatusCode::FORBIDDEN, "invalid bearer token")),
     }
 }

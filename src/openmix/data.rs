@@ -53,6 +53,12 @@ pub struct DataSnapshot {
     pub regional: BTreeMap<String, ProbeTable>,
     /// Which region a client is in, for `regional`.
     pub regions: std::sync::Arc<RegionLocator>,
+    /// Provider alias → its inventory record as JSON text:
+    /// `getData('inventory')` (a Switchyard addition).
+    pub inventory: Vec<(String, String)>,
+    /// Endpoint (app name) → route id → `{weight, strategy, providers}` as
+    /// JSON text: that app's `getData('weights')` (a Switchyard addition).
+    pub weights: BTreeMap<String, Vec<(String, String)>>,
 }
 
 /// Finds the region a client stands for: among the regions serving its

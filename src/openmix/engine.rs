@@ -326,6 +326,8 @@ fn describe(err: &JsError, ctx: &mut Context) -> String {
 /// One app version compiled and initialised in its own context.
 pub struct AppInstance {
     ctx: Context,
+    /// App name: its endpoint, for `getData('weights')`.
+    name: Arc<str>,
     version: u64,
     budget: Budget,
     meta: AppMeta,
@@ -426,6 +428,7 @@ impl AppInstance {
         });
         let instance = AppInstance {
             ctx,
+            name: code.name.as_str().into(),
             version: code.version,
             budget: code.budget,
             declared: meta.providers.clone().into(),
@@ -467,6 +470,7 @@ impl AppInstance {
         }
         host::begin_call(CallState {
             request,
+            app: self.name.clone(),
             data: data.clone(),
             decision: Decision::default(),
             proximity: self.meta.proximity,

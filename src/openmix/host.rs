@@ -66,6 +66,8 @@ pub struct FixtureRequest {
 pub struct CallState {
     /// The request being decided.
     pub request: Request,
+    /// The app deciding (its endpoint's routes are its `getData('weights')`).
+    pub app: Arc<str>,
     /// Data snapshot the app reads.
     pub data: Arc<DataSnapshot>,
     /// What the app has decided so far.
@@ -432,6 +434,17 @@ fn get_data(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsValu
         match name.as_str() {
             "fusion" => Some(state.data.fusion.clone()),
             "sonar" => Some(state.data.sonar.clone()),
+            // Switchyard additions: the provider inventory, and the
+            // weighted routes of this app's endpoint.
+            "inventory" => Some(state.data.inventory.clone()),
+            "weights" => Some(
+                state
+                    .data
+                    .weights
+                    .get(&*state.app)
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
             _ => None,
         }
     });

@@ -44,6 +44,11 @@ fn migrator() -> Migrator {
             "stats_hourly",
             include_str!("../../migrations/postgres/0002_stats_hourly.sql"),
         ),
+        m(
+            3,
+            "inventory",
+            include_str!("../../migrations/postgres/0003_inventory.sql"),
+        ),
     ])
 }
 

@@ -45,6 +45,11 @@ fn migrator() -> Migrator {
             "stats_pairs",
             include_str!("../../migrations/sqlite/0002_stats_pairs.sql"),
         ),
+        m(
+            3,
+            "inventory",
+            include_str!("../../migrations/sqlite/0003_inventory.sql"),
+        ),
     ])
 }
 
@@ -113,6 +118,11 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The underlying pool (the inventory store shares it).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 }
 

@@ -45,6 +45,9 @@ pub struct Options {
     /// the example already has, such as `[server]` or `[geo]`. A `from`
     /// that does not occur is a test bug and panics.
     pub config_edits: Vec<(String, String)>,
+    /// Data directory to use instead of a fresh one (a restart test
+    /// starts a second server on the first one's data).
+    pub data_dir: Option<PathBuf>,
 }
 
 fn root() -> &'static Path {
@@ -106,7 +109,11 @@ impl Server {
             ])
             .arg(&apps)
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(
+                opts.data_dir
+                    .clone()
+                    .unwrap_or_else(|| dir.path().join("data")),
+            )
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -226,8 +226,8 @@ check "/debug/vars: decisions by app/provider/reason, geo cache, uptime, memory,
 check "/metrics: decision counters and latency histogram" \
   's == 200 and h["content-type"].startswith("text/plain") and "switchyard_decisions_total{app=\"geo-map\",provider=\"cdn_a\",reason=\"D\"}" in b and "switchyard_decision_seconds_bucket{app=\"geo-map\",le=\"+Inf\"}" in b' \
   "$O/metrics"
-check "/api/applications: the four shipped apps, ok, http-hosts CORS *" \
-  's == 200 and sorted(a["name"] for a in v["applications"]) == ["best-rtt", "fusion-budget", "geo-map", "http-hosts"] and all(a["status"] == "ok" for a in v["applications"]) and [a["cors"] for a in v["applications"] if a["name"] == "http-hosts"] == ["*"]' \
+check "/api/applications: the five shipped apps, ok, http-hosts CORS *" \
+  's == 200 and sorted(a["name"] for a in v["applications"]) == ["best-rtt", "fusion-budget", "geo-map", "http-hosts", "weighted"] and all(a["status"] == "ok" for a in v["applications"]) and [a["cors"] for a in v["applications"] if a["name"] == "http-hosts"] == ["*"]' \
   "$O/api/applications"
 check "/api/applications/geo-map: names, settings, last_minute counts" \
   's == 200 and "geo-map.switchyard.test." in v["names"] and v["settings"]["ttl"] == 20 and v["last_minute"]["cdn_a"]["D"] >= 1' \
@@ -237,6 +237,12 @@ check "/debug/pprof/profile?seconds=0: 400 JSON error" 'error(400)' "$O/debug/pp
 check "/debug/pprof/heap?format=json: rss_bytes" 's == 200 and v["rss_bytes"] > 0' "$O/debug/pprof/heap?format=json"
 check "/debug/pprof/heap?seconds=0: 400 JSON error" 'error(400)' "$O/debug/pprof/heap?seconds=0"
 check "POST /api/reload without a token: 401" 'error(401)' -X POST "$O/api/reload"
+check "GET /api/inventory: the configured providers, up, and the apps as endpoints" \
+  's == 200 and [p["id"] for p in v["providers"]] == ["cdn_a", "cdn_b", "cdn_c", "origin"] and all(p["state"] == "up" for p in v["providers"]) and "weighted" in [e["name"] for e in v["endpoints"]]' \
+  -H 'Authorization: Bearer change-me' "$O/api/inventory"
+check "GET /api/inventory without a token: 401" 'error(401)' "$O/api/inventory"
+check "weighted with no routes: origin, reason B" \
+  's == 200 and v["provider"] == "origin" and v["reason"] == "B"' "$D/weighted/decision"
 check "POST /api/reload with a wrong token: 403" 'error(403)' -X POST -H 'Authorization: Bearer wrong' "$O/api/reload"
 check "GET /api/reload: 405" 'error(405)' "$O/api/reload"
 

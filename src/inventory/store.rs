@@ -1,0 +1,214 @@
+//! The storage seam of the inventory: [`InventoryStore`], with a SQLite
+//! and a PostgreSQL implementation beside it ([`super::sqlite`],
+//! [`super::postgres`]), living in the same database as the stats store
+//! (their tables come from its migrations, `0003_inventory.sql`).
+//!
+//! Every change is one [`Change`] committed in one transaction that first
+//! bumps the inventory version: that row lock serialises writers across a
+//! fleet, so two concurrent changes apply one after the other, each whole,
+//! and the reference checks (unknown route, unknown provider) inside the
+//! transaction see the state the change applies to. Nodes poll the
+//! version ([`InventoryStore::version`]) and reload when it moves.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use super::model::Route;
+use crate::stats::StatsStore;
+
+/// An issued API token as stored: never the secret, only its SHA-256.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRow {
+    /// Public id (`tok_…`), used to list and revoke.
+    pub id: String,
+    /// What the operator called it.
+    pub name: String,
+    /// Hex SHA-256 of the secret.
+    pub hash: String,
+    /// Unix seconds.
+    pub created_at: f64,
+}
+
+/// Everything the store holds, read in one transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stored {
+    /// The inventory version: moves on every committed change.
+    pub version: i64,
+    /// Provider id → the fields set through the API (over the config's).
+    pub providers: Vec<(String, Map<String, Value>)>,
+    /// Endpoints with routes: name → created (unix seconds).
+    pub endpoints: Vec<(String, f64)>,
+    /// (endpoint, route), by endpoint then id.
+    pub routes: Vec<(String, Route)>,
+    /// Issued tokens.
+    pub tokens: Vec<TokenRow>,
+}
+
+/// One change, committed whole or not at all.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Sets provider fields: `replace` drops the fields stored before
+    /// (`PUT`), else the given ones are laid over them (`PATCH`).
+    /// `require_row`: the provider exists only in the store, so a missing
+    /// row is [`CommitError::NotFound`].
+    SetProvider {
+        /// Provider id.
+        id: String,
+        /// Checked fields.
+        fields: Map<String, Value>,
+        /// `PUT` rather than `PATCH`.
+        replace: bool,
+        /// See above.
+        require_row: bool,
+    },
+    /// Deletes an API-created provider.
+    DeleteProvider {
+        /// Provider id.
+        id: String,
+    },
+    /// Adds a route; the id is the endpoint's next one.
+    AddRoute {
+        /// Endpoint (app) name.
+        endpoint: String,
+        /// Canonical selector.
+        selector: String,
+        /// Weight.
+        weight: u64,
+        /// Strategy.
+        strategy: String,
+    },
+    /// Deletes a route.
+    DeleteRoute {
+        /// Endpoint name.
+        endpoint: String,
+        /// Route id.
+        id: String,
+    },
+    /// Sets several weights of one endpoint's routes together.
+    Shape {
+        /// Endpoint name.
+        endpoint: String,
+        /// Route id → weight.
+        weights: BTreeMap<String, u64>,
+    },
+    /// Stores a new token.
+    AddToken(TokenRow),
+    /// Revokes a token.
+    DeleteToken {
+        /// Token id.
+        id: String,
+    },
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    /// The version after the change.
+    pub version: i64,
+    /// The new route's id, for [`Change::AddRoute`].
+    pub route_id: Option<String>,
+}
+
+/// Why a commit failed; nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// A referenced thing does not exist (the message names it).
+    #[error("{0}")]
+    NotFound(String),
+    /// The change conflicts with the state (the message says how).
+    #[error("{0}")]
+    Conflict(String),
+    /// The database failed.
+    #[error("inventory database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Reading failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The database failed.
+    #[error("inventory database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Where the inventory's API changes live.
+#[async_trait]
+pub trait InventoryStore: Send + Sync {
+    /// Everything, consistent as of one version.
+    async fn load(&self) -> Result<Stored, LoadError>;
+    /// The current version (cheap: nodes poll it).
+    async fn version(&self) -> Result<i64, LoadError>;
+    /// Commits one change in one transaction.
+    async fn commit(&self, change: &Change) -> Result<Committed, CommitError>;
+    /// `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+}
+
+/// Lays `fields` over `base` (top-level keys replace).
+pub fn merge(
+    base: Option<Map<String, Value>>,
+    fields: &Map<String, Value>,
+    replace: bool,
+) -> Map<String, Value> {
+    let mut out = if replace {
+        Map::new()
+    } else {
+        base.unwrap_or_default()
+    };
+    for (k, v) in fields {
+        out.insert(k.clone(), v.clone());
+    }
+    out
+}
+
+/// Parses a stored provider body; a row edited by hand into something
+/// else is skipped with a warning rather than failing every load.
+pub fn parse_body(id: &str, text: &str) -> Option<Map<String, Value>> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => match super::model::check_fields(&Value::Object(m), id) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!(provider = id, error = %e, "stored provider fields are invalid; ignored");
+                None
+            }
+        },
+        _ => {
+            tracing::warn!(
+                provider = id,
+                "stored provider fields are not a JSON object; ignored"
+            );
+            None
+        }
+    }
+}
+
+/// Unix seconds now.
+pub fn now() -> f64 {
+    crate::stats::unix_now()
+}
+
+/// Opens the stats store and the inventory store over one database:
+/// PostgreSQL when `postgres_url` is given, else SQLite in `data_dir`.
+pub async fn open(
+    data_dir: &Path,
+    postgres_url: Option<&str>,
+) -> Result<(Arc<dyn StatsStore>, Arc<dyn InventoryStore>), crate::stats::StoreError> {
+    match postgres_url.map(str::trim).filter(|u| !u.is_empty()) {
+        Some(url) => {
+            let store = crate::stats::postgres::PostgresStore::open(url, None).await?;
+            tracing::info!(url = %crate::stats::store::redact_url(url), "stats store: PostgreSQL");
+            let inv = super::postgres::PgInventory::new(store.pool().clone());
+            Ok((Arc::new(store), Arc::new(inv)))
+        }
+        None => {
+            let store = crate::stats::sqlite::SqliteStore::open(data_dir).await?;
+            tracing::info!(path = %store.path().display(), "stats store: SQLite");
+            let inv = super::sqlite::SqliteInventory::new(store.pool().clone());
+            Ok((Arc::new(store), Arc::new(inv)))
+        }
+    }
+}

@@ -1,0 +1,1055 @@
+//! Issue 13: the provider inventory and live traffic shaping, over real
+//! DNS and HTTP against the real server. Store-backed parts run on SQLite
+//! always and on PostgreSQL when `SWITCHYARD_TEST_POSTGRES` holds a URL
+//! (each run in a fresh schema through the URL's `options[search_path]`,
+//! so parallel runs never meet).
+
+mod common;
+#[path = "dnsclient/mod.rs"]
+mod dnsclient;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Options, Server};
+use hickory_proto::rr::RecordType;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "change-me";
+
+struct Reply {
+    status: u16,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
+    }
+
+    #[track_caller]
+    fn ok(&self) -> Value {
+        assert!(
+            (200..300).contains(&self.status),
+            "status {}: {}",
+            self.status,
+            self.body
+        );
+        self.json()
+    }
+
+    #[track_caller]
+    fn error(&self, status: u16) -> String {
+        assert_eq!(self.status, status, "{}", self.body);
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error string: {}", self.body))
+            .to_string()
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Reply {
+    request_with(addr, method, path, token, &[], body)
+}
+
+/// As [`request`], with extra headers.
+fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    req.push_str(&format!(
+        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    ));
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    s.write_all(&bytes).expect("send");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read");
+    let raw = String::from_utf8_lossy(&out).to_string();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {raw:?}"));
+    Reply {
+        status,
+        body: body.to_string(),
+    }
+}
+
+fn admin(s: &Server) -> SocketAddr {
+    s.admin.expect("admin listener")
+}
+
+fn api(s: &Server, method: &str, path: &str, body: Option<Value>) -> Reply {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    request(admin(s), method, path, Some(TOKEN), body.as_bytes())
+}
+
+/// The shipped apps with a generous budget (the machine runs other builds).
+fn apps() -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("apps");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).expect("shipped apps") {
+        let p = e.expect("entry").path();
+        let file = p.file_name().unwrap().to_string_lossy().to_string();
+        let mut text = std::fs::read_to_string(&p).expect("read app");
+        match p.extension().and_then(|x| x.to_str()) {
+            Some("js") => {}
+            Some("toml") => text.push_str("\nbudget_ms = 2000\n"),
+            _ => continue,
+        }
+        out.push((file, text));
+    }
+    out.push(("inspect.js".into(), INSPECT_APP.into()));
+    out
+}
+
+/// Shows over HTTP what an app sees of the inventory.
+const INSPECT_APP: &str = r#"
+function init(config) { config.enableProximityData(true); }
+function onRequest(request, response) {
+    response.addProviderHost('x', 'https://x.example.net', {
+        avail: request.getProbe('avail'),
+        proximity: request.getProbe('proximity_dist'),
+        sonar: request.getData('sonar'),
+        inventory: request.getData('inventory'),
+        weights: request.getData('weights')
+    });
+    response.respond('x', 'x.example.net');
+    response.setReasonCode('I');
+}
+"#;
+
+/// cdn_a and cdn_b labelled in the config: tier=edge, pool a / b.
+fn options(env: Vec<(String, String)>, data_dir: Option<PathBuf>) -> Options {
+    Options {
+        apps: Some(apps()),
+        env,
+        data_dir,
+        config_edits: vec![
+            (
+                "[providers.cdn_a]\ncname = \"cdn-a.example.net\"\n".into(),
+                "[providers.cdn_a]\ncname = \"cdn-a.example.net\"\nlabels = { tier = \"edge\", pool = \"a\" }\n".into(),
+            ),
+            (
+                "[providers.cdn_b]\ncname = \"cdn-b.example.net\"\n".into(),
+                "[providers.cdn_b]\ncname = \"cdn-b.example.net\"\nlabels = { tier = \"edge\", pool = \"b\" }\n".into(),
+            ),
+        ],
+        ..Options::default()
+    }
+}
+
+/// A server on SQLite (POSTGRES forced empty).
+fn sqlite_server() -> Server {
+    Server::start_with(options(vec![("POSTGRES".into(), String::new())], None))
+}
+
+/// A PostgreSQL schema for one test, dropped on drop.
+struct PgSchema {
+    url: String,
+    schema: String,
+    rt: tokio::runtime::Runtime,
+    pool: sqlx::PgPool,
+}
+
+impl PgSchema {
+    /// `None` (after a loud SKIPPED line) when no PostgreSQL is configured.
+    fn new(what: &str) -> Option<PgSchema> {
+        let Some(url) = std::env::var("SWITCHYARD_TEST_POSTGRES")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            let _ = std::io::stderr().write_all(
+                format!("\n*** SKIPPED: PostgreSQL {what} (set SWITCHYARD_TEST_POSTGRES) ***\n\n")
+                    .as_bytes(),
+            );
+            return None;
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let schema = format!("switchyard_inv_{}_{}", std::process::id(), nanos);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let pool = rt
+            .block_on(sqlx::PgPool::connect(&url))
+            .expect("connect to SWITCHYARD_TEST_POSTGRES");
+        rt.block_on(
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+                .execute(&pool),
+        )
+        .expect("create schema");
+        Some(PgSchema {
+            url,
+            schema,
+            rt,
+            pool,
+        })
+    }
+
+    /// The server's environment: POSTGRES pointing into the schema.
+    fn env(&self) -> Vec<(String, String)> {
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        vec![(
+            "POSTGRES".into(),
+            format!("{}{sep}options[search_path]={}", self.url, self.schema),
+        )]
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let _ = self.rt.block_on(
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA \"{}\" CASCADE",
+                self.schema
+            )))
+            .execute(&self.pool),
+        );
+    }
+}
+
+/// The first answer to `name` A over UDP (CNAME target).
+fn answer(s: &Server, name: &str) -> String {
+    let sock = dnsclient::socket(Duration::from_secs(2));
+    let r = dnsclient::query(&sock, s.dns, name, RecordType::A, 7).expect("DNS reply");
+    r.answers.first().cloned().unwrap_or_default()
+}
+
+const BEST_RTT: &str = "best-rtt.switchyard.test.";
+const WEIGHTED: &str = "weighted.switchyard.test.";
+
+/// The inventory without the counters that move on their own.
+fn stable(mut v: Value) -> Value {
+    for p in v["providers"].as_array_mut().into_iter().flatten() {
+        p.as_object_mut().unwrap().remove("requests_per_second");
+    }
+    v
+}
+
+fn add_route(s: &Server, selector: &str, weight: u64) -> String {
+    let r = api(
+        s,
+        "POST",
+        "/api/inventory/routes",
+        Some(json!({"endpoint": "weighted", "selector": selector, "weight": weight})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.json()["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn query_shows_config_providers_and_endpoints() {
+    let s = sqlite_server();
+    let v = api(&s, "GET", "/api/inventory", None).ok();
+    let providers = v["providers"].as_array().unwrap();
+    let ids: Vec<&str> = providers
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["cdn_a", "cdn_b", "cdn_c", "origin"]);
+    let a = &providers[0];
+    assert_eq!(a["host"], "cdn-a.example.net");
+    assert_eq!(a["labels"], json!({"tier": "edge", "pool": "a"}));
+    assert_eq!(a["state"], "up");
+    assert_eq!(a["location"]["latitude"], 37.77);
+    assert_eq!(a["source"], "config");
+    let endpoints = v["endpoints"].as_array().unwrap();
+    let w = endpoints
+        .iter()
+        .find(|e| e["name"] == "weighted")
+        .expect("weighted endpoint");
+    assert_eq!(
+        w["names"],
+        json!(["weighted.switchyard.test.", "*.weighted.switchyard.test."])
+    );
+    assert_eq!(w["path"], "/apps/weighted/decision");
+    // The API needs the token, reads included.
+    assert_eq!(
+        request(admin(&s), "GET", "/api/inventory", None, b"").status,
+        401
+    );
+    assert_eq!(
+        request(admin(&s), "GET", "/api/inventory", Some("wrong"), b"").status,
+        403
+    );
+    // With no routes, weighted answers its default provider.
+    assert_eq!(answer(&s, WEIGHTED), "origin.example.net.");
+    // An API provider: PUT creates (201), PUT again replaces (200), DELETE removes.
+    let path = "/api/inventory/providers/edge_9";
+    let r = api(
+        &s,
+        "PUT",
+        path,
+        Some(json!({"host": "edge9.example.net", "labels": {"tier": "edge"}})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["source"], "api");
+    let r = api(&s, "PUT", path, Some(json!({"host": "edge9b.example.net"})));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["labels"], json!({}), "PUT replaces every field");
+    assert_eq!(
+        api(&s, "PATCH", path, Some(json!({"load": 4}))).ok()["host"],
+        "edge9b.example.net"
+    );
+    assert_eq!(api(&s, "DELETE", path, None).ok()["deleted"], "edge_9");
+    assert_eq!(api(&s, "GET", path, None).status, 404);
+    // PATCH of a config provider keeps its other config fields.
+    let a = api(
+        &s,
+        "PATCH",
+        "/api/inventory/providers/cdn_a",
+        Some(json!({"load": 9})),
+    )
+    .ok();
+    assert_eq!(
+        (a["host"].as_str(), a["load"].as_u64()),
+        (Some("cdn-a.example.net"), Some(9))
+    );
+    assert_eq!(a["labels"]["pool"], "a");
+}
+
+#[test]
+fn drain_while_streaming_queries() {
+    let s = sqlite_server();
+    add_route(&s, "tier=edge", 1);
+    assert_eq!(answer(&s, BEST_RTT), "cdn-a.example.net.");
+    let stop = Arc::new(AtomicBool::new(false));
+    // (sent at, answer) of every query, from two clients.
+    let seen: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+    let lost = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for name in [BEST_RTT, WEIGHTED] {
+        let (stop, seen, lost, dns) = (stop.clone(), seen.clone(), lost.clone(), s.dns);
+        clients.push(std::thread::spawn(move || {
+            let sock = dnsclient::socket(Duration::from_secs(2));
+            let mut id = 0u16;
+            while !stop.load(Ordering::Relaxed) {
+                id = id.wrapping_add(1);
+                let sent = Instant::now();
+                match dnsclient::query(&sock, dns, name, RecordType::A, id) {
+                    Some(r) if r.answers.len() == 1 => {
+                        seen.lock().unwrap().push((sent, r.answers[0].clone()))
+                    }
+                    _ => {
+                        lost.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let drained_at = Instant::now();
+    let r = api(
+        &s,
+        "PATCH",
+        "/api/inventory/providers/cdn_a",
+        Some(json!({"state": "draining"})),
+    );
+    let replied_at = Instant::now();
+    assert_eq!(r.ok()["state"], "draining");
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(lost.load(Ordering::Relaxed), 0, "queries were dropped");
+    let before = seen.iter().filter(|(t, _)| *t < drained_at).count();
+    assert!(before > 20, "the clients were streaming ({before})");
+    assert!(
+        seen.iter()
+            .any(|(t, a)| *t < drained_at && a == "cdn-a.example.net."),
+        "cdn_a was answered before the drain"
+    );
+    let last_a = seen
+        .iter()
+        .filter(|(_, a)| a == "cdn-a.example.net.")
+        .map(|(t, _)| *t)
+        .max()
+        .unwrap();
+    let latency = last_a.saturating_duration_since(drained_at);
+    eprintln!(
+        "drain: reply after {:?}, last cdn_a answer to a query sent {:?} after the request; {} answers",
+        replied_at - drained_at,
+        latency,
+        seen.len()
+    );
+    assert!(latency < Duration::from_secs(1), "{latency:?}");
+    // Published before the reply: no query sent after it names cdn_a.
+    let late: Vec<_> = seen
+        .iter()
+        .filter(|(t, a)| *t > replied_at && a == "cdn-a.example.net.")
+        .collect();
+    assert!(late.is_empty(), "{} answers after the reply", late.len());
+    let after = seen.iter().filter(|(t, _)| *t > replied_at).count();
+    assert!(after > 20, "the clients kept streaming ({after})");
+    // best-rtt (an unmodified Openmix app) moved to the next best CDN.
+    assert_eq!(answer(&s, BEST_RTT), "cdn-b.example.net.");
+    // Undrained: back at once.
+    api(
+        &s,
+        "PATCH",
+        "/api/inventory/providers/cdn_a",
+        Some(json!({"state": "up"})),
+    )
+    .ok();
+    assert_eq!(answer(&s, BEST_RTT), "cdn-a.example.net.");
+}
+
+/// Counts the answers of `n` queries to weighted.
+fn split(s: &Server, n: usize) -> BTreeMap<String, usize> {
+    let sock = dnsclient::socket(Duration::from_secs(2));
+    let mut out = BTreeMap::new();
+    for i in 0..n {
+        let r = dnsclient::query(&sock, s.dns, WEIGHTED, RecordType::A, i as u16).expect("reply");
+        *out.entry(r.answers.first().cloned().unwrap_or_default())
+            .or_default() += 1;
+    }
+    out
+}
+
+#[test]
+fn shape_80_20_splits_10000_decisions() {
+    let s = sqlite_server();
+    assert_eq!(add_route(&s, "pool=a", 1), "route000");
+    assert_eq!(add_route(&s, "pool=b", 1), "route001");
+    let r = api(
+        &s,
+        "PUT",
+        "/api/inventory/endpoints/weighted/weights",
+        Some(json!({"route000": 80, "route001": 20})),
+    )
+    .ok();
+    assert_eq!(r["routes"][0]["weight"], 80);
+    assert_eq!(r["routes"][1]["providers"], json!(["cdn_b"]));
+    let counts = split(&s, 10_000);
+    let a = counts.get("cdn-a.example.net.").copied().unwrap_or(0);
+    let b = counts.get("cdn-b.example.net.").copied().unwrap_or(0);
+    eprintln!("80/20 shape over 10000 DNS decisions: cdn_a {a}, cdn_b {b}; {counts:?}");
+    assert_eq!(a + b, 10_000, "{counts:?}");
+    assert!((a as f64 / 10_000.0 - 0.8).abs() <= 0.02, "{counts:?}");
+    // The DNS name of the endpoint works in the path too.
+    api(
+        &s,
+        "PUT",
+        "/api/inventory/endpoints/weighted.switchyard.test./weights",
+        Some(json!({"route000": 0})),
+    )
+    .ok();
+    let counts = split(&s, 200);
+    assert_eq!(counts.get("cdn-b.example.net."), Some(&200), "{counts:?}");
+}
+
+/// Every kind of API change, so a restart has something to keep.
+fn make_changes(s: &Server) -> String {
+    api(
+        s,
+        "PUT",
+        "/api/inventory/providers/cloud_x",
+        Some(json!({"host": "192.0.2.77", "labels": {"tier": "cloud"},
+                    "location": {"latitude": 48.86, "longitude": 2.35, "city_name": "Paris",
+                                 "country_code": "FR", "continent_code": "EU"}})),
+    )
+    .ok();
+    api(
+        s,
+        "PATCH",
+        "/api/inventory/providers/cdn_c",
+        Some(json!({"state": "down", "labels": {"tier": "edge", "pool": "c"}, "load": 7})),
+    )
+    .ok();
+    add_route(s, "tier=edge", 5);
+    add_route(s, "tier=cloud", 5);
+    api(
+        s,
+        "PUT",
+        "/api/inventory/endpoints/weighted/weights",
+        Some(json!({"route000": 30, "route001": 70})),
+    )
+    .ok();
+    let t = api(s, "POST", "/api/tokens", Some(json!({"name": "agent-1"})));
+    assert_eq!(t.status, 201, "{}", t.body);
+    t.json()["token"].as_str().unwrap().to_string()
+}
+
+fn restart_story(env: Vec<(String, String)>, shared_data: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shared_data.then(|| dir.path().join("data"));
+    let (before, secret) = {
+        let s = Server::start_with(options(env.clone(), data.clone()));
+        let secret = make_changes(&s);
+        let v = stable(api(&s, "GET", "/api/inventory", None).ok());
+        (v, secret)
+    };
+    let s = Server::start_with(options(env, data));
+    let after = stable(api(&s, "GET", "/api/inventory", None).ok());
+    assert_eq!(after, before, "a restart keeps every API change");
+    let x = after["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "cloud_x")
+        .expect("cloud_x kept");
+    assert_eq!(x["id"], "cloud_x");
+    assert_eq!(x["source"], "api");
+    let c = after["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "cdn_c")
+        .unwrap();
+    assert_eq!(
+        (c["state"].as_str(), c["load"].as_u64()),
+        (Some("down"), Some(7))
+    );
+    // The issued token survived too.
+    let r = request(admin(&s), "GET", "/api/inventory", Some(&secret), b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    // And the answers follow: weighted 30/70 between the edge pool and cloud_x.
+    let counts = split(&s, 400);
+    assert!(counts.contains_key("192.0.2.77"), "{counts:?}");
+    assert!(
+        !counts.contains_key("cdn-c.example.net."),
+        "cdn_c is down: {counts:?}"
+    );
+}
+
+#[test]
+fn restart_keeps_every_change_sqlite() {
+    restart_story(vec![("POSTGRES".into(), String::new())], true);
+}
+
+#[test]
+fn restart_keeps_every_change_postgres() {
+    let Some(pg) = PgSchema::new("inventory restart") else {
+        return;
+    };
+    restart_story(pg.env(), false);
+}
+
+fn concurrent_story(s: &Server) {
+    add_route(s, "pool=a", 50);
+    add_route(s, "pool=b", 50);
+    let states = [
+        json!({"route000": 10, "route001": 90}),
+        json!({"route000": 70, "route001": 30}),
+    ];
+    let addr = admin(s);
+    let writers: Vec<_> = states
+        .iter()
+        .cloned()
+        .map(|body| {
+            std::thread::spawn(move || {
+                for _ in 0..15 {
+                    let r = request(
+                        addr,
+                        "PUT",
+                        "/api/inventory/endpoints/weighted/weights",
+                        Some(TOKEN),
+                        body.to_string().as_bytes(),
+                    );
+                    assert_eq!(r.status, 200, "{}", r.body);
+                }
+            })
+        })
+        .collect();
+    let allowed = [(50, 50), (10, 90), (70, 30)];
+    let weights = |v: &Value| -> (u64, u64) {
+        let e = v["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "weighted")
+            .unwrap()
+            .clone();
+        (
+            e["routes"][0]["weight"].as_u64().unwrap(),
+            e["routes"][1]["weight"].as_u64().unwrap(),
+        )
+    };
+    let mut reads = 0;
+    while writers.iter().any(|w| !w.is_finished()) {
+        let w = weights(&api(s, "GET", "/api/inventory", None).ok());
+        assert!(allowed.contains(&w), "a mixed state: {w:?}");
+        reads += 1;
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    let last = weights(&api(s, "GET", "/api/inventory", None).ok());
+    assert!(last == (10, 90) || last == (70, 30), "{last:?}");
+    eprintln!("concurrent shapes: {reads} reads, all complete states; final {last:?}");
+}
+
+#[test]
+fn concurrent_shapes_never_mix_sqlite() {
+    concurrent_story(&sqlite_server());
+}
+
+#[test]
+fn concurrent_shapes_never_mix_postgres() {
+    let Some(pg) = PgSchema::new("concurrent shapes") else {
+        return;
+    };
+    concurrent_story(&Server::start_with(options(pg.env(), None)));
+}
+
+#[test]
+fn bad_requests_change_nothing() {
+    let s = sqlite_server();
+    add_route(&s, "pool=a", 80);
+    add_route(&s, "pool=b", 20);
+    let before = stable(api(&s, "GET", "/api/inventory", None).ok());
+    let route = |body: Value| {
+        (
+            "POST",
+            "/api/inventory/routes".to_string(),
+            body.to_string(),
+        )
+    };
+    let shape = |body: Value| {
+        (
+            "PUT",
+            "/api/inventory/endpoints/weighted/weights".to_string(),
+            body.to_string(),
+        )
+    };
+    let provider = |m: &'static str, id: &str, body: Value| {
+        (
+            m,
+            format!("/api/inventory/providers/{id}"),
+            body.to_string(),
+        )
+    };
+    let cases: Vec<((&str, String, String), u16, &str)> = vec![
+        (
+            route(json!({"endpoint": "weighted", "selector": "tier"})),
+            400,
+            "'tier' is not k=v",
+        ),
+        (
+            route(json!({"endpoint": "weighted", "selector": "ti*r=edge"})),
+            400,
+            "selector",
+        ),
+        (
+            route(json!({"endpoint": "weighted", "selector": ""})),
+            400,
+            "selector is empty",
+        ),
+        (
+            route(json!({"endpoint": "weighted", "selector": "a=b", "weight": -1})),
+            400,
+            "negative",
+        ),
+        (
+            route(json!({"endpoint": "weighted", "selector": "a=b", "strategy": "fastest"})),
+            400,
+            "strategy",
+        ),
+        (
+            route(json!({"endpoint": "nope", "selector": "a=b"})),
+            404,
+            "unknown endpoint 'nope'",
+        ),
+        (
+            shape(json!({"route000": 90, "route009": 10})),
+            404,
+            "unknown route 'route009'",
+        ),
+        (
+            shape(json!({"route000": 90, "route001": -10})),
+            400,
+            "route001",
+        ),
+        (shape(json!({"route000": "ninety"})), 400, "route000"),
+        (shape(json!({"bogus": 1})), 400, "'bogus' is not a route id"),
+        (shape(json!({})), 400, "no weights"),
+        (
+            (
+                "PUT",
+                "/api/inventory/endpoints/nope/weights".into(),
+                json!({"route000": 1}).to_string(),
+            ),
+            404,
+            "unknown endpoint",
+        ),
+        (
+            provider("PATCH", "cdn_a", json!({"labels": {"tier": "a b"}})),
+            400,
+            "labels.tier",
+        ),
+        (
+            provider("PATCH", "cdn_a", json!({"labels": {"bad key": "x"}})),
+            400,
+            "label key",
+        ),
+        (
+            provider("PATCH", "cdn_a", json!({"state": "sleeping"})),
+            400,
+            "state",
+        ),
+        (
+            provider("PATCH", "cdn_a", json!({"colour": "red"})),
+            400,
+            "'colour'",
+        ),
+        (
+            provider(
+                "PATCH",
+                "cdn_a",
+                json!({"location": {"latitude": 100, "longitude": 0}}),
+            ),
+            400,
+            "location.latitude",
+        ),
+        (
+            provider("PATCH", "nope", json!({"state": "down"})),
+            404,
+            "unknown provider 'nope'",
+        ),
+        (provider("PUT", "bad%20id", json!({})), 400, "provider id"),
+        (
+            provider("DELETE", "cdn_a", json!({})),
+            409,
+            "defined in the config",
+        ),
+        (
+            provider("DELETE", "nope", json!({})),
+            404,
+            "unknown provider 'nope'",
+        ),
+        (
+            ("POST", "/api/inventory/routes".into(), "{not json".into()),
+            400,
+            "not JSON",
+        ),
+        (
+            (
+                "PATCH",
+                "/api/inventory/providers/cdn_a".into(),
+                "x".repeat(70_000),
+            ),
+            413,
+            "limit",
+        ),
+        (
+            (
+                "DELETE",
+                "/api/inventory/endpoints/weighted/routes/route777".into(),
+                String::new(),
+            ),
+            404,
+            "route777",
+        ),
+        (
+            ("POST", "/api/inventory".into(), String::new()),
+            405,
+            "not allowed",
+        ),
+        (
+            ("DELETE", "/api/tokens/tok_nope".into(), String::new()),
+            404,
+            "unknown token",
+        ),
+    ];
+    for ((method, path, body), status, needle) in cases {
+        let r = request(admin(&s), method, &path, Some(TOKEN), body.as_bytes());
+        let msg = r.error(status);
+        assert!(msg.contains(needle), "{method} {path} {body}: {msg}");
+    }
+    // Unauthenticated writes are refused before anything else.
+    let r = request(
+        admin(&s),
+        "PATCH",
+        "/api/inventory/providers/cdn_a",
+        None,
+        br#"{"state":"down"}"#,
+    );
+    assert_eq!(r.status, 401);
+    let r = request(
+        admin(&s),
+        "PATCH",
+        "/api/inventory/providers/cdn_a",
+        Some("nope"),
+        br#"{"state":"down"}"#,
+    );
+    assert_eq!(r.status, 403);
+    let after = stable(api(&s, "GET", "/api/inventory", None).ok());
+    assert_eq!(after, before, "nothing changed, the version included");
+    assert_eq!(
+        request(admin(&s), "GET", "/healthcheck", None, b"").status,
+        200
+    );
+}
+
+#[test]
+fn apps_see_inventory_weights_and_state() {
+    // Loopback is a trusted proxy here, so X-Forwarded-For places the
+    // client in Oxford (test GeoIP: 198.51.100.7) for proximity_dist.
+    let mut opts = options(vec![("POSTGRES".into(), String::new())], None);
+    opts.config_edits.push((
+        "trusted_proxies = []".into(),
+        r#"trusted_proxies = ["127.0.0.1"]"#.into(),
+    ));
+    let s = Server::start_with(opts);
+    let http = s.http.expect("http");
+    let inspect = || -> Value {
+        let r = request_with(
+            http,
+            "GET",
+            "/apps/inspect/decision",
+            None,
+            &[("X-Forwarded-For", "198.51.100.7")],
+            b"",
+        );
+        r.ok()["providers"][0]["custom"].clone()
+    };
+    let km =
+        |seen: &Value, alias: &str| seen["proximity"][alias]["proximity_dist"].as_f64().unwrap();
+    let seen = inspect();
+    // Oxford to cdn_b's configured London: about 81 km.
+    assert!((km(&seen, "cdn_b") - 81.0).abs() < 5.0, "{seen}");
+    assert_eq!(seen["avail"]["cdn_b"], json!({"avail": 98.2}), "{seen}");
+    add_route(&s, "tier=edge", 3);
+    api(
+        &s,
+        "PATCH",
+        "/api/inventory/providers/cdn_b",
+        Some(json!({"state": "down", "location": {"latitude": 48.86, "longitude": 2.35, "city_name": "Paris"}})),
+    )
+    .ok();
+    let seen = inspect();
+    // Down reads as Radar avail 0 and Sonar {"avail":0}.
+    assert_eq!(seen["avail"]["cdn_b"], json!({"avail": 0}), "{seen}");
+    assert_eq!(seen["avail"]["cdn_a"], json!({"avail": 99.5}), "{seen}");
+    assert_eq!(seen["sonar"]["cdn_b"], "{\"avail\":0}", "{seen}");
+    // proximity_dist measures to the new location: Oxford to Paris, ~410 km.
+    assert!((km(&seen, "cdn_b") - 410.0).abs() < 15.0, "{seen}");
+    // getData values are strings, like every getData value.
+    let b: Value = serde_json::from_str(seen["inventory"]["cdn_b"].as_str().unwrap()).unwrap();
+    assert_eq!(b["state"], "down");
+    assert_eq!(b["host"], "cdn-b.example.net");
+    assert_eq!(b["labels"]["pool"], "b");
+    assert_eq!(b["location"]["city_name"], "Paris");
+    // inspect has no routes; weighted's are its own.
+    assert_eq!(seen["weights"], json!({}), "{seen}");
+    // weighted: route000 matches cdn_a and cdn_b; cdn_b is down, so only cdn_a.
+    let counts = split(&s, 100);
+    assert_eq!(counts.get("cdn-a.example.net."), Some(&100), "{counts:?}");
+}
+
+#[test]
+fn tokens_issue_list_and_revoke_at_once() {
+    let s = sqlite_server();
+    let t = api(&s, "POST", "/api/tokens", Some(json!({"name": "agent-7"})));
+    assert_eq!(t.status, 201, "{}", t.body);
+    let t = t.json();
+    let (id, secret) = (t["id"].as_str().unwrap(), t["token"].as_str().unwrap());
+    // The token works for inventory calls...
+    let r = request(
+        admin(&s),
+        "PATCH",
+        "/api/inventory/providers/cdn_c",
+        Some(secret),
+        br#"{"load": 3}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // ...but not for managing tokens.
+    assert_eq!(
+        request(admin(&s), "POST", "/api/tokens", Some(secret), b"{}").status,
+        403
+    );
+    let list = api(&s, "GET", "/api/tokens", None).ok();
+    assert_eq!(list["tokens"].as_array().unwrap().len(), 1);
+    assert_eq!(list["tokens"][0]["name"], "agent-7");
+    assert!(
+        !list.to_string().contains(secret),
+        "the secret is never listed"
+    );
+    assert!(list["tokens"][0].get("token").is_none());
+    assert_eq!(
+        api(&s, "DELETE", &format!("/api/tokens/{id}"), None).ok()["revoked"],
+        id
+    );
+    let r = request(admin(&s), "GET", "/api/inventory", Some(secret), b"");
+    assert_eq!(r.status, 403, "refused at once: {}", r.body);
+    assert!(
+        api(&s, "GET", "/api/tokens", None).ok()["tokens"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // Bad token bodies.
+    assert!(
+        api(&s, "POST", "/api/tokens", Some(json!({"nom": "x"})))
+            .error(400)
+            .contains("'nom'")
+    );
+    assert!(
+        api(&s, "POST", "/api/tokens", Some(json!({"name": ""})))
+            .error(400)
+            .contains("name")
+    );
+}
+
+#[test]
+fn fleet_sharing_postgres_follows_within_a_second() {
+    let Some(pg) = PgSchema::new("inventory fleet") else {
+        return;
+    };
+    let a = Server::start_with(options(pg.env(), None));
+    let b = Server::start_with(options(pg.env(), None));
+    assert_eq!(answer(&b, BEST_RTT), "cdn-a.example.net.");
+    let wait_b = |what: &str, f: &dyn Fn() -> bool| -> Duration {
+        let start = Instant::now();
+        while !f() {
+            assert!(
+                start.elapsed() < Duration::from_secs(3),
+                "{what}: node B never followed"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let took = start.elapsed();
+        eprintln!("fleet: {what} reached node B after {took:?}");
+        assert!(took < Duration::from_secs(1), "{what}: {took:?}");
+        took
+    };
+    // Drain on A: B's DNS answers move within 1 s.
+    api(
+        &a,
+        "PATCH",
+        "/api/inventory/providers/cdn_a",
+        Some(json!({"state": "draining"})),
+    )
+    .ok();
+    wait_b("drain", &|| answer(&b, BEST_RTT) == "cdn-b.example.net.");
+    // Routes and a shape made on A steer B's weighted answers.
+    add_route(&a, "pool=b", 1);
+    wait_b("route", &|| answer(&b, WEIGHTED) == "cdn-b.example.net.");
+    // A token issued on A works on B; revoked on A, refused on B.
+    let t = api(&a, "POST", "/api/tokens", Some(json!({"name": "node-b"}))).json();
+    let (id, secret) = (
+        t["id"].as_str().unwrap().to_string(),
+        t["token"].as_str().unwrap().to_string(),
+    );
+    wait_b("token", &|| {
+        request(admin(&b), "GET", "/api/inventory", Some(&secret), b"").status == 200
+    });
+    api(&a, "DELETE", &format!("/api/tokens/{id}"), None).ok();
+    wait_b("revocation", &|| {
+        request(admin(&b), "GET", "/api/inventory", Some(&secret), b"").status == 403
+    });
+    // B's view equals A's.
+    let va = stable(api(&a, "GET", "/api/inventory", None).ok());
+    let vb = stable(api(&b, "GET", "/api/inventory", None).ok());
+    assert_eq!(va, vb);
+}
+
+fn cli(s: &Server, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .env("SWITCHYARD_ADMIN_URL", format!("http://{}", admin(s)))
+        .env("SWITCHYARD_TOKEN", TOKEN)
+        .output()
+        .expect("run switchyard");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn cli_drives_a_running_server() {
+    let s = sqlite_server();
+    let (ok, out, err) = cli(&s, &["providers", "list"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("STATE"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("cdn_a") && lines[1].contains("up"),
+        "{out}"
+    );
+    assert!(lines[1].contains("pool=a,tier=edge"), "{out}");
+    let (ok, out, err) = cli(&s, &["providers", "drain", "cdn_a"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "cdn_a: draining");
+    assert_eq!(answer(&s, BEST_RTT), "cdn-b.example.net.");
+    let (ok, out, err) = cli(&s, &["providers", "undrain", "cdn_a"]);
+    assert!(ok && out.trim() == "cdn_a: up", "{out}{err}");
+    assert_eq!(answer(&s, BEST_RTT), "cdn-a.example.net.");
+    let (ok, out, err) = cli(&s, &["route", "weighted", "pool=a"]);
+    assert!(
+        ok && out.contains("route000") && out.contains("cdn_a"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = cli(&s, &["route", "weighted", "pool=b", "--weight", "5"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(&s, &["shape", "weighted", "route000=0", "route001=20"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("route000: weight 0") && out.contains("route001: weight 20"),
+        "{out}"
+    );
+    assert_eq!(answer(&s, WEIGHTED), "cdn-b.example.net.");
+    // Errors: non-zero exit, the API's message on stderr, nothing changed.
+    let (ok, _, err) = cli(&s, &["shape", "weighted", "route000=50", "route042=50"]);
+    assert!(!ok && err.contains("unknown route 'route042'"), "{err}");
+    let (ok, _, err) = cli(&s, &["shape", "weighted", "route000=-5"]);
+    assert!(!ok && err.contains("route000=-5"), "{err}");
+    assert_eq!(answer(&s, WEIGHTED), "cdn-b.example.net.");
+    let (ok, _, err) = cli(&s, &["providers", "drain", "nope"]);
+    assert!(
+        !ok && err.contains("404") && err.contains("unknown provider 'nope'"),
+        "{err}"
+    );
+    let (ok, out, err) = cli(&s, &["providers", "list", "--json"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["providers"][0]["state"], "up");
+    // A missing token is a clear error, not a request.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "providers",
+            "list",
+            "--admin-url",
+            &format!("http://{}", admin(&s)),
+        ])
+        .env_remove("SWITCHYARD_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no token"));
+}
