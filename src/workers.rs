@@ -418,7 +418,9 @@ impl Workers {
             return steer::not_loaded(&app, message, default_ttl);
         }
         // A memoised decision needs no worker: answered on this thread.
+        let started = std::time::Instant::now();
         if let Some(hit) = steer::memoised(&app, &request, &data, default_ttl) {
+            record_latency(&app.code.name, started.elapsed().as_secs_f64());
             return hit;
         }
         let (reply, rx) = oneshot::channel();

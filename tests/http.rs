@@ -1456,10 +1456,11 @@ async fn a_broken_app_fails_deepcheck_and_shows_in_applications() {
             .as_str()
             .is_some_and(|a| a.ends_with("broken.js:4"))
     );
-    // The broken app does not serve; the good one does.
-    get(&public(&s, "/apps/broken/decision"))
-        .await
-        .expect_error(404);
+    // The broken app never loaded and has no fallback: 503 naming the
+    // load error (not 404: the name is the app's); the good one serves.
+    let r = get(&public(&s, "/apps/broken/decision")).await;
+    r.expect_error(503);
+    assert!(r.text().contains("no version that loaded"), "{}", r.text());
     decided_get(&public(&s, "/apps/echo/decision"))
         .await
         .expect(200);
