@@ -368,7 +368,10 @@ mod tests {
                 let source = std::fs::read_to_string(&path).unwrap();
                 let sidecar = std::fs::read_to_string(path.with_extension("toml")).ok();
                 let first = Arc::new(snapshot(1, &snaps[0].0, &snaps[0].1));
-                let app = crate::apps::load_app(app_name, &path, &source, sidecar.as_deref(), &config, &first, 1).unwrap();
+                let mut app = crate::apps::load_app(app_name, &path, &source, sidecar.as_deref(), &config, &first, 1).unwrap();
+                // The test compares answers, not speed: a loaded machine
+                // must not turn a fresh decision into a timeout.
+                app.code.budget.decision = std::time::Duration::from_secs(2);
                 prop_assert!(app.memo.is_some(), "{} not memoised: {:?}", app_name, app.memo_off);
                 for (v, (avail, rtt)) in snaps.iter().enumerate() {
                     let data = Arc::new(snapshot(v as u64 + 1, avail, rtt));
