@@ -34,14 +34,16 @@ use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 
 use boa_engine::ast::declaration::{Binding, Variable};
-use boa_engine::ast::expression::access::{PropertyAccess, PropertyAccessField};
+use boa_engine::ast::expression::access::{
+    PropertyAccess, PropertyAccessField, SimplePropertyAccess,
+};
 use boa_engine::ast::expression::literal::{LiteralKind, ObjectMethodDefinition};
 use boa_engine::ast::expression::operator::assign::{AssignOp, AssignTarget};
 use boa_engine::ast::expression::operator::binary::{BinaryOp, LogicalOp};
 use boa_engine::ast::expression::operator::unary::UnaryOp;
 use boa_engine::ast::expression::operator::update::UpdateTarget;
 use boa_engine::ast::expression::operator::{Assign, Unary, Update};
-use boa_engine::ast::expression::{Call, Expression, Identifier, New};
+use boa_engine::ast::expression::{Call, Expression, Identifier, New, RegExpLiteral, This};
 use boa_engine::ast::function::{
     ArrowFunction, AsyncArrowFunction, AsyncFunctionDeclaration, AsyncFunctionExpression,
     AsyncGeneratorDeclaration, AsyncGeneratorExpression, ClassDeclaration, ClassExpression,
@@ -101,10 +103,19 @@ const BANNED: &[&str] = &[
     "FinalizationRegistry",
     "SharedArrayBuffer",
     "Atomics",
+    "Intl",
+    "performance",
+    "crypto",
 ];
 
 /// Property names whose use anywhere makes an app unprovable.
-const BANNED_PROPERTIES: &[&str] = &["callee", "caller", "__lookupGetter__", "__lookupSetter__"];
+const BANNED_PROPERTIES: &[&str] = &[
+    "callee",
+    "caller",
+    "constructor",
+    "__lookupGetter__",
+    "__lookupSetter__",
+];
 
 /// Globals whose `new` or methods the freshness rule trusts; an app that
 /// declares one of these names is not analysed further.
@@ -241,7 +252,8 @@ impl Survey<'_> {
                 *self.top_calls.entry(id.sym()).or_default() += 1;
                 ControlFlow::Continue(())
             }
-            Expression::FunctionExpression(f) if self.depth == 0 => {
+            // Anonymous only: a named one could store itself and run later.
+            Expression::FunctionExpression(f) if self.depth == 0 && f.name().is_none() => {
                 self.load_only_exprs.insert(addr(f));
                 callee.visit_with(self)
             }
@@ -637,12 +649,77 @@ impl<'ast> Visitor<'ast> for Check<'_, '_, '_, '_, 'ast> {
             return self.fail(format!("uses `.{n}`"));
         }
         if MUTATORS.contains(&n.as_str()) || ARG_MUTATORS.contains(&n.as_str()) {
-            // Reached only outside a call's method position (see visit_call).
-            if !self.frame.load_only {
-                return self.fail(format!(
-                    "names the mutating method `{n}` without calling it"
-                ));
+            // Reached only outside a call's method position (see visit_call):
+            // an alias of a mutating native could be called on anything.
+            return self.fail(format!(
+                "names the mutating method `{n}` without calling it"
+            ));
+        }
+        if matches!(n.as_str(), "Object" | "RegExp") {
+            // Reached only outside `Object.<name>` and `new RegExp(..)`: an
+            // alias of `Object` reaches `assign` and its kind by a computed
+            // name; a `RegExp` made elsewhere may be sticky.
+            return self.fail(format!("uses `{n}` as a value"));
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn visit_this(&mut self, _: &'ast This) -> ControlFlow<()> {
+        // Reached only outside `this.<name>`: `this` can be the global
+        // object (a sloppy function called plainly, the top level), and
+        // the global object reaches every function by a computed name.
+        self.fail("uses `this` as a value".into())
+    }
+
+    fn visit_simple_property_access(
+        &mut self,
+        node: &'ast SimplePropertyAccess,
+    ) -> ControlFlow<()> {
+        let guarded = match strip(node.target()) {
+            Expression::This(_) => true,
+            Expression::Identifier(id) => self.name(id.sym()) == "Object",
+            _ => false,
+        };
+        if !guarded {
+            return node.visit_with(self);
+        }
+        match node.field() {
+            PropertyAccessField::Const(id) => self.visit_identifier(id),
+            PropertyAccessField::Expr(_) => {
+                self.fail("reads a computed property of `this` or `Object`".into())
             }
+        }
+    }
+
+    fn visit_reg_exp_literal(&mut self, node: &'ast RegExpLiteral) -> ControlFlow<()> {
+        let flags = self.name(node.flags());
+        if flags.contains('y') {
+            return self.fail("uses a sticky regular expression".into());
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn visit_new(&mut self, node: &'ast New) -> ControlFlow<()> {
+        let Expression::Identifier(id) = strip(node.constructor()) else {
+            return node.visit_with(self);
+        };
+        if self.name(id.sym()) != "RegExp" {
+            return node.visit_with(self);
+        }
+        let args = node.arguments();
+        let flags_ok = match args.get(1).map(strip) {
+            None => true,
+            Some(Expression::Literal(l)) => match l.kind() {
+                LiteralKind::String(f) => !self.name(*f).contains('y'),
+                _ => false,
+            },
+            Some(_) => false,
+        };
+        if args.len() > 2 || !flags_ok {
+            return self.fail("makes a RegExp whose flags it cannot see".into());
+        }
+        for a in args {
+            a.visit_with(self)?;
         }
         ControlFlow::Continue(())
     }
@@ -659,8 +736,18 @@ impl<'ast> Visitor<'ast> for Check<'_, '_, '_, '_, 'ast> {
         // The method name itself is allowed in call position.
         match strip(node.function()) {
             Expression::PropertyAccess(PropertyAccess::Simple(s)) => {
-                s.target().visit_with(self)?;
+                let guarded = match strip(s.target()) {
+                    Expression::This(_) => true,
+                    Expression::Identifier(id) => self.name(id.sym()) == "Object",
+                    _ => false,
+                };
+                if !guarded {
+                    s.target().visit_with(self)?;
+                }
                 if let PropertyAccessField::Expr(e) = s.field() {
+                    if guarded {
+                        return self.fail("calls a computed method of `this` or `Object`".into());
+                    }
                     e.visit_with(self)?;
                 }
             }
