@@ -5,7 +5,8 @@
 //! - [`config`]: the TOML configuration, checked, with built-in defaults.
 //! - [`geo`]: client address → asn, market, country, region, state.
 //! - [`apps`]: the app registry: load `apps/`, validate, hot reload.
-//! - [`openmix`]: the JavaScript runtime running Openmix apps.
+//! - [`openmix`]: the JavaScript runtime running Openmix apps (and the
+//!   memo that reuses the decisions of apps proven stateless).
 //! - [`data`]: probe, Fusion and Sonar feeds → one data snapshot.
 //! - [`workers`]: the JS worker threads decisions run on.
 //! - [`dns`]: the authoritative DNS front end.

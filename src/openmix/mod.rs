@@ -8,6 +8,8 @@
 //! - [`engine`]: one app in one context, budgeted calls, errors.
 //! - [`host`]: the `config`, `request` and `response` objects.
 //! - [`runtime`]: the per-thread cache of instances.
+//! - [`purity`]: the proof from an app's source that it keeps no state
+//!   between decisions; [`memo`]: reusing its decisions exactly.
 //! - [`request`], [`decision`], [`data`]: the plain types crossing the boundary.
 
 pub mod alloc;
