@@ -223,6 +223,9 @@ check "/deepcheck: 200, geo and apps ok" \
 check "/debug/vars: decisions by app/provider/reason, geo cache, uptime, memory, reloads" \
   's == 200 and v["decisions"]["geo-map"]["cdn_a"]["D"] >= 1 and "denied" in v["decisions"]["http-hosts"] and isinstance(v["uptime_seconds"], int) and v["memory"]["rss_bytes"] > 0 and v["geo_cache"]["hits"] + v["geo_cache"]["misses"] >= 1 and isinstance(v["reloads"], int)' \
   "$O/debug/vars"
+check "/debug/vars memo: geo-map memoised with hits (it was asked several times), fusion-budget not (it caches Fusion values)" \
+  's == 200 and v["memo"]["apps"]["geo-map"]["memoised"] is True and v["memo"]["apps"]["geo-map"]["stats"]["hits"] >= 1 and v["memo"]["apps"]["fusion-budget"]["memoised"] is False and "writes a property" in v["memo"]["apps"]["fusion-budget"]["why_not"] and v["memo"]["hits"] >= 1' \
+  "$O/debug/vars"
 check "/metrics: decision counters and latency histogram" \
   's == 200 and h["content-type"].startswith("text/plain") and "switchyard_decisions_total{app=\"geo-map\",provider=\"cdn_a\",reason=\"D\"}" in b and "switchyard_decision_seconds_bucket{app=\"geo-map\",le=\"+Inf\"}" in b' \
   "$O/metrics"
