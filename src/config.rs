@@ -96,7 +96,11 @@ pub fn hostname() -> String {
     } else {
         String::new()
     };
-    if name.is_empty() { "switchyard".into() } else { name }
+    if name.is_empty() {
+        "switchyard".into()
+    } else {
+        name
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -757,7 +761,9 @@ impl Config {
                 Some(u.trim_end_matches('/').to_string())
             }
             Some(u) => {
-                return Err(err(format!("reports.push_url: '{u}' is not an http(s) URL")));
+                return Err(err(format!(
+                    "reports.push_url: '{u}' is not an http(s) URL"
+                )));
             }
         };
         let interval_ms = rr.interval_ms.unwrap_or(10_000);
@@ -782,7 +788,9 @@ impl Config {
         };
         for (what, v) in [("node", &reports.node), ("fleet", &reports.fleet)] {
             if v.len() > crate::report::store::MAX_NAME || v.chars().any(char::is_control) {
-                return Err(err(format!("reports.{what}: '{v}' is too long or not printable")));
+                return Err(err(format!(
+                    "reports.{what}: '{v}' is too long or not printable"
+                )));
             }
         }
 

@@ -126,7 +126,9 @@ impl Counters {
         if drained.is_empty() && failures.is_empty() {
             return;
         }
-        let Ok(mut m) = self.merged.lock() else { return };
+        let Ok(mut m) = self.merged.lock() else {
+            return;
+        };
         let stop = (unix_now() / BUCKET_SECS + 1) * BUCKET_SECS;
         if m.buckets.back().is_none_or(|last| last.stop != stop) {
             m.buckets.push_back(Bucket {

@@ -713,7 +713,9 @@ fn applications(state: &State, req: &Request<Incoming>) -> HttpResponse {
     if let Some((_, p)) = query_pairs(req).into_iter().find(|(k, _)| k == "provider") {
         let chosen = super::reports::chosen_providers(state);
         names.retain(|n| {
-            set.apps.get(*n).is_some_and(|a| a.meta.providers.contains(&p))
+            set.apps
+                .get(*n)
+                .is_some_and(|a| a.meta.providers.contains(&p))
                 || chosen.get(*n).is_some_and(|c| c.contains(&p))
         });
     }

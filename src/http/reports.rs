@@ -82,7 +82,10 @@ pub async fn handle(
         }
         p if matches!(p, "/api/decisions" | "/api/nodes/register") || p.is_empty() => json_error(
             StatusCode::METHOD_NOT_ALLOWED,
-            format!("{method} is not allowed on {}", if p.is_empty() { "/" } else { p }),
+            format!(
+                "{method} is not allowed on {}",
+                if p.is_empty() { "/" } else { p }
+            ),
         ),
         p if p.starts_with("/api/decisions/") || p == "/api/nodes" => json_error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -139,7 +142,12 @@ async fn register(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -
         Err(m) => return json_error(StatusCode::BAD_REQUEST, m),
     };
     let ip = peer.ip().to_string();
-    if let Err(e) = state.reports.store.register(&reg, Some(&ip), now_ms()).await {
+    if let Err(e) = state
+        .reports
+        .store
+        .register(&reg, Some(&ip), now_ms())
+        .await
+    {
         return store_failed(e);
     }
     if reg.fleet == fleet(&state)
@@ -171,6 +179,8 @@ async fn decisions_post(state: Arc<State>, req: Request<Incoming>) -> HttpRespon
         Err(e) => return store_failed(e),
     };
     if b.fleet == fleet(&state) {
+        // Visible here at once; the refresh also lists a node that pushed
+        // before it registered.
         state.reports.add_local(StoredBucket {
             id,
             node: b.node.clone(),
@@ -178,6 +188,9 @@ async fn decisions_post(state: Arc<State>, req: Request<Incoming>) -> HttpRespon
             stop: b.stop,
             counts: b.counts.clone(),
         });
+        if let Err(e) = state.reports.refresh(&b.fleet).await {
+            tracing::warn!(error = %e, "reading the fleet's reports failed");
+        }
     }
     json(
         StatusCode::ACCEPTED,
@@ -187,7 +200,10 @@ async fn decisions_post(state: Arc<State>, req: Request<Incoming>) -> HttpRespon
 
 fn store_failed(e: crate::report::store::ReportError) -> HttpResponse {
     tracing::error!(error = %e, "storing a report failed");
-    json_error(StatusCode::SERVICE_UNAVAILABLE, "the reports store is unavailable")
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the reports store is unavailable",
+    )
 }
 
 /// An app is known when it is loaded here or has fleet decisions this hour.

@@ -103,24 +103,37 @@ impl FleetBuckets {
     }
 
     /// One app's sum over the window (empty when it has no decisions).
-    pub fn sum_app(&self, app: &str, now: i64, width: i64) -> BTreeMap<String, BTreeMap<String, u64>> {
+    pub fn sum_app(
+        &self,
+        app: &str,
+        now: i64,
+        width: i64,
+    ) -> BTreeMap<String, BTreeMap<String, u64>> {
         self.sum(now, width).remove(app).unwrap_or_default()
     }
 
     /// Per-slot series of one app over the hour before `now`: 360 slots of
     /// [`SLOT_MS`], each (slot stop, provider → n, reason → n). A bucket
     /// goes to the slot its stop falls in.
-    pub fn series(&self, app: &str, now: i64) -> Vec<(i64, BTreeMap<String, u64>, BTreeMap<String, u64>)> {
+    pub fn series(
+        &self,
+        app: &str,
+        now: i64,
+    ) -> Vec<(i64, BTreeMap<String, u64>, BTreeMap<String, u64>)> {
         let last = now.div_euclid(SLOT_MS) * SLOT_MS + SLOT_MS;
         let first = last - HOUR_MS;
-        let mut slots: Vec<(i64, BTreeMap<String, u64>, BTreeMap<String, u64>)> = (1..=HOUR_MS / SLOT_MS)
+        let mut slots: Vec<(i64, BTreeMap<String, u64>, BTreeMap<String, u64>)> = (1..=HOUR_MS
+            / SLOT_MS)
             .map(|i| (first + i * SLOT_MS, BTreeMap::new(), BTreeMap::new()))
             .collect();
         for b in self.window(now, HOUR_MS) {
-            let Some(providers) = b.counts.get(app) else { continue };
+            let Some(providers) = b.counts.get(app) else {
+                continue;
+            };
             // Slot i ends at first + (i+1)·SLOT_MS and holds stops in
             // (its stop − SLOT_MS, its stop].
-            let i = ((b.stop - first - 1).div_euclid(SLOT_MS)).clamp(0, slots.len() as i64 - 1) as usize;
+            let i = ((b.stop - first - 1).div_euclid(SLOT_MS)).clamp(0, slots.len() as i64 - 1)
+                as usize;
             for (provider, reasons) in providers {
                 for (reason, n) in reasons {
                     *slots[i].1.entry(provider.clone()).or_default() += n;
@@ -183,7 +196,9 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let t = s.get(r)?;
-        t.bytes().all(|c| c.is_ascii_digit()).then(|| t.parse().ok())?
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
     };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
@@ -263,17 +278,39 @@ mod tests {
             .entry(provider.into())
             .or_default()
             .insert(reason.into(), n);
-        StoredBucket { id, node: "n".into(), start: stop - 10_000, stop, counts }
+        StoredBucket {
+            id,
+            node: "n".into(),
+            start: stop - 10_000,
+            stop,
+            counts,
+        }
     }
 
     #[test]
     fn times_parse_and_format() {
-        assert_eq!(parse_time(&json!("2016-11-03T07:16:43.572Z")), Some(1_478_157_403_572));
-        assert_eq!(parse_time(&json!("2016-11-03T08:16:43.572+01:00")), Some(1_478_157_403_572));
+        assert_eq!(
+            parse_time(&json!("2016-11-03T07:16:43.572Z")),
+            Some(1_478_157_403_572)
+        );
+        assert_eq!(
+            parse_time(&json!("2016-11-03T08:16:43.572+01:00")),
+            Some(1_478_157_403_572)
+        );
         assert_eq!(parse_time(&json!("1970-01-01T00:00:00Z")), Some(0));
-        assert_eq!(parse_time(&json!(1_478_157_403_572_i64)), Some(1_478_157_403_572));
+        assert_eq!(
+            parse_time(&json!(1_478_157_403_572_i64)),
+            Some(1_478_157_403_572)
+        );
         assert_eq!(format_time(1_478_157_403_572), "2016-11-03T07:16:43.572Z");
-        for bad in [json!("yesterday"), json!("2016-13-03T07:16:43Z"), json!("2016-11-03T07:16:43"), json!(-5), json!(true), json!(1.5)] {
+        for bad in [
+            json!("yesterday"),
+            json!("2016-13-03T07:16:43Z"),
+            json!("2016-11-03T07:16:43"),
+            json!(-5),
+            json!(true),
+            json!(1.5),
+        ] {
             assert_eq!(parse_time(&bad), None, "{bad}");
         }
         for ms in [0, 951_782_400_000, 4_102_444_799_999] {
@@ -293,7 +330,11 @@ mod tests {
             bucket(5, now - 3_600_000, "www", "b", "F", 7),
             bucket(6, now + 1, "www", "a", "R", 8),
         ]);
-        assert_eq!(f.add([bucket(1, now - 5_000, "www", "a", "R", 3)]), 0, "ids dedupe");
+        assert_eq!(
+            f.add([bucket(1, now - 5_000, "www", "a", "R", 3)]),
+            0,
+            "ids dedupe"
+        );
         assert_eq!(total(&f.sum(now, MINUTE_MS)), 7);
         assert_eq!(total(&f.sum(now, HOUR_MS)), 3 + 4 + 5 + 6);
         // One ms later the 59.999 s bucket has left the minute, the future

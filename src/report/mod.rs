@@ -105,7 +105,10 @@ impl Reports {
 
     /// The fleet's nodes as last polled (newest first).
     pub fn nodes(&self) -> Vec<NodeRow> {
-        self.view.lock().map(|v| v.nodes.clone()).unwrap_or_default()
+        self.view
+            .lock()
+            .map(|v| v.nodes.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -146,7 +149,10 @@ pub fn nodes_json(nodes: &[NodeRow], last_push: &HashMap<String, i64>, now: i64)
         .keys()
         .filter_map(|app| {
             let v = majority(live.iter().flat_map(|n| {
-                n.apps.iter().filter(|(a, _)| a == app).map(|(_, v)| v.as_str())
+                n.apps
+                    .iter()
+                    .filter(|(a, _)| a == app)
+                    .map(|(_, v)| v.as_str())
             }))?;
             Some((app.as_str(), v))
         })
@@ -163,10 +169,9 @@ pub fn nodes_json(nodes: &[NodeRow], last_push: &HashMap<String, i64>, now: i64)
                     json!({"name": a, "version": v, "drift": differs})
                 })
                 .collect();
-            let config_drift = alive
-                && drift_config(&live)
-                && n.config_hash.as_deref() != common_config;
-            let push = n.last_push.max(last_push.get(&n.node).copied());
+            let config_drift =
+                alive && drift_config(&live) && n.config_hash.as_deref() != common_config;
+            let push = n.last_push.or_else(|| last_push.get(&n.node).copied());
             json!({
                 "fleet": n.fleet,
                 "node": n.node,
@@ -219,7 +224,10 @@ pub fn registration(state: &State) -> Registration {
         .collect();
     let mut snapshots = Map::new();
     snapshots.insert("data_version".into(), json!(state.data.load().version));
-    snapshots.insert("inventory_version".into(), json!(state.inventory.view().version));
+    snapshots.insert(
+        "inventory_version".into(),
+        json!(state.inventory.view().version),
+    );
     let feeds: Map<String, Value> = state
         .hub
         .feed_status()
@@ -232,7 +240,16 @@ pub fn registration(state: &State) -> Registration {
         .load()
         .sonar
         .iter()
-        .map(|(p, v)| (p.clone(), json!(if v.contains("\"avail\":1") { "up" } else { "down" })))
+        .map(|(p, v)| {
+            (
+                p.clone(),
+                json!(if v.contains("\"avail\":1") {
+                    "up"
+                } else {
+                    "down"
+                }),
+            )
+        })
         .collect();
     snapshots.insert("sonar".into(), Value::Object(sonar));
     Registration {
@@ -288,7 +305,12 @@ pub async fn run(state: Arc<State>, stop: CancellationToken) {
         }
         if now >= next_prune {
             let t = now_ms();
-            if let Err(e) = state.reports.store.prune(t - HOUR_MS, t - NODE_KEEP_MS).await {
+            if let Err(e) = state
+                .reports
+                .store
+                .prune(t - HOUR_MS, t - NODE_KEEP_MS)
+                .await
+            {
                 tracing::warn!(error = %e, "pruning old reports failed");
             }
             next_prune = now + PRUNE_EVERY;
@@ -339,7 +361,10 @@ async fn write(state: &State, reg: &Registration, bucket: &BucketReport) -> Resu
         .await
         .map_err(|e| e.to_string())?;
     if !bucket.counts.is_empty() {
-        store.insert_bucket(bucket, now).await.map_err(|e| e.to_string())?;
+        store
+            .insert_bucket(bucket, now)
+            .await
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -374,9 +399,15 @@ async fn push(
             Err(e) => Err(format!("{what}: {e}")),
         }
     };
-    check(send("/api/nodes/register", store::registration_json(reg)).await, "register")?;
+    check(
+        send("/api/nodes/register", store::registration_json(reg)).await,
+        "register",
+    )?;
     if !bucket.counts.is_empty() {
-        check(send("/api/decisions", store::bucket_json(bucket)).await, "decisions")?;
+        check(
+            send("/api/decisions", store::bucket_json(bucket)).await,
+            "decisions",
+        )?;
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The report tables in PostgreSQL, shared by every node of a fleet.
 
 use async_trait::async_trait;
-use sqlx::{Row, PgPool};
+use sqlx::{PgPool, Row};
 
 use super::buckets::StoredBucket;
 use super::store::{
@@ -24,7 +24,12 @@ impl PgReports {
 
 #[async_trait]
 impl ReportStore for PgReports {
-    async fn register(&self, r: &Registration, ip: Option<&str>, now: i64) -> Result<(), ReportError> {
+    async fn register(
+        &self,
+        r: &Registration,
+        ip: Option<&str>,
+        now: i64,
+    ) -> Result<(), ReportError> {
         sqlx::query(
             "INSERT INTO report_nodes (fleet, node, ip, apps, started, interval_ms, config_hash, \
              snapshots, created_at, last_seen, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
@@ -83,7 +88,11 @@ impl ReportStore for PgReports {
         Ok(id)
     }
 
-    async fn buckets_since(&self, fleet: &str, since: i64) -> Result<Vec<StoredBucket>, ReportError> {
+    async fn buckets_since(
+        &self,
+        fleet: &str,
+        since: i64,
+    ) -> Result<Vec<StoredBucket>, ReportError> {
         let rows = sqlx::query(
             "SELECT id, node, start_ms, stop_ms, counts FROM report_buckets \
              WHERE fleet = $1 AND received_at > $2 ORDER BY id",
@@ -124,7 +133,8 @@ impl ReportStore for PgReports {
                     started: r.try_get(4)?,
                     interval_ms: r.try_get(5)?,
                     config_hash: r.try_get(6)?,
-                    snapshots: serde_json::from_str(&r.try_get::<String, _>(7)?).unwrap_or_default(),
+                    snapshots: serde_json::from_str(&r.try_get::<String, _>(7)?)
+                        .unwrap_or_default(),
                     created_at: r.try_get(8)?,
                     last_seen: r.try_get(9)?,
                     last_push: r.try_get(10)?,

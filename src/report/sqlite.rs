@@ -24,7 +24,12 @@ impl SqliteReports {
 
 #[async_trait]
 impl ReportStore for SqliteReports {
-    async fn register(&self, r: &Registration, ip: Option<&str>, now: i64) -> Result<(), ReportError> {
+    async fn register(
+        &self,
+        r: &Registration,
+        ip: Option<&str>,
+        now: i64,
+    ) -> Result<(), ReportError> {
         sqlx::query(
             "INSERT INTO report_nodes (fleet, node, ip, apps, started, interval_ms, config_hash, \
              snapshots, created_at, last_seen, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
@@ -83,7 +88,11 @@ impl ReportStore for SqliteReports {
         Ok(id)
     }
 
-    async fn buckets_since(&self, fleet: &str, since: i64) -> Result<Vec<StoredBucket>, ReportError> {
+    async fn buckets_since(
+        &self,
+        fleet: &str,
+        since: i64,
+    ) -> Result<Vec<StoredBucket>, ReportError> {
         let rows = sqlx::query(
             "SELECT id, node, start_ms, stop_ms, counts FROM report_buckets \
              WHERE fleet = ? AND received_at > ? ORDER BY id",
@@ -124,7 +133,8 @@ impl ReportStore for SqliteReports {
                     started: r.try_get(4)?,
                     interval_ms: r.try_get(5)?,
                     config_hash: r.try_get(6)?,
-                    snapshots: serde_json::from_str(&r.try_get::<String, _>(7)?).unwrap_or_default(),
+                    snapshots: serde_json::from_str(&r.try_get::<String, _>(7)?)
+                        .unwrap_or_default(),
                     created_at: r.try_get(8)?,
                     last_seen: r.try_get(9)?,
                     last_push: r.try_get(10)?,

@@ -91,11 +91,20 @@ pub enum ReportError {
 #[async_trait]
 pub trait ReportStore: Send + Sync {
     /// Stores (or refreshes) a node's registration.
-    async fn register(&self, r: &Registration, ip: Option<&str>, now: i64) -> Result<(), ReportError>;
+    async fn register(
+        &self,
+        r: &Registration,
+        ip: Option<&str>,
+        now: i64,
+    ) -> Result<(), ReportError>;
     /// Stores one bucket (and marks the node seen) in one transaction.
     async fn insert_bucket(&self, b: &BucketReport, now: i64) -> Result<i64, ReportError>;
     /// The fleet's buckets received after `since` (unix ms).
-    async fn buckets_since(&self, fleet: &str, since: i64) -> Result<Vec<StoredBucket>, ReportError>;
+    async fn buckets_since(
+        &self,
+        fleet: &str,
+        since: i64,
+    ) -> Result<Vec<StoredBucket>, ReportError>;
     /// Every node of the fleet.
     async fn nodes(&self, fleet: &str) -> Result<Vec<NodeRow>, ReportError>;
     /// Deletes buckets that stopped before `buckets_before` and nodes not
@@ -118,7 +127,12 @@ pub fn parse_apps(text: &str) -> Vec<(String, String)> {
     serde_json::from_str::<Vec<Map<String, Value>>>(text)
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|m| Some((m.get("name")?.as_str()?.to_string(), m.get("version")?.as_str()?.to_string())))
+        .filter_map(|m| {
+            Some((
+                m.get("name")?.as_str()?.to_string(),
+                m.get("version")?.as_str()?.to_string(),
+            ))
+        })
         .collect()
 }
 
@@ -128,7 +142,8 @@ pub fn parse_counts(text: &str) -> Counts {
 }
 
 fn obj<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>, String> {
-    v.as_object().ok_or_else(|| format!("{what} must be a JSON object"))
+    v.as_object()
+        .ok_or_else(|| format!("{what} must be a JSON object"))
 }
 
 fn name(m: &Map<String, Value>, key: &str, what: &str) -> Result<String, String> {
@@ -144,7 +159,9 @@ fn check_name<'a>(s: &'a str, what: &str) -> Result<&'a str, String> {
         return Err(format!("{what} must not be empty"));
     }
     if s.len() > MAX_NAME || s.chars().any(char::is_control) {
-        return Err(format!("{what} must be at most {MAX_NAME} bytes of printable text"));
+        return Err(format!(
+            "{what} must be at most {MAX_NAME} bytes of printable text"
+        ));
     }
     Ok(s)
 }
@@ -199,7 +216,16 @@ pub fn parse_registration(v: &Value) -> Result<Registration, String> {
         Some(Value::Object(o)) => o.clone(),
         Some(_) => return Err("snapshots must be a JSON object".into()),
     };
-    Ok(Registration { fleet, node, apps, started, interval_ms, config_hash, version, snapshots })
+    Ok(Registration {
+        fleet,
+        node,
+        apps,
+        started,
+        interval_ms,
+        config_hash,
+        version,
+        snapshots,
+    })
 }
 
 /// Checks a bucket; the error names the field.
@@ -242,7 +268,13 @@ pub fn parse_bucket(v: &Value) -> Result<BucketReport, String> {
             }
         }
     }
-    Ok(BucketReport { fleet, node, start, stop, counts })
+    Ok(BucketReport {
+        fleet,
+        node,
+        start,
+        stop,
+        counts,
+    })
 }
 
 /// The JSON of a registration (what a pushing node sends).
@@ -289,12 +321,27 @@ mod tests {
         assert_eq!(parse_bucket(&bucket_json(&b)).unwrap(), b);
         let cases: Vec<(&str, Value)> = vec![
             ("fleet", json!({"node": "n", "bucket": good()["bucket"]})),
-            ("node", json!({"fleet": "f", "node": "", "bucket": good()["bucket"]})),
+            (
+                "node",
+                json!({"fleet": "f", "node": "", "bucket": good()["bucket"]}),
+            ),
             ("bucket is missing", json!({"fleet": "f", "node": "n"})),
-            ("bucket.start", json!({"fleet": "f", "node": "n", "bucket": {"start": "soon", "stop": 5, "apps": {}}})),
-            ("before", json!({"fleet": "f", "node": "n", "bucket": {"start": 10, "stop": 5, "apps": {}}})),
-            ("bucket.apps.www.cdn_a.A", json!({"fleet": "f", "node": "n", "bucket": {"start": 1, "stop": 5, "apps": {"www": {"cdn_a": {"A": -1}}}}})),
-            ("bucket.apps.www", json!({"fleet": "f", "node": "n", "bucket": {"start": 1, "stop": 5, "apps": {"www": 3}}})),
+            (
+                "bucket.start",
+                json!({"fleet": "f", "node": "n", "bucket": {"start": "soon", "stop": 5, "apps": {}}}),
+            ),
+            (
+                "before",
+                json!({"fleet": "f", "node": "n", "bucket": {"start": 10, "stop": 5, "apps": {}}}),
+            ),
+            (
+                "bucket.apps.www.cdn_a.A",
+                json!({"fleet": "f", "node": "n", "bucket": {"start": 1, "stop": 5, "apps": {"www": {"cdn_a": {"A": -1}}}}}),
+            ),
+            (
+                "bucket.apps.www",
+                json!({"fleet": "f", "node": "n", "bucket": {"start": 1, "stop": 5, "apps": {"www": 3}}}),
+            ),
         ];
         for (needle, v) in cases {
             let e = parse_bucket(&v).unwrap_err();
@@ -311,10 +358,18 @@ mod tests {
         assert_eq!(parse_registration(&registration_json(&got)).unwrap(), got);
         let mut bad = r.clone();
         bad["interval_ms"] = json!(0);
-        assert!(parse_registration(&bad).unwrap_err().contains("interval_ms"));
+        assert!(
+            parse_registration(&bad)
+                .unwrap_err()
+                .contains("interval_ms")
+        );
         let mut bad = r.clone();
         bad["apps"] = json!([{"name": "www"}]);
-        assert!(parse_registration(&bad).unwrap_err().contains("apps[0].version"));
+        assert!(
+            parse_registration(&bad)
+                .unwrap_err()
+                .contains("apps[0].version")
+        );
         let mut bad = r;
         bad["started"] = json!("noon");
         assert!(parse_registration(&bad).unwrap_err().contains("started"));
