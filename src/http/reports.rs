@@ -291,7 +291,7 @@ pub fn application_fleet(state: &State, app: &str) -> Value {
             Some((n, version))
         })
         .collect();
-    nodes.sort_by(|a, b| b.0.last_seen.cmp(&a.0.last_seen));
+    nodes.sort_by_key(|n| std::cmp::Reverse(n.0.last_seen));
     let list: Vec<Value> = nodes
         .into_iter()
         .map(|(n, version)| {

@@ -40,6 +40,9 @@ pub fn total(c: &Counts) -> u64 {
         .sum()
 }
 
+/// One slot of a series: (slot stop, provider → n, reason → n).
+pub type Slot = (i64, BTreeMap<String, u64>, BTreeMap<String, u64>);
+
 /// One stored bucket of one node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredBucket {
@@ -115,15 +118,10 @@ impl FleetBuckets {
     /// Per-slot series of one app over the hour before `now`: 360 slots of
     /// [`SLOT_MS`], each (slot stop, provider → n, reason → n). A bucket
     /// goes to the slot its stop falls in.
-    pub fn series(
-        &self,
-        app: &str,
-        now: i64,
-    ) -> Vec<(i64, BTreeMap<String, u64>, BTreeMap<String, u64>)> {
+    pub fn series(&self, app: &str, now: i64) -> Vec<Slot> {
         let last = now.div_euclid(SLOT_MS) * SLOT_MS + SLOT_MS;
         let first = last - HOUR_MS;
-        let mut slots: Vec<(i64, BTreeMap<String, u64>, BTreeMap<String, u64>)> = (1..=HOUR_MS
-            / SLOT_MS)
+        let mut slots: Vec<Slot> = (1..=HOUR_MS / SLOT_MS)
             .map(|i| (first + i * SLOT_MS, BTreeMap::new(), BTreeMap::new()))
             .collect();
         for b in self.window(now, HOUR_MS) {
