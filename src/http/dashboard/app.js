@@ -80,6 +80,12 @@ function renderChart(series) {
       kids.push(r);
     });
   });
+  const label = (x, y, anchor, s) => {
+    const t = document.createElementNS(ns, "text");
+    t.setAttribute("x", x); t.setAttribute("y", y); t.setAttribute("text-anchor", anchor);
+    t.setAttribute("class", "axis"); t.textContent = s; return t;
+  };
+  kids.push(label(pad + 2, 14, "start", max + " per 10 s"), label(pad + 2, H - 8, "start", "−1 h"), label(W - pad - 2, H - 8, "end", "now"));
   svg.replaceChildren(...kids);
   $("legend").replaceChildren(...providers.map((p, j) => el("li", { style: "--c:" + COLORS[j % COLORS.length], "data-provider": p }, p)));
 }
