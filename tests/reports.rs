@@ -737,7 +737,7 @@ fn fleet_of_three_on_postgres() {
         total(&get(&a, "/api/decisions")["lastHour"]["mix"]) == 75
     });
     queries(&c, "b", 7);
-    c.signal("KILL");
+    kill_node(&c);
     std::thread::sleep(Duration::from_secs(3));
     let after = total(&get(&a, "/api/decisions")["lastHour"]["mix"]);
     assert!((75..=82).contains(&after), "after SIGKILL: {after}");
@@ -747,6 +747,30 @@ fn fleet_of_three_on_postgres() {
         "a and b agree"
     );
     eprintln!("fleet: after SIGKILL the fleet kept {after} of 82 (75 pushed before)");
+}
+
+/// SIGKILLs a node: the supervisor first (so it restarts nothing), then
+/// the serving process it ran, which would otherwise live on.
+fn kill_node(s: &Server) {
+    let pid = s.pid();
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    s.signal("KILL");
+    for child in children.split_whitespace() {
+        let _ = std::process::Command::new("kill")
+            .args(["-s", "KILL", child])
+            .status();
+    }
+    for child in children.split_whitespace() {
+        wait_for(
+            "the serving process to die",
+            Duration::from_secs(5),
+            &mut || {
+                std::fs::read_to_string(format!("/proc/{child}/stat"))
+                    .map_or(true, |st| st.split_whitespace().nth(2) == Some("Z"))
+            },
+        );
+    }
 }
 
 /// Finds Debian's chromium (or CHROMIUM).
