@@ -2,7 +2,8 @@
 //! DNS against the real server: the endpoints with hand-computed window
 //! sums on SQLite and on PostgreSQL (`SWITCHYARD_TEST_POSTGRES`, a fresh
 //! schema per test), every bad payload refused with nothing stored, DNS
-//! decisions reaching the API and `/metrics`, a fleet of three nodes on
+//! and HTTP decisions reaching the API and `/metrics`, a node pushing to
+//! another over HTTP, counting switched off, a fleet of three nodes on
 //! one PostgreSQL (totals, SIGKILL, drift), and the dashboard in headless
 //! Chromium.
 //!
@@ -598,8 +599,17 @@ fn endpoints_on_postgres() {
 fn dns_decisions_reach_the_api_and_metrics() {
     let fleet = unique("fleet");
     let s = node(&fleet, "solo", None, 500, MIX_APP);
-    queries(&s, "a", 12);
+    queries(&s, "a", 11);
     queries(&s, "b", 5);
+    // HTTP decisions count too.
+    let r = request(
+        s.http.expect("http listener"),
+        "GET",
+        "/apps/mix/decision",
+        None,
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
     let took = wait_for(
         "decisions in /api/decisions",
         Duration::from_secs(25),
