@@ -12,12 +12,20 @@ out=target/bench/reports; rm -rf "$out"; mkdir -p "$out"
 for i in $(seq 1 5000); do echo "q$i.best-rtt.switchyard.test A"; done > "$out/app.txt"
 cp examples/switchyard.toml "$out/on.toml"
 { cat examples/switchyard.toml; printf '\n[reports]\nenabled = false\n'; } > "$out/off.toml"
-pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null || true' EXIT
+# `start` runs in a command substitution (a subshell), so pids go to files.
+stop_all() {
+  for f in "$out"/*.pid; do
+    [ -e "$f" ] || continue
+    # SIGTERM to the supervisor stops it and its serving process.
+    kill "$(cat "$f")" 2>/dev/null || true
+  done
+  sleep 2
+}
+trap stop_all EXIT
 start() { # name
   RUST_LOG=info POSTGRES= target/release/switchyard serve --config "$out/$1.toml" --dns 127.0.0.1:0 \
     --http 127.0.0.1:0 --admin 127.0.0.1:0 --data-dir "$out/data-$1" >/dev/null 2>"$out/$1.log" &
-  pids+=($!)
+  echo $! > "$out/$1.pid"
   for _ in $(seq 1 200); do grep -q "switchyard ready" "$out/$1.log" && break; sleep 0.05; done
   grep -m1 "listening for DNS over UDP" "$out/$1.log" | sed 's/.*addr=127.0.0.1:\([0-9]*\).*/\1/'
 }
