@@ -52,6 +52,55 @@ pub struct RawConfig {
     sonar: Vec<SonarCheck>,
     #[serde(default)]
     leaderboard: RawLeaderboard,
+    #[serde(default)]
+    reports: RawReports,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReports {
+    enabled: Option<bool>,
+    node: Option<String>,
+    fleet: Option<String>,
+    interval_ms: Option<u64>,
+    push_url: Option<String>,
+    push_token: Option<String>,
+}
+
+/// `[reports]`: this node's identity in the fleet and how it reports.
+#[derive(Debug, Clone)]
+pub struct ReportsConfig {
+    /// Count decisions and report them (default on).
+    pub enabled: bool,
+    /// Node id (default: the hostname; `SWITCHYARD_NODE` overrides).
+    pub node: String,
+    /// Fleet name (default `default`; `SWITCHYARD_FLEET` overrides).
+    pub fleet: String,
+    /// How often the node registers, writes its bucket and polls the fleet.
+    pub interval: Duration,
+    /// Another Switchyard's operations URL to push to instead of the store.
+    pub push_url: Option<String>,
+    /// Bearer token for pushes (default: `server.api_token`).
+    pub push_token: Option<String>,
+}
+
+/// The machine's host name ("switchyard" when it cannot be read).
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at
+    // most that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let name = if rc == 0 {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).trim().to_string()
+    } else {
+        String::new()
+    };
+    if name.is_empty() {
+        "switchyard".into()
+    } else {
+        name
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -434,6 +483,8 @@ pub struct Config {
     pub sonar: Vec<SonarCheck>,
     /// The leaderboard stats store and probe refresher.
     pub leaderboard: Leaderboard,
+    /// Decision reports and the fleet.
+    pub reports: ReportsConfig,
 }
 
 /// Command-line overrides shared by `serve`, `decide` and `geo`.
@@ -703,6 +754,46 @@ impl Config {
             regions,
         };
 
+        let rr = raw.reports;
+        let push_url = match rr.push_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                Some(u.trim_end_matches('/').to_string())
+            }
+            Some(u) => {
+                return Err(err(format!(
+                    "reports.push_url: '{u}' is not an http(s) URL"
+                )));
+            }
+        };
+        let interval_ms = rr.interval_ms.unwrap_or(10_000);
+        if !(100..=3_600_000).contains(&interval_ms) {
+            return Err(err(format!(
+                "reports.interval_ms: {interval_ms} must be from 100 to 3600000"
+            )));
+        }
+        let pick = |env_key: &str, v: Option<String>| {
+            env(env_key)
+                .or(v)
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        };
+        let reports = ReportsConfig {
+            enabled: rr.enabled.unwrap_or(true),
+            node: pick("SWITCHYARD_NODE", rr.node).unwrap_or_else(hostname),
+            fleet: pick("SWITCHYARD_FLEET", rr.fleet).unwrap_or_else(|| "default".into()),
+            interval: Duration::from_millis(interval_ms),
+            push_url,
+            push_token: rr.push_token.filter(|t| !t.is_empty()),
+        };
+        for (what, v) in [("node", &reports.node), ("fleet", &reports.fleet)] {
+            if v.len() > crate::report::store::MAX_NAME || v.chars().any(char::is_control) {
+                return Err(err(format!(
+                    "reports.{what}: '{v}' is too long or not printable"
+                )));
+            }
+        }
+
         Ok(Config {
             source: source.to_string(),
             dns,
@@ -746,6 +837,7 @@ impl Config {
             fusion: raw.fusion,
             sonar: raw.sonar,
             leaderboard,
+            reports,
         })
     }
 

@@ -13,6 +13,7 @@
 //! - [`http`]: the HTTP decision endpoint and the operations listener.
 //! - [`inventory`]: providers, routes and weights (live traffic shaping).
 //! - [`metrics`]: live counters.
+//! - [`report`]: decision reports, nodes and the fleet view (API and dashboard).
 //! - [`steer`]: one decision with fallback rules, shared by every front end.
 //! - [`server`]: the serving process: listeners, feeds, reload.
 //! - [`quarantine`]: in-flight slots and the quarantine of apps that crashed the server.
@@ -32,6 +33,7 @@ pub mod logging;
 pub mod metrics;
 pub mod openmix;
 pub mod quarantine;
+pub mod report;
 pub mod server;
 pub mod stats;
 pub mod steer;

@@ -6,13 +6,15 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use hickory_proto::op::ResponseCode;
 use hickory_server::net::xfer::Protocol;
 
 use crate::apps::LoadedApp;
+use crate::report::buckets::Counts;
+use crate::report::counters::Tally;
 use crate::steer::{Outcome, Steered};
 
 /// Key of a decision count: app, provider, reason.
@@ -33,13 +35,28 @@ pub struct Bucket {
 }
 
 /// The server's counters.
+///
+/// DNS responses are atomics. Decisions go to per-thread counters
+/// ([`crate::report::counters::Tally`]) that [`Counters::merge`] folds
+/// into the merged views below; only the merger (a task every second) and
+/// readers take the `merged` lock, never two query threads.
 pub struct Counters {
     started: Instant,
     /// [udp, tcp] × rcode (0..=23, the rest folded into 23).
     dns: [[AtomicU64; 24]; 2],
-    decisions: Mutex<HashMap<DecisionKey, u64>>,
-    buckets: Mutex<std::collections::VecDeque<Bucket>>,
-    failures: Mutex<HashMap<(String, &'static str), u64>>,
+    counting: AtomicBool,
+    tally: Tally,
+    merged: Mutex<Merged>,
+}
+
+#[derive(Default)]
+struct Merged {
+    decisions: HashMap<DecisionKey, u64>,
+    buckets: std::collections::VecDeque<Bucket>,
+    failures: HashMap<(String, &'static str), u64>,
+    /// Counts not yet reported, and since when (unix ms).
+    pending: Counts,
+    pending_start: i64,
 }
 
 impl Default for Counters {
@@ -47,9 +64,12 @@ impl Default for Counters {
         Counters {
             started: Instant::now(),
             dns: Default::default(),
-            decisions: Mutex::new(HashMap::new()),
-            buckets: Mutex::new(std::collections::VecDeque::new()),
-            failures: Mutex::new(HashMap::new()),
+            counting: AtomicBool::new(true),
+            tally: Tally::default(),
+            merged: Mutex::new(Merged {
+                pending_start: crate::report::buckets::now_ms(),
+                ..Merged::default()
+            }),
         }
     }
 }
@@ -60,6 +80,13 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The name reports use for an empty provider or reason.
+pub const NONE: &str = "(none)";
+
+fn or_none(s: String) -> String {
+    if s.is_empty() { NONE.to_string() } else { s }
+}
+
 impl Counters {
     /// Counts one DNS response.
     pub fn dns_response(&self, protocol: Protocol, rcode: ResponseCode) {
@@ -68,33 +95,86 @@ impl Counters {
         self.dns[p][code].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts one decision and, when the app failed, the failure.
+    /// Turns decision counting on or off (`[reports] enabled`).
+    pub fn set_counting(&self, on: bool) {
+        self.counting.store(on, Ordering::Relaxed);
+    }
+
+    /// Counts one decision and, when the app failed, the failure, on the
+    /// calling thread's own counters.
     pub fn decision(&self, app: &LoadedApp, s: &Steered) {
-        let provider = s.decision.provider.clone().unwrap_or_default();
-        let key = (app.code.name.clone(), provider, s.reason.clone());
-        let now = unix_now();
-        let stop = (now / BUCKET_SECS + 1) * BUCKET_SECS;
-        if let Ok(mut b) = self.buckets.lock() {
-            if b.back().is_none_or(|last| last.stop != stop) {
-                b.push_back(Bucket {
-                    stop,
-                    counts: HashMap::new(),
-                });
-                while b.len() > BUCKETS_KEPT {
-                    b.pop_front();
-                }
-            }
-            if let Some(last) = b.back_mut() {
-                *last.counts.entry(key.clone()).or_default() += 1;
+        if !self.counting.load(Ordering::Relaxed) {
+            return;
+        }
+        let failure = match &s.outcome {
+            Outcome::Fallback(e) | Outcome::Failed(e) => Some(e.kind()),
+            _ => None,
+        };
+        self.tally.record(
+            &app.code.name,
+            app.code.version,
+            s.decision.provider.as_deref().unwrap_or(""),
+            &s.reason,
+            failure,
+        );
+    }
+
+    /// Folds every thread's counts into the merged views: totals, this
+    /// node's 10-second buckets and the counts not yet reported.
+    pub fn merge(&self) {
+        let (drained, failures) = self.tally.drain();
+        if drained.is_empty() && failures.is_empty() {
+            return;
+        }
+        let Ok(mut m) = self.merged.lock() else {
+            return;
+        };
+        let stop = (unix_now() / BUCKET_SECS + 1) * BUCKET_SECS;
+        if m.buckets.back().is_none_or(|last| last.stop != stop) {
+            m.buckets.push_back(Bucket {
+                stop,
+                counts: HashMap::new(),
+            });
+            while m.buckets.len() > BUCKETS_KEPT {
+                m.buckets.pop_front();
             }
         }
-        if let Ok(mut m) = self.decisions.lock() {
-            *m.entry(key).or_default() += 1;
+        for d in drained {
+            let key = (d.app, d.provider, d.reason);
+            if let Some(last) = m.buckets.back_mut() {
+                *last.counts.entry(key.clone()).or_default() += d.n;
+            }
+            *m.pending
+                .entry(key.0.clone())
+                .or_default()
+                .entry(or_none(key.1.clone()))
+                .or_default()
+                .entry(or_none(key.2.clone()))
+                .or_default() += d.n;
+            *m.decisions.entry(key).or_default() += d.n;
         }
-        if let Outcome::Fallback(e) | Outcome::Failed(e) = &s.outcome
-            && let Ok(mut m) = self.failures.lock()
-        {
-            *m.entry((app.code.name.clone(), e.kind())).or_default() += 1;
+        for (app, kind, n) in failures {
+            *m.failures.entry((app, kind)).or_default() += n;
+        }
+    }
+
+    /// Takes the counts not yet reported: (start, stop, counts), stop
+    /// being now (unix ms). The next bucket starts at this stop.
+    pub fn take_pending(&self) -> (i64, i64, Counts) {
+        self.merge();
+        let now = crate::report::buckets::now_ms();
+        let Ok(mut m) = self.merged.lock() else {
+            return (now, now, Counts::new());
+        };
+        let start = std::mem::replace(&mut m.pending_start, now);
+        (start, now, std::mem::take(&mut m.pending))
+    }
+
+    /// Puts back counts whose report failed, to go with the next one.
+    pub fn restore_pending(&self, start: i64, counts: &Counts) {
+        if let Ok(mut m) = self.merged.lock() {
+            m.pending_start = m.pending_start.min(start);
+            crate::report::buckets::add_counts(&mut m.pending, counts);
         }
     }
 
@@ -115,16 +195,21 @@ impl Counters {
 
     /// Decision counts.
     pub fn decisions(&self) -> HashMap<DecisionKey, u64> {
-        self.decisions.lock().map(|m| m.clone()).unwrap_or_default()
+        self.merge();
+        self.merged
+            .lock()
+            .map(|m| m.decisions.clone())
+            .unwrap_or_default()
     }
 
     /// Decision counts of `app` by (provider, reason) over the buckets that
     /// ended within the last `secs` seconds (plus the current one).
     pub fn recent(&self, app: &str, secs: u64) -> HashMap<(String, String), u64> {
+        self.merge();
         let since = unix_now().saturating_sub(secs);
         let mut out = HashMap::new();
-        if let Ok(b) = self.buckets.lock() {
-            for bucket in b.iter().filter(|b| b.stop > since) {
+        if let Ok(m) = self.merged.lock() {
+            for bucket in m.buckets.iter().filter(|b| b.stop > since) {
                 for ((a, p, r), n) in &bucket.counts {
                     if a == app {
                         *out.entry((p.clone(), r.clone())).or_default() += n;
@@ -138,10 +223,11 @@ impl Counters {
     /// Decisions per provider, every app together, over the buckets that
     /// ended within the last `secs` seconds (plus the current one).
     pub fn recent_by_provider(&self, secs: u64) -> HashMap<String, u64> {
+        self.merge();
         let since = unix_now().saturating_sub(secs);
         let mut out = HashMap::new();
-        if let Ok(b) = self.buckets.lock() {
-            for bucket in b.iter().filter(|b| b.stop > since) {
+        if let Ok(m) = self.merged.lock() {
+            for bucket in m.buckets.iter().filter(|b| b.stop > since) {
                 for ((_, p, _), n) in &bucket.counts {
                     *out.entry(p.clone()).or_default() += n;
                 }
@@ -152,7 +238,11 @@ impl Counters {
 
     /// App failure counts by (app, kind).
     pub fn failures(&self) -> HashMap<(String, &'static str), u64> {
-        self.failures.lock().map(|m| m.clone()).unwrap_or_default()
+        self.merge();
+        self.merged
+            .lock()
+            .map(|m| m.failures.clone())
+            .unwrap_or_default()
     }
 
     /// Seconds since start.

@@ -58,6 +58,8 @@ pub struct State {
     pub stats: Arc<crate::stats::StatsApi>,
     /// The provider inventory and its routes.
     pub inventory: Arc<crate::inventory::Inventory>,
+    /// Decision reports: the fleet's buckets and nodes.
+    pub reports: Arc<crate::report::Reports>,
     /// Restarts of the serving process so far (from the supervisor).
     pub restarts: u64,
     /// Last heartbeat (ms since start) of each DNS runtime.
@@ -157,7 +159,7 @@ pub fn check_startup(config: &Config) -> anyhow::Result<()> {
 pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
     // Installed first, so histogram handles taken by workers are live ones.
     crate::http::ops::prometheus();
-    let (store, inventory_store) =
+    let (store, inventory_store, report_store) =
         crate::inventory::store::open(&config.data_dir, config.leaderboard.postgres.as_deref())
             .await
             .map_err(|e| anyhow!("stats store: {e}"))?;
@@ -200,6 +202,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let workers = Workers::start(threads, config.hard_limit, Some(apps.clone()), Some(slots));
     let counters = Arc::new(Counters::default());
+    counters.set_counting(config.reports.enabled);
     let zones = ZoneSet::from_config(&config).map_err(|e| anyhow!("{}: {e}", config.source))?;
     let dns = Arc::new(DnsHandler {
         zones: ArcSwap::from_pointee(zones),
@@ -223,6 +226,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
         quarantine,
         stats,
         inventory,
+        reports: Arc::new(crate::report::Reports::new(report_store)),
         restarts: std::env::var(crate::supervisor::RESTARTS_ENV)
             .ok()
             .and_then(|v| v.parse().ok())
@@ -458,6 +462,7 @@ async fn run(
         move |req, peer| crate::http::ops::handle(s.clone(), req, peer),
     ));
     start_feeds(&state, shutdown.clone());
+    let report_task = tokio::spawn(crate::report::run(state.clone(), shutdown.clone()));
     let _app_watcher = state.apps.watch().map_err(|e| anyhow!(e))?;
     *state
         .geo_watcher
@@ -475,6 +480,9 @@ async fn run(
     wait_for_signals(&state, &config_args).await;
     tracing::info!("shutting down");
     shutdown.cancel();
+    // The last bucket is reported on the way out (bounded: a lost database
+    // must not hold up a stop).
+    let _ = tokio::time::timeout(Duration::from_secs(5), report_task).await;
     let _ = http_task.await;
     let _ = admin_task.await;
     for t in dns_threads {

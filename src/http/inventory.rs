@@ -142,7 +142,10 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, path: &str) -> Ht
 
 /// Reads a JSON body within the configured size limit.
 #[allow(clippy::result_large_err)] // the error is the response itself, built once
-async fn read_json(state: &State, req: Request<Incoming>) -> Result<Value, HttpResponse> {
+pub(super) async fn read_json(
+    state: &State,
+    req: Request<Incoming>,
+) -> Result<Value, HttpResponse> {
     let limit = state.config.load().max_body_bytes;
     let body = match http_body_util::Limited::new(req.into_body(), limit)
         .collect()

@@ -10,6 +10,7 @@
 pub mod decision;
 pub mod inventory;
 pub mod ops;
+pub mod reports;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -38,7 +38,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
 }
 
 /// Handles one request on the operations listener.
-pub async fn handle(state: Arc<State>, req: Request<Incoming>, _peer: SocketAddr) -> HttpResponse {
+pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> HttpResponse {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let method = req.method().clone();
     if crate::stats::api::owns(&path) {
@@ -46,6 +46,9 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, _peer: SocketAddr
     }
     if super::inventory::owns(&path) {
         return super::inventory::handle(state, req, &path).await;
+    }
+    if super::reports::owns(&path) {
+        return super::reports::handle(state, req, &path, peer).await;
     }
     match (method.clone(), path.as_str()) {
         (Method::GET, "/healthcheck") => health(&state).await,
@@ -58,7 +61,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, _peer: SocketAddr
         ),
         (Method::GET, "/debug/pprof/profile") => profile(&req).await,
         (Method::GET, "/debug/pprof/heap") => heap(&req).await,
-        (Method::GET, "/api/applications") => applications(&state),
+        (Method::GET, "/api/applications") => applications(&state, &req),
         (Method::POST, "/api/reload") => {
             if let Err(r) = authorize(&state, &req) {
                 return r;
@@ -699,12 +702,23 @@ fn unix_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// `/api/applications`: every app with version, status and settings.
-fn applications(state: &State) -> HttpResponse {
+/// `/api/applications[?provider=p]`: every app with version, status and
+/// settings; with `provider`, only the apps that declared it
+/// (`requireProvider`) or chose it in the fleet this hour.
+fn applications(state: &State, req: &Request<Incoming>) -> HttpResponse {
     let set = state.apps.snapshot();
     let mut names: Vec<&String> = set.apps.keys().chain(set.errors.keys()).collect();
     names.sort();
     names.dedup();
+    if let Some((_, p)) = query_pairs(req).into_iter().find(|(k, _)| k == "provider") {
+        let chosen = super::reports::chosen_providers(state);
+        names.retain(|n| {
+            set.apps
+                .get(*n)
+                .is_some_and(|a| a.meta.providers.contains(&p))
+                || chosen.get(*n).is_some_and(|c| c.contains(&p))
+        });
+    }
     let list: Vec<serde_json::Value> = names.into_iter().map(|n| app_summary(state, n)).collect();
     json(StatusCode::OK, &serde_json::json!({ "applications": list }))
 }
@@ -785,6 +799,10 @@ fn application(state: &State, name: &str) -> HttpResponse {
             "last_hour".into(),
             serde_json::to_value(counts(3600)).unwrap_or_default(),
         );
+        // The fleet's view (this node's own counts above stay as they were).
+        if let serde_json::Value::Object(fleet) = super::reports::application_fleet(state, name) {
+            obj.extend(fleet);
+        }
     }
     json(StatusCode::OK, &v)
 }

@@ -191,24 +191,33 @@ pub fn now() -> f64 {
     crate::stats::unix_now()
 }
 
-/// Opens the stats store and the inventory store over one database:
+/// The stores that share one database.
+pub type Stores = (
+    Arc<dyn StatsStore>,
+    Arc<dyn InventoryStore>,
+    Arc<dyn crate::report::store::ReportStore>,
+);
+
+/// Opens the stats, inventory and report stores over one database:
 /// PostgreSQL when `postgres_url` is given, else SQLite in `data_dir`.
 pub async fn open(
     data_dir: &Path,
     postgres_url: Option<&str>,
-) -> Result<(Arc<dyn StatsStore>, Arc<dyn InventoryStore>), crate::stats::StoreError> {
+) -> Result<Stores, crate::stats::StoreError> {
     match postgres_url.map(str::trim).filter(|u| !u.is_empty()) {
         Some(url) => {
             let store = crate::stats::postgres::PostgresStore::open(url, None).await?;
             tracing::info!(url = %crate::stats::store::redact_url(url), "stats store: PostgreSQL");
             let inv = super::postgres::PgInventory::new(store.pool().clone());
-            Ok((Arc::new(store), Arc::new(inv)))
+            let rep = crate::report::postgres::PgReports::new(store.pool().clone());
+            Ok((Arc::new(store), Arc::new(inv), Arc::new(rep)))
         }
         None => {
             let store = crate::stats::sqlite::SqliteStore::open(data_dir).await?;
             tracing::info!(path = %store.path().display(), "stats store: SQLite");
             let inv = super::sqlite::SqliteInventory::new(store.pool().clone());
-            Ok((Arc::new(store), Arc::new(inv)))
+            let rep = crate::report::sqlite::SqliteReports::new(store.pool().clone());
+            Ok((Arc::new(store), Arc::new(inv), Arc::new(rep)))
         }
     }
 }

@@ -49,6 +49,11 @@ fn migrator() -> Migrator {
             "inventory",
             include_str!("../../migrations/postgres/0003_inventory.sql"),
         ),
+        m(
+            4,
+            "reports",
+            include_str!("../../migrations/postgres/0004_reports.sql"),
+        ),
     ])
 }
 

@@ -50,6 +50,11 @@ fn migrator() -> Migrator {
             "inventory",
             include_str!("../../migrations/sqlite/0003_inventory.sql"),
         ),
+        m(
+            4,
+            "reports",
+            include_str!("../../migrations/sqlite/0004_reports.sql"),
+        ),
     ])
 }
 

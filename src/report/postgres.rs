@@ -1,0 +1,158 @@
+//! The report tables in PostgreSQL, shared by every node of a fleet.
+
+use async_trait::async_trait;
+use sqlx::{PgPool, Row};
+
+use super::buckets::StoredBucket;
+use super::store::{
+    BucketReport, NodeRow, Registration, ReportError, ReportStore, apps_json, parse_apps,
+    parse_counts,
+};
+
+/// The report tables of a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PgReports {
+    pool: PgPool,
+}
+
+impl PgReports {
+    /// Over a pool whose database has been migrated by the stats store.
+    pub fn new(pool: PgPool) -> Self {
+        PgReports { pool }
+    }
+}
+
+#[async_trait]
+impl ReportStore for PgReports {
+    async fn register(
+        &self,
+        r: &Registration,
+        ip: Option<&str>,
+        now: i64,
+    ) -> Result<(), ReportError> {
+        sqlx::query(
+            "INSERT INTO report_nodes (fleet, node, ip, apps, started, interval_ms, config_hash, \
+             snapshots, created_at, last_seen, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (fleet, node) DO UPDATE SET ip = COALESCE(excluded.ip, report_nodes.ip), \
+             apps = excluded.apps, started = excluded.started, interval_ms = excluded.interval_ms, \
+             config_hash = excluded.config_hash, snapshots = excluded.snapshots, \
+             last_seen = excluded.last_seen, version = excluded.version",
+        )
+        .bind(&r.fleet)
+        .bind(&r.node)
+        .bind(ip)
+        .bind(apps_json(&r.apps))
+        .bind(r.started)
+        .bind(r.interval_ms)
+        .bind(&r.config_hash)
+        .bind(serde_json::Value::Object(r.snapshots.clone()).to_string())
+        .bind(now)
+        .bind(now)
+        .bind(&r.version)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_bucket(&self, b: &BucketReport, now: i64) -> Result<i64, ReportError> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query(
+            "INSERT INTO report_buckets (fleet, node, start_ms, stop_ms, received_at, counts) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(&b.fleet)
+        .bind(&b.node)
+        .bind(b.start)
+        .bind(b.stop)
+        .bind(now)
+        .bind(serde_json::to_string(&b.counts).unwrap_or_else(|_| "{}".into()))
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        // A node that pushes before it registers is still listed.
+        sqlx::query(
+            "INSERT INTO report_nodes (fleet, node, apps, started, interval_ms, snapshots, \
+             created_at, last_seen, last_push) VALUES ($1, $2, '[]', $3, 10000, '{}', $4, $5, $6) \
+             ON CONFLICT (fleet, node) DO UPDATE SET last_seen = excluded.last_seen, \
+             last_push = excluded.last_push",
+        )
+        .bind(&b.fleet)
+        .bind(&b.node)
+        .bind(b.start)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn buckets_since(
+        &self,
+        fleet: &str,
+        since: i64,
+    ) -> Result<Vec<StoredBucket>, ReportError> {
+        let rows = sqlx::query(
+            "SELECT id, node, start_ms, stop_ms, counts FROM report_buckets \
+             WHERE fleet = $1 AND received_at > $2 ORDER BY id",
+        )
+        .bind(fleet)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(StoredBucket {
+                    id: r.try_get(0)?,
+                    node: r.try_get(1)?,
+                    start: r.try_get(2)?,
+                    stop: r.try_get(3)?,
+                    counts: parse_counts(&r.try_get::<String, _>(4)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn nodes(&self, fleet: &str) -> Result<Vec<NodeRow>, ReportError> {
+        let rows = sqlx::query(
+            "SELECT fleet, node, ip, apps, started, interval_ms, config_hash, snapshots, \
+             created_at, last_seen, last_push, version FROM report_nodes WHERE fleet = $1 \
+             ORDER BY last_seen DESC, node",
+        )
+        .bind(fleet)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(NodeRow {
+                    fleet: r.try_get(0)?,
+                    node: r.try_get(1)?,
+                    ip: r.try_get(2)?,
+                    apps: parse_apps(&r.try_get::<String, _>(3)?),
+                    started: r.try_get(4)?,
+                    interval_ms: r.try_get(5)?,
+                    config_hash: r.try_get(6)?,
+                    snapshots: serde_json::from_str(&r.try_get::<String, _>(7)?)
+                        .unwrap_or_default(),
+                    created_at: r.try_get(8)?,
+                    last_seen: r.try_get(9)?,
+                    last_push: r.try_get(10)?,
+                    version: r.try_get(11)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn prune(&self, buckets_before: i64, nodes_before: i64) -> Result<(), ReportError> {
+        sqlx::query("DELETE FROM report_buckets WHERE stop_ms < $1")
+            .bind(buckets_before)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM report_nodes WHERE last_seen < $1")
+            .bind(nodes_before)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,889 @@
+//! Issue 12: decision reports and the fleet, end to end over real HTTP and
+//! DNS against the real server: the endpoints with hand-computed window
+//! sums on SQLite and on PostgreSQL (`SWITCHYARD_TEST_POSTGRES`, a fresh
+//! schema per test), every bad payload refused with nothing stored, DNS
+//! and HTTP decisions reaching the API and `/metrics`, a node pushing to
+//! another over HTTP, counting switched off, a fleet of three nodes on
+//! one PostgreSQL (totals, SIGKILL, drift), and the dashboard in headless
+//! Chromium.
+//!
+//! Windows are placed with `GET …?now=` (the documented testing aid) and
+//! buckets with explicit times in `POST /api/decisions`.
+
+mod common;
+#[path = "dnsclient/mod.rs"]
+mod dnsclient;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::{Options, Server};
+use hickory_proto::rr::RecordType;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "change-me";
+
+/// Steers by the name's prefix: `b.mix` → cdn_b (reason B), else cdn_a (A).
+const MIX_APP: &str = r#"
+function init(config) {
+    config.requireProvider('cdn_a');
+    config.requireProvider('cdn_b');
+}
+function onRequest(request, response) {
+    if (request.hostname_prefix === 'b') {
+        response.respond('cdn_b', 'cdn-b.example.net');
+        response.setReasonCode('B');
+    } else {
+        response.respond('cdn_a', 'cdn-a.example.net');
+        response.setReasonCode('A');
+    }
+}
+"#;
+
+struct Reply {
+    status: u16,
+    body: String,
+}
+
+impl Reply {
+    #[track_caller]
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
+    }
+
+    #[track_caller]
+    fn ok(&self) -> Value {
+        assert!(
+            (200..300).contains(&self.status),
+            "status {}: {}",
+            self.status,
+            self.body
+        );
+        self.json()
+    }
+
+    #[track_caller]
+    fn error(&self, status: u16) -> String {
+        assert_eq!(self.status, status, "{}", self.body);
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Reply {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    req.push_str(&format!(
+        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    ));
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    // A server that refuses an oversized body may close before it is all
+    // sent; its reply is still there to read.
+    let _ = s.write_all(&bytes);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let raw = String::from_utf8_lossy(&out).to_string();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {raw:?}"));
+    Reply {
+        status,
+        body: body.to_string(),
+    }
+}
+
+fn admin(s: &Server) -> SocketAddr {
+    s.admin.expect("admin listener")
+}
+
+fn get(s: &Server, path: &str) -> Value {
+    request(admin(s), "GET", path, None, b"").ok()
+}
+
+fn post(s: &Server, path: &str, body: &Value) -> Reply {
+    request(
+        admin(s),
+        "POST",
+        path,
+        Some(TOKEN),
+        body.to_string().as_bytes(),
+    )
+}
+
+fn unique(what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{what}_{}_{nanos}", std::process::id())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap()
+}
+
+/// A PostgreSQL schema for one test, dropped on drop.
+struct PgSchema {
+    url: String,
+    schema: String,
+    rt: tokio::runtime::Runtime,
+    pool: sqlx::PgPool,
+}
+
+impl PgSchema {
+    /// `None` (after a loud SKIPPED line) when no PostgreSQL is configured.
+    fn new(what: &str) -> Option<PgSchema> {
+        let Some(url) = std::env::var("SWITCHYARD_TEST_POSTGRES")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            let _ = std::io::stderr().write_all(
+                format!("\n*** SKIPPED: PostgreSQL {what} (set SWITCHYARD_TEST_POSTGRES) ***\n\n")
+                    .as_bytes(),
+            );
+            return None;
+        };
+        let schema = unique("switchyard_rep");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let pool = rt
+            .block_on(sqlx::PgPool::connect(&url))
+            .expect("connect to SWITCHYARD_TEST_POSTGRES");
+        rt.block_on(
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+                .execute(&pool),
+        )
+        .expect("create schema");
+        Some(PgSchema {
+            url,
+            schema,
+            rt,
+            pool,
+        })
+    }
+
+    fn url(&self) -> String {
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        format!("{}{sep}options[search_path]={}", self.url, self.schema)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let _ = self.rt.block_on(
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA \"{}\" CASCADE",
+                self.schema
+            )))
+            .execute(&self.pool),
+        );
+    }
+}
+
+/// A node: the mix app (optionally edited), its own fleet and node id,
+/// `postgres` or SQLite, reporting every `interval_ms`.
+fn node(fleet: &str, id: &str, postgres: Option<&str>, interval_ms: u64, mix: &str) -> Server {
+    Server::start_with(Options {
+        apps: Some(vec![("mix.js".into(), mix.into())]),
+        env: vec![
+            ("POSTGRES".into(), postgres.unwrap_or("").into()),
+            ("SWITCHYARD_FLEET".into(), fleet.into()),
+            ("SWITCHYARD_NODE".into(), id.into()),
+        ],
+        extra_config: format!("[reports]\ninterval_ms = {interval_ms}\n"),
+        ..Options::default()
+    })
+}
+
+/// Sends `n` queries for `prefix.mix` and checks each answered.
+fn queries(s: &Server, prefix: &str, n: usize) {
+    let sock = dnsclient::socket(Duration::from_secs(5));
+    let name = format!("{prefix}.mix.switchyard.test.");
+    for i in 0..n {
+        let r = dnsclient::query(&sock, s.dns, &name, RecordType::A, i as u16 + 1)
+            .unwrap_or_else(|| panic!("no DNS reply for {name}"));
+        assert!(!r.answers.is_empty(), "{name}: {r:?}");
+    }
+}
+
+fn total(v: &Value) -> u64 {
+    match v {
+        Value::Number(n) => n.as_u64().unwrap_or(0),
+        Value::Object(m) => m.values().map(total).sum(),
+        _ => 0,
+    }
+}
+
+/// Waits (≤ `limit`) until `f` holds, returning how long it took.
+#[track_caller]
+fn wait_for(what: &str, limit: Duration, f: &mut dyn FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
+fn bucket(fleet: &str, node: &str, stop: i64, apps: Value) -> Value {
+    json!({"fleet": fleet, "node": node, "bucket": {"start": stop - 10_000, "stop": stop, "apps": apps}})
+}
+
+/// The endpoint story, on whichever store the server has.
+fn story(postgres: Option<&str>) {
+    let fleet = unique("fleet");
+    let s = node(&fleet, "self", postgres, 3_600_000, MIX_APP);
+    let t = now_ms() / 1000 * 1000;
+    let reg = json!({"fleet": fleet, "node": "edge-1", "apps": [{"name": "mix", "version": "v1"}],
+        "started": "2026-01-01T00:00:00Z", "interval_ms": 10000});
+    assert_eq!(post(&s, "/api/nodes/register", &reg).status, 202);
+    // Hand-placed buckets (stop relative to t):
+    //   -5 s: mix cdn_a A 3          -50 s: mix cdn_b B 4
+    //   -70 s: mix cdn_a A 5, api origin fallback 2     -3500 s: mix cdn_b B 6
+    let placed = [
+        bucket(
+            &fleet,
+            "edge-1",
+            t - 5_000,
+            json!({"mix": {"cdn_a": {"A": 3}}}),
+        ),
+        bucket(
+            &fleet,
+            "edge-1",
+            t - 50_000,
+            json!({"mix": {"cdn_b": {"B": 4}}}),
+        ),
+        bucket(
+            &fleet,
+            "edge-2",
+            t - 70_000,
+            json!({"mix": {"cdn_a": {"A": 5}}, "api": {"origin": {"fallback": 2}}}),
+        ),
+        bucket(
+            &fleet,
+            "edge-1",
+            t - 3_500_000,
+            json!({"mix": {"cdn_b": {"B": 6}}}),
+        ),
+    ];
+    for b in &placed {
+        let r = post(&s, "/api/decisions", b);
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    // At t: the minute holds the -5 s and -50 s buckets, the hour all four.
+    let d = get(&s, &format!("/api/decisions?now={t}"));
+    assert_eq!(
+        d["lastMinute"],
+        json!({"mix": {"cdn_a": {"A": 3}, "cdn_b": {"B": 4}}})
+    );
+    assert_eq!(
+        d["lastHour"],
+        json!({"api": {"origin": {"fallback": 2}}, "mix": {"cdn_a": {"A": 8}, "cdn_b": {"B": 10}}})
+    );
+    // 15 s later the -50 s bucket has left the minute (its stop is t−45 s or before).
+    let d = get(&s, &format!("/api/decisions?now={}", t + 15_000));
+    assert_eq!(d["lastMinute"], json!({"mix": {"cdn_a": {"A": 3}}}));
+    // 10 s earlier the -5 s bucket had not entered yet, the -70 s one is
+    // exactly on the edge (stop = now − 60 s): out.
+    let d = get(&s, &format!("/api/decisions?now={}", t - 10_000));
+    assert_eq!(d["lastMinute"], json!({"mix": {"cdn_b": {"B": 4}}}));
+    // 200 s later the -3500 s bucket has left the hour.
+    let d = get(&s, &format!("/api/decisions?now={}", t + 200_000));
+    assert_eq!(
+        d["lastHour"],
+        json!({"api": {"origin": {"fallback": 2}}, "mix": {"cdn_a": {"A": 8}, "cdn_b": {"B": 4}}})
+    );
+    // RFC 3339 works for now= too.
+    let iso = get(&s, &format!("/api/decisions?now={t}"))["now"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        get(&s, &format!("/api/decisions?now={iso}"))["lastHour"],
+        get(&s, &format!("/api/decisions?now={t}"))["lastHour"]
+    );
+
+    // One app; an app that is neither loaded nor seen is 404.
+    let d = get(&s, &format!("/api/decisions/mix?now={t}"));
+    assert_eq!(
+        d["lastMinute"],
+        json!({"cdn_a": {"A": 3}, "cdn_b": {"B": 4}})
+    );
+    assert_eq!(
+        d["lastHour"],
+        json!({"cdn_a": {"A": 8}, "cdn_b": {"B": 10}})
+    );
+    assert_eq!(
+        get(&s, &format!("/api/decisions/api?now={t}"))["lastHour"],
+        json!({"origin": {"fallback": 2}})
+    );
+    assert_eq!(
+        request(admin(&s), "GET", "/api/decisions/nope", None, b"").status,
+        404
+    );
+    let seen = get(&s, &format!("/api/decisions/seen?now={t}"));
+    assert_eq!(
+        seen,
+        json!([
+            {"app": "api", "providers": ["origin"], "reasons": ["fallback"], "decisions": 2},
+            {"app": "mix", "providers": ["cdn_a", "cdn_b"], "reasons": ["A", "B"], "decisions": 18},
+        ])
+    );
+    let series = get(&s, &format!("/api/decisions/mix/buckets?now={t}"));
+    let list = series["buckets"].as_array().unwrap();
+    assert_eq!(list.len(), 360);
+    assert_eq!(series["providers"], json!(["cdn_a", "cdn_b"]));
+    assert_eq!(list.iter().map(|b| total(&b["providers"])).sum::<u64>(), 18);
+    // Slots end on multiples of 10 s and hold the buckets stopping in
+    // (slot − 10 s, slot]: the -5 s bucket's slot holds it alone.
+    let slot = (t - 5_000 + 9_999).div_euclid(10_000) * 10_000;
+    let at = list
+        .iter()
+        .find(|b| b["stop"] == json!(slot))
+        .expect("the -5 s bucket's slot");
+    assert_eq!(at["providers"], json!({"cdn_a": 3}));
+    assert_eq!(at["reasons"], json!({"A": 3}));
+    assert!(
+        list.last().unwrap()["stop"].as_i64().unwrap() >= t,
+        "the last slot holds now"
+    );
+
+    // Every bad payload: 400 naming the field, nothing stored.
+    let before = get(&s, &format!("/api/decisions?now={t}"));
+    let nodes_before = get(&s, "/api/nodes")["nodes"].as_array().unwrap().len();
+    let good = bucket(
+        &fleet,
+        "bad-node",
+        t - 1_000,
+        json!({"mix": {"cdn_a": {"A": 1}}}),
+    );
+    let with = |path: &[&str], v: Value| {
+        let mut g = good.clone();
+        let mut at = &mut g;
+        for k in &path[..path.len() - 1] {
+            at = &mut at[*k];
+        }
+        match v {
+            Value::Null => {
+                at.as_object_mut().unwrap().remove(path[path.len() - 1]);
+            }
+            v => at[path[path.len() - 1]] = v,
+        }
+        g
+    };
+    let bad_buckets = [
+        ("fleet", with(&["fleet"], Value::Null)),
+        ("node", with(&["node"], json!(""))),
+        ("node", with(&["node"], json!(7))),
+        ("bucket", with(&["bucket"], Value::Null)),
+        (
+            "bucket.start",
+            with(&["bucket", "start"], json!("last tuesday")),
+        ),
+        ("bucket.stop", with(&["bucket", "stop"], Value::Null)),
+        (
+            "bucket.stop",
+            with(&["bucket", "stop"], json!("2026-02-30T25:00:00Z")),
+        ),
+        (
+            "bucket.stop is before bucket.start",
+            with(&["bucket", "stop"], json!(t - 20_000)),
+        ),
+        ("bucket.apps", with(&["bucket", "apps"], Value::Null)),
+        ("bucket.apps", with(&["bucket", "apps"], json!([1]))),
+        (
+            "bucket.apps.mix",
+            with(&["bucket", "apps"], json!({"mix": 5})),
+        ),
+        (
+            "bucket.apps.mix.cdn_a",
+            with(&["bucket", "apps"], json!({"mix": {"cdn_a": 5}})),
+        ),
+        (
+            "bucket.apps.mix.cdn_a.A",
+            with(&["bucket", "apps"], json!({"mix": {"cdn_a": {"A": -1}}})),
+        ),
+        // A good app beside a bad one: the good part is not stored either.
+        (
+            "bucket.apps.mix.cdn_b.B",
+            with(
+                &["bucket", "apps"],
+                json!({"api": {"x": {"y": 1}}, "mix": {"cdn_a": {"A": 1}, "cdn_b": {"B": 1.5}}}),
+            ),
+        ),
+        ("the body", json!([good.clone()])),
+    ];
+    for (needle, body) in &bad_buckets {
+        let e = post(&s, "/api/decisions", body).error(400);
+        assert!(e.contains(needle), "{needle}: {e}");
+    }
+    assert!(
+        request(
+            admin(&s),
+            "POST",
+            "/api/decisions",
+            Some(TOKEN),
+            b"{not json"
+        )
+        .error(400)
+        .contains("JSON")
+    );
+    let bad_regs = [
+        (
+            "fleet",
+            json!({"node": "n", "apps": [], "started": 0, "interval_ms": 1}),
+        ),
+        (
+            "apps",
+            json!({"fleet": fleet, "node": "bad-node", "started": 0, "interval_ms": 1}),
+        ),
+        (
+            "apps[0].version",
+            json!({"fleet": fleet, "node": "bad-node", "apps": [{"name": "mix"}], "started": 0, "interval_ms": 1}),
+        ),
+        (
+            "started",
+            json!({"fleet": fleet, "node": "bad-node", "apps": [], "started": "noon", "interval_ms": 1}),
+        ),
+        (
+            "interval_ms",
+            json!({"fleet": fleet, "node": "bad-node", "apps": [], "started": 0, "interval_ms": -3}),
+        ),
+        (
+            "interval_ms",
+            json!({"fleet": fleet, "node": "bad-node", "apps": [], "started": 0}),
+        ),
+    ];
+    for (needle, body) in &bad_regs {
+        let e = post(&s, "/api/nodes/register", body).error(400);
+        assert!(e.contains(needle), "{needle}: {e}");
+    }
+    // Over the body limit: 413. No token: 401; a wrong one: 403.
+    let huge = json!({"fleet": fleet, "node": "bad-node", "bucket": {"start": 0, "stop": 1,
+        "apps": {"mix": {"cdn_a": {"x".repeat(70_000): 1}}}}});
+    assert_eq!(post(&s, "/api/decisions", &huge).status, 413);
+    let body = good.to_string();
+    assert_eq!(
+        request(admin(&s), "POST", "/api/decisions", None, body.as_bytes()).status,
+        401
+    );
+    assert_eq!(
+        request(
+            admin(&s),
+            "POST",
+            "/api/decisions",
+            Some("nope"),
+            body.as_bytes()
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        request(
+            admin(&s),
+            "POST",
+            "/api/nodes/register",
+            None,
+            reg.to_string().as_bytes()
+        )
+        .status,
+        401
+    );
+    assert_eq!(
+        request(admin(&s), "DELETE", "/api/decisions", Some(TOKEN), b"").status,
+        405
+    );
+    assert_eq!(
+        get(&s, &format!("/api/decisions?now={t}")),
+        before,
+        "a refused payload stored something"
+    );
+    let nodes = get(&s, "/api/nodes");
+    assert_eq!(nodes["nodes"].as_array().unwrap().len(), nodes_before);
+    assert!(!nodes.to_string().contains("bad-node"));
+
+    // Nodes: this one, edge-1 (registered and pushed), edge-2 (pushed only).
+    let names: Vec<&str> = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    for n in ["self", "edge-1", "edge-2"] {
+        assert!(names.contains(&n), "{n} missing: {nodes}");
+    }
+    let edge1 = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "edge-1")
+        .unwrap();
+    assert_eq!(edge1["ip"], "127.0.0.1");
+    assert!(edge1["lastPush"].is_string(), "{edge1}");
+    // edge-1 says mix is "v1", this node serves another version: drift.
+    assert!(
+        nodes["drift"]["mix"]
+            .as_array()
+            .is_some_and(|v| v.len() == 2),
+        "{nodes}"
+    );
+
+    // Applications: fleet view, nodes newest first, provider filter.
+    let app = get(&s, "/api/applications/mix");
+    let app_nodes: Vec<&str> = app["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert!(
+        app_nodes.contains(&"self") && app_nodes.contains(&"edge-1"),
+        "{app}"
+    );
+    assert_eq!(app["seen_providers"], json!(["cdn_a", "cdn_b"]));
+    assert!(
+        app["last_minute"].is_object(),
+        "the node's own view is kept: {app}"
+    );
+    let by = |p: &str| -> Vec<String> {
+        get(&s, &format!("/api/applications?provider={p}"))["applications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(by("cdn_b"), vec!["mix"], "declared with requireProvider");
+    assert!(by("cdn_c").is_empty());
+    assert_eq!(
+        get(&s, "/api/applications")["applications"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn endpoints_on_sqlite() {
+    story(None);
+}
+
+#[test]
+fn endpoints_on_postgres() {
+    let Some(pg) = PgSchema::new("reports endpoints") else {
+        return;
+    };
+    story(Some(&pg.url()));
+}
+
+#[test]
+fn dns_decisions_reach_the_api_and_metrics() {
+    let fleet = unique("fleet");
+    let s = node(&fleet, "solo", None, 500, MIX_APP);
+    queries(&s, "a", 11);
+    queries(&s, "b", 5);
+    // HTTP decisions count too.
+    let r = request(
+        s.http.expect("http listener"),
+        "GET",
+        "/apps/mix/decision",
+        None,
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let took = wait_for(
+        "decisions in /api/decisions",
+        Duration::from_secs(25),
+        &mut || {
+            get(&s, "/api/decisions")["lastMinute"]["mix"]
+                == json!({"cdn_a": {"A": 12}, "cdn_b": {"B": 5}})
+        },
+    );
+    eprintln!("reports: DNS decisions visible after {took:?}");
+    let metrics = request(admin(&s), "GET", "/metrics", None, b"").body;
+    let line = |p: &str, r: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("switchyard_decisions_total{")
+                    && l.contains("app=\"mix\"")
+                    && l.contains(&format!("provider=\"{p}\""))
+                    && l.contains(&format!("reason=\"{r}\""))
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+    };
+    assert_eq!(line("cdn_a", "A").as_deref(), Some("12"), "{metrics}");
+    assert_eq!(line("cdn_b", "B").as_deref(), Some("5"));
+    let app = get(&s, "/api/applications/mix");
+    assert_eq!(
+        app["last_minute"],
+        json!({"cdn_a": {"A": 12}, "cdn_b": {"B": 5}})
+    );
+    assert_eq!(
+        app["lastHour"],
+        json!({"cdn_a": {"A": 12}, "cdn_b": {"B": 5}})
+    );
+    assert_eq!(app["nodes"][0]["node"], "solo");
+    let nodes = get(&s, "/api/nodes");
+    assert_eq!(nodes["self"], "solo");
+    assert_eq!(nodes["nodes"][0]["live"], true);
+    assert_eq!(nodes["nodes"][0]["drift"], false);
+}
+
+#[test]
+fn reporting_off_counts_nothing() {
+    let s = Server::start_with(Options {
+        apps: Some(vec![("mix.js".into(), MIX_APP.into())]),
+        env: vec![
+            ("POSTGRES".into(), String::new()),
+            ("SWITCHYARD_FLEET".into(), unique("fleet")),
+        ],
+        extra_config: "[reports]\nenabled = false\ninterval_ms = 200\n".into(),
+        ..Options::default()
+    });
+    queries(&s, "a", 5);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(get(&s, "/api/decisions")["lastHour"], json!({}));
+    assert!(
+        get(&s, "/api/nodes")["nodes"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_node_pushes_to_another_over_http() {
+    let fleet = unique("fleet");
+    let hub = node(&fleet, "hub", None, 3_600_000, MIX_APP);
+    let edge = Server::start_with(Options {
+        apps: Some(vec![("mix.js".into(), MIX_APP.into())]),
+        env: vec![
+            ("POSTGRES".into(), String::new()),
+            ("SWITCHYARD_FLEET".into(), fleet.clone()),
+            ("SWITCHYARD_NODE".into(), "edge".into()),
+        ],
+        extra_config: format!(
+            "[reports]\ninterval_ms = 300\npush_url = \"http://{}\"\n",
+            admin(&hub)
+        ),
+        ..Options::default()
+    });
+    queries(&edge, "b", 9);
+    wait_for(
+        "pushed decisions on the hub",
+        Duration::from_secs(25),
+        &mut || get(&hub, "/api/decisions")["lastMinute"]["mix"] == json!({"cdn_b": {"B": 9}}),
+    );
+    let nodes = get(&hub, "/api/nodes");
+    assert!(
+        nodes["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["node"] == "edge" && n["live"] == true),
+        "{nodes}"
+    );
+}
+
+#[test]
+fn fleet_of_three_on_postgres() {
+    let Some(pg) = PgSchema::new("reports fleet") else {
+        return;
+    };
+    let fleet = unique("fleet");
+    let url = pg.url();
+    let edited = format!("{MIX_APP}\n// edited on node c only\n");
+    let a = node(&fleet, "node-a", Some(&url), 500, MIX_APP);
+    let b = node(&fleet, "node-b", Some(&url), 500, MIX_APP);
+    let c = node(&fleet, "node-c", Some(&url), 500, &edited);
+    queries(&a, "a", 10);
+    queries(&b, "b", 20);
+    queries(&c, "a", 30);
+    let want = json!({"cdn_a": {"A": 40}, "cdn_b": {"B": 20}});
+    for (name, s) in [("a", &a), ("b", &b), ("c", &c)] {
+        let took = wait_for(
+            &format!("fleet total on node {name}"),
+            Duration::from_secs(25),
+            &mut || get(s, "/api/decisions")["lastMinute"]["mix"] == want,
+        );
+        eprintln!("fleet: node {name} shows the fleet total after {took:?}");
+    }
+    // Drift: node c serves an edited mix.
+    wait_for("drift flagged", Duration::from_secs(25), &mut || {
+        let n = get(&a, "/api/nodes");
+        n["drift"]["mix"].as_array().is_some_and(|v| v.len() == 2)
+            && n["nodes"].as_array().unwrap().iter().any(|x| {
+                x["node"] == "node-c" && x["drift"] == true && x["apps"][0]["drift"] == true
+            })
+            && n["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["node"] == "node-a" && x["drift"] == false)
+    });
+    // SIGKILL: what c pushed stays; what it had not pushed may be lost, no more.
+    queries(&c, "b", 15);
+    wait_for("c's second batch", Duration::from_secs(25), &mut || {
+        total(&get(&a, "/api/decisions")["lastHour"]["mix"]) == 75
+    });
+    queries(&c, "b", 7);
+    kill_node(&c);
+    std::thread::sleep(Duration::from_secs(3));
+    let after = total(&get(&a, "/api/decisions")["lastHour"]["mix"]);
+    assert!((75..=82).contains(&after), "after SIGKILL: {after}");
+    assert_eq!(
+        total(&get(&b, "/api/decisions")["lastHour"]["mix"]),
+        after,
+        "a and b agree"
+    );
+    eprintln!("fleet: after SIGKILL the fleet kept {after} of 82 (75 pushed before)");
+}
+
+/// SIGKILLs a node: the supervisor first (so it restarts nothing), then
+/// the serving process it ran, which would otherwise live on.
+fn kill_node(s: &Server) {
+    let pid = s.pid();
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    s.signal("KILL");
+    for child in children.split_whitespace() {
+        let _ = std::process::Command::new("kill")
+            .args(["-s", "KILL", child])
+            .status();
+    }
+    for child in children.split_whitespace() {
+        wait_for(
+            "the serving process to die",
+            Duration::from_secs(5),
+            &mut || {
+                std::fs::read_to_string(format!("/proc/{child}/stat"))
+                    .map_or(true, |st| st.split_whitespace().nth(2) == Some("Z"))
+            },
+        );
+    }
+}
+
+/// Finds Debian's chromium (or CHROMIUM).
+fn chromium() -> Option<String> {
+    let candidates = [
+        std::env::var("CHROMIUM").unwrap_or_default(),
+        "/usr/bin/chromium".into(),
+        "/usr/bin/chromium-browser".into(),
+    ];
+    candidates
+        .into_iter()
+        .find(|c| !c.is_empty() && std::path::Path::new(c).exists())
+}
+
+#[test]
+fn dashboard_in_headless_chromium() {
+    let Some(browser) = chromium() else {
+        let _ = std::io::stderr().write_all(
+            b"\n*** SKIPPED: dashboard in a browser (no chromium; .ci/run installs it) ***\n\n",
+        );
+        return;
+    };
+    let s = Server::start_with(Options {
+        apps: Some(vec![("mix.js".into(), MIX_APP.into())]),
+        env: vec![
+            ("POSTGRES".into(), String::new()),
+            ("SWITCHYARD_FLEET".into(), unique("fleet")),
+            ("SWITCHYARD_NODE".into(), "dash-node".into()),
+        ],
+        // A Sonar check on a closed port: cdn_b shows as down.
+        extra_config: "[[sonar]]\nprovider = \"cdn_b\"\ntcp = \"127.0.0.1:9\"\ninterval_secs = 1\ntimeout_ms = 200\nfall = 1\n\n[reports]\ninterval_ms = 500\n".into(),
+        ..Options::default()
+    });
+    queries(&s, "a", 8);
+    queries(&s, "b", 4);
+    wait_for("decisions reported", Duration::from_secs(25), &mut || {
+        total(&get(&s, "/api/decisions")["lastMinute"]) == 12
+    });
+    // The page itself is served from the binary, with nothing external.
+    let page = request(admin(&s), "GET", "/", None, b"");
+    assert_eq!(page.status, 200);
+    assert!(
+        !page.body.contains("http://") && !page.body.contains("https://"),
+        "external reference in the page"
+    );
+    let js = request(admin(&s), "GET", "/dashboard/app.js", None, b"").body;
+    // The SVG namespace is a name, not a fetch.
+    let js = js.replace("\"http://www.w3.org/2000/svg\"", "");
+    assert!(
+        !js.contains("http://") && !js.contains("https://"),
+        "external reference in app.js"
+    );
+    let css = request(admin(&s), "GET", "/dashboard/style.css", None, b"").body;
+    assert!(!css.contains("url("), "external reference in style.css");
+    let url = format!("http://{}/?app=mix", admin(&s));
+    let profile = s.dir.path().join("chromium-profile");
+    let run = |extra: &[String]| {
+        let out = std::process::Command::new(&browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--window-size=1366,900",
+                "--virtual-time-budget=8000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("run chromium");
+        (String::from_utf8_lossy(&out.stdout).to_string(), out.status)
+    };
+    let (dom, status) = run(&["--dump-dom".to_string()]);
+    assert!(status.success(), "chromium failed: {status}");
+    assert!(
+        dom.contains("data-loaded=\"1\""),
+        "the page never loaded its data: {dom}"
+    );
+    // The chart draws both providers, the legend names them.
+    for p in ["cdn_a", "cdn_b"] {
+        assert!(
+            dom.contains("<rect x=") && dom.contains(&format!("data-provider=\"{p}\"")),
+            "chart lacks {p}: {dom}"
+        );
+        assert!(dom.contains("<li style=\"--c:"), "no legend");
+    }
+    assert!(dom.contains("data-node=\"dash-node\""), "node list: {dom}");
+    assert!(
+        dom.contains("id=\"feeds\"") && dom.contains("data-feed="),
+        "feed list: {dom}"
+    );
+    assert!(
+        dom.contains("<td>A</td>") && dom.contains("<td>B</td>"),
+        "reason table: {dom}"
+    );
+    assert!(
+        dom.contains("<td>cdn_b</td><td class=\"bad\">down</td>"),
+        "sonar verdicts: {dom}"
+    );
+    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard.png");
+    let (_, status) = run(&[format!("--screenshot={}", shot.display())]);
+    assert!(status.success() && shot.exists(), "no screenshot");
+    eprintln!("dashboard screenshot: {}", shot.display());
+}
