@@ -5,7 +5,7 @@
 //! and HTTP decisions reaching the API and `/metrics`, a node pushing to
 //! another over HTTP, counting switched off, a fleet of three nodes on
 //! one PostgreSQL (totals, SIGKILL, drift), and the dashboard in headless
-//! Chromium.
+//! Chromium driven over WebDriver (chromedriver).
 //!
 //! Windows are placed with `GET …?now=` (the documented testing aid) and
 //! buckets with explicit times in `POST /api/decisions`.
@@ -77,7 +77,7 @@ impl Reply {
 fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Reply {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
@@ -795,11 +795,17 @@ fn chromium() -> Option<String> {
         .find(|c| !c.is_empty() && std::path::Path::new(c).exists())
 }
 
+/// The dashboard in a real browser: headless Chromium, driven over the
+/// W3C WebDriver protocol by chromedriver, loads the page from a server
+/// that has answered queries; the rendered page must chart both providers
+/// and list the node, the feeds and the Sonar verdicts. The screenshot is
+/// saved as `target/dashboard.png`.
 #[test]
 fn dashboard_in_headless_chromium() {
-    let Some(browser) = chromium() else {
+    let Some(browser) = chromium().filter(|_| std::path::Path::new(&chromedriver()).exists())
+    else {
         let _ = std::io::stderr().write_all(
-            b"\n*** SKIPPED: dashboard in a browser (no chromium; .ci/run installs it) ***\n\n",
+            b"\n*** SKIPPED: dashboard in a browser (no chromium or chromedriver; .ci/run installs both) ***\n\n",
         );
         return;
     };
@@ -837,29 +843,26 @@ fn dashboard_in_headless_chromium() {
     assert!(!css.contains("url("), "external reference in style.css");
     let url = format!("http://{}/?app=mix", admin(&s));
     let profile = s.dir.path().join("chromium-profile");
-    let run = |extra: &[String]| {
-        let out = std::process::Command::new(&browser)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                "--window-size=1366,900",
-                "--virtual-time-budget=8000",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .args(extra)
-            .arg(&url)
-            .output()
-            .expect("run chromium");
-        (String::from_utf8_lossy(&out.stdout).to_string(), out.status)
+    let driver = WebDriver::start(&browser, &profile);
+    driver.call("POST", "/url", json!({ "url": url }));
+    // The page fetches the API and renders; wait for its loaded mark.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let dom = loop {
+        let dom = driver.call("GET", "/source", Value::Null);
+        let dom = dom.as_str().unwrap_or_default().to_string();
+        if dom.contains("data-loaded=\"1\"") && dom.contains("data-provider=\"cdn_b\"") {
+            break dom;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page never loaded its data: {dom}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     };
-    let (dom, status) = run(&["--dump-dom".to_string()]);
-    assert!(status.success(), "chromium failed: {status}");
+    let title = driver.call("GET", "/title", Value::Null);
     assert!(
-        dom.contains("data-loaded=\"1\""),
-        "the page never loaded its data: {dom}"
+        title.as_str().is_some_and(|t| !t.is_empty()),
+        "no page title: {title}"
     );
     // The chart draws both providers, the legend names them.
     for p in ["cdn_a", "cdn_b"] {
@@ -883,7 +886,164 @@ fn dashboard_in_headless_chromium() {
         "sonar verdicts: {dom}"
     );
     let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard.png");
-    let (_, status) = run(&[format!("--screenshot={}", shot.display())]);
-    assert!(status.success() && shot.exists(), "no screenshot");
+    let png = base64_decode(
+        driver
+            .call("GET", "/screenshot", Value::Null)
+            .as_str()
+            .expect("a screenshot"),
+    );
+    assert!(png.starts_with(b"\x89PNG"), "the screenshot is not a PNG");
+    std::fs::write(&shot, png).expect("write the screenshot");
     eprintln!("dashboard screenshot: {}", shot.display());
+}
+
+/// A W3C WebDriver session on a `chromedriver` started for one test
+/// (Debian's `chromium-driver`, which `.ci/run` installs), spoken to over
+/// its HTTP protocol; ended and stopped on drop.
+struct WebDriver {
+    child: std::process::Child,
+    addr: SocketAddr,
+    session: String,
+}
+
+impl WebDriver {
+    fn start(browser: &str, profile: &std::path::Path) -> WebDriver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new(chromedriver())
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let caps = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": browser,
+                "args": [
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--no-first-run",
+                    "--window-size=1366,900",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            },
+        } } });
+        let mut driver = WebDriver {
+            child,
+            addr,
+            session: String::new(),
+        };
+        let r = driver.raw("POST", "/session", &caps);
+        driver.session = r["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {r}"))
+            .to_string();
+        driver
+    }
+
+    /// One HTTP exchange with chromedriver, which keeps connections open:
+    /// the body is read by its Content-Length.
+    fn raw(&self, method: &str, path: &str, body: &Value) -> Value {
+        let bytes = if body.is_null() {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        };
+        let mut s = TcpStream::connect(self.addr).expect("connect to chromedriver");
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            bytes.len()
+        );
+        s.write_all(head.as_bytes()).expect("send to chromedriver");
+        s.write_all(&bytes).expect("send to chromedriver");
+        let mut reader = std::io::BufReader::new(s);
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut reader, &mut line).expect("chromedriver reply");
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut out = vec![0u8; length];
+        reader
+            .read_exact(&mut out)
+            .expect("chromedriver reply body");
+        let text = String::from_utf8_lossy(&out);
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}: {text}"))
+    }
+
+    /// A command of this session; its `value`.
+    fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let v = self.raw(method, &format!("/session/{}{path}", self.session), &body);
+        assert!(
+            v["value"].get("error").is_none(),
+            "WebDriver {method} {path}: {v}"
+        );
+        v["value"].clone()
+    }
+}
+
+impl Drop for WebDriver {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.raw(
+                    "DELETE",
+                    &format!("/session/{}", self.session),
+                    &Value::Null,
+                )
+            }));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chromedriver() -> String {
+    std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into())
+}
+
+/// Standard base64 (the screenshot WebDriver returns).
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for v in text.bytes().filter_map(value) {
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
 }
