@@ -102,20 +102,20 @@ impl Slots {
         unsafe { &*self.words.add(slot % SLOTS * WORDS + w) }
     }
 
-    /// Marks `slot` busy running `app` at `hash`.
+    /// Marks `slot` busy running `app` at `hash`. The name is written every
+    /// time: two apps may share a version hash (the same source under two
+    /// names), so an unchanged hash does not mean an unchanged app.
     pub fn enter(&self, slot: usize, app: &str, hash: u64) {
-        if self.word(slot, 1).load(Ordering::Relaxed) != hash {
-            let mut bytes = [0u8; NAME_BYTES];
-            let n = app.len().min(NAME_BYTES);
-            bytes[..n].copy_from_slice(&app.as_bytes()[..n]);
-            for w in 0..NAME_BYTES / 8 {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&bytes[w * 8..w * 8 + 8]);
-                self.word(slot, 2 + w)
-                    .store(u64::from_le_bytes(b), Ordering::Relaxed);
-            }
-            self.word(slot, 1).store(hash, Ordering::Relaxed);
+        let mut bytes = [0u8; NAME_BYTES];
+        let n = app.len().min(NAME_BYTES);
+        bytes[..n].copy_from_slice(&app.as_bytes()[..n]);
+        for (w, chunk) in bytes.chunks_exact(8).enumerate() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            self.word(slot, 2 + w)
+                .store(u64::from_le_bytes(b), Ordering::Relaxed);
         }
+        self.word(slot, 1).store(hash, Ordering::Relaxed);
         self.word(slot, 0).store(1, Ordering::Release);
     }
 
@@ -220,5 +220,32 @@ impl Quarantine {
     /// Every quarantined app.
     pub fn list(&self) -> BTreeMap<String, Entry> {
         self.entries.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_reused_by_another_app_of_the_same_version_names_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inflight");
+        let (slots, none) = Slots::open(&path).unwrap();
+        assert!(none.is_empty());
+        let hash = version_hash("same source", None);
+        slots.enter(3, "first", hash);
+        slots.leave(3);
+        slots.enter(3, "second", hash);
+        slots.enter(LOADER_SLOT, "loading", 7);
+        drop(slots);
+        let (slots, in_flight) = Slots::open(&path).unwrap();
+        assert_eq!(
+            in_flight,
+            vec![("loading".to_string(), 7), ("second".to_string(), hash)]
+        );
+        drop(slots);
+        let (_, after) = Slots::open(&path).unwrap();
+        assert!(after.is_empty(), "open clears what it reported: {after:?}");
     }
 }
