@@ -71,13 +71,24 @@ fn bench(c: &mut Criterion) {
             runtime::decide(&floor, request(), &data, CallOptions::default()).expect("decides")
         })
     });
-    for (i, name) in ["best-rtt", "geo-map", "fusion-budget", "http-hosts"]
+    // The shipped apps, plus any app named in SWITCHYARD_BENCH_APPS
+    // (comma-separated paths): what one decision of your own app costs.
+    let mut apps: Vec<(String, String)> = ["best-rtt", "geo-map", "fusion-budget", "http-hosts"]
         .iter()
-        .enumerate()
-    {
-        let src = std::fs::read_to_string(format!("apps/{name}.js")).expect("app source");
+        .map(|n| (n.to_string(), format!("apps/{n}.js")))
+        .collect();
+    if let Ok(extra) = std::env::var("SWITCHYARD_BENCH_APPS") {
+        for path in extra.split(',').filter(|p| !p.is_empty()) {
+            let stem = Path::new(path)
+                .file_stem()
+                .map_or(path.to_string(), |s| s.to_string_lossy().into_owned());
+            apps.push((format!("{stem} ({path})"), path.to_string()));
+        }
+    }
+    for (i, (name, path)) in apps.iter().enumerate() {
+        let src = std::fs::read_to_string(path).expect("app source");
         let app = code(name, src, i as u64 + 2);
-        group.bench_function(*name, |b| {
+        group.bench_function(name.as_str(), |b| {
             b.iter(
                 || match runtime::decide(&app, request(), &data, CallOptions::default()) {
                     Ok(out) => out,

@@ -322,6 +322,12 @@ impl AppRegistry {
         self.current.load_full()
     }
 
+    /// The serving apps, without cloning the set: what the DNS query path
+    /// holds while it plans an answer.
+    pub fn current(&self) -> arc_swap::Guard<Arc<AppSet>> {
+        self.current.load()
+    }
+
     /// One published app.
     pub fn get(&self, name: &str) -> Option<Arc<LoadedApp>> {
         self.current.load().apps.get(name).cloned()

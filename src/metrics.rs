@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use hickory_proto::op::ResponseCode;
-use hickory_server::net::xfer::Protocol;
 
 use crate::apps::LoadedApp;
 use crate::report::buckets::Counts;
@@ -89,8 +88,8 @@ fn or_none(s: String) -> String {
 
 impl Counters {
     /// Counts one DNS response.
-    pub fn dns_response(&self, protocol: Protocol, rcode: ResponseCode) {
-        let p = usize::from(protocol != Protocol::Udp);
+    pub fn dns_response(&self, tcp: bool, rcode: ResponseCode) {
+        let p = usize::from(tcp);
         let code = (u16::from(rcode) as usize).min(23);
         self.dns[p][code].fetch_add(1, Ordering::Relaxed);
     }

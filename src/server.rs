@@ -4,8 +4,9 @@
 //! DNS runs on one current-thread tokio runtime per core, each with its own
 //! `SO_REUSEPORT` UDP socket and TCP listener on the same address: the
 //! kernel spreads queries across them and no runtime waits on another
-//! (measured in shared/notes/js-host.md as the fastest hickory-server
-//! layout). Decisions run on the JS workers ([`crate::workers`]).
+//! (shared/notes/js-host.md measured one runtime per core as the faster
+//! layout). Decisions that need an app run on the JS workers
+//! ([`crate::workers`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,9 +15,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 use arc_swap::ArcSwap;
-use hickory_server::Server;
-use hickory_server::net::runtime::Time;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
@@ -106,21 +104,6 @@ impl State {
             });
         }
         out
-    }
-}
-
-/// Shares one handler between the per-core servers.
-#[derive(Clone)]
-struct SharedHandler(Arc<DnsHandler>);
-
-#[async_trait::async_trait]
-impl RequestHandler for SharedHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        handle: R,
-    ) -> ResponseInfo {
-        self.0.handle_request::<R, T>(request, handle).await
     }
 }
 
@@ -328,7 +311,7 @@ pub fn start_dns(
     }
     let mut threads = Vec::new();
     for (i, pairs) in per_runtime.into_iter().enumerate() {
-        let handler = SharedHandler(state.dns.clone());
+        let handler = state.dns.clone();
         let shutdown = shutdown.clone();
         let beat = Arc::new(AtomicU64::new(state.started.elapsed().as_millis() as u64));
         if let Ok(mut v) = state.heartbeats.lock() {
@@ -356,15 +339,23 @@ pub fn start_dns(
                             tokio::time::sleep(Duration::from_millis(500)).await;
                         }
                     });
-                    let mut server = Server::new(handler);
+                    let mut served = tokio::task::JoinSet::new();
                     for (udp, tcp) in pairs {
                         match (
                             tokio::net::UdpSocket::from_std(udp),
                             tokio::net::TcpListener::from_std(tcp),
                         ) {
                             (Ok(u), Ok(t)) => {
-                                server.register_socket(u);
-                                server.register_listener(t, Duration::from_secs(5), 65_535);
+                                served.spawn(crate::dns::udp::serve(
+                                    u,
+                                    handler.clone(),
+                                    shutdown.clone(),
+                                ));
+                                served.spawn(crate::dns::tcp::serve(
+                                    t,
+                                    handler.clone(),
+                                    shutdown.clone(),
+                                ));
                             }
                             (Err(e), _) | (_, Err(e)) => {
                                 tracing::error!(error = %e, "cannot register DNS socket")
@@ -372,7 +363,7 @@ pub fn start_dns(
                         }
                     }
                     shutdown.cancelled().await;
-                    let _ = server.shutdown_gracefully().await;
+                    while served.join_next().await.is_some() {}
                 });
             })?;
         threads.push(t);

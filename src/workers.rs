@@ -402,7 +402,8 @@ impl Workers {
         }
     }
 
-    /// Runs `app` for `request` on a worker and waits for the answer.
+    /// Runs `app` for `request`: answered at once when [`Workers::steer_inline`]
+    /// can, else on a worker.
     pub async fn steer(
         &self,
         app: Arc<LoadedApp>,
@@ -410,19 +411,45 @@ impl Workers {
         data: Arc<DataSnapshot>,
         zone_ttl: u32,
     ) -> Steered {
+        if let Some(now) = self.steer_inline(&app, &request, &data, zone_ttl) {
+            return now;
+        }
+        self.steer_on_worker(app, request, data, zone_ttl).await
+    }
+
+    /// The answer that needs no worker, on the calling thread: a
+    /// quarantined or never-loaded app's fallback, or a memoised decision.
+    /// `None`: the app must run ([`Workers::steer_on_worker`]).
+    pub fn steer_inline(
+        &self,
+        app: &LoadedApp,
+        request: &Request,
+        data: &DataSnapshot,
+        zone_ttl: u32,
+    ) -> Option<Steered> {
         let default_ttl = app.settings.ttl.unwrap_or(zone_ttl);
         if app.quarantine.is_some() {
-            return steer::quarantined(&app, default_ttl);
+            return Some(steer::quarantined(app, default_ttl));
         }
         if let Some(message) = &app.load_error {
-            return steer::not_loaded(&app, message, default_ttl);
+            return Some(steer::not_loaded(app, message, default_ttl));
         }
-        // A memoised decision needs no worker: answered on this thread.
         let started = std::time::Instant::now();
-        if let Some(hit) = steer::memoised(&app, &request, &data, default_ttl) {
-            record_latency(&app.code.name, started.elapsed().as_secs_f64());
-            return hit;
-        }
+        let hit = steer::memoised(app, request, data, default_ttl)?;
+        record_latency(&app.code.name, started.elapsed().as_secs_f64());
+        Some(hit)
+    }
+
+    /// Runs `app` for `request` on a worker and waits for the answer (the
+    /// app's fallback if none comes by the hard limit).
+    pub async fn steer_on_worker(
+        &self,
+        app: Arc<LoadedApp>,
+        request: Request,
+        data: Arc<DataSnapshot>,
+        zone_ttl: u32,
+    ) -> Steered {
+        let default_ttl = app.settings.ttl.unwrap_or(zone_ttl);
         let (reply, rx) = oneshot::channel();
         let job = Job::Decide {
             app: app.clone(),

@@ -1,0 +1,104 @@
+//! The TCP transport (RFC 7766): each connection carries two-byte
+//! length-prefixed messages, answered in order; a connection idle for
+//! [`IDLE`] or one that stalls mid-message is closed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{DnsHandler, Handled, Transport};
+
+/// How long a connection may wait for its next message, or take to send
+/// one or to take a reply.
+pub const IDLE: Duration = Duration::from_secs(5);
+
+/// Most connections served at once per listener; more wait in the
+/// kernel's accept queue.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// Serves `listener` until `shutdown` is cancelled; open connections are
+/// then closed after the message they are on.
+pub async fn serve(listener: TcpListener, handler: Arc<DnsHandler>, shutdown: CancellationToken) {
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        if connections.len() >= MAX_CONNECTIONS {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = connections.join_next() => continue,
+            }
+        }
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, src)) => {
+                connections.spawn(connection(stream, src, handler.clone(), shutdown.clone()));
+            }
+            Err(e) => {
+                // Out of file descriptors, or a connection reset before it
+                // was accepted: wait a little rather than spin.
+                tracing::debug!(error = %e, "DNS TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+/// One connection: read a message, answer it, until the client closes,
+/// goes idle, or the server stops.
+async fn connection(
+    mut stream: TcpStream,
+    src: SocketAddr,
+    handler: Arc<DnsHandler>,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut len = [0u8; 2];
+    let mut message = Vec::new();
+    let mut out = Vec::with_capacity(512);
+    let mut frame = Vec::with_capacity(514);
+    loop {
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = tokio::time::timeout(IDLE, stream.read_exact(&mut len)) => r,
+        };
+        if !matches!(read, Ok(Ok(_))) {
+            return;
+        }
+        message.resize(usize::from(u16::from_be_bytes(len)), 0);
+        if !matches!(
+            tokio::time::timeout(IDLE, stream.read_exact(&mut message)).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+        match handler.handle(&message, src, Transport::Tcp, &mut out) {
+            Handled::Reply => {}
+            Handled::Drop => continue,
+            Handled::Pending(pending) => handler.decide(pending, &mut out).await,
+        }
+        let Ok(n) = u16::try_from(out.len()) else {
+            return;
+        };
+        frame.clear();
+        frame.extend_from_slice(&n.to_be_bytes());
+        frame.extend_from_slice(&out);
+        if !matches!(
+            tokio::time::timeout(IDLE, stream.write_all(&frame)).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+    }
+}

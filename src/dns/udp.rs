@@ -1,0 +1,120 @@
+//! The UDP transport: one loop per socket (one `SO_REUSEPORT` socket per
+//! DNS thread), reading a batch of queries, answering every one it can at
+//! once (static records, memoised decisions, errors) and sending those
+//! replies in one batch. A query whose app must run goes to a task of its
+//! own that waits for a JS worker and sends its reply alone, so a slow app
+//! never holds up the batch.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+use super::mmsg::{self, BATCH, RecvBatch};
+use super::{DnsHandler, Handled, Transport};
+
+/// Serves `socket` until `shutdown` is cancelled or the socket fails.
+pub async fn serve(socket: UdpSocket, handler: Arc<DnsHandler>, shutdown: CancellationToken) {
+    let socket = Arc::new(socket);
+    let fd = socket.as_raw_fd();
+    let mut batch = RecvBatch::new();
+    let mut replies: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
+    let mut dests: Vec<SocketAddr> = Vec::with_capacity(BATCH);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            ready = socket.readable() => {
+                if let Err(e) = ready {
+                    tracing::error!(error = %e, "DNS UDP socket failed; it is no longer served");
+                    return;
+                }
+            }
+        }
+        let n = match socket.try_io(Interest::READABLE, || batch.recv(fd)) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // ICMP errors for earlier replies surface here; the socket
+                // itself is fine.
+                tracing::debug!(error = %e, "DNS UDP receive error");
+                continue;
+            }
+        };
+        dests.clear();
+        for i in 0..n {
+            let Some((packet, src)) = batch.get(i) else {
+                continue;
+            };
+            if !answerable(src) {
+                tracing::debug!(%src, "DNS query from an address that cannot be answered");
+                continue;
+            }
+            let out = &mut replies[dests.len()];
+            match handler.handle(packet, src, Transport::Udp, out) {
+                Handled::Reply => dests.push(src),
+                Handled::Drop => {}
+                Handled::Pending(pending) => {
+                    let handler = handler.clone();
+                    let socket = socket.clone();
+                    tokio::spawn(async move {
+                        let mut out = Vec::with_capacity(512);
+                        handler.decide(pending, &mut out).await;
+                        if let Err(e) = socket.send_to(&out, src).await {
+                            tracing::debug!(error = %e, dest = %src, "cannot send a DNS reply");
+                        }
+                    });
+                }
+            }
+        }
+        send_all(&socket, &dests, &replies).await;
+        if n == BATCH {
+            // More may be queued: let the decision tasks and TCP on this
+            // thread run before the next batch.
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Sends every reply of a batch, waiting for room in the socket's send
+/// buffer when the kernel has none.
+async fn send_all(socket: &UdpSocket, dests: &[SocketAddr], replies: &[Vec<u8>]) {
+    let fd = socket.as_raw_fd();
+    let all: Vec<(SocketAddr, &[u8])> = dests
+        .iter()
+        .zip(replies)
+        .map(|(d, r)| (*d, r.as_slice()))
+        .collect();
+    let mut sent = 0;
+    while sent < all.len() {
+        match socket.try_io(Interest::WRITABLE, || mmsg::send(fd, &all[sent..])) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if socket.writable().await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot send DNS replies");
+                return;
+            }
+        }
+    }
+}
+
+/// Whether a reply to `src` can be sent at all: not to port 0, nor to an
+/// unspecified or broadcast address (as hickory-server checks).
+fn answerable(src: SocketAddr) -> bool {
+    if src.port() == 0 {
+        return false;
+    }
+    match src.ip() {
+        IpAddr::V4(a) => !a.is_unspecified() && !a.is_broadcast(),
+        IpAddr::V6(a) => !a.is_unspecified(),
+    }
+}

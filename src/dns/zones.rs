@@ -1,0 +1,203 @@
+//! The zones served: their apex records, static records and the names
+//! that belong to apps, built once from the configuration and looked up
+//! without I/O for every query.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, SOA, TXT};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+
+use crate::apps::{AppSet, LoadedApp};
+use crate::config::{Config, Zone};
+
+/// One zone, with its records built once.
+#[derive(Debug)]
+pub struct ZoneData {
+    origin: LowerName,
+    labels: u8,
+    /// Default TTL of the zone's answers.
+    pub ttl: u32,
+    /// The apex SOA (in negative answers' authority section).
+    pub soa: Record,
+    ns: Vec<Record>,
+    statics: HashMap<LowerName, Vec<Record>>,
+    /// Names between a static record and the apex that own nothing
+    /// themselves (empty non-terminals): NODATA, not NXDOMAIN (RFC 8020).
+    ents: HashSet<LowerName>,
+}
+
+/// Every zone served, built from the configuration.
+#[derive(Debug, Default)]
+pub struct ZoneSet {
+    zones: Vec<ZoneData>,
+}
+
+/// What a query name is, decided without I/O.
+#[derive(Debug)]
+pub enum Plan<'z> {
+    /// Outside every zone.
+    Refused,
+    /// Under a zone, but no such name.
+    NxDomain(&'z ZoneData),
+    /// Records to answer with (empty: NODATA).
+    Records(&'z ZoneData, Vec<Record>),
+    /// An app name; run the app when the type is one a decision can give.
+    App {
+        /// The zone.
+        zone: &'z ZoneData,
+        /// The app serving the name.
+        app: &'z Arc<LoadedApp>,
+        /// Labels in front of the app name (lower case, dot-joined).
+        prefix: String,
+    },
+}
+
+fn name(s: &str) -> Result<Name, String> {
+    Name::from_ascii(s).map_err(|e| format!("'{s}': {e}"))
+}
+
+impl ZoneSet {
+    /// Builds the zones of `config` (already validated).
+    pub fn from_config(config: &Config) -> Result<ZoneSet, String> {
+        let mut zones = Vec::new();
+        for z in &config.zones {
+            zones.push(build_zone(z)?);
+        }
+        // Longest origin first, so the most specific zone wins.
+        zones.sort_by_key(|z| std::cmp::Reverse(z.labels));
+        Ok(ZoneSet { zones })
+    }
+
+    /// Decides what `qname` is.
+    pub fn plan<'z>(&'z self, qname: &LowerName, qtype: RecordType, apps: &'z AppSet) -> Plan<'z> {
+        let Some(zone) = self.zones.iter().find(|z| z.origin.zone_of(qname)) else {
+            return Plan::Refused;
+        };
+        if *qname == zone.origin {
+            let mut out = Vec::new();
+            if matches!(qtype, RecordType::SOA | RecordType::ANY) {
+                out.push(zone.soa.clone());
+            }
+            if matches!(qtype, RecordType::NS | RecordType::ANY) {
+                out.extend(zone.ns.iter().cloned());
+            }
+            if let Some(rs) = zone.statics.get(qname) {
+                out.extend(
+                    rs.iter()
+                        .filter(|r| qtype == RecordType::ANY || r.record_type() == qtype)
+                        .cloned(),
+                );
+            }
+            return Plan::Records(zone, out);
+        }
+        if let Some(rs) = zone.statics.get(qname) {
+            let cname: Vec<Record> = rs
+                .iter()
+                .filter(|r| r.record_type() == RecordType::CNAME)
+                .cloned()
+                .collect();
+            if !cname.is_empty() {
+                return Plan::Records(zone, cname);
+            }
+            let out = rs
+                .iter()
+                .filter(|r| qtype == RecordType::ANY || r.record_type() == qtype)
+                .cloned()
+                .collect();
+            return Plan::Records(zone, out);
+        }
+        if zone.ents.contains(qname) {
+            return Plan::Records(zone, Vec::new());
+        }
+        // Labels in front of the origin: the last is the app, the rest the
+        // prefix. Only the prefix allocates, and only when there is one.
+        let n = (qname.num_labels() - zone.labels) as usize;
+        if n == 0 {
+            return Plan::NxDomain(zone);
+        }
+        let mut app_label = [0u8; 63];
+        let mut prefix = String::new();
+        for (i, label) in qname.iter().take(n).enumerate() {
+            if i + 1 == n {
+                let len = label.len().min(app_label.len());
+                app_label[..len].copy_from_slice(&label[..len]);
+                app_label[..len].make_ascii_lowercase();
+                let Ok(name) = std::str::from_utf8(&app_label[..len]) else {
+                    return Plan::NxDomain(zone);
+                };
+                return match apps.apps.get(name) {
+                    Some(app) => Plan::App { zone, app, prefix },
+                    None => Plan::NxDomain(zone),
+                };
+            }
+            if !prefix.is_empty() {
+                prefix.push('.');
+            }
+            prefix.push_str(&String::from_utf8_lossy(label).to_ascii_lowercase());
+        }
+        Plan::NxDomain(zone)
+    }
+}
+
+fn build_zone(z: &Zone) -> Result<ZoneData, String> {
+    let origin = name(&z.name)?;
+    let soa_rdata = SOA::new(
+        name(&z.soa.mname)?,
+        name(&z.soa.rname)?,
+        z.soa.serial,
+        z.soa.refresh,
+        z.soa.retry,
+        z.soa.expire,
+        z.soa.minimum,
+    );
+    // RFC 2308 §5: the negative-caching TTL is min(SOA TTL, SOA MINIMUM);
+    // serving the SOA with TTL = MINIMUM makes both the same.
+    let soa = Record::from_rdata(origin.clone(), z.soa.minimum, RData::SOA(soa_rdata));
+    let mut ns = Vec::new();
+    for n in &z.ns {
+        ns.push(Record::from_rdata(
+            origin.clone(),
+            z.ttl.max(3600),
+            RData::NS(NS(name(n)?)),
+        ));
+    }
+    let mut statics: HashMap<LowerName, Vec<Record>> = HashMap::new();
+    for r in &z.records {
+        let owner = name(&r.name)?;
+        let rdata = match r.rtype.as_str() {
+            "A" => RData::A(A(r.value.parse::<Ipv4Addr>().map_err(|e| e.to_string())?)),
+            "AAAA" => RData::AAAA(AAAA(
+                r.value.parse::<Ipv6Addr>().map_err(|e| e.to_string())?,
+            )),
+            "CNAME" => RData::CNAME(CNAME(name(&crate::config::fqdn(&r.value))?)),
+            "MX" => RData::MX(MX::new(r.priority, name(&crate::config::fqdn(&r.value))?)),
+            "TXT" => RData::TXT(TXT::new(vec![r.value.clone()])),
+            other => return Err(format!("unsupported static record type {other}")),
+        };
+        statics
+            .entry(LowerName::from(&owner))
+            .or_default()
+            .push(Record::from_rdata(owner, r.ttl, rdata));
+    }
+    let mut ents = HashSet::new();
+    for owner in statics.keys() {
+        let mut n = owner.base_name();
+        while n.num_labels() > origin.num_labels() {
+            if !statics.contains_key(&n) {
+                ents.insert(n.clone());
+            }
+            n = n.base_name();
+        }
+    }
+    Ok(ZoneData {
+        labels: origin.num_labels(),
+        origin: LowerName::from(&origin),
+        ttl: z.ttl,
+        soa,
+        ns,
+        statics,
+        ents,
+    })
+}
