@@ -12,7 +12,7 @@
 //! - [`dns`]: the authoritative DNS front end.
 //! - [`http`]: the HTTP decision endpoint and the operations listener.
 //! - [`inventory`]: providers, routes and weights (live traffic shaping).
-//! - [`metrics`]: live counters.
+//! - [`metrics`]: live counters ([`shard`]: counters threads add to without contention).
 //! - [`report`]: decision reports, nodes and the fleet view (API and dashboard).
 //! - [`steer`]: one decision with fallback rules, shared by every front end.
 //! - [`server`]: the serving process: listeners, feeds, reload.
@@ -35,6 +35,7 @@ pub mod openmix;
 pub mod quarantine;
 pub mod report;
 pub mod server;
+pub mod shard;
 pub mod stats;
 pub mod steer;
 pub mod supervisor;

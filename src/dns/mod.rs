@@ -23,6 +23,7 @@
 mod mmsg;
 pub mod tcp;
 pub mod udp;
+mod wire;
 mod zones;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -77,7 +78,22 @@ pub struct Pending {
     qtype: RecordType,
     owner: Name,
     soa: Record,
+    /// The question section as received, for the fast reply form.
+    question: Option<Vec<u8>>,
     reply: Reply,
+}
+
+/// How to answer a decision: what the reply needs besides the decision.
+struct Answering<'a> {
+    /// The question section as received (fast form), if usable.
+    question: Option<&'a [u8]>,
+    /// ECS scope of an answer that depends on the client.
+    scope: u8,
+    qtype: RecordType,
+    /// The question's name, in its case.
+    owner: &'a Name,
+    /// The zone's SOA, for NODATA.
+    soa: &'a Record,
 }
 
 /// What a reply takes from its query.
@@ -320,10 +336,18 @@ impl DnsHandler {
                     }
                 };
                 let (request, scope) = self.app_request(src.ip(), reply.ecs, prefix, qt);
+                let question = wire::question_end(packet).map(|end| &packet[12..end]);
                 let data = self.data.load();
                 if let Some(steered) = self.workers.steer_inline(app, &request, &data, zone.ttl) {
                     self.counters.decision(app, &steered);
-                    self.finish(reply, steered, scope, qtype, &owner, &zone.soa, out);
+                    let how = Answering {
+                        question,
+                        scope,
+                        qtype,
+                        owner: &owner,
+                        soa: &zone.soa,
+                    };
+                    self.finish(reply, steered, how, out);
                     return Handled::Reply;
                 }
                 return Handled::Pending(Box::new(Pending {
@@ -335,6 +359,7 @@ impl DnsHandler {
                     qtype,
                     owner,
                     soa: zone.soa.clone(),
+                    question: question.map(<[u8]>::to_vec),
                     reply,
                 }));
             }
@@ -354,6 +379,7 @@ impl DnsHandler {
             qtype,
             owner,
             soa,
+            question,
             reply,
         } = *pending;
         let steered = self
@@ -361,24 +387,22 @@ impl DnsHandler {
             .steer_on_worker(app.clone(), request, data, zone_ttl)
             .await;
         self.counters.decision(&app, &steered);
-        self.finish(reply, steered, scope, qtype, &owner, &soa, out);
+        let how = Answering {
+            question: question.as_deref(),
+            scope,
+            qtype,
+            owner: &owner,
+            soa: &soa,
+        };
+        self.finish(reply, steered, how, out);
     }
 
-    /// The reply to a decision.
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        &self,
-        reply: Reply,
-        steered: Steered,
-        scope: u8,
-        qtype: RecordType,
-        owner: &Name,
-        soa: &Record,
-        out: &mut Vec<u8>,
-    ) {
+    /// The reply to a decision: the fast form when it applies, else the
+    /// general encoder.
+    fn finish(&self, reply: Reply, steered: Steered, how: Answering<'_>, out: &mut Vec<u8>) {
         // A fallback does not depend on the client: scope 0.
         let scope = if steered.outcome == Outcome::App {
-            scope
+            how.scope
         } else {
             0
         };
@@ -386,12 +410,37 @@ impl DnsHandler {
             self.emit(reply, ResponseCode::ServFail, Some(scope), &[], None, out);
             return;
         }
+        if let (false, Some(question)) = (steered.decision.empty, how.question) {
+            let opt = reply.edns.as_ref().map(|e| wire::Opt {
+                payload: e.max_payload(),
+                ecs: reply.ecs.map(|cs| (cs, scope)),
+            });
+            let limit = match reply.transport {
+                Transport::Udp => reply.edns.as_ref().map_or(512, Edns::max_payload),
+                Transport::Tcp => u16::MAX,
+            };
+            let fast = wire::decision_reply(
+                out,
+                &reply.metadata,
+                question,
+                &steered.decision.answers,
+                how.qtype,
+                steered.ttl,
+                opt,
+                usize::from(limit),
+            );
+            if fast {
+                self.counters
+                    .dns_response(reply.transport == Transport::Tcp, ResponseCode::NoError);
+                return;
+            }
+        }
         let records = if steered.decision.empty {
             Vec::new()
         } else {
-            decision_records(&steered.decision.answers, qtype, owner, steered.ttl)
+            decision_records(&steered.decision.answers, how.qtype, how.owner, steered.ttl)
         };
-        let soa = records.is_empty().then_some(soa);
+        let soa = records.is_empty().then_some(how.soa);
         self.emit(
             reply,
             ResponseCode::NoError,

@@ -27,7 +27,7 @@ use super::data::{DataSnapshot, distance_km};
 use super::decision::{
     Answer, Decision, MAX_ADDRESS_RECORDS, ProviderHost, check_hostname, classify_host,
 };
-use super::memo::{ReadKey, ReadLog, ReadValue, rows_value};
+use super::memo::{ReadKey, ReadLog, ReadValue, ValueRef, rows_value};
 use super::request::Request;
 
 /// What `init(config)` declared.
@@ -267,26 +267,28 @@ const REQUEST_FIELDS: [&str; 14] = [
 
 /// The value of request field `index` (see `REQUEST_FIELDS`) for `r`: what
 /// the getter returns and what the memo compares.
-pub fn field_value(index: usize, r: &Request) -> ReadValue {
-    let ip = |ip: Option<std::net::IpAddr>| {
-        ReadValue::Str(ip.map(|i| i.to_string()).unwrap_or_default())
-    };
+pub fn field_ref(index: usize, r: &Request) -> ValueRef<'_> {
     match index {
-        0 => ReadValue::Num(r.client.asn),
-        1 => ReadValue::Str(r.client.market.clone()),
-        2 => ReadValue::Str(r.client.country.clone()),
-        3 => ReadValue::Str(r.client.region.clone()),
-        4 => ReadValue::Str(r.client.state.clone()),
-        5 => ip(r.ip_address),
-        6 => ReadValue::Num(r.resolver.asn),
-        7 => ReadValue::Str(r.resolver.market.clone()),
-        8 => ReadValue::Str(r.resolver.country.clone()),
-        9 => ReadValue::Str(r.resolver.region.clone()),
-        10 => ReadValue::Str(r.resolver.state.clone()),
-        11 => ip(r.resolver_ip_address),
-        12 => ReadValue::Str(r.hostname_prefix.clone()),
-        _ => ReadValue::Str(r.query_type.clone()),
+        0 => ValueRef::Num(r.client.asn),
+        1 => ValueRef::Str(&r.client.market),
+        2 => ValueRef::Str(&r.client.country),
+        3 => ValueRef::Str(&r.client.region),
+        4 => ValueRef::Str(&r.client.state),
+        5 => ValueRef::Ip(r.ip_address),
+        6 => ValueRef::Num(r.resolver.asn),
+        7 => ValueRef::Str(&r.resolver.market),
+        8 => ValueRef::Str(&r.resolver.country),
+        9 => ValueRef::Str(&r.resolver.region),
+        10 => ValueRef::Str(&r.resolver.state),
+        11 => ValueRef::Ip(r.resolver_ip_address),
+        12 => ValueRef::Str(&r.hostname_prefix),
+        _ => ValueRef::Str(&r.query_type),
     }
+}
+
+/// [`field_ref`], owned.
+pub fn field_value(index: usize, r: &Request) -> ReadValue {
+    field_ref(index, r).into_owned()
 }
 
 fn request_field(index: usize, ctx: &mut Context) -> JsResult<JsValue> {
@@ -314,6 +316,7 @@ fn request_field(index: usize, ctx: &mut Context) -> JsResult<JsValue> {
     Ok(match out {
         Out::Value(ReadValue::Str(s)) => js_str(&s),
         Out::Value(ReadValue::Num(n)) => number(f64::from(n)),
+        Out::Value(ReadValue::Ip(ip)) => js_str(&ip.map(|i| i.to_string()).unwrap_or_default()),
         Out::Value(_) => JsValue::undefined(),
         Out::Json(v) => super::fixture_value(&v, ctx)?,
         Out::Undefined => JsValue::undefined(),
@@ -349,6 +352,26 @@ pub fn probe_rows_for(
     rows
 }
 
+/// What the memo compares for `getProbe(name)`: the identity of the
+/// snapshot's table the rows come from (the padding with declared
+/// providers is the same for every call of one app version), or, for
+/// `proximity_dist`, the rows computed for this client.
+pub fn probe_read(
+    name: &str,
+    request: &Request,
+    data: &DataSnapshot,
+    declared: &[String],
+    proximity: bool,
+) -> ReadValue {
+    if name == "proximity_dist" {
+        return rows_value(&probe_rows_for(name, request, data, declared, proximity));
+    }
+    ReadValue::Table(
+        data.probe_rows(name, &request.client)
+            .map_or(0, |rows| rows as *const Vec<(String, Option<f64>)> as usize),
+    )
+}
+
 fn get_probe(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsValue> {
     let name = string_arg(args, 0, "getProbe", "probe_name")?;
     let fixture = CALL.with_borrow(|c| {
@@ -376,8 +399,14 @@ fn get_probe(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsVal
             state.proximity,
         );
         if let Some(r) = state.reads.as_mut() {
-            r.reads
-                .push((ReadKey::Probe(name.as_str().into()), rows_value(&rows)));
+            let value = probe_read(
+                &name,
+                &state.request,
+                &state.data,
+                &state.declared,
+                state.proximity,
+            );
+            r.reads.push((ReadKey::Probe(name.as_str().into()), value));
         }
         rows
     });

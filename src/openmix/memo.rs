@@ -17,9 +17,14 @@
 //! one); it empties itself when the data snapshot changes. Decisions that
 //! read randomness or logged are never stored.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+
+use hashbrown::{Equivalent, HashMap};
+
+use crate::shard::Counter;
 
 use super::data::DataSnapshot;
 use super::decision::Decision;
@@ -44,16 +49,92 @@ pub enum ReadKey {
 }
 
 /// The value read.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 pub enum ReadValue {
     /// A string field.
     Str(String),
     /// A numeric field (ASN).
     Num(u32),
-    /// Probe rows: alias and value bits (`None`: no value).
+    /// An address field (`ip_address`, `resolver_ip_address`); `None`
+    /// reads as an empty string.
+    Ip(Option<IpAddr>),
+    /// Probe rows computed for this request (`proximity_dist`): alias and
+    /// value bits (`None`: no value).
     Rows(Vec<(String, Option<u64>)>),
+    /// A probe table of the data snapshot, by its address (0: none). Within
+    /// one snapshot (and a memo holds one snapshot version at a time) the
+    /// same table always gives the same rows, so comparing identities is
+    /// exact, and a lookup needs no copy of the rows.
+    Table(usize),
     /// A header or query value, or its absence.
     Opt(Option<String>),
+}
+
+/// A read value, borrowed from the request or the snapshot: what a lookup
+/// compares, without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValueRef<'a> {
+    /// See [`ReadValue::Str`].
+    Str(&'a str),
+    /// See [`ReadValue::Num`].
+    Num(u32),
+    /// See [`ReadValue::Ip`].
+    Ip(Option<IpAddr>),
+    /// See [`ReadValue::Rows`].
+    Rows(&'a [(String, Option<u64>)]),
+    /// See [`ReadValue::Table`].
+    Table(usize),
+    /// See [`ReadValue::Opt`].
+    Opt(Option<&'a str>),
+}
+
+impl ReadValue {
+    /// The borrowed form; equality and hashing go through it, so an owned
+    /// and a borrowed value that are equal hash alike.
+    pub fn as_ref(&self) -> ValueRef<'_> {
+        match self {
+            ReadValue::Str(s) => ValueRef::Str(s),
+            ReadValue::Num(n) => ValueRef::Num(*n),
+            ReadValue::Ip(a) => ValueRef::Ip(*a),
+            ReadValue::Rows(r) => ValueRef::Rows(r),
+            ReadValue::Table(t) => ValueRef::Table(*t),
+            ReadValue::Opt(o) => ValueRef::Opt(o.as_deref()),
+        }
+    }
+}
+
+impl ValueRef<'_> {
+    /// The owned form.
+    pub fn into_owned(self) -> ReadValue {
+        match self {
+            ValueRef::Str(s) => ReadValue::Str(s.to_string()),
+            ValueRef::Num(n) => ReadValue::Num(n),
+            ValueRef::Ip(a) => ReadValue::Ip(a),
+            ValueRef::Rows(r) => ReadValue::Rows(r.to_vec()),
+            ValueRef::Table(t) => ReadValue::Table(t),
+            ValueRef::Opt(o) => ReadValue::Opt(o.map(str::to_string)),
+        }
+    }
+}
+
+impl PartialEq for ReadValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_ref() == other.as_ref()
+    }
+}
+
+impl Eq for ReadValue {}
+
+impl Hash for ReadValue {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_ref().hash(state);
+    }
+}
+
+impl Equivalent<ReadValue> for ValueRef<'_> {
+    fn equivalent(&self, key: &ReadValue) -> bool {
+        *self == key.as_ref()
+    }
 }
 
 /// What one decision read, in order.
@@ -78,22 +159,24 @@ pub struct View<'a> {
 }
 
 impl View<'_> {
-    /// The value of `key` for this request: the same code the host runs.
-    pub fn read(&self, key: &ReadKey) -> ReadValue {
+    /// The value of `key` for this request, as the host reads it, passed
+    /// to `f` borrowed.
+    pub fn with_value<R>(&self, key: &ReadKey, f: impl FnOnce(ValueRef<'_>) -> R) -> R {
         match key {
-            ReadKey::Field(i) => host::field_value(usize::from(*i), self.request),
-            ReadKey::Probe(name) => rows_value(&host::probe_rows_for(
-                name,
-                self.request,
-                self.data,
-                self.declared,
-                self.proximity,
-            )),
-            ReadKey::Header(name) => ReadValue::Opt(self.request.header(name).map(str::to_string)),
-            ReadKey::Query(name) => {
-                ReadValue::Opt(self.request.query_value(name).map(str::to_string))
+            ReadKey::Field(i) => f(host::field_ref(usize::from(*i), self.request)),
+            ReadKey::Probe(name) => {
+                let v =
+                    host::probe_read(name, self.request, self.data, self.declared, self.proximity);
+                f(v.as_ref())
             }
+            ReadKey::Header(name) => f(ValueRef::Opt(self.request.header(name))),
+            ReadKey::Query(name) => f(ValueRef::Opt(self.request.query_value(name))),
         }
+    }
+
+    /// The value of `key` for this request, owned.
+    pub fn read(&self, key: &ReadKey) -> ReadValue {
+        self.with_value(key, |v| v.into_owned())
     }
 }
 
@@ -127,10 +210,12 @@ pub struct Memo {
     /// Set when a stored path disagreed with a new decision's reads: the
     /// proof was wrong for this app, so it is no longer memoised.
     disabled: AtomicBool,
-    hits: AtomicU64,
-    misses: AtomicU64,
-    stored: AtomicU64,
-    impure: AtomicU64,
+    // Hits and misses are counted on every query, by every DNS thread:
+    // sharded, so the threads never write one cache line.
+    hits: Counter,
+    misses: Counter,
+    stored: Counter,
+    impure: Counter,
 }
 
 /// Counters of one memo, for `/debug/vars`.
@@ -150,11 +235,11 @@ pub struct MemoStats {
     pub disabled: bool,
 }
 
-static GLOBAL_HITS: AtomicU64 = AtomicU64::new(0);
+static GLOBAL_HITS: Counter = Counter::new();
 
 /// Memo hits since start, over every app.
 pub fn total_hits() -> u64 {
-    GLOBAL_HITS.load(Ordering::Relaxed)
+    GLOBAL_HITS.get()
 }
 
 impl std::fmt::Debug for Memo {
@@ -181,10 +266,10 @@ impl Memo {
                 entries: 0,
             }),
             disabled: AtomicBool::new(false),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            stored: AtomicU64::new(0),
-            impure: AtomicU64::new(0),
+            hits: Counter::new(),
+            misses: Counter::new(),
+            stored: Counter::new(),
+            impure: Counter::new(),
         }
     }
 
@@ -196,10 +281,10 @@ impl Memo {
         }
         let found = self.find(view);
         if found.is_some() {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            GLOBAL_HITS.fetch_add(1, Ordering::Relaxed);
+            self.hits.add(1);
+            GLOBAL_HITS.add(1);
         } else {
-            self.misses.fetch_add(1, Ordering::Relaxed);
+            self.misses.add(1);
         }
         found
     }
@@ -214,7 +299,7 @@ impl Memo {
             match node {
                 Node::Empty => return None,
                 Node::Leaf(d) => return Some(d.clone()),
-                Node::Read { key, next } => node = next.get(&view.read(key))?,
+                Node::Read { key, next } => node = view.with_value(key, |v| next.get(&v))?,
             }
         }
     }
@@ -225,7 +310,7 @@ impl Memo {
             return;
         }
         if log.impure {
-            self.impure.fetch_add(1, Ordering::Relaxed);
+            self.impure.add(1);
             return;
         }
         let Ok(mut tree) = self.tree.write() else {
@@ -261,7 +346,7 @@ impl Memo {
             Node::Empty => {
                 *node = Node::Leaf(Arc::new(decision.clone()));
                 tree.entries += 1;
-                self.stored.fetch_add(1, Ordering::Relaxed);
+                self.stored.add(1);
             }
             // Another thread stored the same path first; it must agree.
             Node::Leaf(d) if **d == *decision => {}
@@ -280,10 +365,10 @@ impl Memo {
     /// Counters and size.
     pub fn stats(&self) -> MemoStats {
         MemoStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            stored: self.stored.load(Ordering::Relaxed),
-            impure: self.impure.load(Ordering::Relaxed),
+            hits: self.hits.get(),
+            misses: self.misses.get(),
+            stored: self.stored.get(),
+            impure: self.impure.get(),
             entries: self.tree.read().map_or(0, |t| t.entries),
             disabled: self.disabled.load(Ordering::Relaxed),
         }

@@ -1,0 +1,325 @@
+//! The reply to an app's decision, written straight into the output buffer.
+//!
+//! Most replies a steering server sends have one shape: the question as it
+//! came, one CNAME (or a few A/AAAA records) owned by the question's name,
+//! and an OPT record echoing the client subnet. hickory's general encoder
+//! builds such a reply from owned names and allocates for every label it
+//! may compress later; this writes the same bytes (the question copied
+//! verbatim, the owner as a pointer to it) without allocating. Anything
+//! else (no records, a reply over the size limit, a question that uses a
+//! compression pointer) goes to the general encoder, which handles every
+//! case: [`decision_reply`] says so by returning `false`.
+
+use std::net::IpAddr;
+
+use hickory_proto::op::Metadata;
+use hickory_proto::rr::RecordType;
+use hickory_proto::rr::rdata::opt::ClientSubnet;
+
+use crate::openmix::Answer;
+
+/// The reply's OPT record: the payload size offered and the client subnet
+/// echoed with its scope.
+#[derive(Debug, Clone, Copy)]
+pub struct Opt {
+    /// UDP payload size advertised.
+    pub payload: u16,
+    /// The query's client subnet and the reply's scope prefix.
+    pub ecs: Option<(ClientSubnet, u8)>,
+}
+
+/// The end of the question section of `query` (one question): the offset
+/// after QTYPE and QCLASS, or `None` when the name uses a compression
+/// pointer or a reserved label type, or the packet ends first.
+pub fn question_end(query: &[u8]) -> Option<usize> {
+    let mut i = 12;
+    loop {
+        let len = *query.get(i)? as usize;
+        if len == 0 {
+            i += 1;
+            break;
+        }
+        if len & 0xC0 != 0 {
+            return None;
+        }
+        i += 1 + len;
+    }
+    let end = i + 4;
+    (end <= query.len()).then_some(end)
+}
+
+/// Writes the NOERROR reply with `answers` for `qtype` into `out`.
+/// `question` is the question section as received (name, type, class);
+/// `response` the reply's header fields. Returns `false`, with `out` in an
+/// unspecified state, when the fast form does not apply or the reply would
+/// exceed `limit` bytes.
+pub fn decision_reply(
+    out: &mut Vec<u8>,
+    response: &Metadata,
+    question: &[u8],
+    answers: &[Answer],
+    qtype: RecordType,
+    ttl: u32,
+    opt: Option<Opt>,
+    limit: usize,
+) -> bool {
+    out.clear();
+    // Header: QR, opcode, AA, RD copied; CD copied; NOERROR.
+    out.extend_from_slice(&response.id.to_be_bytes());
+    let mut b2 = 0x80 | (u8::from(response.op_code) << 3) | 0x04;
+    if response.recursion_desired {
+        b2 |= 0x01;
+    }
+    let b3 = if response.checking_disabled { 0x10 } else { 0 };
+    out.push(b2);
+    out.push(b3);
+    out.extend_from_slice(&1u16.to_be_bytes());
+    let ancount_at = out.len();
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&u16::from(opt.is_some()).to_be_bytes());
+    out.extend_from_slice(question);
+
+    let mut count: u16 = 0;
+    if let Some(Answer::Cname(target)) = answers.iter().find(|a| matches!(a, Answer::Cname(_))) {
+        // A CNAME answers any type; a name has one.
+        record_head(out, RecordType::CNAME, ttl);
+        let len_at = out.len();
+        out.extend_from_slice(&[0, 0]);
+        if !push_name(out, target) {
+            return false;
+        }
+        let rdlen = (out.len() - len_at - 2) as u16;
+        out[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+        count = 1;
+    } else {
+        for a in answers {
+            match (a, qtype) {
+                (Answer::A(ip), RecordType::A) => {
+                    record_head(out, RecordType::A, ttl);
+                    out.extend_from_slice(&4u16.to_be_bytes());
+                    out.extend_from_slice(&ip.octets());
+                }
+                (Answer::Aaaa(ip), RecordType::AAAA) => {
+                    record_head(out, RecordType::AAAA, ttl);
+                    out.extend_from_slice(&16u16.to_be_bytes());
+                    out.extend_from_slice(&ip.octets());
+                }
+                _ => continue,
+            }
+            count += 1;
+        }
+    }
+    if count == 0 {
+        return false;
+    }
+    out[ancount_at..ancount_at + 2].copy_from_slice(&count.to_be_bytes());
+    if let Some(opt) = opt {
+        push_opt(out, opt);
+    }
+    out.len() <= limit
+}
+
+/// Owner (a pointer to the question's name at offset 12), type, class IN
+/// and TTL of one answer record.
+fn record_head(out: &mut Vec<u8>, rtype: RecordType, ttl: u32) {
+    out.extend_from_slice(&[0xC0, 12]);
+    out.extend_from_slice(&u16::from(rtype).to_be_bytes());
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+}
+
+/// A dotted host name (checked by the runtime when the app answered it:
+/// letters, digits, `-` and `_`) in wire form; `false` if it is not one.
+fn push_name(out: &mut Vec<u8>, name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() || name.len() > 253 {
+        return false;
+    }
+    for label in name.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return false;
+        }
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
+    true
+}
+
+/// The OPT pseudo-record (RFC 6891): version 0, no flags, and the client
+/// subnet option (RFC 7871 §6) when there is one.
+fn push_opt(out: &mut Vec<u8>, opt: Opt) {
+    out.push(0);
+    out.extend_from_slice(&u16::from(RecordType::OPT).to_be_bytes());
+    out.extend_from_slice(&opt.payload.to_be_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    let Some((cs, scope)) = opt.ecs else {
+        out.extend_from_slice(&[0, 0]);
+        return;
+    };
+    let source = cs.source_prefix();
+    let addr_len = usize::from(source).div_ceil(8);
+    let (family, octets): (u16, [u8; 16]) = match cs.addr() {
+        IpAddr::V4(a) => {
+            let mut o = [0u8; 16];
+            o[..4].copy_from_slice(&a.octets());
+            (1, o)
+        }
+        IpAddr::V6(a) => (2, a.octets()),
+    };
+    let addr_len = addr_len.min(if family == 1 { 4 } else { 16 });
+    let option_len = 4 + addr_len as u16;
+    out.extend_from_slice(&(4 + option_len).to_be_bytes());
+    out.extend_from_slice(&8u16.to_be_bytes());
+    out.extend_from_slice(&option_len.to_be_bytes());
+    out.extend_from_slice(&family.to_be_bytes());
+    out.push(source);
+    out.push(scope);
+    out.extend_from_slice(&octets[..addr_len]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    use hickory_proto::rr::{Name, RData};
+
+    fn query(name: &str, qtype: RecordType) -> Vec<u8> {
+        let mut m = Message::new(0x4242, MessageType::Query, OpCode::Query);
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        m.to_vec().unwrap()
+    }
+
+    fn reply(q: &[u8], answers: &[Answer], qtype: RecordType, opt: Option<Opt>) -> Message {
+        let end = question_end(q).unwrap();
+        let asked = Message::from_vec(q).unwrap();
+        let response = Metadata::response_from_request(&asked.metadata);
+        let mut out = Vec::new();
+        assert!(decision_reply(
+            &mut out,
+            &response,
+            &q[12..end],
+            answers,
+            qtype,
+            20,
+            opt,
+            512
+        ));
+        Message::from_vec(&out).unwrap()
+    }
+
+    #[test]
+    fn cname_reply_decodes_to_what_was_asked() {
+        let q = query("Q1.Best-RTT.switchyard.test.", RecordType::AAAA);
+        let m = reply(
+            &q,
+            &[Answer::Cname("cdn-a.example.net".into())],
+            RecordType::AAAA,
+            None,
+        );
+        assert_eq!(m.metadata.id, 0x4242);
+        assert_eq!(m.metadata.message_type, MessageType::Response);
+        assert!(m.metadata.authoritative && m.metadata.recursion_desired);
+        assert_eq!(
+            m.queries[0].name().to_ascii(),
+            "Q1.Best-RTT.switchyard.test."
+        );
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(m.answers[0].name.to_ascii(), "Q1.Best-RTT.switchyard.test.");
+        assert_eq!(m.answers[0].ttl, 20);
+        match &m.answers[0].data {
+            RData::CNAME(c) => assert_eq!(c.0.to_ascii(), "cdn-a.example.net."),
+            other => panic!("{other:?}"),
+        }
+        assert!(m.edns.is_none());
+    }
+
+    #[test]
+    fn addresses_by_type_and_the_subnet_echoed() {
+        let q = query("geo-map.switchyard.test.", RecordType::A);
+        let answers = [
+            Answer::A("192.0.2.1".parse().unwrap()),
+            Answer::Aaaa("2001:db8::1".parse().unwrap()),
+            Answer::A("192.0.2.2".parse().unwrap()),
+        ];
+        for (addr, source, scope) in [("198.51.100.0", 24, 16), ("2001:db8:40::", 48, 32)] {
+            let cs = ClientSubnet::new(addr.parse().unwrap(), source, 0);
+            let opt = Opt {
+                payload: 1232,
+                ecs: Some((cs, scope)),
+            };
+            let m = reply(&q, &answers, RecordType::A, Some(opt));
+            let got: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+            assert_eq!(got, ["192.0.2.1", "192.0.2.2"]);
+            let edns: &Edns = m.edns.as_ref().unwrap();
+            assert_eq!(edns.max_payload(), 1232);
+            match edns.option(EdnsCode::Subnet) {
+                Some(EdnsOption::Subnet(echo)) => {
+                    assert_eq!(echo.addr(), cs.addr());
+                    assert_eq!(echo.source_prefix(), source);
+                    assert_eq!(echo.scope_prefix(), scope);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn what_the_fast_form_leaves_to_the_general_encoder() {
+        let q = query("geo-map.switchyard.test.", RecordType::AAAA);
+        let end = question_end(&q).unwrap();
+        let response = Metadata::response_from_request(&Message::from_vec(&q).unwrap().metadata);
+        let mut out = Vec::new();
+        // No record of the type asked: NODATA needs the SOA.
+        let v4 = [Answer::A("192.0.2.1".parse().unwrap())];
+        assert!(!decision_reply(
+            &mut out,
+            &response,
+            &q[12..end],
+            &v4,
+            RecordType::AAAA,
+            5,
+            None,
+            512
+        ));
+        // Over the limit.
+        let many: Vec<Answer> = (0..40)
+            .map(|i| Answer::Aaaa(format!("2001:db8::{i}").parse().unwrap()))
+            .collect();
+        assert!(!decision_reply(
+            &mut out,
+            &response,
+            &q[12..end],
+            &many,
+            RecordType::AAAA,
+            5,
+            None,
+            512
+        ));
+        // A name that is not a host name.
+        let odd = [Answer::Cname("a b.example".into())];
+        assert!(!decision_reply(
+            &mut out,
+            &response,
+            &q[12..end],
+            &odd,
+            RecordType::AAAA,
+            5,
+            None,
+            512
+        ));
+        // A question whose name is a pointer.
+        let mut p = q.clone();
+        p.truncate(12);
+        p.extend_from_slice(&[0xC0, 0x0C, 0, 1, 0, 1]);
+        assert_eq!(question_end(&p), None);
+        assert_eq!(question_end(&q[..20]), None);
+    }
+}
