@@ -423,9 +423,11 @@ impl DnsHandler {
                 out,
                 &reply.metadata,
                 question,
-                &steered.decision.answers,
-                how.qtype,
-                steered.ttl,
+                wire::Records {
+                    answers: &steered.decision.answers,
+                    qtype: how.qtype,
+                    ttl: steered.ttl,
+                },
                 opt,
                 usize::from(limit),
             );

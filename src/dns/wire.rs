@@ -28,6 +28,18 @@ pub struct Opt {
     pub ecs: Option<(ClientSubnet, u8)>,
 }
 
+/// The records of a decision to write: its answers, for the type asked,
+/// with this TTL.
+#[derive(Debug, Clone, Copy)]
+pub struct Records<'a> {
+    /// The decision's answers.
+    pub answers: &'a [Answer],
+    /// The query type (a CNAME answers every type).
+    pub qtype: RecordType,
+    /// TTL of every record.
+    pub ttl: u32,
+}
+
 /// The end of the question section of `query` (one question): the offset
 /// after QTYPE and QCLASS, or `None` when the name uses a compression
 /// pointer or a reserved label type, or the packet ends first.
@@ -48,7 +60,7 @@ pub fn question_end(query: &[u8]) -> Option<usize> {
     (end <= query.len()).then_some(end)
 }
 
-/// Writes the NOERROR reply with `answers` for `qtype` into `out`.
+/// Writes the NOERROR reply with `records` into `out`.
 /// `question` is the question section as received (name, type, class);
 /// `response` the reply's header fields. Returns `false`, with `out` in an
 /// unspecified state, when the fast form does not apply or the reply would
@@ -57,12 +69,15 @@ pub fn decision_reply(
     out: &mut Vec<u8>,
     response: &Metadata,
     question: &[u8],
-    answers: &[Answer],
-    qtype: RecordType,
-    ttl: u32,
+    records: Records<'_>,
     opt: Option<Opt>,
     limit: usize,
 ) -> bool {
+    let Records {
+        answers,
+        qtype,
+        ttl,
+    } = records;
     out.clear();
     // Header: QR, opcode, AA, RD copied; CD copied; NOERROR.
     out.extend_from_slice(&response.id.to_be_bytes());
@@ -206,9 +221,11 @@ mod tests {
             &mut out,
             &response,
             &q[12..end],
-            answers,
-            qtype,
-            20,
+            Records {
+                answers,
+                qtype,
+                ttl: 20
+            },
             opt,
             512
         ));
@@ -276,45 +293,25 @@ mod tests {
         let q = query("geo-map.switchyard.test.", RecordType::AAAA);
         let end = question_end(&q).unwrap();
         let response = Metadata::response_from_request(&Message::from_vec(&q).unwrap().metadata);
-        let mut out = Vec::new();
+        let fast = |answers: &[Answer]| {
+            let records = Records {
+                answers,
+                qtype: RecordType::AAAA,
+                ttl: 5,
+            };
+            decision_reply(&mut Vec::new(), &response, &q[12..end], records, None, 512)
+        };
         // No record of the type asked: NODATA needs the SOA.
         let v4 = [Answer::A("192.0.2.1".parse().unwrap())];
-        assert!(!decision_reply(
-            &mut out,
-            &response,
-            &q[12..end],
-            &v4,
-            RecordType::AAAA,
-            5,
-            None,
-            512
-        ));
+        assert!(!fast(&v4));
         // Over the limit.
         let many: Vec<Answer> = (0..40)
             .map(|i| Answer::Aaaa(format!("2001:db8::{i}").parse().unwrap()))
             .collect();
-        assert!(!decision_reply(
-            &mut out,
-            &response,
-            &q[12..end],
-            &many,
-            RecordType::AAAA,
-            5,
-            None,
-            512
-        ));
+        assert!(!fast(&many));
         // A name that is not a host name.
         let odd = [Answer::Cname("a b.example".into())];
-        assert!(!decision_reply(
-            &mut out,
-            &response,
-            &q[12..end],
-            &odd,
-            RecordType::AAAA,
-            5,
-            None,
-            512
-        ));
+        assert!(!fast(&odd));
         // A question whose name is a pointer.
         let mut p = q.clone();
         p.truncate(12);
