@@ -10,6 +10,10 @@
 //
 // Candidates are the market's provider list when it has one, else every CDN.
 // Exact ties are broken with Math.random(); distinct values never use it.
+//
+// Written to be cheap per decision: one pass over the candidates, no
+// closures or intermediate objects built per request (see apps/README.md,
+// "Fast apps").
 
 var handler = new OpenmixApplication({
     // CDNs ranked by the app, in the order used for ties and reporting.
@@ -90,41 +94,67 @@ function OpenmixApplication(settings) {
      * @param {OpenmixResponse} response
      */
     this.handle_request = function(request, response) {
-        var avail = flatten(request.getProbe('avail'), 'avail'),
-            rtt = flatten(request.getProbe('http_rtt'), 'http_rtt'),
+        var avail = request.getProbe('avail'),
+            rtt = request.getProbe('http_rtt'),
             market = request.market,
             candidates = ownValue(settings.market_providers, market) || aliases,
             override = ownValue(settings.market_overrides, market),
-            available,
-            withRtt,
+            threshold = settings.availability_threshold,
+            // Best by http_rtt (lowest) and by avail (highest), with ties.
+            byRtt = [],
+            bestRtt,
+            byAvail = [],
+            bestAvail,
+            anyAvail = false,
+            alias,
+            a,
+            r,
+            i,
             decisionProvider,
             decisionReason;
 
-        function isAvailable(alias) {
-            return avail[alias] !== undefined && avail[alias] >= settings.availability_threshold;
+        for (i = 0; i < candidates.length; i += 1) {
+            alias = candidates[i];
+            a = probeValue(avail, alias, 'avail');
+            if (a === undefined) {
+                continue;
+            }
+            anyAvail = true;
+            if (a < threshold) {
+                continue;
+            }
+            if (byAvail.length === 0 || a > bestAvail) {
+                byAvail = [alias];
+                bestAvail = a;
+            } else if (a === bestAvail) {
+                byAvail.push(alias);
+            }
+            r = probeValue(rtt, alias, 'http_rtt');
+            if (r === undefined) {
+                continue;
+            }
+            if (byRtt.length === 0 || r < bestRtt) {
+                byRtt = [alias];
+                bestRtt = r;
+            } else if (r === bestRtt) {
+                byRtt.push(alias);
+            }
         }
 
-        function hasRtt(alias) {
-            return rtt[alias] !== undefined;
-        }
-
-        if (Object.keys(avail).length === 0) {
+        if (!anyAvail && !hasAnyValue(avail, 'avail')) {
             decisionReason = reasons.avail_data_missing;
-        } else if (override !== undefined && settings.providers[override] !== undefined && isAvailable(override)) {
+        } else if (override !== undefined && settings.providers[override] !== undefined &&
+                probeValue(avail, override, 'avail') >= threshold) {
             decisionProvider = override;
             decisionReason = reasons.market_override;
+        } else if (byRtt.length > 0) {
+            decisionProvider = pickTie(byRtt);
+            decisionReason = reasons.best_rtt;
+        } else if (byAvail.length > 0) {
+            decisionProvider = pickTie(byAvail);
+            decisionReason = reasons.rtt_data_missing;
         } else {
-            available = candidates.filter(isAvailable);
-            withRtt = available.filter(hasRtt);
-            if (withRtt.length > 0) {
-                decisionProvider = pickBest(withRtt, rtt, true);
-                decisionReason = reasons.best_rtt;
-            } else if (available.length > 0) {
-                decisionProvider = pickBest(available, avail, false);
-                decisionReason = reasons.rtt_data_missing;
-            } else {
-                decisionReason = reasons.none_available;
-            }
+            decisionReason = reasons.none_available;
         }
 
         if (decisionProvider === undefined) {
@@ -149,58 +179,53 @@ function OpenmixApplication(settings) {
     }
 
     /**
-     * Turns getProbe's {alias: {name: value}} into {alias: value}, keeping
-     * only finite numbers (a provider without the value has {}).
+     * getProbe's value of `property` for `alias` as a finite number (a
+     * numeric string is parsed), or undefined (a provider without the
+     * value has {}).
      * @param {Object} probe
+     * @param {string} alias
      * @param {string} property
      */
-    function flatten(probe, property) {
-        var result = {},
-            keys,
-            i,
-            value;
-        if (probe === undefined || probe === null) {
-            return result;
+    function probeValue(probe, alias, property) {
+        var row = probe ? probe[alias] : undefined,
+            value = row ? row[property] : undefined;
+        if (typeof value === 'number') {
+            return isFinite(value) ? value : undefined;
         }
-        keys = Object.keys(probe);
-        for (i = 0; i < keys.length; i += 1) {
-            value = probe[keys[i]] === null || typeof probe[keys[i]] !== 'object'
-                ? undefined
-                : probe[keys[i]][property];
-            if (typeof value === 'string') {
-                value = parseFloat(value);
-            }
-            if (typeof value === 'number' && isFinite(value)) {
-                result[keys[i]] = value;
-            }
+        if (typeof value === 'string') {
+            value = parseFloat(value);
+            return isFinite(value) ? value : undefined;
         }
-        return result;
+        return undefined;
     }
 
     /**
-     * The alias in `list` with the lowest (or highest) value; an exact tie
-     * is broken with one call to Math.random().
-     * @param {Array.<string>} list
-     * @param {!Object} values
-     * @param {boolean} lowest
+     * Whether any provider in `probe` has a finite value of `property`.
+     * @param {Object} probe
+     * @param {string} property
      */
-    function pickBest(list, values, lowest) {
-        var best = [],
-            bestValue,
-            i,
-            value;
-        for (i = 0; i < list.length; i += 1) {
-            value = values[list[i]];
-            if (best.length === 0 || (lowest ? value < bestValue : value > bestValue)) {
-                best = [list[i]];
-                bestValue = value;
-            } else if (value === bestValue) {
-                best.push(list[i]);
+    function hasAnyValue(probe, property) {
+        var keys, i;
+        if (probe === undefined || probe === null) {
+            return false;
+        }
+        keys = Object.keys(probe);
+        for (i = 0; i < keys.length; i += 1) {
+            if (probeValue(probe, keys[i], property) !== undefined) {
+                return true;
             }
         }
-        if (best.length === 1) {
-            return best[0];
+        return false;
+    }
+
+    /**
+     * One of `list`: the only one, or a Math.random() pick among exact ties.
+     * @param {Array.<string>} list
+     */
+    function pickTie(list) {
+        if (list.length === 1) {
+            return list[0];
         }
-        return best[Math.min(best.length - 1, Math.floor(Math.random() * best.length))];
+        return list[Math.min(list.length - 1, Math.floor(Math.random() * list.length))];
     }
 }

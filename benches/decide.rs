@@ -55,6 +55,7 @@ fn code(name: &str, source: String, version: u64) -> AppCode {
             ..Budget::default()
         },
         setup: None,
+        shared_data: false,
     }
 }
 

@@ -80,6 +80,7 @@ impl LoadedApp {
                 version,
                 budget: settings.budget,
                 setup: None,
+                shared_data: false,
             },
             settings,
             meta: AppMeta::default(),
@@ -198,6 +199,10 @@ pub fn load_app_checked(
             .check(config.budget, &side_path.display().to_string())
             .map_err(|m| LoadFailure::new(&side_path, None, m, hash))?;
     }
+    // The proof that the app never changes state that outlives a decision
+    // lets it share the snapshot's probe objects, and (unless memoisation
+    // is off or the app drew randomness while loading) memoises it.
+    let proof = crate::openmix::purity::analyse(source);
     let code = AppCode {
         name: name.to_string(),
         path: path.to_path_buf(),
@@ -205,6 +210,7 @@ pub fn load_app_checked(
         version,
         budget: settings.budget,
         setup: None,
+        shared_data: proof.is_ok(),
     };
     if let Some(entry) = quarantine.and_then(|q| q.check(name, hash)) {
         tracing::warn!(app = name, reason = %entry.reason, "app version is quarantined; serving its fallback");
@@ -229,7 +235,7 @@ pub fn load_app_checked(
     } else if random_at_load {
         Some("its top level or init calls Math.random".to_string())
     } else {
-        crate::openmix::purity::analyse(source).err()
+        proof.err()
     };
     match &memo_off {
         None => tracing::debug!(

@@ -452,6 +452,7 @@ impl App<'_> {
                 before: injection(test).map(Arc::from),
                 after: self.fixture.setup.as_deref().map(Arc::from),
             }),
+            shared_data: false,
         };
         let init_data = Arc::new(DataSnapshot {
             providers: self.config.providers.clone(),

@@ -28,6 +28,7 @@ fn code(src: &str) -> AppCode {
             ..Budget::default()
         },
         setup: None,
+        shared_data: false,
     }
 }
 
@@ -723,4 +724,108 @@ fn instance_is_usable_after_an_error_and_rebuilt_after_a_timeout() {
         }
         switchyard::openmix::runtime::clear();
     });
+}
+
+/// An app proven never to write to host data shares the snapshot's inner
+/// probe objects, frozen; each call still gets a fresh outer object it may
+/// change; a new snapshot gets new objects. Other apps get fresh, mutable
+/// objects every time.
+#[test]
+fn proven_apps_share_frozen_inner_probe_objects() {
+    let src = "var seen = [];
+        function onRequest(request, response) {
+            'use strict';
+            var p = request.getProbe('avail');
+            var first = p.extra === undefined;
+            p.extra = 1;
+            response.respondEmpty();
+            response.setReasonCode(JSON.stringify([first, Object.isFrozen(p.cdn_a),
+                p.cdn_a.avail, Object.keys(p)]));
+        }";
+    let run = |shared: bool, data: &Arc<DataSnapshot>, times: usize| -> Vec<String> {
+        let mut c = code(src);
+        c.shared_data = shared;
+        let (mut app, _) = AppInstance::load(&c, data, None).unwrap();
+        (0..times)
+            .map(|_| {
+                app.decide(request(), data, CallOptions::default())
+                    .unwrap()
+                    .decision
+                    .reason
+                    .unwrap()
+            })
+            .collect()
+    };
+    let one = Arc::new(data());
+    let shared = run(true, &one, 3);
+    assert_eq!(
+        shared,
+        vec![r#"[true,true,99.5,["cdn_a","cdn_b","cdn_c","extra"]]"#; 3],
+        "a fresh outer object per call, frozen shared inner ones"
+    );
+    let fresh = run(false, &one, 2);
+    assert_eq!(
+        fresh,
+        vec![r#"[true,false,99.5,["cdn_a","cdn_b","cdn_c","extra"]]"#; 2]
+    );
+    // A new snapshot version: the shared objects are built again from it.
+    let mut two = data();
+    two.version = 2;
+    two.probes = DataSnapshot::probes_from_json(&serde_json::json!({
+        "avail": {"cdn_a": {"avail": 12}}
+    }))
+    .unwrap();
+    let mut c = code(src);
+    c.shared_data = true;
+    let (mut app, _) = AppInstance::load(&c, &one, None).unwrap();
+    let reason = |app: &mut AppInstance, d: &Arc<DataSnapshot>| {
+        app.decide(request(), d, CallOptions::default())
+            .unwrap()
+            .decision
+            .reason
+            .unwrap()
+    };
+    assert!(reason(&mut app, &one).contains("99.5"));
+    assert_eq!(
+        reason(&mut app, &Arc::new(two)),
+        r#"[true,true,12,["cdn_a","extra"]]"#
+    );
+}
+
+/// A write to a shared inner object (a hole in the proof would allow one)
+/// cannot leak into the next decision: strict code throws, sloppy code's
+/// write is ignored.
+#[test]
+fn shared_inner_probe_objects_cannot_carry_state() {
+    let mut c = code(
+        "function onRequest(request, response) {
+            var row = request.getProbe('avail').cdn_a;
+            var before = row.avail;
+            row.avail = 1;
+            response.respondEmpty();
+            response.setReasonCode(String(before) + '/' + String(row.avail));
+        }",
+    );
+    c.shared_data = true;
+    let data = Arc::new(data());
+    let (mut app, _) = AppInstance::load(&c, &data, None).unwrap();
+    for _ in 0..2 {
+        let d = app
+            .decide(request(), &data, CallOptions::default())
+            .unwrap();
+        assert_eq!(d.decision.reason.as_deref(), Some("99.5/99.5"));
+    }
+    c.source = Arc::from(
+        "function onRequest(request, response) {
+            'use strict';
+            request.getProbe('avail').cdn_a.avail = 1;
+            response.respondEmpty();
+        }",
+    );
+    c.version = 2;
+    let (mut app, _) = AppInstance::load(&c, &data, None).unwrap();
+    let err = app
+        .decide(request(), &data, CallOptions::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("TypeError"), "{err}");
 }

@@ -85,6 +85,11 @@ pub struct AppCode {
     pub budget: Budget,
     /// Fixture scripts run around the app source (tests).
     pub setup: Option<TestScripts>,
+    /// The app is proven never to write to an object it did not create in
+    /// the same function ([`super::purity`]), so the inner objects of
+    /// `getProbe` results (`{avail: 99}` per provider) can be built once
+    /// per data snapshot and shared by its decisions, frozen.
+    pub shared_data: bool,
 }
 
 /// Scripts `switchyard test` runs around an app's source. Each is its own
@@ -343,6 +348,8 @@ pub struct AppInstance {
     calls: u64,
     /// `onFusion` calls made so far (the same rule).
     fusion_calls: u64,
+    /// Shared `getProbe` inner objects, when the app may share them.
+    probes: Option<host::ProbeCache>,
 }
 
 impl AppInstance {
@@ -439,6 +446,7 @@ impl AppInstance {
             poisoned: false,
             calls: 0,
             fusion_calls: 0,
+            probes: code.shared_data.then(host::ProbeCache::default),
         };
         Ok((instance, meta))
     }
@@ -479,6 +487,7 @@ impl AppInstance {
             reads: (options.log_reads && options.fixture.is_none())
                 .then(super::memo::ReadLog::default),
             fixture: options.fixture,
+            probes: self.probes.take(),
         });
         let deadline = Instant::now() + self.call_budget();
         self.calls += 1;
@@ -494,7 +503,10 @@ impl AppInstance {
         };
         let state = host::end_call();
         let (decision, calls, reads) = match state {
-            Some(s) => (s.decision, s.calls.unwrap_or_default(), s.reads),
+            Some(s) => {
+                self.probes = s.probes;
+                (s.decision, s.calls.unwrap_or_default(), s.reads)
+            }
             None => (Decision::default(), Vec::new(), None),
         };
         self.check(result, Phase::OnRequest)?;

@@ -83,7 +83,25 @@ pub struct CallState {
     pub fixture: Option<FixtureRequest>,
     /// What the app read, when the decision may be memoised.
     pub reads: Option<ReadLog>,
+    /// Shared `getProbe` inner objects, when the app may share them
+    /// ([`super::AppCode::shared_data`]).
+    pub probes: Option<ProbeCache>,
 }
+
+/// The inner objects of `getProbe` results (`{avail: 99}` per provider),
+/// built once per data snapshot and shared, frozen, by the decisions of one
+/// app instance that is proven never to write to them. Each call still gets
+/// a fresh outer object, which such an app may change.
+#[derive(Default)]
+pub struct ProbeCache {
+    /// Snapshot version the objects were built from.
+    version: u64,
+    /// (probe name, table identity) → (alias, inner object), in row order.
+    tables: hashbrown::HashMap<(Box<str>, usize), SharedRows>,
+}
+
+/// One probe table's rows as shared JS objects: alias and inner object.
+type SharedRows = Vec<(JsString, JsObject)>;
 
 /// The state of the `init` call running on this thread.
 pub struct InitState {
@@ -197,6 +215,17 @@ pub fn tidy_json(v: serde_json::Value) -> serde_json::Value {
         Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, tidy_json(v))).collect()),
         other => other,
     }
+}
+
+/// A writable, enumerable, configurable data property: what a plain
+/// assignment creates.
+fn data_property(value: impl Into<JsValue>) -> boa_engine::property::PropertyDescriptor {
+    boa_engine::property::PropertyDescriptor::builder()
+        .value(value)
+        .writable(true)
+        .enumerable(true)
+        .configurable(true)
+        .build()
 }
 
 fn js_str(s: &str) -> JsValue {
@@ -332,24 +361,44 @@ pub fn probe_rows_for(
     declared: &[String],
     proximity: bool,
 ) -> Vec<(String, Option<f64>)> {
-    let mut rows = if name == "proximity_dist" {
-        proximity_rows(request, data, proximity)
+    let mut rows = Vec::new();
+    each_probe_row(name, request, data, declared, proximity, |a, v| {
+        rows.push((a.to_string(), v));
+    });
+    rows
+}
+
+/// Calls `f` with each row `getProbe(name)` returns for `request`, in
+/// order, without copying the snapshot's table.
+pub fn each_probe_row(
+    name: &str,
+    request: &Request,
+    data: &DataSnapshot,
+    declared: &[String],
+    proximity: bool,
+    mut f: impl FnMut(&str, Option<f64>),
+) {
+    let computed;
+    let rows: &[(String, Option<f64>)] = if name == "proximity_dist" {
+        computed = proximity_rows(request, data, proximity);
+        &computed
     } else {
         data.probe_rows(name, &request.client)
-            .cloned()
-            .unwrap_or_default()
+            .map_or(&[], Vec::as_slice)
     };
+    for (alias, value) in rows {
+        f(alias, *value);
+    }
     // The Openmix API: "If a provider does not have the specified
     // value, an empty object will be returned for the provider." Only
     // when the probe has data at all, so "no data" stays `{}`.
     if !rows.is_empty() {
         for alias in declared {
             if !rows.iter().any(|(a, _)| a == alias) {
-                rows.push((alias.clone(), None));
+                f(alias, None);
             }
         }
     }
-    rows
 }
 
 /// What the memo compares for `getProbe(name)`: the identity of the
@@ -385,19 +434,16 @@ fn get_probe(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsVal
             None => Ok(JsValue::undefined()),
         };
     }
-    // Copy what is needed out of the slot; building objects runs no app code,
-    // but keeping the borrow short keeps the rule simple.
-    let rows: Vec<(String, Option<f64>)> = CALL.with_borrow_mut(|c| {
+    // Building the objects runs no app code, so the slot may stay borrowed
+    // meanwhile (and the snapshot's rows need no copy).
+    CALL.with_borrow_mut(|c| {
+        // Fresh, ordinary objects: inserting the properties directly is
+        // what CreateDataProperty amounts to on them, without its generic
+        // checks.
+        let out = JsObject::with_object_proto(ctx.intrinsics());
         let Some(state) = c.as_mut() else {
-            return Vec::new();
+            return Ok(out.into());
         };
-        let rows = probe_rows_for(
-            &name,
-            &state.request,
-            &state.data,
-            &state.declared,
-            state.proximity,
-        );
         if let Some(r) = state.reads.as_mut() {
             let value = probe_read(
                 &name,
@@ -408,18 +454,88 @@ fn get_probe(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsVal
             );
             r.reads.push((ReadKey::Probe(name.as_str().into()), value));
         }
-        rows
-    });
-    let out = JsObject::with_object_proto(ctx.intrinsics());
-    let key = JsString::from(name.as_str());
-    for (alias, value) in rows {
-        let inner = JsObject::with_object_proto(ctx.intrinsics());
-        if let Some(v) = value {
-            inner.create_data_property_or_throw(key.clone(), number(v), ctx)?;
+        if name != "proximity_dist"
+            && let Some(mut cache) = state.probes.take()
+        {
+            let table = data_table(&name, &state.request, &state.data);
+            let filled = cache.rows(&name, table, state, ctx).map(|rows| {
+                for (alias, inner) in rows {
+                    out.insert_property(alias.clone(), data_property(inner.clone()));
+                }
+            });
+            state.probes = Some(cache);
+            filled?;
+            return Ok(out.into());
         }
-        out.create_data_property_or_throw(JsString::from(alias.as_str()), inner, ctx)?;
+        let key = JsString::from(name.as_str());
+        each_probe_row(
+            &name,
+            &state.request,
+            &state.data,
+            &state.declared,
+            state.proximity,
+            |alias, value| {
+                let inner = JsObject::with_object_proto(ctx.intrinsics());
+                if let Some(v) = value {
+                    inner.insert_property(key.clone(), data_property(number(v)));
+                }
+                out.insert_property(JsString::from(alias), data_property(inner));
+            },
+        );
+        Ok(out.into())
+    })
+}
+
+/// The identity of the snapshot table `getProbe(name)` reads for this
+/// request (0: none).
+fn data_table(name: &str, request: &Request, data: &DataSnapshot) -> usize {
+    data.probe_rows(name, &request.client)
+        .map_or(0, |rows| rows as *const Vec<(String, Option<f64>)> as usize)
+}
+
+impl ProbeCache {
+    /// The shared rows of probe `name` from `table`, built on first use
+    /// for this snapshot.
+    fn rows(
+        &mut self,
+        name: &str,
+        table: usize,
+        state: &CallState,
+        ctx: &mut Context,
+    ) -> JsResult<&[(JsString, JsObject)]> {
+        if self.version != state.data.version {
+            self.tables.clear();
+            self.version = state.data.version;
+        }
+        let key = (Box::<str>::from(name), table);
+        if !self.tables.contains_key(&key) {
+            let prop = JsString::from(name);
+            let mut rows = Vec::new();
+            let mut built = Ok(());
+            each_probe_row(
+                name,
+                &state.request,
+                &state.data,
+                &state.declared,
+                state.proximity,
+                |alias, value| {
+                    let inner = JsObject::with_object_proto(ctx.intrinsics());
+                    if let Some(v) = value {
+                        inner.insert_property(prop.clone(), data_property(number(v)));
+                    }
+                    if let Err(e) =
+                        inner.set_integrity_level(boa_engine::object::IntegrityLevel::Frozen, ctx)
+                    {
+                        built = Err(e);
+                    }
+                    rows.push((JsString::from(alias), inner));
+                },
+            );
+            built?;
+            self.tables.insert(key.clone(), rows);
+        }
+        Ok(self.tables.get(&key).map_or(&[], Vec::as_slice))
     }
-    Ok(out.into())
 }
 
 /// Distances from the client to every provider with a configured location,
@@ -458,35 +574,32 @@ fn get_data(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsValu
             None => Ok(JsValue::undefined()),
         };
     }
-    let rows: Option<Vec<(String, String)>> = CALL.with_borrow(|c| {
-        let state = c.as_ref()?;
-        match name.as_str() {
-            "fusion" => Some(state.data.fusion.clone()),
-            "sonar" => Some(state.data.sonar.clone()),
+    // As in getProbe: building the object runs no app code. A fresh,
+    // mutable object per call: apps parse values in place and delete the
+    // ones that fail (the seed's parseFusionData does).
+    CALL.with_borrow(|c| {
+        let Some(state) = c.as_ref() else {
+            return Ok(JsValue::undefined());
+        };
+        let rows: &[(String, String)] = match name.as_str() {
+            "fusion" => &state.data.fusion,
+            "sonar" => &state.data.sonar,
             // Switchyard additions: the provider inventory, and the
             // weighted routes of this app's endpoint.
-            "inventory" => Some(state.data.inventory.clone()),
-            "weights" => Some(
-                state
-                    .data
-                    .weights
-                    .get(&*state.app)
-                    .cloned()
-                    .unwrap_or_default(),
-            ),
-            _ => None,
+            "inventory" => &state.data.inventory,
+            "weights" => state
+                .data
+                .weights
+                .get(&*state.app)
+                .map_or(&[], Vec::as_slice),
+            _ => return Ok(JsValue::undefined()),
+        };
+        let out = JsObject::with_object_proto(ctx.intrinsics());
+        for (alias, body) in rows {
+            out.insert_property(JsString::from(alias.as_str()), data_property(js_str(body)));
         }
-    });
-    let Some(rows) = rows else {
-        return Ok(JsValue::undefined());
-    };
-    // A fresh, mutable object per call: apps parse values in place and
-    // delete the ones that fail (the seed's parseFusionData does).
-    let out = JsObject::with_object_proto(ctx.intrinsics());
-    for (alias, body) in rows {
-        out.create_data_property_or_throw(JsString::from(alias.as_str()), js_str(&body), ctx)?;
-    }
-    Ok(out.into())
+        Ok(out.into())
+    })
 }
 
 fn get_header(_: &JsValue, args: &[JsValue], _: &mut Context) -> JsResult<JsValue> {
