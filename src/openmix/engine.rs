@@ -353,7 +353,7 @@ impl AppInstance {
         data: &Arc<DataSnapshot>,
         providers_override: Option<serde_json::Value>,
     ) -> Result<(AppInstance, AppMeta), AppError> {
-        let mut ctx = Context::default();
+        let mut ctx = super::guards::new_context(&code.budget);
         host::take_random_at_load();
         {
             let limits = ctx.runtime_limits_mut();
@@ -380,6 +380,9 @@ impl AppInstance {
         ];
         for (js, path, phase) in scripts {
             let Some(js) = js else { continue };
+            super::guards::check_source(&js).map_err(|message| AppError::Syntax {
+                message: format!("{}: {message}", path.display()),
+            })?;
             let src = Source::from_bytes(js.as_bytes()).with_path(&path);
             let script = Script::parse(src, None, &mut ctx).map_err(|e| AppError::Syntax {
                 message: describe(&e, &mut ctx),
@@ -659,16 +662,7 @@ fn install_host(ctx: &mut Context, budget: &Budget) {
         JsValue::undefined(),
         boa_engine::property::Attribute::WRITABLE,
     );
-    let prelude = format!(
-        "{}({}, {}, {});",
-        include_str!("prelude.js"),
-        budget.memory / 4,
-        budget.memory / 16,
-        MAX_REGEX_INPUT
-    );
-    if let Err(e) = ctx.eval(Source::from_bytes(prelude.as_bytes())) {
-        tracing::error!(error = %e, "prelude failed");
-    }
+    super::guards::install(ctx, budget);
     watch_math_random(ctx);
 }
 
