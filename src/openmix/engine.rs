@@ -517,7 +517,9 @@ impl AppInstance {
     /// same as if it had been told the moment the value changed. An app
     /// error in `onFusion` is logged and the decision goes on (the value
     /// counts as delivered); a call stopped by its budget poisons the
-    /// instance and fails the decision, as it must be rebuilt.
+    /// instance and fails the decision, as it must be rebuilt, and the value
+    /// is skipped by every instance from then on
+    /// ([`super::fusion_skip`]).
     fn deliver_fusion(&mut self, data: &Arc<DataSnapshot>) -> Result<(), AppError> {
         if matches!(&self.fusion_seen, Some((v, _)) if *v == data.version) {
             return Ok(());
@@ -527,7 +529,9 @@ impl AppInstance {
         };
         let previous = self.fusion_seen.take().map(|(_, f)| f).unwrap_or_default();
         for (alias, body) in &data.fusion {
-            if previous.iter().any(|(a, b)| a == alias && b == body) {
+            if previous.iter().any(|(a, b)| a == alias && b == body)
+                || super::fusion_skip::contains(&self.name, self.version, alias, body)
+            {
                 continue;
             }
             let args = boa_engine::object::builtins::JsArray::from_iter(
@@ -554,11 +558,19 @@ impl AppInstance {
             let r = run_budgeted(&script, &mut self.ctx, deadline, self.budget.memory);
             match self.check(r, Phase::OnFusion) {
                 Ok(()) => {}
-                Err(e) if self.poisoned => return Err(e),
                 Err(e) => {
+                    metrics::counter!("switchyard_on_fusion_errors_total", "app" => self.name.to_string())
+                        .increment(1);
+                    if self.poisoned {
+                        // Counted as delivered, so that no rebuilt
+                        // instance runs it again (see fusion_skip).
+                        super::fusion_skip::record(&self.name, self.version, alias, body);
+                        tracing::warn!(app = %self.name, version = self.version, provider = %alias, error = %e,
+                            "onFusion ran away; this value is skipped from now on");
+                        return Err(e);
+                    }
                     tracing::warn!(version = self.version, provider = %alias, error = %e,
                         "onFusion failed; the decision goes on without it");
-                    metrics::counter!("switchyard_on_fusion_errors_total").increment(1);
                 }
             }
         }

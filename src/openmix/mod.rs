@@ -18,6 +18,7 @@ pub mod alloc;
 pub mod data;
 pub mod decision;
 pub mod engine;
+pub mod fusion_skip;
 pub mod guards;
 pub mod host;
 pub mod memo;
