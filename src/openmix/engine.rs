@@ -169,6 +169,23 @@ pub enum AppError {
         /// The hard limit.
         limit_ms: u64,
     },
+    /// No worker could take the decision: the queue was full.
+    #[error("no JS worker could take the decision (queue full)")]
+    Overloaded,
+    /// The app's recent calls ran away (stopped by a budget or the
+    /// watchdog); its queries get the fallback without running it until
+    /// the backoff ends.
+    #[error("the app's recent calls ran away; its fallback answers for {backoff_ms} ms")]
+    Backoff {
+        /// Length of the backoff.
+        backoff_ms: u64,
+    },
+    /// The worker thread panicked during the call.
+    #[error("the call panicked: {message}")]
+    Panic {
+        /// The panic message.
+        message: String,
+    },
     /// The app has no `onRequest` function.
     #[error("app defines no onRequest function")]
     NoOnRequest,
@@ -186,17 +203,30 @@ pub enum AppError {
 
 impl AppError {
     /// A short label for counters: `error`, `timeout`, `memory`, `limits`,
-    /// `watchdog`, `no_decision`, `not_loaded`.
+    /// `watchdog`, `overloaded`, `backoff`, `panic`, `no_decision`,
+    /// `not_loaded`.
     pub fn kind(&self) -> &'static str {
         match self {
             AppError::Timeout { .. } => "timeout",
             AppError::Watchdog { .. } => "watchdog",
+            AppError::Overloaded => "overloaded",
+            AppError::Backoff { .. } => "backoff",
+            AppError::Panic { .. } => "panic",
             AppError::Memory { .. } => "memory",
             AppError::Thrown { message, .. } if message.starts_with("RuntimeLimit") => "limits",
             AppError::NoDecision => "no_decision",
             AppError::NotLoaded { .. } => "not_loaded",
             _ => "error",
         }
+    }
+
+    /// Whether the call was stopped mid-run (a budget, or the watchdog):
+    /// the app ran away, as opposed to throwing or deciding nothing.
+    pub fn ran_away(&self) -> bool {
+        matches!(
+            self,
+            AppError::Timeout { .. } | AppError::Memory { .. } | AppError::Watchdog { .. }
+        )
     }
 
     /// The first `file:line` position in the message, if any.
