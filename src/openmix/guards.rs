@@ -142,7 +142,7 @@ impl HostHooks for SandboxHooks {
             return Err(JsNativeError::range()
                 .with_message(format!(
                     "eval: a source nested this deeply could need {} KiB of stack to parse, \
-                     more than the {} KiB left",
+                     more than the stack budget ({} KiB left)",
                     need >> 10,
                     left >> 10
                 ))
@@ -165,7 +165,7 @@ pub fn check_source(source: &str) -> Result<(), String> {
     if need > left {
         return Err(format!(
             "the source nests brackets so deeply that parsing it could need {} KiB of stack, \
-             more than the {} KiB left",
+             more than the stack budget ({} KiB left)",
             need >> 10,
             left >> 10
         ));
@@ -424,7 +424,9 @@ fn join_checked(
         let s = if el.is_null_or_undefined() || el == this {
             JsString::default()
         } else if locale {
-            let f = el.to_object(ctx)?.get(JsString::from("toLocaleString"), ctx)?;
+            let f = el
+                .to_object(ctx)?
+                .get(JsString::from("toLocaleString"), ctx)?;
             let f = f.as_callable().ok_or_else(|| {
                 JsNativeError::typ().with_message("toLocaleString is not a function")
             })?;
@@ -471,7 +473,12 @@ fn sort_with(args: &[JsValue], elements: usize, ctx: &mut Context) -> JsResult<J
     })?;
     let mode = args.get_or_undefined(3).to_u32(ctx)?;
     if len > elements as u64 {
-        return Err(too_big("Array.prototype.sort", len, elements as u64, "elements"));
+        return Err(too_big(
+            "Array.prototype.sort",
+            len,
+            elements as u64,
+            "elements",
+        ));
     }
     let mut items = Vec::with_capacity(len as usize);
     for k in 0..len {
@@ -586,7 +593,10 @@ mod tests {
         assert_eq!(l.chars, MAX_CHARS);
         assert_eq!(l.elements, MAX_ELEMENTS);
         assert_eq!(l.repeat, MAX_REPEAT);
-        assert!((1usize << 29) > l.chars, "'x'.repeat(2**29) must be refused");
+        assert!(
+            (1usize << 29) > l.chars,
+            "'x'.repeat(2**29) must be refused"
+        );
         let small = Limits::for_budget(&Budget::default());
         assert_eq!(small.chars, 16 << 20);
         assert_eq!(small.elements, 2 << 20);
