@@ -238,7 +238,9 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
 }
 
 /// Opens the in-flight slots and the quarantine list in the data directory,
-/// quarantining the apps that were running when the last process died.
+/// quarantining the apps that the last process's abnormal exit names
+/// ([`crate::quarantine::after_abnormal_exit`]), and starts the slots'
+/// heartbeat.
 fn open_quarantine(config: &Config) -> anyhow::Result<(Arc<Slots>, Arc<Quarantine>)> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
@@ -250,10 +252,15 @@ fn open_quarantine(config: &Config) -> anyhow::Result<(Arc<Slots>, Arc<Quarantin
             )
         })?;
     let quarantine = Quarantine::load(config.data_dir.join("quarantine.json"));
-    for (app, hash) in in_flight {
-        quarantine.add(&app, hash, "it was running when the serving process died");
-    }
-    Ok((Arc::new(slots), Arc::new(quarantine)))
+    crate::quarantine::after_abnormal_exit(
+        &in_flight,
+        &quarantine,
+        &config.data_dir.join("suspects.json"),
+    );
+    let slots = Arc::new(slots);
+    slots.start_heartbeat();
+    slots.watch_allocation_failures();
+    Ok((slots, Arc::new(quarantine)))
 }
 
 /// Binds a UDP socket with `SO_REUSEPORT`, so every DNS runtime can have one.
