@@ -201,6 +201,17 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
     .map_err(|e| anyhow!(e))?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let workers = Workers::start(threads, config.hard_limit, Some(apps.clone()), Some(slots));
+    let pool = Arc::downgrade(&workers);
+    apps.on_loader_cap(Box::new(move || {
+        tracing::error!(
+            "too many abandoned app loads still running; restarting the serving process"
+        );
+        // Their slots stay busy: the next process quarantines their apps.
+        if let Some(pool) = pool.upgrade() {
+            pool.release_healthy_slots();
+        }
+        std::process::exit(70);
+    }));
     let counters = Arc::new(Counters::default());
     counters.set_counting(config.reports.enabled);
     let zones = ZoneSet::from_config(&config).map_err(|e| anyhow!("{}: {e}", config.source))?;
@@ -409,6 +420,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
 
 /// The serving process: everything that fails here fails before it is ready.
 fn serve_worker(args: &ServeArgs) -> anyhow::Result<()> {
+    crate::logging::log_panics();
     let config = args.config.load()?;
     let listeners = match Listeners::from_env()? {
         Some(l) => l,
