@@ -20,10 +20,13 @@
 //!   a memory cap): it is quarantined, and the other apps in flight, whose
 //!   calls were only unlucky bystanders, are not even suspects;
 //! - otherwise its call was short, and most likely a bystander of whatever
-//!   killed the process (a signal, the OOM killer): it only becomes a
-//!   suspect, kept in `suspects.json` next to the slots, and is quarantined
-//!   if it is again in flight in a short call at the next abnormal exit
-//!   within [`SUSPECT_WINDOW`].
+//!   killed the process (a signal, the OOM killer). When a runaway or a
+//!   failed allocation in flight explains the exit, it is not even a
+//!   suspect; else it becomes one, kept in `suspects.json` next to the
+//!   slots, and is quarantined if it is again in flight in a short call at
+//!   the next abnormal exit within [`SUSPECT_WINDOW`]. (A worker that
+//!   replaces a retired one builds every app right away, so healthy apps
+//!   are often in flight for a moment exactly when trouble comes.)
 //!
 //! A quarantined app's queries get the fallback (reason `quarantined`)
 //! until a different version of it is saved; so the same app crashing
@@ -316,7 +319,7 @@ pub fn after_abnormal_exit(in_flight: &[InFlight], quarantine: &Quarantine, susp
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
     known.retain(|_, s| now.saturating_sub(s.since_ms) <= window);
-    let named_culprit = in_flight.iter().any(|f| f.culprit);
+    let explained = in_flight.iter().any(|f| f.culprit || f.ran_away());
     for f in in_flight {
         let reason = if f.culprit {
             "it was running when the serving process died: an allocation of its call failed (out of memory)".to_string()
@@ -325,8 +328,8 @@ pub fn after_abnormal_exit(in_flight: &[InFlight], quarantine: &Quarantine, susp
                 "it was running when the serving process died: its call had run {} ms, past its {} ms budget",
                 f.ran_ms, f.budget_ms
             )
-        } else if named_culprit {
-            tracing::info!(app = %f.app, "app was in flight in a short call when the serving process died of another app's allocation; not a suspect");
+        } else if explained {
+            tracing::info!(app = %f.app, "app was in flight in a short call when the serving process died, beside a runaway or a failed allocation; not a suspect");
             continue;
         } else if known.get(&f.app).is_some_and(|s| s.hash == f.hash) {
             format!(
@@ -540,26 +543,55 @@ mod tests {
         let q = Quarantine::load(dir.path().join("q.json"));
         let suspects = dir.path().join("suspects.json");
         after_abnormal_exit(
-            &[flight("runaway", 120, false), flight("bystander", 1, false)],
+            &[flight("runaway", 120, false), flight("beside", 1, false)],
             &q,
             &suspects,
         );
         assert!(q.check("runaway", 9).is_some());
+        assert!(q.check("beside", 9).is_none());
+        // Nothing explains this one: the short calls become suspects.
+        after_abnormal_exit(
+            &[flight("short", 1, false), flight("beside", 1, false)],
+            &q,
+            &suspects,
+        );
         assert!(
-            q.check("bystander", 9).is_none(),
+            q.check("short", 9).is_none(),
             "a first short call is a suspect only"
         );
-        // The next crash: the bystander is not in flight, another one is.
+        // The next crash: the suspect is not in flight, another app is.
         after_abnormal_exit(&[flight("other", 0, false)], &q, &suspects);
-        assert!(q.check("bystander", 9).is_none());
+        assert!(q.check("short", 9).is_none());
         assert!(q.check("other", 9).is_none());
         // In flight again within the window: quarantined.
-        after_abnormal_exit(&[flight("bystander", 2, false)], &q, &suspects);
+        after_abnormal_exit(&[flight("short", 2, false)], &q, &suspects);
         let e = q
-            .check("bystander", 9)
+            .check("short", 9)
             .expect("quarantined at its second crash");
         assert!(e.reason.contains("second time"), "{}", e.reason);
         assert_eq!(q.events().get("runaway"), Some(&1));
+    }
+
+    #[test]
+    fn a_runaway_beside_it_clears_a_short_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Quarantine::load(dir.path().join("q.json"));
+        let suspects = dir.path().join("suspects.json");
+        for i in 0..2 {
+            after_abnormal_exit(
+                &[
+                    flight(&format!("runaway{i}"), 500, false),
+                    flight("busy", 1, false),
+                ],
+                &q,
+                &suspects,
+            );
+        }
+        assert!(q.check("runaway1", 9).is_some());
+        assert!(
+            q.check("busy", 9).is_none(),
+            "a bystander of a runaway is not a suspect"
+        );
     }
 
     #[test]
