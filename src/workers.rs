@@ -98,6 +98,8 @@ struct Pending {
     reply: oneshot::Sender<Steered>,
     app: Arc<LoadedApp>,
     ttl: u32,
+    /// When (ms since the pool started) the watchdog answers it.
+    answer_at: u64,
 }
 
 /// One worker thread's state, watched by the watchdog.
@@ -108,6 +110,7 @@ struct Worker {
     limit_ms: AtomicU64,
     /// When (ms since the pool started) the waiting query is answered from
     /// the fallback if the call has not answered it; 0: no query waits.
+    /// (A hint for the watchdog's sleep; [`Pending::answer_at`] decides.)
     answer_at: AtomicU64,
     retired: AtomicBool,
     app: Mutex<String>,
@@ -185,8 +188,9 @@ impl Workers {
             .spawn(move || {
                 while let Some(pool) = watched.upgrade() {
                     pool.watch();
+                    let wake = pool.next_wake();
                     drop(pool);
-                    std::thread::sleep(Duration::from_millis(10));
+                    std::thread::sleep(wake);
                 }
             });
         pool
@@ -310,17 +314,17 @@ impl Workers {
                     reply,
                 } => {
                     let ttl = app.settings.ttl.unwrap_or(zone_ttl);
+                    let start = self.now_ms();
+                    let answer_at = start + self.limit_for(&app).as_millis() as u64;
                     if let Ok(mut p) = me.pending.lock() {
                         *p = Some(Pending {
                             reply,
                             app: app.clone(),
                             ttl,
+                            answer_at,
                         });
                     }
-                    let start = self.now_ms();
-                    let limit = self.limit_for(&app);
-                    me.answer_at
-                        .store(start + limit.as_millis() as u64, Ordering::Release);
+                    me.answer_at.store(answer_at, Ordering::Release);
                     let decided = std::panic::catch_unwind(AssertUnwindSafe(|| {
                         self.decide(me, slot, &app, request, &data, zone_ttl, start)
                     }));
@@ -480,6 +484,24 @@ impl Workers {
         self.hard_limit.max(app.settings.budget.decision * 2)
     }
 
+    /// How long the watchdog sleeps: 10 ms, or until the next query must
+    /// be answered if that is sooner, so answers are not up to 10 ms late.
+    fn next_wake(&self) -> Duration {
+        let now = self.now_ms();
+        let soonest = self
+            .workers
+            .lock()
+            .ok()
+            .and_then(|w| {
+                w.iter()
+                    .map(|x| x.answer_at.load(Ordering::Acquire))
+                    .filter(|at| *at != 0)
+                    .min()
+            })
+            .map_or(10, |at| at.saturating_sub(now).clamp(1, 10));
+        Duration::from_millis(soonest)
+    }
+
     /// One watchdog pass: answer queries whose decision has run for the
     /// hard limit, and retire workers stuck past their own limit.
     fn watch(self: &Arc<Self>) {
@@ -490,7 +512,24 @@ impl Workers {
             if at == 0 || now < at {
                 continue;
             }
-            if let Some(p) = w.pending.lock().ok().and_then(|mut p| p.take()) {
+            // Under the lock: the worker may have moved on to a new query.
+            let due = w.pending.lock().ok().and_then(|mut p| {
+                if p.as_ref().is_some_and(|p| p.answer_at <= now) {
+                    p.take()
+                } else {
+                    None
+                }
+            });
+            if let Some(p) = &due {
+                // Unless a new query's deadline replaced it meanwhile.
+                let _ = w.answer_at.compare_exchange(
+                    p.answer_at,
+                    0,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+            }
+            if let Some(p) = due {
                 p.app.runaway.strike();
                 let err = AppError::Watchdog {
                     limit_ms: self.limit_for(&p.app).as_millis() as u64,
