@@ -49,6 +49,8 @@ pub struct LoadedApp {
     /// the settings (fallback, TTL), so its names answer with the fallback
     /// (or SERVFAIL / 503 without one) instead of as unknown names.
     pub load_error: Option<String>,
+    /// The backoff of this version after runaways.
+    pub runaway: crate::steer::Runaway,
 }
 
 impl LoadedApp {
@@ -91,6 +93,7 @@ impl LoadedApp {
             memo: None,
             memo_off: Some("not loaded".into()),
             load_error: Some(failure.to_string()),
+            runaway: Default::default(),
         }
     }
 
@@ -225,6 +228,7 @@ pub fn load_app_checked(
             memo: None,
             memo_off: Some("quarantined".into()),
             load_error: None,
+            runaway: Default::default(),
         });
     }
     let (_, meta) =
@@ -260,6 +264,7 @@ pub fn load_app_checked(
         memo: memo_off.is_none().then(|| Arc::new(Memo::new())),
         memo_off,
         load_error: None,
+        runaway: Default::default(),
     })
 }
 
@@ -292,6 +297,51 @@ pub struct AppRegistry {
     retrying: std::sync::atomic::AtomicBool,
     /// One reload at a time (watcher, retry thread, API, SIGHUP).
     reload_lock: std::sync::Mutex<()>,
+    /// Loader slots held by loader threads still running.
+    loader_slots: Arc<LoaderSlots>,
+    /// What to do when abandoned loads hold every loader slot (the server
+    /// restarts the serving process).
+    on_loader_cap: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+/// The start of the error of a load refused because abandoned loads hold
+/// every loader slot (retried later).
+const LOADER_BUSY: &str = "not loaded yet: the loader is at its cap of abandoned loads";
+
+/// Whether a failed load is retried although its file did not change: it
+/// ran out of time (a busy machine), or the loader was at its cap.
+fn retryable(e: &LoadFailure) -> bool {
+    e.message.contains("time budget") || e.message.starts_with(LOADER_BUSY)
+}
+
+/// Which loader slots ([`crate::quarantine::LOADER_SLOT`] onwards) a
+/// loader thread holds, as a bit mask.
+#[derive(Default)]
+struct LoaderSlots(AtomicU64);
+
+impl LoaderSlots {
+    /// A free loader slot, now held; none when every one is.
+    fn take(&self) -> Option<usize> {
+        let mut held = self.0.load(Ordering::Acquire);
+        loop {
+            let i = (0..crate::quarantine::LOADER_SLOTS).find(|i| held & (1 << i) == 0)?;
+            match self.0.compare_exchange(
+                held,
+                held | (1 << i),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(crate::quarantine::LOADER_SLOT + i),
+                Err(now) => held = now,
+            }
+        }
+    }
+
+    /// Releases `slot`.
+    fn free(&self, slot: usize) {
+        let i = slot - crate::quarantine::LOADER_SLOT;
+        self.0.fetch_and(!(1 << i), Ordering::AcqRel);
+    }
 }
 
 impl AppRegistry {
@@ -318,6 +368,8 @@ impl AppRegistry {
             slots,
             retrying: std::sync::atomic::AtomicBool::new(false),
             reload_lock: std::sync::Mutex::new(()),
+            loader_slots: Arc::new(LoaderSlots::default()),
+            on_loader_cap: std::sync::OnceLock::new(),
         });
         reg.reload();
         Ok(reg)
@@ -337,6 +389,19 @@ impl AppRegistry {
     /// One published app.
     pub fn get(&self, name: &str) -> Option<Arc<LoadedApp>> {
         self.current.load().apps.get(name).cloned()
+    }
+
+    /// Sets what happens when abandoned loads still running hold every
+    /// loader slot: the server restarts the serving process, whose
+    /// successor quarantines those apps (their loads ran past the load
+    /// budget). Without it, such a load fails and is retried later.
+    pub fn on_loader_cap(&self, f: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_loader_cap.set(f);
+    }
+
+    /// The current data snapshot (what apps are built and decide with).
+    pub fn data(&self) -> Arc<DataSnapshot> {
+        self.data.load_full()
     }
 
     /// The apps directory.
@@ -439,7 +504,7 @@ impl AppRegistry {
             if !force
                 && let Some(e) = old.errors.get(name)
                 && e.hash == hash
-                && !(retry && e.message.contains("time budget"))
+                && !(retry && retryable(e))
             {
                 if let Some(prev) = old.apps.get(name) {
                     next.apps.insert(name.clone(), prev.clone());
@@ -447,11 +512,6 @@ impl AppRegistry {
                 continue;
             }
             let version = self.next_version.fetch_add(1, Ordering::Relaxed);
-            // Loading runs the app's top level and init: record it in the
-            // loader's slot, so a crash there quarantines the app too.
-            if let Some(slots) = &self.slots {
-                slots.enter(crate::quarantine::LOADER_SLOT, name, hash);
-            }
             let loaded = self.load_bounded(
                 name,
                 path,
@@ -462,9 +522,6 @@ impl AppRegistry {
                 version,
                 hash,
             );
-            if let Some(slots) = &self.slots {
-                slots.leave(crate::quarantine::LOADER_SLOT);
-            }
             match loaded {
                 Ok(app) => {
                     tracing::info!(app = %name, version, providers = ?app.meta.providers, "app loaded");
@@ -532,6 +589,14 @@ impl AppRegistry {
     /// loop the loop limit cannot see, a ReDoS) must not block the loader
     /// and with it every later edit. An abandoned load's thread is moved to
     /// `SCHED_IDLE` and left to finish.
+    ///
+    /// The loader thread records the app in a loader slot of its own for as
+    /// long as it runs the app, abandoned or not, so that a crash it causes
+    /// later still names the app (and the next process does not load it
+    /// again, crash-looping). Abandoned loads still running are capped by
+    /// the loader slots: when they hold every one, the server restarts the
+    /// serving process ([`Self::on_loader_cap`]) and its successor
+    /// quarantines their apps.
     #[allow(clippy::too_many_arguments)]
     fn load_bounded(
         &self,
@@ -544,6 +609,24 @@ impl AppRegistry {
         version: u64,
         hash: u64,
     ) -> Result<LoadedApp, LoadFailure> {
+        let Some(slot) = self.loader_slots.take() else {
+            tracing::error!(
+                abandoned = crate::quarantine::LOADER_SLOTS,
+                "abandoned app loads still running hold every loader slot"
+            );
+            if let Some(restart) = self.on_loader_cap.get() {
+                restart();
+            }
+            return Err(LoadFailure::new(
+                path,
+                None,
+                format!(
+                    "{LOADER_BUSY}: {} abandoned loads are still running",
+                    crate::quarantine::LOADER_SLOTS
+                ),
+                hash,
+            ));
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         let limit = config.budget.load * 4 + Duration::from_millis(500);
         let (n, p, src, side, cfg, d, q) = (
@@ -555,9 +638,20 @@ impl AppRegistry {
             data.clone(),
             self.quarantine.clone(),
         );
+        let (slots, loader_slots, budget) = (
+            self.slots.clone(),
+            self.loader_slots.clone(),
+            config.budget.load,
+        );
         let spawned = std::thread::Builder::new()
             .name(format!("app-load-{name}"))
+            .stack_size(crate::openmix::guards::JS_STACK_SIZE)
             .spawn(move || {
+                // Loading runs the app's top level and init: record it in
+                // this thread's slot, so a crash here quarantines the app.
+                if let Some(s) = &slots {
+                    s.enter(slot, &n, hash, budget);
+                }
                 // SAFETY: gettid has no preconditions.
                 let _ = tx.send(Err(unsafe { libc::gettid() }));
                 let r = load_app_checked(
@@ -571,9 +665,14 @@ impl AppRegistry {
                     q.as_deref(),
                 );
                 crate::openmix::runtime::clear();
+                if let Some(s) = &slots {
+                    s.leave(slot);
+                }
+                loader_slots.free(slot);
                 let _ = tx.send(Ok(r));
             });
         if let Err(e) = spawned {
+            self.loader_slots.free(slot);
             return Err(LoadFailure::new(
                 path,
                 None,
@@ -655,13 +754,7 @@ impl AppRegistry {
                 loop {
                     std::thread::sleep(Duration::from_secs(5));
                     let Some(reg) = weak.upgrade() else { return };
-                    if reg
-                        .current
-                        .load()
-                        .errors
-                        .values()
-                        .any(|e| e.message.contains("time budget"))
-                    {
+                    if reg.current.load().errors.values().any(retryable) {
                         reg.retry_timeouts();
                     }
                 }

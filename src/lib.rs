@@ -14,9 +14,11 @@
 //! - [`inventory`]: providers, routes and weights (live traffic shaping).
 //! - [`metrics`]: live counters ([`shard`]: counters threads add to without contention).
 //! - [`report`]: decision reports, nodes and the fleet view (API and dashboard).
-//! - [`steer`]: one decision with fallback rules, shared by every front end.
+//! - [`steer`]: one decision with fallback rules, shared by every front end,
+//!   and the backoff of apps whose calls run away.
 //! - [`server`]: the serving process: listeners, feeds, reload.
-//! - [`quarantine`]: in-flight slots and the quarantine of apps that crashed the server.
+//! - [`quarantine`]: in-flight slots, and the quarantine of apps that
+//!   crashed the server (runaways at once, short calls as suspects).
 //! - [`supervisor`]: `serve`'s parent process that owns the sockets and restarts the server.
 //! - [`cli`]: the `switchyard` subcommands; [`apptest`]: `switchyard test`.
 

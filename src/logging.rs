@@ -17,3 +17,26 @@ pub fn init(default: &str) {
         .with_target(false)
         .try_init();
 }
+
+/// Logs a panic as one error event (thread, location, message) instead of
+/// std's default report, which also symbolises a backtrace when
+/// `RUST_BACKTRACE` is set: that takes ~100 ms, during which the JS worker
+/// that panicked holds its query, past the hard limit.
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let location = info.location().map(ToString::to_string).unwrap_or_default();
+        let thread = std::thread::current();
+        tracing::error!(
+            thread = thread.name().unwrap_or("(unnamed)"),
+            %location,
+            panic = %message,
+            "panic"
+        );
+    }));
+}

@@ -100,15 +100,21 @@ impl Counters {
     }
 
     /// Counts one decision and, when the app failed, the failure, on the
-    /// calling thread's own counters.
+    /// calling thread's own counters. With decision counting off
+    /// (`[reports] enabled = false`) failures and overruns are still
+    /// counted: they are health signals, not reports.
     pub fn decision(&self, app: &LoadedApp, s: &Steered) {
-        if !self.counting.load(Ordering::Relaxed) {
-            return;
-        }
         let failure = match &s.outcome {
             Outcome::Fallback(e) | Outcome::Failed(e) => Some(e.kind()),
             _ => None,
         };
+        if !self.counting.load(Ordering::Relaxed) {
+            if let Some(kind) = failure {
+                self.tally
+                    .record_failure(&app.code.name, app.code.version, kind);
+            }
+            return;
+        }
         self.tally.record(
             &app.code.name,
             app.code.version,

@@ -2,30 +2,69 @@
 //! serving process died, and the quarantine that keeps it from killing the
 //! next process too.
 //!
-//! Each JS worker owns one slot in a small memory-mapped file in the data
-//! directory. Before a decision it writes the app's name and source hash
-//! and marks the slot busy; after, idle. Stores to a shared mapping reach
-//! the page cache at once, so they survive an abort or an OOM kill. On
-//! start, a slot still marked busy names an app that was in flight when the
-//! previous process died: it is quarantined (its queries get the fallback,
-//! reason `quarantined`) until a different version of it is saved.
+//! Each thread that runs apps (a JS worker, a loader) owns one slot in a
+//! small memory-mapped file in the data directory. Before a call it writes
+//! the app's name and source hash, the call's budget and its start time,
+//! and marks the slot busy; after, idle. A heartbeat in the file's header
+//! is renewed every 10 ms while the process lives. Stores to a shared
+//! mapping reach the page cache at once, so they survive an abort or an OOM
+//! kill. On start, a slot still marked busy names an app that was in flight
+//! when the previous process died abnormally (a graceful stop clears every
+//! slot), and what happens to it depends on why it was there:
+//!
+//! - its call had run for at least its budget by the last heartbeat (a
+//!   runaway, such as the stuck calls a watchdog restart leaves behind): it
+//!   is quarantined;
+//! - an allocation of its call failed (the counting allocator marks the
+//!   slot of a thread whose request of 1 MiB or more fails, the abort under
+//!   a memory cap): it is quarantined, and the other apps in flight, whose
+//!   calls were only unlucky bystanders, are not even suspects;
+//! - otherwise its call was short, and most likely a bystander of whatever
+//!   killed the process (a signal, the OOM killer). When a runaway or a
+//!   failed allocation in flight explains the exit, it is not even a
+//!   suspect; else it becomes one, kept in `suspects.json` next to the
+//!   slots, and is quarantined if it is again in flight in a short call at
+//!   the next abnormal exit within [`SUSPECT_WINDOW`]. (A worker that
+//!   replaces a retired one builds every app right away, so healthy apps
+//!   are often in flight for a moment exactly when trouble comes.)
+//!
+//! A quarantined app's queries get the fallback (reason `quarantined`)
+//! until a different version of it is saved; so the same app crashing
+//! again crash-loops the server at most twice.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use sha2::Digest;
 
-/// Slots in the file (workers plus replacements of retired ones).
+/// Slots in the file (workers plus replacements of retired ones, then the
+/// loaders).
 pub const SLOTS: usize = 64;
-/// The slot of the thread that loads apps (top level and `init`).
-pub const LOADER_SLOT: usize = SLOTS - 1;
-/// Words per slot: state, hash, then 64 bytes of name.
-const WORDS: usize = 10;
+/// The first of the slots of loader threads (top level and `init`); the
+/// workers use the slots below it.
+pub const LOADER_SLOT: usize = SLOTS - LOADER_SLOTS;
+/// Slots of loader threads: one for the load in progress, the rest for
+/// loads abandoned while their thread still runs the app.
+pub const LOADER_SLOTS: usize = 8;
+/// How long a suspect stays one.
+pub const SUSPECT_WINDOW: Duration = Duration::from_secs(600);
+/// A failed allocation at least this big marks its call the culprit.
+const CULPRIT_BYTES: usize = 1 << 20;
+/// Words per slot: state, hash, started (unix ms), budget (ms), flags,
+/// reserved, then 64 bytes of name.
+const WORDS: usize = 14;
 const NAME_BYTES: usize = 64;
+/// Header words before the slots: magic, heartbeat (unix ms).
+const HEADER: usize = 2;
+/// Marks the file layout; a file without it is cleared.
+const MAGIC: u64 = 0x5357_5953_4c4f_5402;
+/// The slot's call failed to allocate.
+const FLAG_CULPRIT: u64 = 1;
 
 /// A short, stable hash of an app version (source and sidecar).
 pub fn version_hash(source: &str, sidecar: Option<&str>) -> u64 {
@@ -39,6 +78,34 @@ pub fn version_hash(source: &str, sidecar: Option<&str>) -> u64 {
     u64::from_le_bytes(b).max(1)
 }
 
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// An app that was in flight when the previous process died.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct InFlight {
+    /// App name.
+    pub app: String,
+    /// Version hash.
+    pub hash: u64,
+    /// How long its call had run by the last heartbeat (ms).
+    pub ran_ms: u64,
+    /// The call's budget (ms).
+    pub budget_ms: u64,
+    /// An allocation of the call failed (see [`Slots::watch_allocation_failures`]).
+    pub culprit: bool,
+}
+
+impl InFlight {
+    /// Its call had run for its whole budget: a runaway.
+    pub fn ran_away(&self) -> bool {
+        self.ran_ms >= self.budget_ms
+    }
+}
+
 /// The memory-mapped in-flight slots.
 pub struct Slots {
     _map: memmap2::MmapMut,
@@ -50,10 +117,38 @@ unsafe impl Send for Slots {}
 // SAFETY: as above.
 unsafe impl Sync for Slots {}
 
+thread_local! {
+    /// The slot of the app call this thread is running (`usize::MAX`: none).
+    static THREAD_SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// The slots the allocator marks when an allocation fails.
+static WATCHED: AtomicPtr<Slots> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Called by the counting allocator when a request fails (the process is
+/// about to abort): marks the calling thread's call the culprit. Must not
+/// allocate.
+fn allocation_failed(size: usize) {
+    if size < CULPRIT_BYTES {
+        return;
+    }
+    let slots = WATCHED.load(Ordering::Acquire);
+    let slot = THREAD_SLOT.try_with(Cell::get).unwrap_or(usize::MAX);
+    if slots.is_null() || slot == usize::MAX {
+        return;
+    }
+    // SAFETY: WATCHED only ever holds a leaked `Arc<Slots>`, never freed.
+    let slots = unsafe { &*slots };
+    if slots.word(slot, 0).load(Ordering::Acquire) == 1 {
+        slots.word(slot, 4).fetch_or(FLAG_CULPRIT, Ordering::AcqRel);
+    }
+}
+
 impl Slots {
     /// Opens (creating) the slot file; returns it with the apps that were
-    /// in flight when the previous process died, then clears them.
-    pub fn open(path: &Path) -> std::io::Result<(Slots, Vec<(String, u64)>)> {
+    /// in flight when the previous process died, then clears them. A file
+    /// of another layout (an older version) is cleared first.
+    pub fn open(path: &Path) -> std::io::Result<(Slots, Vec<InFlight>)> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -63,8 +158,9 @@ impl Slots {
             .create(true)
             .truncate(false)
             .open(path)?;
-        let len = (SLOTS * WORDS * 8) as u64;
+        let len = ((HEADER + SLOTS * WORDS) * 8) as u64;
         if file.metadata()?.len() != len {
+            file.set_len(0)?;
             file.set_len(len)?;
         }
         // SAFETY: the file is ours (in our data directory) and sized above;
@@ -73,50 +169,82 @@ impl Slots {
         let words = map.as_mut_ptr() as *const AtomicU64;
         let slots = Slots { _map: map, words };
         let mut in_flight = Vec::new();
+        let magic = slots.header(0).load(Ordering::Acquire) == MAGIC;
+        let heartbeat = slots.header(1).load(Ordering::Acquire);
         for i in 0..SLOTS {
-            if slots.word(i, 0).load(Ordering::Acquire) == 1 {
-                let hash = slots.word(i, 1).load(Ordering::Acquire);
-                let mut name = Vec::with_capacity(NAME_BYTES);
-                for w in 0..NAME_BYTES / 8 {
-                    name.extend_from_slice(
-                        &slots.word(i, 2 + w).load(Ordering::Acquire).to_le_bytes(),
-                    );
-                }
-                let name = String::from_utf8_lossy(&name)
-                    .trim_end_matches('\0')
-                    .to_string();
+            if magic && slots.word(i, 0).load(Ordering::Acquire) == 1 {
+                let name = slots.name(i);
                 if !name.is_empty() {
-                    in_flight.push((name, hash));
+                    let started = slots.word(i, 2).load(Ordering::Acquire);
+                    in_flight.push(InFlight {
+                        app: name,
+                        hash: slots.word(i, 1).load(Ordering::Acquire),
+                        ran_ms: heartbeat.max(started) - started,
+                        budget_ms: slots.word(i, 3).load(Ordering::Acquire),
+                        culprit: slots.word(i, 4).load(Ordering::Acquire) & FLAG_CULPRIT != 0,
+                    });
                 }
             }
-            slots.word(i, 0).store(0, Ordering::Release);
+            for w in 0..WORDS {
+                slots.word(i, w).store(0, Ordering::Release);
+            }
         }
+        slots.header(0).store(MAGIC, Ordering::Release);
+        slots.heartbeat();
         in_flight.sort();
-        in_flight.dedup();
+        in_flight.dedup_by(|a, b| {
+            a.app == b.app && a.hash == b.hash && {
+                b.ran_ms = b.ran_ms.max(a.ran_ms);
+                b.culprit |= a.culprit;
+                true
+            }
+        });
         Ok((slots, in_flight))
+    }
+
+    fn header(&self, w: usize) -> &AtomicU64 {
+        // SAFETY: w < HEADER (callers), inside the mapping, 8-byte aligned.
+        unsafe { &*self.words.add(w % HEADER) }
     }
 
     fn word(&self, slot: usize, w: usize) -> &AtomicU64 {
         // SAFETY: slot < SLOTS and w < WORDS (callers), inside the mapping;
         // the mapping is page-aligned, so every word is 8-byte aligned.
-        unsafe { &*self.words.add(slot % SLOTS * WORDS + w) }
+        unsafe { &*self.words.add(HEADER + slot % SLOTS * WORDS + w % WORDS) }
     }
 
-    /// Marks `slot` busy running `app` at `hash`. The name is written every
+    fn name(&self, slot: usize) -> String {
+        let mut name = Vec::with_capacity(NAME_BYTES);
+        for w in 0..NAME_BYTES / 8 {
+            name.extend_from_slice(&self.word(slot, 6 + w).load(Ordering::Acquire).to_le_bytes());
+        }
+        String::from_utf8_lossy(&name)
+            .trim_end_matches('\0')
+            .to_string()
+    }
+
+    /// Marks `slot` busy running `app` at `hash` from now, with `budget`
+    /// for the call, and makes it this thread's slot (see
+    /// [`Self::watch_allocation_failures`]). The name is written every
     /// time: two apps may share a version hash (the same source under two
     /// names), so an unchanged hash does not mean an unchanged app.
-    pub fn enter(&self, slot: usize, app: &str, hash: u64) {
+    pub fn enter(&self, slot: usize, app: &str, hash: u64, budget: Duration) {
         let mut bytes = [0u8; NAME_BYTES];
         let n = app.len().min(NAME_BYTES);
         bytes[..n].copy_from_slice(&app.as_bytes()[..n]);
         for (w, chunk) in bytes.chunks_exact(8).enumerate() {
             let mut b = [0u8; 8];
             b.copy_from_slice(chunk);
-            self.word(slot, 2 + w)
+            self.word(slot, 6 + w)
                 .store(u64::from_le_bytes(b), Ordering::Relaxed);
         }
         self.word(slot, 1).store(hash, Ordering::Relaxed);
+        self.word(slot, 2).store(unix_ms(), Ordering::Relaxed);
+        self.word(slot, 3)
+            .store(budget.as_millis() as u64, Ordering::Relaxed);
+        self.word(slot, 4).store(0, Ordering::Relaxed);
         self.word(slot, 0).store(1, Ordering::Release);
+        let _ = THREAD_SLOT.try_with(|s| s.set(slot));
     }
 
     /// Marks `slot` idle.
@@ -131,6 +259,113 @@ impl Slots {
             self.leave(slot);
         }
     }
+
+    /// Renews the heartbeat: the process is alive now.
+    pub fn heartbeat(&self) {
+        self.header(1).store(unix_ms(), Ordering::Release);
+    }
+
+    /// Renews the heartbeat every 10 ms for as long as the process lives,
+    /// so that the next process can tell how long an in-flight call had
+    /// run when this one died.
+    pub fn start_heartbeat(self: &Arc<Self>) {
+        let slots = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("slots-heartbeat".into())
+            .spawn(move || {
+                loop {
+                    slots.heartbeat();
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the in-flight heartbeat");
+        }
+    }
+
+    /// From now on, an allocation of 1 MiB or more that fails on a thread
+    /// running an app call marks that call the culprit (the process aborts
+    /// right after). Keeps these slots alive for the rest of the process.
+    pub fn watch_allocation_failures(self: &Arc<Self>) {
+        let leaked = Arc::into_raw(self.clone()) as *mut Slots;
+        let set = WATCHED.compare_exchange(
+            std::ptr::null_mut(),
+            leaked,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        if set.is_err() {
+            // Already watching other slots (only ever one set per process).
+            // SAFETY: `leaked` came from Arc::into_raw just above and was
+            // never published.
+            drop(unsafe { Arc::from_raw(leaked) });
+        }
+        crate::openmix::alloc::on_allocation_failure(allocation_failed);
+    }
+}
+
+/// What the next process does about the apps in flight when the last one
+/// died abnormally: quarantines the runaways and the culprits, and the
+/// suspects seen twice within [`SUSPECT_WINDOW`]; keeps the other short
+/// calls as suspects (in `suspects`, a JSON file next to the slots).
+pub fn after_abnormal_exit(in_flight: &[InFlight], quarantine: &Quarantine, suspects: &Path) {
+    if in_flight.is_empty() {
+        return;
+    }
+    let now = unix_ms();
+    let window = SUSPECT_WINDOW.as_millis() as u64;
+    let mut known: BTreeMap<String, Suspect> = std::fs::read_to_string(suspects)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    known.retain(|_, s| now.saturating_sub(s.since_ms) <= window);
+    let explained = in_flight.iter().any(|f| f.culprit || f.ran_away());
+    for f in in_flight {
+        let reason = if f.culprit {
+            "it was running when the serving process died: an allocation of its call failed (out of memory)".to_string()
+        } else if f.ran_away() {
+            format!(
+                "it was running when the serving process died: its call had run {} ms, past its {} ms budget",
+                f.ran_ms, f.budget_ms
+            )
+        } else if explained {
+            tracing::info!(app = %f.app, "app was in flight in a short call when the serving process died, beside a runaway or a failed allocation; not a suspect");
+            continue;
+        } else if known.get(&f.app).is_some_and(|s| s.hash == f.hash) {
+            format!(
+                "it was running when the serving process died, in a short call, for the second time within {} minutes",
+                window / 60_000
+            )
+        } else {
+            tracing::warn!(app = %f.app, ran_ms = f.ran_ms, budget_ms = f.budget_ms,
+                "app was in flight in a short call when the serving process died; a suspect (quarantined if it is in flight at the next abnormal exit)");
+            known.insert(
+                f.app.clone(),
+                Suspect {
+                    hash: f.hash,
+                    since_ms: now,
+                },
+            );
+            continue;
+        };
+        known.remove(&f.app);
+        quarantine.add(&f.app, f.hash, &reason);
+    }
+    let tmp = suspects.with_extension("tmp");
+    let saved = serde_json::to_vec_pretty(&known)
+        .ok()
+        .and_then(|b| std::fs::write(&tmp, b).ok())
+        .and_then(|()| std::fs::rename(&tmp, suspects).ok());
+    if saved.is_none() {
+        tracing::warn!(file = %suspects.display(), "cannot save the suspects list");
+    }
+}
+
+/// An app seen in flight, in a short call, at an abnormal exit.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Suspect {
+    hash: u64,
+    since_ms: u64,
 }
 
 /// Why and since when an app version is quarantined.
@@ -149,6 +384,8 @@ pub struct Entry {
 pub struct Quarantine {
     path: PathBuf,
     entries: Mutex<BTreeMap<String, Entry>>,
+    /// Apps quarantined by this process, and how often.
+    events: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Quarantine {
@@ -161,6 +398,7 @@ impl Quarantine {
         Quarantine {
             path,
             entries: Mutex::new(entries),
+            events: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -180,9 +418,10 @@ impl Quarantine {
         let Ok(mut e) = self.entries.lock() else {
             return;
         };
-        let since_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let since_ms = unix_ms();
+        if let Ok(mut events) = self.events.lock() {
+            *events.entry(app.to_string()).or_default() += 1;
+        }
         e.insert(
             app.to_string(),
             Entry {
@@ -221,11 +460,19 @@ impl Quarantine {
     pub fn list(&self) -> BTreeMap<String, Entry> {
         self.entries.lock().map(|e| e.clone()).unwrap_or_default()
     }
+
+    /// Quarantine events in this process, by app (the current quarantines
+    /// are [`Self::list`]).
+    pub fn events(&self) -> BTreeMap<String, u64> {
+        self.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const BUDGET: Duration = Duration::from_millis(5);
 
     #[test]
     fn a_slot_reused_by_another_app_of_the_same_version_names_the_new_one() {
@@ -234,18 +481,135 @@ mod tests {
         let (slots, none) = Slots::open(&path).unwrap();
         assert!(none.is_empty());
         let hash = version_hash("same source", None);
-        slots.enter(3, "first", hash);
+        slots.enter(3, "first", hash, BUDGET);
         slots.leave(3);
-        slots.enter(3, "second", hash);
-        slots.enter(LOADER_SLOT, "loading", 7);
+        slots.enter(3, "second", hash, BUDGET);
+        slots.enter(LOADER_SLOT, "loading", 7, Duration::from_millis(250));
         drop(slots);
         let (slots, in_flight) = Slots::open(&path).unwrap();
+        let names: Vec<(String, u64)> = in_flight.iter().map(|f| (f.app.clone(), f.hash)).collect();
         assert_eq!(
-            in_flight,
+            names,
             vec![("loading".to_string(), 7), ("second".to_string(), hash)]
+        );
+        assert!(
+            in_flight.iter().all(|f| !f.ran_away() && !f.culprit),
+            "{in_flight:?}"
         );
         drop(slots);
         let (_, after) = Slots::open(&path).unwrap();
         assert!(after.is_empty(), "open clears what it reported: {after:?}");
+    }
+
+    #[test]
+    fn a_call_that_ran_its_budget_by_the_last_heartbeat_is_a_runaway() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inflight");
+        let (slots, _) = Slots::open(&path).unwrap();
+        slots.enter(0, "stuck", 1, BUDGET);
+        slots.enter(1, "short", 2, Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(30));
+        slots.heartbeat();
+        drop(slots);
+        let (_, in_flight) = Slots::open(&path).unwrap();
+        let stuck = in_flight.iter().find(|f| f.app == "stuck").unwrap();
+        let short = in_flight.iter().find(|f| f.app == "short").unwrap();
+        assert!(stuck.ran_away() && stuck.ran_ms >= 30, "{stuck:?}");
+        assert!(!short.ran_away(), "{short:?}");
+    }
+
+    #[test]
+    fn a_file_of_another_layout_is_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inflight");
+        std::fs::write(&path, vec![1u8; 64 * 10 * 8]).unwrap();
+        let (_, in_flight) = Slots::open(&path).unwrap();
+        assert!(in_flight.is_empty(), "{in_flight:?}");
+    }
+
+    fn flight(app: &str, ran_ms: u64, culprit: bool) -> InFlight {
+        InFlight {
+            app: app.into(),
+            hash: 9,
+            ran_ms,
+            budget_ms: 5,
+            culprit,
+        }
+    }
+
+    #[test]
+    fn runaways_are_quarantined_short_calls_only_at_their_second_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Quarantine::load(dir.path().join("q.json"));
+        let suspects = dir.path().join("suspects.json");
+        after_abnormal_exit(
+            &[flight("runaway", 120, false), flight("beside", 1, false)],
+            &q,
+            &suspects,
+        );
+        assert!(q.check("runaway", 9).is_some());
+        assert!(q.check("beside", 9).is_none());
+        // Nothing explains this one: the short calls become suspects.
+        after_abnormal_exit(
+            &[flight("short", 1, false), flight("beside", 1, false)],
+            &q,
+            &suspects,
+        );
+        assert!(
+            q.check("short", 9).is_none(),
+            "a first short call is a suspect only"
+        );
+        // The next crash: the suspect is not in flight, another app is.
+        after_abnormal_exit(&[flight("other", 0, false)], &q, &suspects);
+        assert!(q.check("short", 9).is_none());
+        assert!(q.check("other", 9).is_none());
+        // In flight again within the window: quarantined.
+        after_abnormal_exit(&[flight("short", 2, false)], &q, &suspects);
+        let e = q
+            .check("short", 9)
+            .expect("quarantined at its second crash");
+        assert!(e.reason.contains("second time"), "{}", e.reason);
+        assert_eq!(q.events().get("runaway"), Some(&1));
+    }
+
+    #[test]
+    fn a_runaway_beside_it_clears_a_short_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Quarantine::load(dir.path().join("q.json"));
+        let suspects = dir.path().join("suspects.json");
+        for i in 0..2 {
+            after_abnormal_exit(
+                &[
+                    flight(&format!("runaway{i}"), 500, false),
+                    flight("busy", 1, false),
+                ],
+                &q,
+                &suspects,
+            );
+        }
+        assert!(q.check("runaway1", 9).is_some());
+        assert!(
+            q.check("busy", 9).is_none(),
+            "a bystander of a runaway is not a suspect"
+        );
+    }
+
+    #[test]
+    fn a_named_culprit_clears_the_bystanders() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Quarantine::load(dir.path().join("q.json"));
+        let suspects = dir.path().join("suspects.json");
+        for _ in 0..2 {
+            after_abnormal_exit(
+                &[flight("leak", 1, true), flight("busy", 1, false)],
+                &q,
+                &suspects,
+            );
+        }
+        assert!(q.check("leak", 9).is_some());
+        assert!(
+            q.check("busy", 9).is_none(),
+            "a bystander of a named culprit is not a suspect"
+        );
     }
 }

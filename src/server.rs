@@ -184,6 +184,17 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
     .map_err(|e| anyhow!(e))?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let workers = Workers::start(threads, config.hard_limit, Some(apps.clone()), Some(slots));
+    let pool = Arc::downgrade(&workers);
+    apps.on_loader_cap(Box::new(move || {
+        tracing::error!(
+            "too many abandoned app loads still running; restarting the serving process"
+        );
+        // Their slots stay busy: the next process quarantines their apps.
+        if let Some(pool) = pool.upgrade() {
+            pool.release_healthy_slots();
+        }
+        std::process::exit(70);
+    }));
     let counters = Arc::new(Counters::default());
     counters.set_counting(config.reports.enabled);
     let zones = ZoneSet::from_config(&config).map_err(|e| anyhow!("{}: {e}", config.source))?;
@@ -221,7 +232,9 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
 }
 
 /// Opens the in-flight slots and the quarantine list in the data directory,
-/// quarantining the apps that were running when the last process died.
+/// quarantining the apps that the last process's abnormal exit names
+/// ([`crate::quarantine::after_abnormal_exit`]), and starts the slots'
+/// heartbeat.
 fn open_quarantine(config: &Config) -> anyhow::Result<(Arc<Slots>, Arc<Quarantine>)> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
@@ -233,10 +246,15 @@ fn open_quarantine(config: &Config) -> anyhow::Result<(Arc<Slots>, Arc<Quarantin
             )
         })?;
     let quarantine = Quarantine::load(config.data_dir.join("quarantine.json"));
-    for (app, hash) in in_flight {
-        quarantine.add(&app, hash, "it was running when the serving process died");
-    }
-    Ok((Arc::new(slots), Arc::new(quarantine)))
+    crate::quarantine::after_abnormal_exit(
+        &in_flight,
+        &quarantine,
+        &config.data_dir.join("suspects.json"),
+    );
+    let slots = Arc::new(slots);
+    slots.start_heartbeat();
+    slots.watch_allocation_failures();
+    Ok((slots, Arc::new(quarantine)))
 }
 
 /// Binds a UDP socket with `SO_REUSEPORT`, so every DNS runtime can have one.
@@ -393,6 +411,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
 
 /// The serving process: everything that fails here fails before it is ready.
 fn serve_worker(args: &ServeArgs) -> anyhow::Result<()> {
+    crate::logging::log_panics();
     let config = args.config.load()?;
     let listeners = match Listeners::from_env()? {
         Some(l) => l,

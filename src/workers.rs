@@ -10,17 +10,29 @@
 //! keep draining the queue, and the waiting query is answered from the
 //! app's fallback once the hard limit passes.
 //!
-//! The watchdog retires a worker whose call has run past the hard limit: a
-//! fresh thread takes its place on the queue and the stuck one is left to
-//! finish (its CPU cannot be reclaimed). Past a cap of retired threads the
-//! serving process exits, the supervisor starts a new one, and the app that
-//! was in flight is quarantined ([`crate::quarantine`]).
+//! The watchdog answers a waiting query from the app's fallback once its
+//! decision has run for the hard limit, counted from when a worker took it
+//! (building the app's instance included), and retires a worker whose call
+//! runs on past its own, longer limit (the hard limit, plus the load budget
+//! while it builds an instance): a fresh thread takes its place on the
+//! queue and the stuck one is left to finish (its CPU cannot be
+//! reclaimed). Past a cap of retired threads the serving process exits,
+//! the supervisor starts a new one, and the app that was in flight is
+//! quarantined ([`crate::quarantine`]).
+//!
+//! So that building an instance is rarely on a query's path, each worker
+//! builds every runnable app when it starts and after each reload, and
+//! rebuilds an instance its call poisoned right after answering (unless the
+//! app is backing off after runaways, [`crate::steer::Runaway`]). A panic
+//! in a call is caught: the query gets the fallback and a fresh worker
+//! replaces the thread, whose engine state cannot be trusted any more.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
 use tokio::sync::oneshot;
 
 use crate::apps::{AppRegistry, LoadedApp};
@@ -86,14 +98,20 @@ struct Pending {
     reply: oneshot::Sender<Steered>,
     app: Arc<LoadedApp>,
     ttl: u32,
+    /// When (ms since the pool started) the watchdog answers it.
+    answer_at: u64,
 }
 
 /// One worker thread's state, watched by the watchdog.
 struct Worker {
     /// Milliseconds since the pool started when the current call began; 0 idle.
     busy_since: AtomicU64,
-    /// Hard limit of the current call, in ms.
+    /// Hard limit of the current call, in ms: past it the worker is retired.
     limit_ms: AtomicU64,
+    /// When (ms since the pool started) the waiting query is answered from
+    /// the fallback if the call has not answered it; 0: no query waits.
+    /// (A hint for the watchdog's sleep; [`Pending::answer_at`] decides.)
+    answer_at: AtomicU64,
     retired: AtomicBool,
     app: Mutex<String>,
     pending: Mutex<Option<Pending>>,
@@ -123,6 +141,7 @@ pub struct Workers {
     overloaded: AtomicU64,
     late: AtomicU64,
     retired: AtomicU64,
+    panics: AtomicU64,
     apps: Option<Arc<AppRegistry>>,
     slots: Option<Arc<Slots>>,
     workers: Mutex<Vec<Arc<Worker>>>,
@@ -152,6 +171,7 @@ impl Workers {
             overloaded: AtomicU64::new(0),
             late: AtomicU64::new(0),
             retired: AtomicU64::new(0),
+            panics: AtomicU64::new(0),
             apps,
             slots,
             workers: Mutex::new(Vec::new()),
@@ -168,8 +188,9 @@ impl Workers {
             .spawn(move || {
                 while let Some(pool) = watched.upgrade() {
                     pool.watch();
+                    let wake = pool.next_wake();
                     drop(pool);
-                    std::thread::sleep(Duration::from_millis(10));
+                    std::thread::sleep(wake);
                 }
             });
         pool
@@ -231,6 +252,7 @@ impl Workers {
         let me = Arc::new(Worker {
             busy_since: AtomicU64::new(0),
             limit_ms: AtomicU64::new(0),
+            answer_at: AtomicU64::new(0),
             retired: AtomicBool::new(false),
             app: Mutex::new(String::new()),
             pending: Mutex::new(None),
@@ -243,24 +265,45 @@ impl Workers {
         let pool = self.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("js-worker-{slot}"))
+            .stack_size(crate::openmix::guards::JS_STACK_SIZE)
             .spawn(move || pool.work(&me, slot));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start JS worker thread");
         }
     }
 
-    fn work(&self, me: &Worker, slot: usize) {
+    fn work(self: &Arc<Self>, me: &Arc<Worker>, slot: usize) {
         // SAFETY: gettid has no preconditions.
         me.tid.store(unsafe { libc::gettid() }, Ordering::Release);
         let mut seen_reloads = 0;
-        while let Ok(job) = self.rx.recv() {
+        loop {
+            if me.retired.load(Ordering::Acquire) {
+                tracing::warn!(slot, "retired JS worker finished its call and exits");
+                break;
+            }
             if let Some(apps) = &self.apps {
                 let reloads = apps.reload_count();
                 if reloads != seen_reloads {
                     seen_reloads = reloads;
                     runtime::retain_apps(&|name| apps.get(name).is_some());
+                    let data = apps.data();
+                    for app in apps.snapshot().apps.values() {
+                        if !self.warm(me, slot, app, &data) {
+                            return;
+                        }
+                        if me.retired.load(Ordering::Acquire) {
+                            break;
+                        }
+                    }
+                    continue;
                 }
             }
+            // Idle workers wake up now and then to build reloaded apps.
+            let job = match self.rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
             match job {
                 Job::Decide {
                     app,
@@ -270,59 +313,169 @@ impl Workers {
                     queued,
                     reply,
                 } => {
-                    if let Some(s) = &self.slots {
-                        s.enter(slot, &app.code.name, app.hash);
-                    }
-                    if let Ok(mut a) = me.app.lock() {
-                        a.clone_from(&app.code.name);
-                    }
                     let ttl = app.settings.ttl.unwrap_or(zone_ttl);
+                    let start = self.now_ms();
+                    let answer_at = start + self.limit_for(&app).as_millis() as u64;
                     if let Ok(mut p) = me.pending.lock() {
                         *p = Some(Pending {
                             reply,
                             app: app.clone(),
                             ttl,
+                            answer_at,
                         });
                     }
-                    // Compile and init this app here first if this thread has
-                    // not yet: watched with the load budget on top of the
-                    // hard limit, then the decision alone with its own limit.
-                    let mut limit = self.limit_for(&app);
-                    if app.quarantine.is_none() {
-                        me.limit_ms.store(
-                            (limit + app.settings.budget.load).as_millis() as u64,
-                            Ordering::Release,
-                        );
-                        me.busy_since.store(self.now_ms(), Ordering::Release);
-                        if let Ok(true) = runtime::warm(&app.code, &data) {
-                            // A fresh instance's first call may compile more.
-                            limit += app.settings.budget.first_call();
-                        }
-                    }
-                    me.limit_ms
-                        .store(limit.as_millis() as u64, Ordering::Release);
-                    me.busy_since.store(self.now_ms(), Ordering::Release);
-                    let out = steer::steer(&app, request, &data, zone_ttl);
-                    me.busy_since.store(0, Ordering::Release);
-                    if let Some(s) = &self.slots {
-                        s.leave(slot);
-                    }
+                    me.answer_at.store(answer_at, Ordering::Release);
+                    let decided = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        self.decide(me, slot, &app, request, &data, zone_ttl, start)
+                    }));
+                    me.answer_at.store(0, Ordering::Release);
                     record_latency(&app.code.name, queued.elapsed().as_secs_f64());
+                    let out = match decided {
+                        Ok(out) => out,
+                        Err(panic) => {
+                            self.panicked(me, slot, &app, &*panic);
+                            return;
+                        }
+                    };
                     // The watchdog may have answered already (and retired us).
                     if let Some(p) = me.pending.lock().ok().and_then(|mut p| p.take()) {
                         let _ = p.reply.send(out);
+                    }
+                    // An instance the call poisoned is rebuilt now, off the
+                    // next query's path (not while the app backs off).
+                    if !me.retired.load(Ordering::Acquire)
+                        && !app.runaway.backing_off()
+                        && !self.warm(me, slot, &app, &data)
+                    {
+                        return;
                     }
                 }
                 Job::Ping(reply) => {
                     let _ = reply.send(());
                 }
             }
-            if me.retired.load(Ordering::Acquire) {
-                tracing::warn!(slot, "retired JS worker finished its call and exits");
-                break;
-            }
         }
         runtime::clear();
+    }
+
+    /// One decision on this worker: builds `app`'s instance if this thread
+    /// has none (watched with the load budget on top of the hard limit),
+    /// then runs it (watched with its own limit).
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &self,
+        me: &Worker,
+        slot: usize,
+        app: &Arc<LoadedApp>,
+        request: Request,
+        data: &Arc<DataSnapshot>,
+        zone_ttl: u32,
+        start: u64,
+    ) -> Steered {
+        let mut limit = self.limit_for(app);
+        if let Ok(mut a) = me.app.lock() {
+            a.clone_from(&app.code.name);
+        }
+        if app.runnable() && !runtime::is_current(&app.code) {
+            if let Some(s) = &self.slots {
+                s.enter(slot, &app.code.name, app.hash, app.settings.budget.load);
+            }
+            me.limit_ms.store(
+                (limit + app.settings.budget.load).as_millis() as u64,
+                Ordering::Release,
+            );
+            me.busy_since.store(start, Ordering::Release);
+            if let Ok(true) = runtime::warm(&app.code, data) {
+                // A fresh instance's first call may compile more.
+                limit += app.settings.budget.first_call();
+            }
+        }
+        if let Some(s) = &self.slots {
+            s.enter(slot, &app.code.name, app.hash, app.settings.budget.decision);
+        }
+        me.limit_ms
+            .store(limit.as_millis() as u64, Ordering::Release);
+        me.busy_since.store(self.now_ms(), Ordering::Release);
+        let out = steer::steer(app, request, data, zone_ttl);
+        me.busy_since.store(0, Ordering::Release);
+        if let Some(s) = &self.slots {
+            s.leave(slot);
+        }
+        out
+    }
+
+    /// Builds this thread's instance of `app` if it is runnable and has
+    /// none, watched like a call (load budget on top of the hard limit).
+    /// False when it panicked (the thread must end).
+    fn warm(
+        self: &Arc<Self>,
+        me: &Arc<Worker>,
+        slot: usize,
+        app: &Arc<LoadedApp>,
+        data: &Arc<DataSnapshot>,
+    ) -> bool {
+        if !app.runnable() || app.runaway.backing_off() || runtime::is_current(&app.code) {
+            return true;
+        }
+        if let Ok(mut a) = me.app.lock() {
+            a.clone_from(&app.code.name);
+        }
+        if let Some(s) = &self.slots {
+            s.enter(slot, &app.code.name, app.hash, app.settings.budget.load);
+        }
+        me.limit_ms.store(
+            (self.limit_for(app) + app.settings.budget.load).as_millis() as u64,
+            Ordering::Release,
+        );
+        me.busy_since.store(self.now_ms(), Ordering::Release);
+        let built = std::panic::catch_unwind(AssertUnwindSafe(|| runtime::warm(&app.code, data)));
+        me.busy_since.store(0, Ordering::Release);
+        if let Some(s) = &self.slots {
+            s.leave(slot);
+        }
+        match built {
+            Ok(_) => true,
+            Err(panic) => {
+                self.panicked(me, slot, app, &*panic);
+                false
+            }
+        }
+    }
+
+    /// A call on this worker panicked: its query gets the fallback, the
+    /// thread is retired and replaced, and (its engine state no longer to
+    /// be trusted) ends without running apps again.
+    fn panicked(
+        self: &Arc<Self>,
+        me: &Arc<Worker>,
+        slot: usize,
+        app: &Arc<LoadedApp>,
+        panic: &(dyn std::any::Any + Send),
+    ) {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_string());
+        tracing::error!(app = %app.code.name, slot, panic = %message,
+            "a JS worker panicked; its query gets the fallback and a fresh worker replaces it");
+        me.busy_since.store(0, Ordering::Release);
+        me.retired.store(true, Ordering::Release);
+        if let Some(s) = &self.slots {
+            s.leave(slot);
+        }
+        self.panics.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("switchyard_worker_panics_total", "app" => app.code.name.clone())
+            .increment(1);
+        app.runaway.strike();
+        if let Some(p) = me.pending.lock().ok().and_then(|mut p| p.take()) {
+            let err = AppError::Panic { message };
+            let _ = p.reply.send(steer::fallback(&p.app, err, p.ttl));
+        }
+        if let Ok(mut all) = self.workers.lock() {
+            all.retain(|x| !x.is_gone());
+        }
+        self.spawn_worker();
     }
 
     /// The hard limit of one decision of `app`: the pool's, or more for an
@@ -331,9 +484,60 @@ impl Workers {
         self.hard_limit.max(app.settings.budget.decision * 2)
     }
 
-    /// One watchdog pass: retire workers stuck past their hard limit.
+    /// How long the watchdog sleeps: 10 ms, or until the next query must
+    /// be answered if that is sooner, so answers are not up to 10 ms late.
+    fn next_wake(&self) -> Duration {
+        let now = self.now_ms();
+        let soonest = self
+            .workers
+            .lock()
+            .ok()
+            .and_then(|w| {
+                w.iter()
+                    .map(|x| x.answer_at.load(Ordering::Acquire))
+                    .filter(|at| *at != 0)
+                    .min()
+            })
+            .map_or(10, |at| at.saturating_sub(now).clamp(1, 10));
+        Duration::from_millis(soonest)
+    }
+
+    /// One watchdog pass: answer queries whose decision has run for the
+    /// hard limit, and retire workers stuck past their own limit.
     fn watch(self: &Arc<Self>) {
         let now = self.now_ms();
+        let all: Vec<Arc<Worker>> = self.workers.lock().map(|w| w.clone()).unwrap_or_default();
+        for w in &all {
+            let at = w.answer_at.load(Ordering::Acquire);
+            if at == 0 || now < at {
+                continue;
+            }
+            // Under the lock: the worker may have moved on to a new query.
+            let due = w.pending.lock().ok().and_then(|mut p| {
+                if p.as_ref().is_some_and(|p| p.answer_at <= now) {
+                    p.take()
+                } else {
+                    None
+                }
+            });
+            if let Some(p) = &due {
+                // Unless a new query's deadline replaced it meanwhile.
+                let _ = w.answer_at.compare_exchange(
+                    p.answer_at,
+                    0,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+            }
+            if let Some(p) = due {
+                p.app.runaway.strike();
+                let err = AppError::Watchdog {
+                    limit_ms: self.limit_for(&p.app).as_millis() as u64,
+                };
+                let _ = p.reply.send(steer::fallback(&p.app, err, p.ttl));
+                self.late.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         let stuck: Vec<Arc<Worker>> = match self.workers.lock() {
             Ok(w) => w
                 .iter()
@@ -418,7 +622,8 @@ impl Workers {
     }
 
     /// The answer that needs no worker, on the calling thread: a
-    /// quarantined or never-loaded app's fallback, or a memoised decision.
+    /// quarantined, never-loaded or backing-off app's fallback, or a
+    /// memoised decision.
     /// `None`: the app must run ([`Workers::steer_on_worker`]).
     pub fn steer_inline(
         &self,
@@ -435,9 +640,12 @@ impl Workers {
             return Some(steer::not_loaded(app, message, default_ttl));
         }
         let started = std::time::Instant::now();
-        let hit = steer::memoised(app, request, data, default_ttl)?;
-        record_latency(&app.code.name, started.elapsed().as_secs_f64());
-        Some(hit)
+        if let Some(hit) = steer::memoised(app, request, data, default_ttl) {
+            record_latency(&app.code.name, started.elapsed().as_secs_f64());
+            return Some(hit);
+        }
+        // A runaway app backing off gets its fallback at once.
+        steer::backing_off(app, default_ttl)
     }
 
     /// Runs `app` for `request` on a worker and waits for the answer (the
@@ -463,11 +671,7 @@ impl Workers {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.overloaded.fetch_add(1, Ordering::Relaxed);
-                let err = AppError::Timeout {
-                    phase: Phase::OnRequest,
-                    budget_ms: 0,
-                };
-                return steer::fallback(&app, err, default_ttl);
+                return steer::fallback(&app, AppError::Overloaded, default_ttl);
             }
         }
         // The watchdog answers a stuck call from the fallback at its hard
@@ -516,6 +720,11 @@ impl Workers {
     /// Worker threads retired by the watchdog.
     pub fn retired(&self) -> u64 {
         self.retired.load(Ordering::Relaxed)
+    }
+
+    /// Worker threads replaced after a panic in a call.
+    pub fn panics(&self) -> u64 {
+        self.panics.load(Ordering::Relaxed)
     }
 
     /// Worker threads retired by the watchdog, by app.

@@ -3,10 +3,16 @@
 //! Each test starts `switchyard serve` (the supervisor and its serving
 //! process) with a well-behaved app, `good` (A 192.0.2.1, fallback
 //! 192.0.2.251), and hostile apps `h_<name>` whose sidecar sets the
-//! fallback 192.0.2.250. A background thread queries `good` over UDP all
-//! along and counts answers, wrong answers, lost queries and the worst
-//! latency. Every hostile query must get the fallback (SERVFAIL for the
-//! apps without one) within the hard limit plus a margin.
+//! fallback 192.0.2.250. `good` calls `Math.random` (for a tie-break that
+//! does not change its answer), so it is never memoised: every query of it
+//! runs on a JS worker, next to the hostile calls. A background thread
+//! queries `good` over UDP all along and counts answers, wrong answers,
+//! the good app's fallbacks, lost queries and the worst latency: no wrong
+//! answer and no fallback of the good app is tolerated outside a process
+//! restart. Every hostile query must get the fallback (SERVFAIL for the
+//! apps without one) within the hard limit (100 ms) plus a scheduling
+//! tolerance of 30 ms ([`ANSWER_WITHIN`]): the watchdog polls every 10 ms,
+//! and the machine's two cores are shared with builds.
 //!
 //! The runaways are grouped by what is expected to stop them, one server
 //! per group, so that the retired workers of one group cannot restart the
@@ -29,9 +35,7 @@
 //! (`init_that_never_ends_does_not_block_loading`).
 //!
 //! The tests after those guard containment holes this suite found (each
-//! says what failed before it was fixed). A test marked
-//! `#[ignore = "hole: ..."]` asserts what should hold and currently does
-//! not; run it with `-- --ignored`.
+//! says what failed before it was fixed).
 //!
 //! Run: `cargo test --test hostile -- --nocapture` (prints latencies and
 //! how each runaway was contained). The tests run one at a time (a lock):
@@ -65,10 +69,15 @@ const FALLBACK: &str = "192.0.2.250";
 const FINISHED: &str = "192.0.2.99";
 /// What a fixed (new) version of a hostile app answers.
 const FIXED: &str = "192.0.2.77";
-/// The hard limit of a decision (src/server.rs: 100 ms; 150 ms for the
-/// first call of a fresh instance) plus the margin accepted on a busy
-/// 2-core debug build.
-const ANSWER_WITHIN: Duration = Duration::from_millis(500);
+/// The hard limit of a decision (`server.hard_limit_ms`, 100 ms, counted
+/// from when a worker takes the query, building the app's instance
+/// included).
+const HARD_LIMIT: Duration = Duration::from_millis(100);
+/// Scheduling tolerance on top of the hard limit: the watchdog polls
+/// every 10 ms, and the suite shares two cores with builds.
+const SCHEDULING_TOLERANCE: Duration = Duration::from_millis(30);
+/// Every hostile answer arrives within the hard limit plus the tolerance.
+const ANSWER_WITHIN: Duration = HARD_LIMIT.saturating_add(SCHEDULING_TOLERANCE);
 /// The watchdog's cap of retired threads (src/workers.rs).
 const RETIRED_CAP: u64 = 8;
 
@@ -126,7 +135,9 @@ const CALLBACK: &[(&str, &str)] = &[
 ];
 
 /// Runaways nothing in-process stops in time: 1000 callbacks each just
-/// under the loop limit, a ReDoS regex, a comparator sort of 3e5 shuffled elements.
+/// under the loop limit, a ReDoS regex, a comparator sort of 3e5 shuffled
+/// elements (5M comparisons, each looping a little: seconds in one native
+/// call).
 const NEVER_ENDING: &[(&str, &str)] = &[
     (
         "foreach_under",
@@ -140,7 +151,7 @@ const NEVER_ENDING: &[(&str, &str)] = &[
         "sort_huge",
         // Shuffled by native code (a presorted array is one run: the sort
         // would end after n comparisons).
-        "Array.from({ length: 300000 }, function (_, i) { return (i * 2654435761) % 1000003; }).sort(function (x, y) { return x - y; });",
+        "Array.from({ length: 300000 }, function (_, i) { return (i * 2654435761) % 1000003; }).sort(function (x, y) { for (var k = 0; k < 50; k++) {} return x - y; });",
     ),
 ];
 
@@ -173,6 +184,15 @@ fn answering(addr: &str) -> String {
     format!("function onRequest(request, response) {{\n  response.addARecord('{addr}');\n}}\n")
 }
 
+/// The good app answering `addr`: it draws a random tie-break that never
+/// changes the answer, so it is never memoised and every query of it runs
+/// on a JS worker.
+fn good_app(addr: &str) -> String {
+    format!(
+        "function onRequest(request, response) {{\n  var tie = Math.random();\n  response.addARecord(tie < 2 ? '{addr}' : '192.0.2.254');\n}}\n"
+    )
+}
+
 fn sidecar(fallback: &str) -> String {
     format!("fallback = [\"{fallback}\"]\n")
 }
@@ -180,7 +200,7 @@ fn sidecar(fallback: &str) -> String {
 /// `good.js` and its sidecar.
 fn good_files() -> Vec<(String, String)> {
     vec![
-        ("good.js".into(), answering(GOOD)),
+        ("good.js".into(), good_app(GOOD)),
         ("good.toml".into(), sidecar(GOOD_FALLBACK)),
     ]
 }
@@ -302,13 +322,16 @@ impl Running {
     }
 
     fn start_with(apps: Vec<(String, String)>, config_edits: Vec<(String, String)>) -> Running {
-        let server = common::Server::start_with(common::Options {
+        Running::start_with_options(common::Options {
             apps: Some(apps),
             config_edits,
             ..Default::default()
-        });
+        })
+    }
+
+    fn start_with_options(options: common::Options) -> Running {
         Running {
-            server: Some(server),
+            server: Some(common::Server::start_with(options)),
         }
     }
 
@@ -394,6 +417,25 @@ fn http_json(addr: SocketAddr, path: &str) -> (u16, Value) {
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
+}
+
+/// GET on the operations address; the body as text.
+fn http_text(addr: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }
 
 // ------------------------------------------------------------- queries
@@ -619,21 +661,53 @@ impl Summary {
         );
     }
 
-    /// Every query answered with one of `ok`, but for at most `late`
-    /// answers from the good app's fallback (a decision that came out late
-    /// on two shared, loaded cores), each reported.
-    fn assert_answered(&self, what: &str, ok: &[&str], late: usize) {
+    /// Answers from the good app's fallback to queries sent outside
+    /// `windows` (periods around a process restart).
+    fn fallbacks_outside(&self, windows: &[(Instant, Instant)]) -> usize {
+        self.samples
+            .iter()
+            .filter(|s| {
+                s.reply
+                    .as_ref()
+                    .is_some_and(|r| r.answers.iter().any(|a| a == GOOD_FALLBACK))
+            })
+            .filter(|s| !windows.iter().any(|(a, b)| *a <= s.sent && s.sent <= *b))
+            .count()
+    }
+
+    /// Windows around each outage (a restart): from 1 s before its first
+    /// lost query to 2 s after the next answer.
+    fn restart_windows(&self) -> Vec<(Instant, Instant)> {
+        let mut out = Vec::new();
+        let mut since: Option<Instant> = None;
+        for s in &self.samples {
+            match (&s.reply, since) {
+                (None, None) => since = Some(s.sent),
+                (Some(_), Some(t)) => {
+                    out.push((t - Duration::from_secs(1), s.sent + Duration::from_secs(2)));
+                    since = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(t) = since {
+            out.push((t - Duration::from_secs(1), Instant::now()));
+        }
+        out
+    }
+
+    /// Across process restarts: every query answered by one of `ok` or the
+    /// good app's fallback, never wrongly, and the fallback only inside
+    /// `windows` (around the restarts); at most `lost` queries lost (the
+    /// ones read by a dying process).
+    fn assert_across_restarts(
+        &self,
+        what: &str,
+        ok: &[&str],
+        windows: &[(Instant, Instant)],
+        lost: usize,
+    ) {
         self.print(what, ok);
-        assert!(
-            self.total() >= 50,
-            "[{what}] too few good queries: {}",
-            self.total()
-        );
-        assert_eq!(
-            self.lost(),
-            0,
-            "[{what}] good queries went unanswered (the DNS socket stopped answering)"
-        );
         let mut with_fallback = ok.to_vec();
         with_fallback.push(GOOD_FALLBACK);
         assert!(
@@ -641,13 +715,15 @@ impl Summary {
             "[{what}] good queries answered wrongly: {:?}",
             self.wrong(ok)
         );
-        let fallbacks = self.total() - self.correct(ok);
-        if fallbacks > 0 {
-            eprintln!("[{what}] COLLATERAL: the good app got its fallback {fallbacks} times");
-        }
         assert!(
-            fallbacks <= late,
-            "[{what}] the good app got its fallback {fallbacks} times (tolerated: {late})"
+            self.lost() <= lost,
+            "[{what}] {} good queries lost (at most {lost}: the ones being read at each restart)",
+            self.lost()
+        );
+        let outside = self.fallbacks_outside(windows);
+        assert_eq!(
+            outside, 0,
+            "[{what}] the good app got its fallback {outside} times outside the restarts"
         );
     }
 
@@ -779,6 +855,16 @@ fn serving_pid(r: &Running) -> u32 {
         .0
 }
 
+/// The good app must run on the JS workers: `/debug/vars` shows that no
+/// decision of it was stored in, or answered from, the memo (its calls to
+/// `Math.random` make every decision impure).
+fn assert_never_memoised(r: &Running, app: &str) {
+    let memo = &r.vars()["memo"]["apps"][app];
+    let from_memo =
+        memo["memoised"] == true && (memo["stats"]["hits"] != 0 || memo["stats"]["stored"] != 0);
+    assert!(!from_memo, "{app} was answered from the memo: {memo}");
+}
+
 /// `/api/applications/<app>` `last_minute`: provider → reason → count.
 fn reasons(r: &Running, app: &str) -> Value {
     r.app(app).1["last_minute"].clone()
@@ -812,10 +898,8 @@ fn callback_kinds(_: &str) -> &'static [&'static str] {
 /// query must get the fallback in time and end the way `kinds` says; the
 /// apps of `without_fallback` must answer SERVFAIL; no restart.
 ///
-/// The good app: no query lost, no wrong answer. Its fallback is tolerated
-/// once per worker the watchdog replaced (a replacement builds the good
-/// app's instance on its first query; on a loaded 2-core debug build that
-/// decision has come out late), and each is reported.
+/// The good app (never memoised): no query lost, no wrong answer, no
+/// fallback.
 fn on_request_chunk(
     label: &str,
     bodies: &[(&str, &str)],
@@ -886,33 +970,12 @@ fn on_request_chunk(
         .iter()
         .map(|(n, _)| retired_for(&log, &format!("h_{n}")))
         .sum::<usize>();
-    let good_retired = retired_for(&log, "good");
-    summary.print(label, &[GOOD]);
-    assert!(
-        summary.total() >= 50,
-        "[{label}] too few good queries: {}",
-        summary.total()
+    eprintln!(
+        "[{label}] {replaced} workers replaced; worst good-app latency {:?}",
+        summary.worst()
     );
-    assert_eq!(
-        summary.lost(),
-        0,
-        "[{label}] good queries went unanswered (the DNS socket stopped answering)"
-    );
-    assert!(
-        summary.wrong(&[GOOD, GOOD_FALLBACK]).is_empty(),
-        "[{label}] good answered wrongly: {:?}",
-        summary.wrong(&[GOOD])
-    );
-    let fallbacks = summary.total() - summary.correct(&[GOOD]);
-    if fallbacks > 0 || good_retired > 0 {
-        eprintln!(
-            "[{label}] COLLATERAL: the good app got its fallback {fallbacks} times; {good_retired} good worker(s) retired ({replaced} workers replaced)"
-        );
-    }
-    assert!(
-        fallbacks <= replaced,
-        "[{label}] good answered from its fallback {fallbacks} times ({replaced} workers replaced)"
-    );
+    assert_never_memoised(&r, "good");
+    summary.assert_all_correct(label, &[GOOD]);
     summary
 }
 
@@ -973,10 +1036,11 @@ fn on_request_runaways_in_native_callbacks() {
 }
 
 /// Runaways nothing in-process stops: each query gets the fallback at the
-/// hard limit and retires a thread; past the cap the serving process
-/// exits, the supervisor restarts it, the apps that were running are
-/// quarantined (fallback, reason `quarantined`) and a new saved version
-/// of one of them is served at once.
+/// hard limit and retires a thread (or, while the app backs off after
+/// runaways in a row, at once without running it); past the cap the
+/// serving process exits, the supervisor restarts it, the apps that were
+/// running are quarantined (fallback, reason `quarantined`) and a new
+/// saved version of one of them is served at once.
 #[test]
 fn never_ending_runaways_restart_the_process_and_are_quarantined() {
     let _one = serial();
@@ -994,8 +1058,8 @@ fn never_ending_runaways_restart_the_process_and_are_quarantined() {
     let mut sent = 0;
     while r.vars()["restarts"] == 0 {
         assert!(
-            sent < 4 * RETIRED_CAP as usize,
-            "no restart after {sent} runaway queries"
+            started.elapsed() < Duration::from_secs(30),
+            "no restart after {sent} runaway queries in 30 s"
         );
         let (n, _) = NEVER_ENDING[sent % NEVER_ENDING.len()];
         let app = format!("h_{n}");
@@ -1012,6 +1076,7 @@ fn never_ending_runaways_restart_the_process_and_are_quarantined() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let restart_at = Instant::now();
     let restart_seen = started.elapsed();
     eprintln!(
         "[never-ending] restart after {sent} runaway queries, {restart_seen:?}; {lost} runaway queries lost in the restart"
@@ -1113,19 +1178,19 @@ fn never_ending_runaways_restart_the_process_and_are_quarantined() {
         expect(r.dns(), app, Want::Fallback);
         assert_eq!(r.app(app).1["status"], "quarantined", "{app}");
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // The stream waits 1 s for a query lost in the restart: let it send
+    // fresh ones after that.
+    std::thread::sleep(Duration::from_millis(1300));
     let summary = stream.finish();
 
-    // The good app: answered all along but for the restart. Its fallback
-    // is tolerated (a late decision on two loaded cores, see
-    // `stuck_threads_run_at_idle_priority`) and counted; nothing else is.
-    let ok = [GOOD, GOOD_FALLBACK];
-    summary.print("never-ending", &[GOOD]);
-    assert!(
-        summary.wrong(&ok).is_empty(),
-        "good answered wrongly: {:?}",
-        summary.wrong(&ok)
-    );
+    // The good app: answered all along by its own code but for the
+    // restart (at most the query read by the dying process is lost).
+    let mut windows = summary.restart_windows();
+    windows.push((
+        restart_at - Duration::from_secs(3),
+        restart_at + Duration::from_secs(2),
+    ));
+    summary.assert_across_restarts("never-ending", &[GOOD], &windows, 1);
     let outages = summary.outages();
     assert!(
         outages.len() <= 1,
@@ -1137,8 +1202,6 @@ fn never_ending_runaways_restart_the_process_and_are_quarantined() {
             "the DNS socket did not answer again within ~2 s of the restart: {o:?}"
         );
     }
-    let fallbacks = summary.total() - summary.correct(&[GOOD]) - summary.lost();
-    eprintln!("[never-ending] good answered from its fallback {fallbacks} times");
     // After the restart (and the lift, if needed) the good app is served by
     // its own code again.
     let tail: Vec<&Sample> = summary.samples.iter().rev().take(20).collect();
@@ -1236,7 +1299,7 @@ fn init_runaways_stopped_by_the_load_budget() {
 
     // The loader is free again: an edit of the good app is served (late:
     // see `broken_apps_do_not_slow_later_reloads`).
-    r.write_app("good.js", &answering(GOOD_V2));
+    r.write_app("good.js", &good_app(GOOD_V2));
     let t = until_answer(r.dns(), &qname("good"), GOOD_V2, Duration::from_secs(30));
     eprintln!(
         "[init-stopped] edit of the good app served after {t:?} ({} broken apps present)",
@@ -1295,7 +1358,7 @@ fn init_runaways_in_native_callbacks() {
     }
     // The loader is free again: an edit of the good app is served (late:
     // see `broken_apps_do_not_slow_later_reloads`).
-    r.write_app("good.js", &answering(GOOD_V2));
+    r.write_app("good.js", &good_app(GOOD_V2));
     let t = until_answer(r.dns(), &qname("good"), GOOD_V2, Duration::from_secs(60));
     eprintln!(
         "[init-callback] edit of the good app served after {t:?} ({} broken apps present)",
@@ -1305,7 +1368,7 @@ fn init_runaways_in_native_callbacks() {
     let summary = stream.finish();
     // The loader thread spins at normal priority while each runaway runs
     // (debug build: ~1 s each), on the same two cores as the workers.
-    summary.assert_answered("init-callback", &[GOOD, GOOD_V2], 1);
+    summary.assert_all_correct("init-callback", &[GOOD, GOOD_V2]);
     assert_eq!(r.vars()["restarts"], 0);
 }
 
@@ -1384,11 +1447,15 @@ fn a_restart_quarantines_only_the_runaways() {
             })
         })
         .collect();
-    let mut sent = 0;
+    // One runaway app backs off after its second runaway in a row (up to
+    // 2 s between probes), so its stuck threads reach the cap in ~10 s.
+    let started = Instant::now();
     while r.vars()["restarts"] == 0 {
-        assert!(sent < 40, "no restart");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no restart in 30 s"
+        );
         let _ = ask(r.dns(), &qname("h_redos"));
-        sent += 1;
         std::thread::sleep(Duration::from_millis(50));
     }
     stop.store(true, Ordering::Relaxed);
@@ -1500,9 +1567,17 @@ fn stuck_threads_run_at_idle_priority() {
         "six runaways should have retired six workers: {}",
         r.vars()["workers"]
     );
+    // Every retired thread still running is at SCHED_IDLE: only the two
+    // live workers are not. (A runaway may have ended by now, its thread
+    // with it.)
     assert_eq!(
-        idle, 6,
-        "the six stuck threads should run at SCHED_IDLE: {policies:?}"
+        policies.len() - idle,
+        2,
+        "only the two live workers may run at normal priority: {policies:?}"
+    );
+    assert!(
+        idle >= 4,
+        "the stuck threads should run at SCHED_IDLE: {policies:?}"
     );
 
     let stream = GoodStream::start(r.dns());
@@ -1515,7 +1590,7 @@ fn stuck_threads_run_at_idle_priority() {
         retired_for(&log, "good")
     );
     assert_eq!(vars["restarts"], 0);
-    summary.assert_answered("idle-priority", &[GOOD], 3);
+    summary.assert_all_correct("idle-priority", &[GOOD]);
 }
 
 /// An `init` that never ends (1000 callbacks each under the loop limit, a
@@ -1534,7 +1609,7 @@ fn init_that_never_ends_does_not_block_loading() {
         r.write_app(&file, &text);
     }
     std::thread::sleep(Duration::from_secs(1));
-    r.write_app("good.js", &answering(GOOD_V2));
+    r.write_app("good.js", &good_app(GOOD_V2));
     let served = wait_for(Duration::from_secs(3), || {
         ask(r.dns(), &qname("good"))
             .0
@@ -1675,7 +1750,7 @@ fn a_save_right_after_a_restart_is_loaded() {
     {
         assert!(killed.elapsed() < Duration::from_secs(5), "no restart");
     }
-    r.write_app("good.js", &answering(GOOD_V2));
+    r.write_app("good.js", &good_app(GOOD_V2));
     eprintln!(
         "[save-after-restart] saved {:?} after the crash, on the new process's first answer",
         killed.elapsed()
@@ -1692,18 +1767,19 @@ fn a_save_right_after_a_restart_is_loaded() {
 }
 
 /// A runaway's query must get its fallback within the hard limit even when
-/// its instance has to be built first. Every abandoned call poisons the
-/// instance, so a runaway app is rebuilt on every query; the build runs
-/// under the load budget on top of the hard limit, then the first call
-/// gets 50 ms more. An app whose top level takes 200 ms (within its
-/// 250 ms load budget) and whose `onRequest` runs away is then answered
-/// from its fallback only after ~260 ms, every time, and holds a worker
-/// that long per query: three clients asking for it in a loop keep both
-/// workers busy, and the good app's queries wait behind them (measured:
-/// ~30 good answers in 3 s instead of ~600, worst ~300 ms; still answered
-/// by the app only because its own safety net is 400 ms).
+/// its instance has to be built first, and a runaway must not hold a worker
+/// for a rebuild on every query. (Found as a hole: every abandoned call
+/// poisons the instance, so a runaway app was rebuilt on every query, the
+/// build watched under the load budget on top of the hard limit and the
+/// first call given 50 ms more: an app whose top level takes 200 ms and
+/// whose `onRequest` runs away was answered from its fallback after
+/// ~260 ms every time, and three clients asking for it in a loop kept both
+/// workers busy: ~30 good answers in 3 s instead of ~600, worst ~300 ms.
+/// Now the query is answered at the hard limit counted from when a worker
+/// took it, the build included; and from its second runaway in a row the
+/// app backs off: its queries get the fallback at once, one probe at a
+/// time runs it, see `steer::Runaway`.)
 #[test]
-#[ignore = "hole: a runaway is rebuilt (top level re-run under the load budget) on every query before its budgeted call; its fallback comes after build + 150 ms (~300 ms here), not at the hard limit"]
 fn a_runaway_rebuilt_on_every_query_is_answered_at_the_hard_limit() {
     let _one = serial();
     let app = "var TABLE = [];\nvar t0 = Date.now();\nwhile (Date.now() - t0 < 200) { TABLE.push(1); if (TABLE.length > 1000) { TABLE = []; } }\n\nfunction onRequest(request, response) {\n  while (true) {}\n}\n";
@@ -1734,25 +1810,49 @@ fn a_runaway_rebuilt_on_every_query_is_answered_at_the_hard_limit() {
         .map(|_| {
             let (stop, dns) = (stop.clone(), r.dns());
             std::thread::spawn(move || {
+                // (answers, not the fallback, worst latency)
+                let mut seen = (0usize, 0usize, Duration::ZERO);
                 while !stop.load(Ordering::Relaxed) {
-                    let _ = ask(dns, &qname("h_slow_top"));
+                    let (reply, t) = ask(dns, &qname("h_slow_top"));
+                    seen.0 += 1;
+                    seen.1 += usize::from(!reply.is_some_and(|x| matches(&x, Want::Fallback)));
+                    seen.2 = seen.2.max(t);
                 }
+                seen
             })
         })
         .collect();
     std::thread::sleep(Duration::from_secs(3));
     stop.store(true, Ordering::Relaxed);
+    let (mut flooded, mut bad, mut flood_worst) = (0, 0, Duration::ZERO);
     for t in flood {
-        let _ = t.join();
+        let (n, b, w) = t.join().expect("flood client");
+        flooded += n;
+        bad += b;
+        flood_worst = flood_worst.max(w);
     }
     let summary = stream.finish();
     summary.print("rebuild-every-query flood", &[GOOD]);
-
-    let limit = Duration::from_millis(150 + 50);
-    assert!(
-        took.iter().all(|t| *t < limit),
-        "fallbacks later than the first-call hard limit (150 ms) + 50 ms: {took:?}"
+    let vars = r.vars();
+    eprintln!(
+        "[rebuild-every-query] flood: {flooded} queries, {bad} not the fallback, worst {flood_worst:?}; failures {}; workers {}",
+        vars["app_failures"]["h_slow_top"], vars["workers"]
     );
+    assert_eq!(bad, 0, "flood queries not answered from the fallback");
+    assert!(
+        flood_worst < ANSWER_WITHIN,
+        "a flood query took {flood_worst:?}"
+    );
+    assert_eq!(
+        vars["workers"]["retired"], 0,
+        "a budget-stopped runaway retired workers"
+    );
+
+    assert!(
+        took.iter().all(|t| *t < ANSWER_WITHIN),
+        "fallbacks later than the hard limit + tolerance ({ANSWER_WITHIN:?}): {took:?}"
+    );
+    assert_never_memoised(&r, "good");
     assert!(
         summary.wrong(&[GOOD]).is_empty(),
         "three clients of a runaway app made the good app answer from its fallback: {:?}",
@@ -1784,7 +1884,7 @@ fn broken_apps_do_not_slow_later_reloads() {
     let mut took = Vec::new();
     for (i, v) in [GOOD_V2, GOOD, GOOD_V2].iter().enumerate() {
         std::thread::sleep(Duration::from_millis(500));
-        r.write_app("good.js", &format!("// edit {i}\n{}", answering(v)));
+        r.write_app("good.js", &format!("// edit {i}\n{}", good_app(v)));
         took.push(until_answer(
             r.dns(),
             &qname("good"),
@@ -1810,28 +1910,36 @@ fn broken_apps_do_not_slow_later_reloads() {
 /// time a runaway is in flight; the supervisor starts a new serving
 /// process on the same sockets, the good app keeps being answered (at
 /// most the query being read at the kill is lost), the runaway is
-/// quarantined, and its next saved version is served.
+/// quarantined, and its next saved version is served. At the first kill a
+/// healthy, never memoised app (`busy`, 30 ms decisions queried from two
+/// threads) is in flight too: its call was short and a runaway beside it
+/// explains the exit, so it is not quarantined (nor a suspect).
 #[test]
 fn a_serving_process_killed_by_a_signal_is_replaced_and_quarantines_the_app_in_flight() {
     let _one = serial();
     let redos = pick(NEVER_ENDING, &["redos"])[0].1;
     let signals = [("abrt", "ABRT"), ("ill", "ILL"), ("kill", "KILL")];
     let mut apps = good_files();
+    apps.extend(busy_files());
     for (n, _) in signals {
         apps.push((format!("h_sig_{n}.js"), on_request_app(redos)));
         apps.push((format!("h_sig_{n}.toml"), sidecar(FALLBACK)));
     }
     let r = Running::start(apps);
     until_answer(r.dns(), &qname("good"), GOOD, Duration::from_secs(5));
+    until_answer(r.dns(), &qname("busy"), BUSY_ANSWER, Duration::from_secs(5));
     let stream = GoodStream::start(r.dns());
+    let mut busy = Some(BusyFlood::start(r.dns()));
     std::thread::sleep(Duration::from_millis(200));
     let mut first_answers = Vec::new();
+    let mut kills = Vec::new();
     for (i, (n, sig)) in signals.iter().enumerate() {
         let app = format!("h_sig_{n}");
         // The watchdog answers at the hard limit and leaves the call running.
         expect(r.dns(), &app, Want::Fallback);
         let pid = serving_pid(&r);
         let killed = Instant::now();
+        kills.push(killed);
         let status = Command::new("kill")
             .args(["-s", sig, &pid.to_string()])
             .status()
@@ -1862,6 +1970,22 @@ fn a_serving_process_killed_by_a_signal_is_replaced_and_quarantines_the_app_in_f
             r.vars()["quarantined"].get("good").is_none(),
             "SIG{sig}: the good app was quarantined"
         );
+        assert!(
+            r.vars()["quarantined"].get("busy").is_none(),
+            "SIG{sig}: the healthy app in flight was quarantined: {}",
+            r.vars()["quarantined"]
+        );
+        if let Some(flood) = busy.take() {
+            let own = flood.finish();
+            let in_flight = r
+                .log()
+                .iter()
+                .any(|l| l.contains("in flight in a short call") && about(l, "busy"));
+            eprintln!(
+                "[signal] busy answered itself {own} times before SIG{sig}; in flight at the kill: {in_flight}"
+            );
+            until_answer(r.dns(), &qname("busy"), BUSY_ANSWER, Duration::from_secs(1));
+        }
     }
     // The next saved version of each is served (once the new process watches).
     assert!(
@@ -1889,31 +2013,81 @@ fn a_serving_process_killed_by_a_signal_is_replaced_and_quarantines_the_app_in_f
             "SIG{sig}: no answer for {t:?} after the kill"
         );
     }
-    assert!(
-        summary.lost() <= signals.len(),
-        "{} good queries lost in {} restarts (at most the one being read at each kill may be)",
-        summary.lost(),
-        signals.len()
-    );
-    let ok = [GOOD, GOOD_FALLBACK];
-    assert!(
-        summary.wrong(&ok).is_empty(),
-        "good answered wrongly: {:?}",
-        summary.wrong(&ok)
-    );
+    let mut windows = summary.restart_windows();
+    for at in &kills {
+        windows.push((*at - Duration::from_secs(1), *at + Duration::from_secs(3)));
+    }
+    summary.assert_across_restarts("signal", &[GOOD], &windows, signals.len());
+}
+
+/// A healthy app that takes 30 ms of its 80 ms budget and is never
+/// memoised (it reads the clock): queried from two threads, it is almost
+/// always in flight.
+const BUSY: &str = "function onRequest(request, response) {\n  var t = Date.now();\n  while (Date.now() - t < 30) {}\n  response.addARecord('192.0.2.3');\n}\n";
+/// What `busy` answers.
+const BUSY_ANSWER: &str = "192.0.2.3";
+
+fn busy_files() -> Vec<(String, String)> {
+    vec![
+        ("busy.js".into(), BUSY.into()),
+        (
+            "busy.toml".into(),
+            "fallback = [\"192.0.2.252\"]\nbudget_ms = 80\n".into(),
+        ),
+    ]
+}
+
+/// Two clients querying `busy` in a loop until stopped; how many of its
+/// answers were its own.
+struct BusyFlood {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<usize>>,
+}
+
+impl BusyFlood {
+    fn start(dns: SocketAddr) -> BusyFlood {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..2)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut own = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        if let (Some(r), _) = ask(dns, &qname("busy")) {
+                            own += usize::from(r.answers == [BUSY_ANSWER]);
+                        }
+                    }
+                    own
+                })
+            })
+            .collect();
+        BusyFlood { stop, threads }
+    }
+
+    fn finish(self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads
+            .into_iter()
+            .map(|t| t.join().unwrap_or(0))
+            .sum()
+    }
 }
 
 /// An app that keeps what it allocates (each decision adds ~16 MB to a
 /// global, inside the per-call memory budget) grows the serving process
 /// until `server.memory_limit_mb` stops it: the failed allocation aborts
-/// the process, the supervisor restarts it, and the leaking app, in
-/// flight at the abort, is quarantined; the machine never runs out of
-/// memory and the good app keeps being answered.
+/// the process and the supervisor restarts it. The leaking app is the
+/// culprit: the allocation that failed was its call's (or, if another
+/// thread's allocation failed first, it is a suspect and is quarantined at
+/// its second crash). A healthy, never memoised app that was in flight at
+/// every crash (`busy`) is not quarantined; nothing crash-loops; the
+/// machine never runs out of memory and the good app keeps being answered.
 #[test]
 fn a_process_over_its_memory_cap_restarts_and_quarantines_the_leaking_app() {
     let _one = serial();
     let leak = "var kept = [];\nfunction onRequest(request, response) {\n  kept.push(new Array(1000000).fill(kept.length + 0.5));\n  response.addARecord('192.0.2.99');\n}\n";
     let mut apps = good_files();
+    apps.extend(busy_files());
     apps.push(("h_leak.js".into(), leak.into()));
     apps.push(("h_leak.toml".into(), sidecar(FALLBACK)));
     let r = Running::start_with(
@@ -1924,15 +2098,19 @@ fn a_process_over_its_memory_cap_restarts_and_quarantines_the_leaking_app() {
         )],
     );
     until_answer(r.dns(), &qname("good"), GOOD, Duration::from_secs(5));
-    let pid = serving_pid(&r);
+    until_answer(r.dns(), &qname("busy"), BUSY_ANSWER, Duration::from_secs(5));
+    let busy = BusyFlood::start(r.dns());
     let stream = GoodStream::start(r.dns());
     std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
     let mut sent = 0;
     let mut peak_kb = 0;
-    while r.vars()["restarts"] == 0 {
+    let mut restarts_seen = Vec::new();
+    while r.app("h_leak").1["status"] != "quarantined" {
         assert!(
-            sent < 400,
-            "no restart after {sent} leaking decisions (peak RSS {peak_kb} kB)"
+            started.elapsed() < Duration::from_secs(90),
+            "h_leak not quarantined after {sent} leaking decisions and {} restarts (peak RSS {peak_kb} kB)",
+            r.vars()["restarts"]
         );
         let (reply, _) = ask(r.dns(), &qname("h_leak"));
         sent += 1;
@@ -1942,43 +2120,65 @@ fn a_process_over_its_memory_cap_restarts_and_quarantines_the_leaking_app() {
                 "h_leak: {reply:?}"
             );
         }
-        peak_kb = peak_kb.max(rss_kb(pid));
+        let restarts = r.vars()["restarts"].as_u64().unwrap_or(0);
+        if restarts as usize > restarts_seen.len() {
+            restarts_seen.push(Instant::now());
+        }
+        if let Some((pid, _)) = descendants(r.s().pid()).first() {
+            peak_kb = peak_kb.max(rss_kb(*pid));
+        }
     }
+    let crashes = r.vars()["restarts"].as_u64().unwrap_or(0);
     eprintln!(
-        "[memory-cap] restart after {sent} leaking decisions; peak RSS {} MB under a cap of {MEMORY_CAP_MB} MB",
-        peak_kb / 1024
+        "[memory-cap] h_leak quarantined after {crashes} crash(es), {sent} leaking decisions; peak RSS {} MB under a cap of {MEMORY_CAP_MB} MB; reason: {}",
+        peak_kb / 1024,
+        r.app("h_leak").1["quarantine"]["reason"]
+    );
+    assert!(
+        (1..=2).contains(&crashes),
+        "the culprit must be quarantined at its first or second crash: {crashes} restarts"
     );
     assert!(
         peak_kb / 1024 <= MEMORY_CAP_MB,
         "the serving process grew past its cap"
     );
-    assert!(
-        r.log()
-            .iter()
-            .any(|l| l.contains("memory allocation") || l.contains("serving process died")),
-        "the restart was not logged"
-    );
-    let quarantined = wait_for(Duration::from_secs(5), || {
-        r.app("h_leak").1["status"] == "quarantined"
-    });
-    assert!(
-        quarantined,
-        "h_leak was in flight at the abort and is not quarantined: {}",
-        r.app("h_leak").1
-    );
+    // No crash loop: the quarantined app is not run again.
     let t = expect(r.dns(), "h_leak", Want::Fallback);
     eprintln!("[memory-cap] h_leak quarantined, fallback in {t:?}");
+    for _ in 0..20 {
+        expect(r.dns(), "h_leak", Want::Fallback);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        r.vars()["restarts"].as_u64(),
+        Some(crashes),
+        "the server kept crashing after the quarantine"
+    );
+    let busy_own = busy.finish();
+    let quarantined: BTreeSet<String> = r.vars()["quarantined"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let suspects: Vec<String> = r
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("a suspect"))
+        .collect();
+    eprintln!("[memory-cap] busy answered itself {busy_own} times; suspects logged: {suspects:?}");
+    assert_eq!(
+        quarantined,
+        BTreeSet::from(["h_leak".to_string()]),
+        "only the culprit is quarantined (busy was in flight at the crashes)"
+    );
+    until_answer(r.dns(), &qname("busy"), BUSY_ANSWER, Duration::from_secs(1));
     until_answer(r.dns(), &qname("good"), GOOD, Duration::from_secs(2));
     let summary = stream.finish();
-    summary.print("memory-cap", &[GOOD]);
-    assert!(summary.lost() <= 1, "{} good queries lost", summary.lost());
-    let ok = [GOOD, GOOD_FALLBACK];
-    assert!(
-        summary.wrong(&ok).is_empty(),
-        "good answered wrongly: {:?}",
-        summary.wrong(&ok)
-    );
-    assert_eq!(r.vars()["restarts"], 1);
+    let mut windows = summary.restart_windows();
+    for at in &restarts_seen {
+        windows.push((*at - Duration::from_secs(3), *at + Duration::from_secs(2)));
+    }
+    summary.assert_across_restarts("memory-cap", &[GOOD], &windows, crashes as usize);
 }
 
 /// The serving process's address-space cap in the memory test.
@@ -2048,7 +2248,7 @@ fn sidecar_budgets_top_level_and_on_fusion_runaways() {
         (
             "h_fusion.js".to_string(),
             format!(
-                "function onFusion(provider, data) {{ while (true) {{}} }}\n{}",
+                "function spin() {{ for (var i = 0; i < 1000; i++) {{}} }}\nfunction onFusion(provider, data) {{ while (true) {{ spin(); }} }}\n{}",
                 answering(FINISHED)
             ),
         ),
@@ -2089,8 +2289,10 @@ fn sidecar_budgets_top_level_and_on_fusion_runaways() {
     );
 
     // A Fusion value changes: onFusion runs on the next decision and is
-    // stopped (loop limit or time budget); that decision gets the app's
-    // answer or its fallback, and the next one is the app's again.
+    // stopped by the time budget (each frame stays under the loop limit),
+    // which poisons the instance; that decision gets the app's fallback
+    // (or its answer, if an earlier value ran away on that instance), and
+    // the next ones are the app's again.
     // (The first decision of an instance is told every current value.)
     let (first, _) = ask(r.dns(), &qname("h_fusion"));
     let first = first.expect("h_fusion answers");
@@ -2115,10 +2317,476 @@ fn sidecar_budgets_top_level_and_on_fusion_runaways() {
         reply.answers
     );
     assert!(
-        r.s().wait_log("onFusion", Duration::from_secs(2)),
-        "the runaway onFusion was not logged"
+        r.s().wait_log(
+            "onFusion ran away; this value is skipped",
+            Duration::from_secs(2)
+        ),
+        "the runaway onFusion (stopped by the time budget) was not logged"
+    );
+    // The value that ran away counts as delivered: no instance runs it
+    // again (a rebuilt one included), so every later decision is the app's
+    // own (one per worker was its fallback before the fix, forever).
+    let mut later = Vec::new();
+    for _ in 0..6 {
+        let (reply, _) = ask(r.dns(), &qname("h_fusion"));
+        later.push(reply.map(|x| x.answers).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert!(
+        later.iter().all(|a| a == &[FINISHED.to_string()]),
+        "h_fusion after its runaway onFusion: {later:?}"
+    );
+    let metrics = http_text(r.admin(), "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchyard_on_fusion_errors_total{app=\"h_fusion\"}")),
+        "onFusion errors are not counted by app"
     );
     let summary = stream.finish();
-    summary.assert_answered("sidecar", &[GOOD], 3);
+    summary.assert_all_correct("sidecar", &[GOOD]);
     assert_eq!(r.vars()["restarts"], 0);
+}
+
+// ============================================ guards against bypasses
+
+/// Hostile apps that attack the guards themselves: they replace what a
+/// guard could look up when it runs (`Function.prototype.apply`,
+/// `Reflect.apply`, `Number`, `String`, `Math.floor`, `RangeError`), or
+/// answer small to a guard and huge to the original (a `valueOf`, a
+/// `length` getter, a Proxy), or reach a native operation the budget
+/// cannot see by another door (a huge-length array to `sort`, `toSorted`,
+/// `toLocaleString`, `JSON.stringify`, `Array.from`, `f.apply`, a Proxy's
+/// `ownKeys`; `eval` of a deeply nested source; a RegExp whose own `exec`
+/// is not callable; a memory budget of 4 GiB). Each must throw a
+/// `RangeError` naming the budget (or the regex limit), never crash the
+/// server.
+const GUARD_REFUSED: &[(&str, &str)] = &[
+    (
+        "apply_replaced",
+        "Function.prototype.apply = function () { return 0; }; Function.prototype.call = function () { return 0; }; 'x'.repeat(Math.pow(2, 29));",
+    ),
+    (
+        "reflect_replaced",
+        "Reflect.apply = function () { return 0; }; Reflect.get = function () { return 0; }; 'x'.repeat(Math.pow(2, 29));",
+    ),
+    (
+        "globals_replaced",
+        "Number = function () { return 0; }; String = function () { return ''; }; Math.floor = function () { return 0; }; Object = function (x) { return x; }; RangeError = function () {}; 'x'.repeat(Math.pow(2, 29));",
+    ),
+    (
+        "pad_replaced",
+        "Function.prototype.apply = null; 'x'.padEnd(Math.pow(2, 30));",
+    ),
+    ("sort_huge", "var a = []; a.length = 4294967295; a.sort();"),
+    (
+        "sort_huge_comparator",
+        "var a = []; a.length = 4294967295; a.sort(function (x, y) { return x - y; });",
+    ),
+    (
+        "to_sorted_huge",
+        "var a = []; a.length = 4294967295; a.toSorted();",
+    ),
+    (
+        "to_locale_huge",
+        "var a = []; a.length = 4294967295; a.toLocaleString();",
+    ),
+    (
+        "json_huge",
+        "var a = []; a.length = 4294967295; JSON.stringify({ x: [a] });",
+    ),
+    ("array_from_huge", "Array.from({ length: 4294967295 });"),
+    (
+        "apply_huge",
+        "(function () {}).apply(null, { length: 4294967295 });",
+    ),
+    (
+        "proxy_keys_huge",
+        "Object.keys(new Proxy({}, { ownKeys: function () { return { length: 4294967295 }; } }));",
+    ),
+    ("eval_deep", "eval(new Array(3000).join('('));"),
+    (
+        "regex_own_exec",
+        "var re = /^(a+)+$/; re.exec = 0; re.test('aaaa'.repeat(600000));",
+    ),
+    (
+        "regex_no_exec",
+        "delete RegExp.prototype.exec; /^(a+)+$/.test('aaaa'.repeat(600000));",
+    ),
+];
+
+/// Double reads and eager allocations that must not get through: the
+/// original sees the value the guard saw (so the app answers FINISHED), or
+/// boa never allocated eagerly in the first place (`Array(2**32 - 1)`). A
+/// shuffle with a random comparator (boa's own sort panics on it) sorts.
+const GUARD_SAME_VALUE: &[(&str, &str)] = &[
+    (
+        "repeat_value_of",
+        "var n = 0; var c = { valueOf: function () { return n++ ? Math.pow(2, 29) : 1; } }; if ('x'.repeat(c) !== 'x') { throw new Error('read twice'); }",
+    ),
+    (
+        "pad_value_of",
+        "var n = 0; var c = { valueOf: function () { return n++ ? Math.pow(2, 30) : 3; } }; if ('x'.padStart(c) !== '  x') { throw new Error('read twice'); }",
+    ),
+    (
+        "join_length_getter",
+        "var n = 0; var l = { 0: 'a' }; Object.defineProperty(l, 'length', { get: function () { return n++ ? 4294967295 : 1; } }); if (Array.prototype.join.call(l) !== 'a') { throw new Error('read twice'); }",
+    ),
+    (
+        "fill_length_getter",
+        "var n = 0; var l = {}; Object.defineProperty(l, 'length', { get: function () { return n++ ? 4294967295 : 1; } }); Array.prototype.fill.call(l, 7); if (l[0] !== 7 || l[1] !== undefined) { throw new Error('read twice'); }",
+    ),
+    (
+        "sort_length_getter",
+        "var n = 0; var l = { 0: 'b', 1: 'a' }; Object.defineProperty(l, 'length', { get: function () { return n++ ? 4294967295 : 2; } }); Array.prototype.sort.call(l); if (l[0] !== 'a') { throw new Error('read twice'); }",
+    ),
+    (
+        "apply_length_getter",
+        "var n = 0; var l = { 0: 5 }; Object.defineProperty(l, 'length', { get: function () { return n++ ? 4294967295 : 1; } }); if (Math.max.apply(null, l) !== 5) { throw new Error('read twice'); }",
+    ),
+    (
+        "json_length_proxy",
+        "var n = 0; var p = new Proxy([1], { get: function (t, k) { return k === 'length' ? (n++ ? 4294967295 : 1) : t[k]; } }); if (JSON.stringify(p) !== '[1]') { throw new Error('read twice'); }",
+    ),
+    (
+        "new_array_huge",
+        "var a = new Array(4294967295); var b = Array(4294967295); if (a.length !== 4294967295 || b.length !== 4294967295) { throw new Error('length'); }",
+    ),
+    (
+        "shuffle",
+        "var a = []; for (var i = 0; i < 2000; i++) { a.push(i); } a.sort(function () { return Math.random() - 0.5; }); var sum = 0; for (var j = 0; j < a.length; j++) { sum += a[j]; } if (a.length !== 2000 || sum !== 1999000) { throw new Error('lost'); }",
+    ),
+];
+
+#[test]
+fn guards_hold_against_bypasses() {
+    let _one = serial();
+    let mut apps = good_files();
+    apps.extend(hostile_files("g_", GUARD_REFUSED, on_request_app));
+    apps.extend(hostile_files("g_", GUARD_SAME_VALUE, on_request_app));
+    // A memory budget of 4 GiB must not let 'x'.repeat(2 ** 29) through.
+    apps.push((
+        "g_repeat_4096.js".into(),
+        on_request_app("'x'.repeat(Math.pow(2, 29));"),
+    ));
+    apps.push((
+        "g_repeat_4096.toml".into(),
+        format!("{}memory_mb = 4096\n", sidecar(FALLBACK)),
+    ));
+    // Nesting deep enough to overflow the stack in JSON.stringify's own
+    // recursion (built at the top level, under the load budget).
+    apps.push((
+        "g_json_deep.js".into(),
+        format!(
+            "var DEEP = [];\nfor (var i = 0; i < 100000; i++) {{ DEEP = [DEEP]; }}\n{}",
+            on_request_app("JSON.stringify(DEEP);")
+        ),
+    ));
+    apps.push(("g_json_deep.toml".into(), sidecar(FALLBACK)));
+    let r = Running::start(apps);
+    until_answer(r.dns(), &qname("good"), GOOD, Duration::from_secs(5));
+    let stream = GoodStream::start(r.dns());
+    std::thread::sleep(Duration::from_millis(200));
+
+    let mut refused: Vec<String> = GUARD_REFUSED
+        .iter()
+        .map(|(n, _)| format!("g_{n}"))
+        .collect();
+    refused.push("g_repeat_4096".into());
+    refused.push("g_json_deep".into());
+    for app in &refused {
+        let t = expect(r.dns(), app, Want::Fallback);
+        assert!(
+            wait_for(Duration::from_secs(5), || call_error(&r.log(), app)
+                .is_some()),
+            "{app}: no error logged"
+        );
+        let (kind, error) = call_error(&r.log(), app).expect("logged");
+        eprintln!(
+            "[guards] {app}: fallback in {t:?} ({kind}: {})",
+            short(&error)
+        );
+        assert!(
+            error.contains("RangeError")
+                && (error.contains("budget") || error.contains("limit for regular expressions")),
+            "{app}: expected a RangeError naming the budget, got {kind}: {error}"
+        );
+    }
+    for (n, _) in GUARD_SAME_VALUE {
+        let app = format!("g_{n}");
+        let (reply, t) = ask(r.dns(), &qname(&app));
+        let reply = reply.unwrap_or_else(|| panic!("{app}: no answer"));
+        eprintln!("[guards] {app}: {:?} in {t:?}", reply.answers);
+        assert_eq!(
+            reply.answers,
+            [FINISHED],
+            "{app}: the app's own answer expected: {}",
+            call_error(&r.log(), &app)
+                .map(|(k, e)| format!("{k}: {e}"))
+                .unwrap_or_default()
+        );
+        assert!(t < ANSWER_WITHIN, "{app}: took {t:?}");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let summary = stream.finish();
+    let vars = r.vars();
+    assert_eq!(vars["restarts"], 0, "a bypass crashed the server: {vars}");
+    assert_eq!(vars["workers"]["panics"], 0, "a bypass panicked: {vars}");
+    assert_eq!(vars["workers"]["retired"], 0, "{}", vars["workers"]);
+    assert_never_memoised(&r, "good");
+    summary.assert_all_correct("guards", &[GOOD]);
+}
+
+// ==================================================== panics, SERVFAIL
+
+/// A panic in a call (boa 0.22's `String.prototype.at` panics on a huge
+/// negative index, "Unexpected get()") is contained: the query gets the
+/// fallback (SERVFAIL without one) within the hard limit, the worker whose
+/// engine state the panic left behind is replaced, it is counted as a
+/// `panic` failure, and the server and the good app carry on.
+#[test]
+fn a_panic_in_a_call_is_contained() {
+    let _one = serial();
+    let body = "'a'.at(-1e20);";
+    let mut apps = good_files();
+    apps.push(("h_panic.js".into(), on_request_app(body)));
+    apps.push(("h_panic.toml".into(), sidecar(FALLBACK)));
+    apps.push(("nf_panic.js".into(), on_request_app(body)));
+    let r = Running::start(apps);
+    until_answer(r.dns(), &qname("good"), GOOD, Duration::from_secs(5));
+    let stream = GoodStream::start(r.dns());
+    std::thread::sleep(Duration::from_millis(200));
+    let t1 = expect(r.dns(), "h_panic", Want::Fallback);
+    std::thread::sleep(Duration::from_millis(100));
+    let t2 = expect(r.dns(), "nf_panic", Want::ServFail);
+    std::thread::sleep(Duration::from_millis(100));
+    let t3 = expect(r.dns(), "h_panic", Want::Fallback);
+    eprintln!("[panic] h_panic: fallback in {t1:?}, {t3:?}; nf_panic: SERVFAIL in {t2:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let summary = stream.finish();
+    let vars = r.vars();
+    eprintln!(
+        "[panic] workers {}; failures {}",
+        vars["workers"], vars["app_failures"]
+    );
+    let panics = vars["workers"]["panics"].as_u64().unwrap_or(0);
+    assert!(
+        (2..=3).contains(&panics),
+        "each panicking call (the last one may back off) replaces its worker: {}",
+        vars["workers"]
+    );
+    assert!(
+        vars["app_failures"]["h_panic"]["panic"].as_u64() >= Some(1),
+        "{}",
+        vars["app_failures"]
+    );
+    assert!(
+        r.log()
+            .iter()
+            .any(|l| l.contains("a JS worker panicked") && about(l, "h_panic")),
+        "the panic was not logged"
+    );
+    assert_eq!(vars["restarts"], 0);
+    assert_eq!(vars["quarantined"], serde_json::json!({}));
+    summary.assert_all_correct("panic", &[GOOD]);
+}
+
+/// Apps without a fallback answer SERVFAIL on every failure path, within
+/// the hard limit: a call the budget stops, a call the watchdog answers
+/// (ReDoS), an `init` that throws and an `init` that runs away (the app
+/// never loaded).
+#[test]
+fn apps_without_a_fallback_get_servfail_on_every_path() {
+    let _one = serial();
+    let redos = pick(NEVER_ENDING, &["redos"])[0].1;
+    let mut apps = good_files();
+    apps.push(("nf_while.js".into(), on_request_app("while (true) {}")));
+    apps.push(("nf_redos.js".into(), on_request_app(redos)));
+    apps.push((
+        "nf_init_throw.js".into(),
+        init_app("throw new Error('broken init');"),
+    ));
+    apps.push(("nf_init_while.js".into(), init_app("while (true) {}")));
+    let r = Running::start(apps);
+    until_answer(r.dns(), &qname("good"), GOOD, Duration::from_secs(5));
+    let stream = GoodStream::start(r.dns());
+    std::thread::sleep(Duration::from_millis(200));
+    for app in ["nf_while", "nf_redos", "nf_init_throw", "nf_init_while"] {
+        let t = expect(r.dns(), app, Want::ServFail);
+        eprintln!(
+            "[servfail] {app}: SERVFAIL in {t:?}; {}",
+            containment(&r.log(), app)
+        );
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    for app in ["nf_init_throw", "nf_init_while"] {
+        let (_, info) = r.app(app);
+        assert_eq!(info["status"], "error", "{app}: {info}");
+    }
+    let log = r.log();
+    assert!(
+        retired_for(&log, "nf_redos") >= 1,
+        "the watchdog path was not taken"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let summary = stream.finish();
+    assert_eq!(r.vars()["restarts"], 0);
+    summary.assert_all_correct("servfail", &[GOOD]);
+}
+
+// ========================================================== counters
+
+/// Failures and overruns are health signals: they are counted with
+/// decision reports off (`[reports] enabled = false`), by app and kind.
+#[test]
+fn failures_are_counted_with_reports_off() {
+    let _one = serial();
+    let mut apps = good_files();
+    apps.push((
+        "h_throw.js".into(),
+        on_request_app("throw new Error('no');"),
+    ));
+    apps.push(("h_throw.toml".into(), sidecar(FALLBACK)));
+    // Stopped by the time budget only: no frame reaches the loop limit.
+    apps.push((
+        "h_while.js".into(),
+        on_request_app(
+            "function spin() { for (var i = 0; i < 1000; i++) {} } while (true) { spin(); }",
+        ),
+    ));
+    apps.push(("h_while.toml".into(), sidecar(FALLBACK)));
+    let r = Running::start_with_options(common::Options {
+        apps: Some(apps),
+        extra_config: "[reports]\nenabled = false\n".into(),
+        ..Default::default()
+    });
+    until_answer(r.dns(), &qname("good"), GOOD, Duration::from_secs(5));
+    for _ in 0..3 {
+        expect(r.dns(), "h_throw", Want::Fallback);
+    }
+    expect(r.dns(), "h_while", Want::Fallback);
+    let ok = wait_for(Duration::from_secs(3), || {
+        let f = &r.vars()["app_failures"];
+        f["h_throw"]["error"] == 3 && f["h_while"]["timeout"] == 1
+    });
+    let vars = r.vars();
+    assert!(
+        ok,
+        "failures not counted with reports off: {}",
+        vars["app_failures"]
+    );
+    assert_eq!(vars["budget_overruns"], 1, "{vars}");
+    assert_eq!(
+        vars["decisions"],
+        serde_json::json!({}),
+        "decisions are not counted: {vars}"
+    );
+    let metrics = http_text(r.admin(), "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchyard_app_failures_total")
+                && l.contains("app=\"h_throw\"")
+                && l.contains("kind=\"error\"")
+                && l.ends_with(" 3")),
+        "switchyard_app_failures_total: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("app_failures"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+// ============================================================= loader
+
+/// Loads abandoned while their thread still runs the app keep their
+/// loader slot, and they are capped: with every loader slot held by a
+/// never-ending `init`, the next load restarts the serving process, whose
+/// successor quarantines those apps (they had run past the load budget)
+/// and does not run their `init` again; later edits load, and the good app
+/// is answered all along. (Found as a hole: the loader's slot was cleared
+/// when a load was abandoned, so an abandoned `init` that later crashed
+/// the process was not quarantined and crashed the next one too; and
+/// abandoned loader threads were not capped.)
+#[test]
+fn abandoned_loads_keep_their_slot_and_are_capped() {
+    let _one = serial();
+    let r = Running::start(good_files());
+    until_answer(r.dns(), &qname("good"), GOOD, Duration::from_secs(5));
+    let stream = GoodStream::start(r.dns());
+    let redos = pick(NEVER_ENDING, &["redos"])[0].1;
+    let stuck: Vec<String> = (0..8).map(|i| format!("h_load_{i}")).collect();
+    for app in &stuck {
+        r.write_app(&format!("{app}.js"), &init_app(redos));
+        r.write_app(&format!("{app}.toml"), &sidecar(FALLBACK));
+    }
+    // Each is abandoned after ~1.5 s; then one more load needs a slot.
+    let started = Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(40), || stuck
+            .iter()
+            .all(|a| r.app(a).1["status"] == "error")),
+        "the never-ending inits were not all abandoned"
+    );
+    let loaders = thread_policies(serving_pid(&r), "app-load-");
+    eprintln!(
+        "[loader-cap] {} loads abandoned after {:?}; loader threads {loaders:?}",
+        stuck.len(),
+        started.elapsed()
+    );
+    assert_eq!(r.vars()["restarts"], 0);
+    r.write_app("good.js", &good_app(GOOD_V2));
+    assert!(
+        wait_for(Duration::from_secs(10), || r.vars()["restarts"] == 1),
+        "the loader at its cap did not restart the serving process"
+    );
+    assert!(
+        r.s().wait_log(
+            "abandoned app loads still running hold every loader slot",
+            Duration::from_secs(1)
+        ),
+        "the cap was not the cause"
+    );
+    let quarantined = wait_for(Duration::from_secs(10), || {
+        stuck.iter().all(|a| r.app(a).1["status"] == "quarantined")
+    });
+    let vars = r.vars();
+    assert!(
+        quarantined,
+        "abandoned loads were not quarantined: {}",
+        vars["quarantined"]
+    );
+    for app in &stuck {
+        let reason = r.app(app).1["quarantine"]["reason"].clone();
+        assert!(
+            reason
+                .as_str()
+                .is_some_and(|s| s.contains("past its 250 ms budget")),
+            "{app}: {reason}"
+        );
+        expect(r.dns(), app, Want::Fallback);
+    }
+    // The edit is loaded by the new process, which runs none of the
+    // quarantined inits.
+    until_answer(r.dns(), &qname("good"), GOOD_V2, Duration::from_secs(10));
+    let loaders = thread_policies(serving_pid(&r), "app-load-");
+    assert!(
+        loaders.is_empty(),
+        "the new process loads quarantined apps: {loaders:?}"
+    );
+    assert_eq!(r.vars()["restarts"], 1, "no crash loop");
+    for (app, n) in vars["quarantine_events"].as_object().into_iter().flatten() {
+        assert!(stuck.contains(app) && *n == 1, "{app}: {n}");
+    }
+    let metrics = http_text(r.admin(), "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchyard_quarantine_events_total{app=\"h_load_0\"}")),
+        "quarantine events are not counted by app"
+    );
+    let summary = stream.finish();
+    let windows = summary.restart_windows();
+    summary.assert_across_restarts("loader-cap", &[GOOD, GOOD_V2], &windows, 1);
 }

@@ -337,11 +337,13 @@ fn vars(state: &State) -> serde_json::Value {
             "overloaded": state.workers.overloaded(),
             "late": state.workers.late(),
             "retired": state.workers.retired(),
+            "panics": state.workers.panics(),
             "retired_by_app": state.workers.retired_by_app(),
         },
         "restarts": state.restarts,
         "quarantined": state.quarantine.list(),
         "quarantines": state.quarantine.list().len(),
+        "quarantine_events": state.quarantine.events(),
         "geo_cache": {
             "hits": hits,
             "misses": misses,
@@ -402,6 +404,9 @@ fn render_metrics(state: &State) -> String {
     metrics::counter!("switchyard_decisions_late_total").absolute(state.workers.late());
     metrics::counter!("switchyard_restarts_total").absolute(state.restarts);
     metrics::gauge!("switchyard_quarantined_apps").set(state.quarantine.list().len() as f64);
+    for (app, n) in state.quarantine.events() {
+        metrics::counter!("switchyard_quarantine_events_total", "app" => app).absolute(n);
+    }
     metrics::gauge!("switchyard_uptime_seconds").set(c.uptime_secs() as f64);
     metrics::gauge!("switchyard_resident_memory_bytes").set(rss_bytes() as f64);
     handle.render()

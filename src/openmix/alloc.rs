@@ -46,15 +46,43 @@ fn track(size: usize) {
     }
 }
 
+/// Called with the size of a request the system allocator refused (the
+/// process aborts right after); null when none is set.
+static ON_FAILURE: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
+
+/// Makes `hook` run, on the failing thread, when an allocation fails, just
+/// before Rust aborts the process. It must not allocate.
+pub fn on_allocation_failure(hook: fn(usize)) {
+    ON_FAILURE.store(hook as *mut (), Ordering::Release);
+}
+
+#[cold]
+fn failed(size: usize) {
+    let hook = ON_FAILURE.load(Ordering::Acquire);
+    if !hook.is_null() {
+        // SAFETY: only `on_allocation_failure` stores here, a `fn(usize)`.
+        let hook: fn(usize) = unsafe { std::mem::transmute::<*mut (), fn(usize)>(hook) };
+        hook(size);
+    }
+}
+
+#[inline]
+fn checked(p: *mut u8, size: usize) -> *mut u8 {
+    if p.is_null() {
+        failed(size);
+    }
+    p
+}
+
 // SAFETY: every method forwards to `System` unchanged and only updates
 // thread-local counters and, while a heap profile records, a preallocated
-// sample slot; none of that allocates.
+// sample slot; none of that allocates (nor does the failure hook).
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         add(layout.size() as isize);
         track(layout.size());
         // SAFETY: forwarded with the caller's layout.
-        unsafe { System.alloc(layout) }
+        checked(unsafe { System.alloc(layout) }, layout.size())
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -67,7 +95,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
         add(layout.size() as isize);
         track(layout.size());
         // SAFETY: forwarded with the caller's layout.
-        unsafe { System.alloc_zeroed(layout) }
+        checked(unsafe { System.alloc_zeroed(layout) }, layout.size())
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -75,7 +103,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
         // A realloc is a new object of the new size, as heap profilers count it.
         track(new_size);
         // SAFETY: forwarded with the caller's arguments.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        checked(unsafe { System.realloc(ptr, layout, new_size) }, new_size)
     }
 }
 

@@ -174,6 +174,23 @@ pub enum AppError {
         /// The hard limit.
         limit_ms: u64,
     },
+    /// No worker could take the decision: the queue was full.
+    #[error("no JS worker could take the decision (queue full)")]
+    Overloaded,
+    /// The app's recent calls ran away (stopped by a budget or the
+    /// watchdog); its queries get the fallback without running it until
+    /// the backoff ends.
+    #[error("the app's recent calls ran away; its fallback answers for {backoff_ms} ms")]
+    Backoff {
+        /// Length of the backoff.
+        backoff_ms: u64,
+    },
+    /// The worker thread panicked during the call.
+    #[error("the call panicked: {message}")]
+    Panic {
+        /// The panic message.
+        message: String,
+    },
     /// The app has no `onRequest` function.
     #[error("app defines no onRequest function")]
     NoOnRequest,
@@ -191,17 +208,30 @@ pub enum AppError {
 
 impl AppError {
     /// A short label for counters: `error`, `timeout`, `memory`, `limits`,
-    /// `watchdog`, `no_decision`, `not_loaded`.
+    /// `watchdog`, `overloaded`, `backoff`, `panic`, `no_decision`,
+    /// `not_loaded`.
     pub fn kind(&self) -> &'static str {
         match self {
             AppError::Timeout { .. } => "timeout",
             AppError::Watchdog { .. } => "watchdog",
+            AppError::Overloaded => "overloaded",
+            AppError::Backoff { .. } => "backoff",
+            AppError::Panic { .. } => "panic",
             AppError::Memory { .. } => "memory",
             AppError::Thrown { message, .. } if message.starts_with("RuntimeLimit") => "limits",
             AppError::NoDecision => "no_decision",
             AppError::NotLoaded { .. } => "not_loaded",
             _ => "error",
         }
+    }
+
+    /// Whether the call was stopped mid-run (a budget, or the watchdog):
+    /// the app ran away, as opposed to throwing or deciding nothing.
+    pub fn ran_away(&self) -> bool {
+        matches!(
+            self,
+            AppError::Timeout { .. } | AppError::Memory { .. } | AppError::Watchdog { .. }
+        )
     }
 
     /// The first `file:line` position in the message, if any.
@@ -360,7 +390,7 @@ impl AppInstance {
         data: &Arc<DataSnapshot>,
         providers_override: Option<serde_json::Value>,
     ) -> Result<(AppInstance, AppMeta), AppError> {
-        let mut ctx = Context::default();
+        let mut ctx = super::guards::new_context(&code.budget);
         host::take_random_at_load();
         {
             let limits = ctx.runtime_limits_mut();
@@ -387,6 +417,9 @@ impl AppInstance {
         ];
         for (js, path, phase) in scripts {
             let Some(js) = js else { continue };
+            super::guards::check_source(&js).map_err(|message| AppError::Syntax {
+                message: format!("{}: {message}", path.display()),
+            })?;
             let src = Source::from_bytes(js.as_bytes()).with_path(&path);
             let script = Script::parse(src, None, &mut ctx).map_err(|e| AppError::Syntax {
                 message: describe(&e, &mut ctx),
@@ -526,7 +559,9 @@ impl AppInstance {
     /// same as if it had been told the moment the value changed. An app
     /// error in `onFusion` is logged and the decision goes on (the value
     /// counts as delivered); a call stopped by its budget poisons the
-    /// instance and fails the decision, as it must be rebuilt.
+    /// instance and fails the decision, as it must be rebuilt, and the value
+    /// is skipped by every instance from then on
+    /// ([`super::fusion_skip`]).
     fn deliver_fusion(&mut self, data: &Arc<DataSnapshot>) -> Result<(), AppError> {
         if matches!(&self.fusion_seen, Some((v, _)) if *v == data.version) {
             return Ok(());
@@ -536,7 +571,9 @@ impl AppInstance {
         };
         let previous = self.fusion_seen.take().map(|(_, f)| f).unwrap_or_default();
         for (alias, body) in &data.fusion {
-            if previous.iter().any(|(a, b)| a == alias && b == body) {
+            if previous.iter().any(|(a, b)| a == alias && b == body)
+                || super::fusion_skip::contains(&self.name, self.version, alias, body)
+            {
                 continue;
             }
             let args = boa_engine::object::builtins::JsArray::from_iter(
@@ -563,11 +600,19 @@ impl AppInstance {
             let r = run_budgeted(&script, &mut self.ctx, deadline, self.budget.memory);
             match self.check(r, Phase::OnFusion) {
                 Ok(()) => {}
-                Err(e) if self.poisoned => return Err(e),
                 Err(e) => {
+                    metrics::counter!("switchyard_on_fusion_errors_total", "app" => self.name.to_string())
+                        .increment(1);
+                    if self.poisoned {
+                        // Counted as delivered, so that no rebuilt
+                        // instance runs it again (see fusion_skip).
+                        super::fusion_skip::record(&self.name, self.version, alias, body);
+                        tracing::warn!(app = %self.name, version = self.version, provider = %alias, error = %e,
+                            "onFusion ran away; this value is skipped from now on");
+                        return Err(e);
+                    }
                     tracing::warn!(version = self.version, provider = %alias, error = %e,
                         "onFusion failed; the decision goes on without it");
-                    metrics::counter!("switchyard_on_fusion_errors_total").increment(1);
                 }
             }
         }
@@ -671,16 +716,7 @@ fn install_host(ctx: &mut Context, budget: &Budget) {
         JsValue::undefined(),
         boa_engine::property::Attribute::WRITABLE,
     );
-    let prelude = format!(
-        "{}({}, {}, {});",
-        include_str!("prelude.js"),
-        budget.memory / 4,
-        budget.memory / 16,
-        MAX_REGEX_INPUT
-    );
-    if let Err(e) = ctx.eval(Source::from_bytes(prelude.as_bytes())) {
-        tracing::error!(error = %e, "prelude failed");
-    }
+    super::guards::install(ctx, budget);
     watch_math_random(ctx);
 }
 

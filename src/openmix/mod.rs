@@ -6,6 +6,10 @@
 //! [`runtime::decide`], and turn the [`Decision`] into their wire format.
 //!
 //! - [`engine`]: one app in one context, budgeted calls, errors.
+//! - [`guards`]: the prelude and host hooks that refuse one-step
+//!   allocations and stack overflows before they start.
+//! - [`fusion_skip`]: Fusion values whose `onFusion` ran away, skipped by
+//!   every instance from then on.
 //! - [`host`]: the `config`, `request` and `response` objects.
 //! - [`runtime`]: the per-thread cache of instances.
 //! - [`purity`]: the proof from an app's source that it keeps no state
@@ -16,6 +20,8 @@ pub mod alloc;
 pub mod data;
 pub mod decision;
 pub mod engine;
+pub mod fusion_skip;
+pub mod guards;
 pub mod host;
 pub mod memo;
 pub mod purity;

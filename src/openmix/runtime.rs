@@ -85,6 +85,14 @@ pub fn warm(code: &AppCode, data: &Arc<DataSnapshot>) -> Result<bool, AppError> 
     INSTANCES.with_borrow_mut(|m| ensure(m, code, data))
 }
 
+/// Whether this thread has a current, usable instance of `code`.
+pub fn is_current(code: &AppCode) -> bool {
+    INSTANCES.with_borrow(|m| {
+        m.0.get(&code.name)
+            .is_some_and(|i| i.version() == code.version && !i.is_poisoned())
+    })
+}
+
 /// Drops this thread's instances of apps not in `live`.
 pub fn retain_apps(live: &dyn Fn(&str) -> bool) {
     INSTANCES.with_borrow_mut(|m| m.0.retain(|name, _| live(name)));

@@ -74,6 +74,22 @@ impl Tally {
         reason: &str,
         failure: Option<&'static str>,
     ) {
+        self.count(app, version, Some((provider, reason)), failure);
+    }
+
+    /// Counts one app failure of `kind` on the calling thread, without its
+    /// decision (decision counting is off, failures are always counted).
+    pub fn record_failure(&self, app: &str, version: u64, kind: &'static str) {
+        self.count(app, version, None, Some(kind));
+    }
+
+    fn count(
+        &self,
+        app: &str,
+        version: u64,
+        decision: Option<(&str, &str)>,
+        failure: Option<&'static str>,
+    ) {
         MINE.with(|mine| {
             let mut mine = mine.borrow_mut();
             let i = match mine.iter().position(|(id, _)| *id == self.id) {
@@ -93,15 +109,17 @@ impl Tally {
                 name: app.to_string(),
                 ..AppLocal::default()
             });
-            // Look up by &str first: no allocation once a key has been seen.
-            let reasons = match a.counts.get_mut(provider) {
-                Some(r) => r,
-                None => a.counts.entry(provider.to_string()).or_default(),
-            };
-            match reasons.get_mut(reason) {
-                Some(n) => *n += 1,
-                None => {
-                    reasons.insert(reason.to_string(), 1);
+            if let Some((provider, reason)) = decision {
+                // Look up by &str first: no allocation once a key has been seen.
+                let reasons = match a.counts.get_mut(provider) {
+                    Some(r) => r,
+                    None => a.counts.entry(provider.to_string()).or_default(),
+                };
+                match reasons.get_mut(reason) {
+                    Some(n) => *n += 1,
+                    None => {
+                        reasons.insert(reason.to_string(), 1);
+                    }
                 }
             }
             if let Some(kind) = failure {
