@@ -29,12 +29,12 @@ fn data() -> Arc<DataSnapshot> {
 fn request() -> Request {
     Request {
         ip_address: Some("198.51.100.7".parse().expect("ip")),
-        client: Location {
+        client: std::sync::Arc::new(Location {
             asn: 64510,
             market: "EU".into(),
             country: "DE".into(),
             ..Default::default()
-        },
+        }),
         resolver_ip_address: Some("198.51.100.1".parse().expect("ip")),
         hostname_prefix: String::new(),
         query_type: "A".into(),

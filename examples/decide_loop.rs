@@ -51,12 +51,12 @@ fn main() {
     };
     let request = || Request {
         ip_address: Some("198.51.100.7".parse().expect("ip")),
-        client: Location {
+        client: std::sync::Arc::new(Location {
             asn: 64510,
             market: "EU".into(),
             country: "DE".into(),
             ..Default::default()
-        },
+        }),
         query_type: "A".into(),
         ..Request::default()
     };

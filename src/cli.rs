@@ -308,7 +308,7 @@ fn build_request(args: &DecideArgs, config: &Config, qtype: String) -> anyhow::R
         None
     };
     let locate = |ip: Option<IpAddr>| match (&geo, ip) {
-        (Some(g), Some(ip)) => steer::location(g.lookup(ip)),
+        (Some(g), Some(ip)) => std::sync::Arc::new(steer::location(g.lookup(ip))),
         _ => Default::default(),
     };
     let client_ip = args.ecs.map(|n| n.network()).or(args.ip);
@@ -322,7 +322,7 @@ fn build_request(args: &DecideArgs, config: &Config, qtype: String) -> anyhow::R
         query_type: qtype,
         ..Request::default()
     };
-    let c = &mut request.client;
+    let c = std::sync::Arc::make_mut(&mut request.client);
     if let Some(v) = &args.market {
         c.market = v.to_ascii_uppercase();
     }

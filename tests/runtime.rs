@@ -72,7 +72,7 @@ fn data() -> DataSnapshot {
 fn request() -> Request {
     Request {
         ip_address: Some("198.51.100.7".parse::<IpAddr>().unwrap()),
-        client: Location {
+        client: Arc::new(Location {
             asn: 64510,
             market: "EU".into(),
             country: "GB".into(),
@@ -80,16 +80,16 @@ fn request() -> Request {
             state: "GB-S-LND".into(),
             latitude: Some(48.85),
             longitude: Some(2.35),
-        },
+        }),
         resolver_ip_address: Some("192.0.2.1".parse::<IpAddr>().unwrap()),
-        resolver: Location {
+        resolver: Arc::new(Location {
             asn: 64500,
             market: "NA".into(),
             country: "US".into(),
             region: "US-R-CA".into(),
             state: "US-S-CA".into(),
             ..Default::default()
-        },
+        }),
         hostname_prefix: "www.eu".into(),
         query_type: "AAAA".into(),
         headers: vec![("X-Sample-Header".into(), "sample".into())],

@@ -20,6 +20,7 @@
 //!    runs on the JS workers ([`Handled::Pending`], finished by
 //!    [`DnsHandler::decide`]), and [`decision_records`] turns it into records.
 
+mod locate;
 mod mmsg;
 pub mod tcp;
 pub mod udp;
@@ -42,7 +43,7 @@ use crate::apps::{AppRegistry, LoadedApp};
 use crate::geo::Geo;
 use crate::metrics::Counters;
 use crate::openmix::{Answer, DataSnapshot, Request as AppRequest};
-use crate::steer::{self, Outcome, Steered};
+use crate::steer::{Outcome, Steered};
 use crate::workers::Workers;
 
 pub use zones::{Plan, ZoneData, ZoneSet};
@@ -525,24 +526,24 @@ impl DnsHandler {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(src, IpAddr::V4),
             v4 => v4,
         };
-        let resolver = self.geo.lookup(src);
+        let (resolver, _) = locate::locate(&self.geo, src);
         let (client_ip, client, scope) = match ecs {
             Some(cs) if cs.source_prefix() > 0 => {
                 let (addr, source) = canonical(cs.addr(), cs.source_prefix());
-                let g = self.geo.lookup(addr);
+                let (client, prefix_len) = locate::locate(&self.geo, addr);
                 // Scope: the matched network's prefix, never more than the
                 // source prefix (in the family the client sent).
                 let mapped_extra = cs.source_prefix() - source;
-                let scope = g.prefix_len.min(source) + mapped_extra;
-                (addr, g, scope)
+                let scope = prefix_len.min(source) + mapped_extra;
+                (addr, client, scope)
             }
             _ => (src, resolver.clone(), 0),
         };
         let req = AppRequest {
             ip_address: Some(client_ip),
-            client: steer::location(client),
+            client,
             resolver_ip_address: Some(src),
-            resolver: steer::location(resolver),
+            resolver,
             hostname_prefix: prefix,
             query_type: qtype.to_string(),
             ..AppRequest::default()

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
+use crate::shard::Counter;
+
 use super::{ClientGeo, GeoDb, GeoError, GeoPaths, GeoStatus, canonical};
 
 /// How many answers [`Geo`] caches by default (~100 k entries, a few tens of MB).
@@ -38,9 +40,12 @@ struct Generation {
 /// source prefix, whatever that is) both go through it; nothing caps the ECS prefix before.
 pub struct Geo {
     current: ArcSwap<Generation>,
+    /// Bumped by every [`Geo::replace`], so caches in front of this one
+    /// know when their answers went stale.
+    generation: AtomicU64,
     capacity: u64,
-    hits: AtomicU64,
-    misses: AtomicU64,
+    hits: Counter,
+    misses: Counter,
 }
 
 impl fmt::Debug for Geo {
@@ -65,9 +70,10 @@ impl Geo {
     pub fn with_cache_capacity(db: GeoDb, capacity: u64) -> Geo {
         Geo {
             current: ArcSwap::from_pointee(Generation::new(db, capacity)),
+            generation: AtomicU64::new(1),
             capacity,
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            hits: Counter::new(),
+            misses: Counter::new(),
         }
     }
 
@@ -88,10 +94,10 @@ impl Geo {
                 }
             });
         if let Some(geo) = cached {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+            self.hits.add(1);
             return geo;
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.misses.add(1);
         let geo = current.db.lookup(ip);
         let key = if geo.prefix_len <= mask { shared } else { ip };
         current.cache.insert(key, geo.clone());
@@ -109,15 +115,18 @@ impl Geo {
     pub fn replace(&self, db: GeoDb) {
         self.current
             .store(Arc::new(Generation::new(db, self.capacity)));
+        self.generation.fetch_add(1, Ordering::AcqRel);
         tracing::info!("geo databases reloaded");
+    }
+
+    /// Which database set is in service: changes with every reload.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Cache hits and misses since start (reloads do not reset them).
     pub fn cache_stats(&self) -> (u64, u64) {
-        (
-            self.hits.load(Ordering::Relaxed),
-            self.misses.load(Ordering::Relaxed),
-        )
+        (self.hits.get(), self.misses.get())
     }
 
     /// Which databases are in service now.

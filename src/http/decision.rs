@@ -119,7 +119,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr)
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok());
     let ip = client_ip(peer.ip(), forwarded, &config.trusted_proxies);
-    let geo = steer::location(state.geo.lookup(ip));
+    let geo = std::sync::Arc::new(steer::location(state.geo.lookup(ip)));
     let query = query_pairs(&req);
     let redirect = query
         .iter()

@@ -394,12 +394,12 @@ mod tests {
 
     fn request(market: usize, country: usize, asn: u32, prefix: bool, aaaa: bool) -> Request {
         Request {
-            client: Location {
+            client: std::sync::Arc::new(Location {
                 market: MARKETS[market].into(),
                 country: COUNTRIES[country].into(),
                 asn,
                 ..Location::default()
-            },
+            }),
             hostname_prefix: if prefix { "www".into() } else { String::new() },
             query_type: if aaaa { "AAAA".into() } else { "A".into() },
             ..Request::default()

@@ -1,6 +1,7 @@
 //! The request an app sees: where the client is and what it asked.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -30,12 +31,13 @@ pub struct Location {
 pub struct Request {
     /// Client address (the ECS subnet address for DNS when present).
     pub ip_address: Option<IpAddr>,
-    /// Where the client is.
-    pub client: Location,
+    /// Where the client is (shared: the DNS threads cache located
+    /// addresses and hand the same answer to every request from them).
+    pub client: Arc<Location>,
     /// Address of the resolver that sent the DNS query (the client for HTTP).
     pub resolver_ip_address: Option<IpAddr>,
     /// Where the resolver is.
-    pub resolver: Location,
+    pub resolver: Arc<Location>,
     /// Labels in front of the app's name, e.g. `www` for `www.app.zone`.
     pub hostname_prefix: String,
     /// `A`, `AAAA`, `CNAME`, or empty for HTTP.
