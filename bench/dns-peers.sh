@@ -191,9 +191,8 @@ start_switchyard() { # start_switchyard NAME CONFIG
   port=$(port_of "$name")
   rm -rf "$d/data"
   # Run from the repo root: the config's paths (apps/, geo/, examples/data/)
-  # are relative to it. hickory-server logs two lines per query at info:
-  # keep its target at warn.
-  start "$name" "$ROOT" env RUST_LOG="${SWITCHYARD_LOG:-info,hickory_server=warn}" \
+  # are relative to it.
+  start "$name" "$ROOT" env RUST_LOG="${SWITCHYARD_LOG:-info}" \
     "$SY" serve --config "$cfg" --dns "127.0.0.1:$port" --http 127.0.0.1:0 --admin 127.0.0.1:0 --data-dir "$d/data"
   for ((i = 0; i < 600; i++)); do
     grep -q 'switchyard ready' "$d/log" 2>/dev/null && return 0
@@ -326,7 +325,7 @@ fi
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- report
-declare -A QPS
+declare -A QPS P99
 row() { # row NAME → markdown row
   local s=$1 qps_list sent lost stats rc
   qps_list=$(for ((r = 1; r <= ROUNDS; r++)); do awk '/Queries per second/ { printf "%.0f\n", $4 }' "$OUT/runs/$s.$r.sum"; done)
@@ -341,6 +340,7 @@ row() { # row NAME → markdown row
            END { if (n == 0) { print "- -"; exit } t = n * 0.99; a = 0
                  for (i = 1; i <= NR; i++) { a += c[i]; if (a >= t) { p = us[i]; break } }
                  printf "%.3f %.3f", sum / n / 1000, p / 1000 }')
+  P99[$s]=${stats#* }
   printf '| %s | %s | %s | %s | %s | %s | %s (%.3f%%) | %s | %s |\n' "$s" "$(version "$s")" "${QPS[$s]}" \
     "$(paste -sd/ - <<<"$qps_list")" "${stats% *}" "${stats#* }" "$lost" "$(awk -v l="$lost" -v s="$sent" 'BEGIN { print (s ? 100 * l / s : 0) }')" \
     "$rc" "${CORRECT[$s]}"
@@ -359,6 +359,10 @@ version() {
 ratio() { # ratio A B
   [[ -n "${QPS[$1]:-}" && -n "${QPS[$2]:-}" ]] || return 0
   printf '| %s / %s | %s |\n' "$1" "$2" "$(awk -v a="${QPS[$1]}" -v b="${QPS[$2]}" 'BEGIN { printf "%.3f", (b ? a / b : 0) }')"
+}
+p99_ratio() { # p99_ratio A B: A's p99 latency over B's
+  [[ "${P99[$1]:--}" != - && "${P99[$2]:--}" != - ]] || return 0
+  printf '| %s / %s | %s |\n' "$1" "$2" "$(awk -v a="${P99[$1]}" -v b="${P99[$2]}" 'BEGIN { printf "%.2f", (b ? a / b : 0) }')"
 }
 
 {
@@ -387,6 +391,12 @@ ratio() { # ratio A B
   ratio switchyard-app-nomemo pdns-lua
   ratio switchyard-app-nomemo pdns-lua-shared
   ratio switchyard-static nsd
+  echo
+  echo "| p99 latency ratio | |"
+  echo "|---|---:|"
+  p99_ratio switchyard-app nsd
+  p99_ratio switchyard-app-nomemo nsd
+  p99_ratio switchyard-static nsd
   if [[ -n "$VARS" ]]; then
     echo
     echo "switchyard-app, from its /debug/vars after the load: $VARS."

@@ -56,6 +56,36 @@ fn shipped_fixtures_pass() {
     );
 }
 
+/// The shipped best-rtt is written lean (apps/README.md, "Fast apps"); the
+/// same decisions written the application library's way pass the same
+/// fixtures, so the two make the same decisions on every branch.
+#[test]
+fn best_rtt_lean_and_library_style_decide_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut f: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("examples/fixtures/best-rtt.json")).unwrap(),
+    )
+    .unwrap();
+    let tests = f["tests"].as_array().map_or(0, Vec::len);
+    assert!(tests >= 9, "the best-rtt fixtures cover its branches");
+    f["app"] = serde_json::Value::from(
+        root.join("benches/apps/best-rtt-applib.js")
+            .display()
+            .to_string(),
+    );
+    let p = dir.path().join("applib.json");
+    std::fs::write(&p, serde_json::to_string(&f).unwrap()).unwrap();
+    let out = run(&[p.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.trim_end()
+            .ends_with(&format!("{tests} passed, 0 failed")),
+        "{text}"
+    );
+}
+
 #[test]
 fn calls_pass_and_fail_with_the_first_difference() {
     let dir = tempfile::tempdir().unwrap();
