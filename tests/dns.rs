@@ -2301,3 +2301,81 @@ fn ipv6_loopback_listener() {
     assert_eq!(ecs_of(&r).map(|c| c.scope_prefix()), Some(24));
     drop(server);
 }
+
+/// Hundreds of queries of every kind sent at once, without waiting: the UDP
+/// loop reads them in batches, answers the static, error and memoised ones
+/// inside the batch and the ones whose app must run (fusion-budget is not
+/// memoised: every query runs it) from JS workers;
+/// every query gets exactly its own answer.
+#[test]
+fn a_burst_of_mixed_queries_is_answered_in_full() {
+    let s = shipped();
+    let sock = bind_for(s.dns);
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    type Check = fn(&Message) -> bool;
+    let kinds: [(&str, RecordType, Check); 6] = [
+        ("static.switchyard.test.", RecordType::A, |r| {
+            r.metadata.response_code == ResponseCode::NoError
+                && rrs(&r.answers) == ["A 20 192.0.2.53"]
+        }),
+        ("best-rtt.switchyard.test.", RecordType::A, |r| {
+            r.metadata.response_code == ResponseCode::NoError && !r.answers.is_empty()
+        }),
+        ("www.fusion-budget.switchyard.test.", RecordType::AAAA, |r| {
+            r.metadata.response_code == ResponseCode::NoError && !r.answers.is_empty()
+        }),
+        ("nothing-here.switchyard.test.", RecordType::A, |r| {
+            r.metadata.response_code == ResponseCode::NXDomain
+        }),
+        ("example.org.", RecordType::A, |r| {
+            r.metadata.response_code == ResponseCode::Refused
+        }),
+        ("geo-map.switchyard.test.", RecordType::MX, |r| {
+            r.metadata.response_code == ResponseCode::NoError && r.answers.is_empty()
+        }),
+    ];
+    // Waves of 100 without waiting: each wave fits the kernel's default
+    // socket buffers (a UDP datagram takes ~1 kB of them), so nothing is
+    // lost before either side reads it.
+    let mut buf = vec![0u8; 4096];
+    for wave in 0..6u16 {
+        let mut expected = std::collections::HashMap::new();
+        for id in wave * 100 + 1..=wave * 100 + 100 {
+            let (qname, qtype, check) = kinds[usize::from(id) % kinds.len()];
+            let mut q = if id % 2 == 0 {
+                ecs_query(qname, qtype, subnet("198.51.100.0/24"))
+            } else {
+                query(qname, qtype)
+            };
+            q.metadata.id = id;
+            sock.send(&q.to_vec().unwrap()).expect("send");
+            expected.insert(id, (qname, check));
+            if id == 350 {
+                // A malformed one in the middle of it all: FORMERR, the
+                // batch around it unharmed.
+                let mut bad = raw_message(0xF00D, RD, &[("geo-map.switchyard.test", T_A)], 1, &[]);
+                bad[11] = 1;
+                sock.send(&bad).expect("send");
+            }
+        }
+        let mut formerr = wave != 3;
+        while !expected.is_empty() || !formerr {
+            let n = sock.recv(&mut buf).unwrap_or_else(|e| {
+                panic!("wave {wave}: {} queries unanswered ({e})", expected.len())
+            });
+            let r = decode(&buf[..n], "burst reply");
+            if r.metadata.id == 0xF00D {
+                assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
+                formerr = true;
+                continue;
+            }
+            let (qname, check) = expected
+                .remove(&r.metadata.id)
+                .unwrap_or_else(|| panic!("an answer twice, or to no query: {r}"));
+            assert_eq!(r.queries[0].name().to_ascii(), qname, "{r}");
+            assert!(check(&r), "{qname}: {r}");
+        }
+    }
+    still_serving(s.dns);
+    no_crash(&s);
+}
