@@ -1,7 +1,14 @@
 //! The inventory in PostgreSQL, sharing the stats store's database (and its schema).
+//!
+//! Every commit notifies [`CHANNEL`] with the new version, so the other
+//! nodes of the fleet reload at once rather than at their next poll.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::{PgPool, Postgres, Row, Transaction};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::model::{MAX_ROUTES, Route, route_id};
 use super::store::{
@@ -9,7 +16,10 @@ use super::store::{
     parse_body,
 };
 
-/// The inventory tables of a SQLite database.
+/// The LISTEN/NOTIFY channel of inventory commits (detail: the version).
+pub const CHANNEL: &str = "switchyard_inventory";
+
+/// The inventory tables of a PostgreSQL database.
 #[derive(Debug, Clone)]
 pub struct PgInventory {
     pool: PgPool,
@@ -109,12 +119,20 @@ impl InventoryStore for PgInventory {
         .await?
         .try_get(0)?;
         let route_id = apply(&mut tx, change).await?;
+        crate::stats::notify::notify(&mut tx, CHANNEL, &version.to_string()).await?;
         tx.commit().await?;
         Ok(Committed { version, route_id })
     }
 
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    async fn listen(&self, wake: Arc<Notify>, stop: CancellationToken) {
+        crate::stats::notify::listen(self.pool.clone(), CHANNEL, stop, move |_| {
+            wake.notify_one()
+        })
+        .await;
     }
 }
 
