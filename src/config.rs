@@ -977,5 +977,15 @@ mod tests {
         assert!(e.to_string().contains("zone[0].records[0].value"), "{e}");
         let e = Config::parse("bogus = 1\n", "z.toml", &Overrides::default()).unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
+        let e = Config::parse(
+            "[providers.cdn_x]\ncname = 'not a host!'\n",
+            "p.toml",
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("p.toml: providers.cdn_x.cname"),
+            "{e}"
+        );
     }
 }
