@@ -772,7 +772,9 @@ fn app_summary(state: &State, name: &str) -> serde_json::Value {
 fn application(state: &State, name: &str) -> HttpResponse {
     let set = state.apps.snapshot();
     let fleet = super::reports::FleetApps::read(state);
-    if !set.apps.contains_key(name) && !set.errors.contains_key(name) && !fleet.names().contains(name)
+    if !set.apps.contains_key(name)
+        && !set.errors.contains_key(name)
+        && !fleet.names().contains(name)
     {
         return json_error(StatusCode::NOT_FOUND, format!("unknown app '{name}'"));
     }

@@ -625,7 +625,9 @@ mod tests {
                 "providers.a.cname",
             ),
         ] {
-            let e = from_config("a", &info(v.clone())).expect_err(&v.to_string()).0;
+            let e = from_config("a", &info(v.clone()))
+                .expect_err(&v.to_string())
+                .0;
             assert!(e.contains(needle), "{v}: {e}");
         }
     }

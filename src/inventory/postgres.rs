@@ -129,10 +129,8 @@ impl InventoryStore for PgInventory {
     }
 
     async fn listen(&self, wake: Arc<Notify>, stop: CancellationToken) {
-        crate::stats::notify::listen(self.pool.clone(), CHANNEL, stop, move |_| {
-            wake.notify_one()
-        })
-        .await;
+        crate::stats::notify::listen(self.pool.clone(), CHANNEL, stop, move |_| wake.notify_one())
+            .await;
     }
 }
 

@@ -76,7 +76,8 @@ pub async fn listen(
             };
             match next {
                 Ok(Some(n)) => {
-                    if let Ok((from, detail)) = serde_json::from_str::<(String, String)>(n.payload())
+                    if let Ok((from, detail)) =
+                        serde_json::from_str::<(String, String)>(n.payload())
                         && from == schema
                     {
                         wake(Some(&detail));
