@@ -744,7 +744,8 @@ fn app_summary(state: &State, name: &str) -> serde_json::Value {
         (Some(_), None) => "ok",
         (Some(_), Some(_)) => "error (previous version serving)",
         (None, Some(_)) => "error",
-        // Only other nodes of the fleet serve it.
+        // Not loaded here: other nodes of the fleet serve it, or it
+        // decided somewhere in the fleet this hour.
         (None, None) => "elsewhere",
     };
     serde_json::json!({

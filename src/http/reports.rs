@@ -284,6 +284,7 @@ fn nodes(state: &State, now: i64) -> Value {
 /// the node list and the minute and hour sums, taken once per request.
 pub struct FleetApps {
     now: i64,
+    own: String,
     nodes: Vec<NodeRow>,
     minute: Counts,
     hour: Counts,
@@ -298,17 +299,20 @@ impl FleetApps {
             .with_buckets(|b| (b.sum(now, MINUTE_MS), b.sum(now, HOUR_MS)));
         FleetApps {
             now,
+            own: state.config.load().reports.node.clone(),
             nodes: state.reports.nodes(),
             minute,
             hour,
         }
     }
 
-    /// Every app a node of the fleet registered (nodes are kept two days)
-    /// or that has decisions in the fleet this hour.
+    /// Every app another node of the fleet registered (nodes are kept two
+    /// days) or that has decisions in the fleet this hour. This node's own
+    /// registration is left out: its app registry is fresher.
     pub fn names(&self) -> BTreeSet<String> {
         self.nodes
             .iter()
+            .filter(|n| n.node != self.own)
             .flat_map(|n| n.apps.iter().map(|(a, _)| a.clone()))
             .chain(self.hour.keys().cloned())
             .collect()
