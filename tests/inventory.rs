@@ -1074,6 +1074,51 @@ fn tokens_issue_list_and_revoke_at_once() {
     );
 }
 
+/// SIGHUP while API changes stream in: the reloaded config's providers and
+/// the last API change are both published, in turn with store refreshes
+/// (a reload never puts an older store read back).
+#[test]
+fn sighup_during_changes_keeps_both() {
+    let s = sqlite_server();
+    let addr = admin(&s);
+    let writer = std::thread::spawn(move || {
+        for load in 1..=40 {
+            let body = json!({ "load": load }).to_string();
+            let r = request(
+                addr,
+                "PATCH",
+                "/api/inventory/providers/cdn_c",
+                Some(TOKEN),
+                body.as_bytes(),
+            );
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+    });
+    let config = s.dir.path().join("switchyard.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replacen("cdn-c.example.net", "cdn-c2.example.net", 1),
+    )
+    .unwrap();
+    while !writer.is_finished() {
+        s.signal("HUP");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    writer.join().unwrap();
+    s.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let c = api(&s, "GET", "/api/inventory/providers/cdn_c", None).ok();
+        if c["host"] == "cdn-c2.example.net" && c["load"] == 40 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not both published: {c}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(s.logged("configuration reloaded"));
+}
+
 #[test]
 fn fleet_sharing_postgres_follows_within_a_second() {
     let Some(pg) = PgSchema::new("inventory fleet") else {
