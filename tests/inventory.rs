@@ -125,6 +125,9 @@ fn apps() -> Vec<(String, String)> {
     }
     out.push(("inspect.js".into(), INSPECT_APP.into()));
     out.push(("shapes.js".into(), SHAPES_APP.into()));
+    // The default 5 ms decision budget is missed now and then on this
+    // loaded machine (a ServFail without a fallback).
+    out.push(("shapes.toml".into(), "budget_ms = 2000\n".into()));
     out
 }
 
@@ -697,9 +700,12 @@ fn concurrent_story(s: &Server) {
             while !done.load(Ordering::Relaxed) {
                 id = id.wrapping_add(1);
                 let r = dnsclient::query(&sock, dns, name, RecordType::A, id).expect("DNS reply");
-                *answers
-                    .entry(r.answers.first().cloned().unwrap_or_default())
-                    .or_default() += 1;
+                let a = r
+                    .answers
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| format!("(no answer: {:?})", r.rcode));
+                *answers.entry(a).or_default() += 1;
             }
             answers
         })
