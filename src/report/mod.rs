@@ -49,6 +49,9 @@ pub struct Reports {
     /// Unix ms this process started.
     pub started: i64,
     view: Mutex<View>,
+    /// One refresh at a time: a slower one that read the store earlier
+    /// must not overwrite the node list of a newer one.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -67,12 +70,14 @@ impl Reports {
             store,
             started: now_ms(),
             view: Mutex::new(View::default()),
+            refreshing: tokio::sync::Mutex::new(()),
         }
     }
 
     /// Reads the fleet's rows written since the last poll (and the node
     /// list) into memory.
     pub async fn refresh(&self, fleet: &str) -> Result<(), ReportError> {
+        let _one = self.refreshing.lock().await;
         let now = now_ms();
         let after = self.view.lock().map_or(0, |v| v.last_id);
         let rows = self
@@ -81,9 +86,7 @@ impl Reports {
             .await?;
         let nodes = self.store.nodes(fleet).await?;
         if let Ok(mut v) = self.view.lock() {
-            let last = rows.iter().map(|b| b.id).max().unwrap_or(after);
-            // Two refreshes may race: the view only moves forward.
-            v.last_id = v.last_id.max(last);
+            v.last_id = rows.iter().map(|b| b.id).max().unwrap_or(after);
             v.buckets.add(rows);
             v.buckets.prune(now - BUCKET_KEEP_MS);
             v.nodes = nodes;
