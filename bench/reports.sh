@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # DNS QPS with decision reporting on and off (issue 12's "counting must not
 # cost measurable QPS"): two servers, the shipped config, one with
-# `[reports] enabled = false`, measured alternately with dnsperf so drifting
+# `[reports] enabled = false` (no store writes or fleet reads; the node's own
+# counters still count), measured alternately with dnsperf so drifting
 # machine load hits both alike. Usage: bench/reports.sh [seconds] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -70,7 +70,9 @@ struct RawReports {
 /// `[reports]`: this node's identity in the fleet and how it reports.
 #[derive(Debug, Clone)]
 pub struct ReportsConfig {
-    /// Count decisions and report them (default on).
+    /// Report decisions to the store or `push_url` and read the fleet's
+    /// (default on). Off, the node still counts its own decisions for
+    /// `/metrics` and `requests_per_second`.
     pub enabled: bool,
     /// Node id (default: the hostname; `SWITCHYARD_NODE` overrides).
     pub node: String,
@@ -977,5 +979,15 @@ mod tests {
         assert!(e.to_string().contains("zone[0].records[0].value"), "{e}");
         let e = Config::parse("bogus = 1\n", "z.toml", &Overrides::default()).unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
+        let e = Config::parse(
+            "[providers.cdn_x]\ncname = 'not a host!'\n",
+            "p.toml",
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("p.toml: providers.cdn_x.cname"),
+            "{e}"
+        );
     }
 }

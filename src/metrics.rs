@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use hickory_proto::op::ResponseCode;
@@ -43,7 +43,6 @@ pub struct Counters {
     started: Instant,
     /// [udp, tcp] × rcode (0..=23, the rest folded into 23).
     dns: [[AtomicU64; 24]; 2],
-    counting: AtomicBool,
     tally: Tally,
     merged: Mutex<Merged>,
 }
@@ -63,7 +62,6 @@ impl Default for Counters {
         Counters {
             started: Instant::now(),
             dns: Default::default(),
-            counting: AtomicBool::new(true),
             tally: Tally::default(),
             merged: Mutex::new(Merged {
                 pending_start: crate::report::buckets::now_ms(),
@@ -92,11 +90,6 @@ impl Counters {
         let p = usize::from(tcp);
         let code = (u16::from(rcode) as usize).min(23);
         self.dns[p][code].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Turns decision counting on or off (`[reports] enabled`).
-    pub fn set_counting(&self, on: bool) {
-        self.counting.store(on, Ordering::Relaxed);
     }
 
     /// Counts one decision and, when the app failed, the failure, on the
@@ -145,16 +138,16 @@ impl Counters {
             }
         }
         for d in drained {
-            let key = (d.app, d.provider, d.reason);
+            let key = (d.app, or_none(d.provider), or_none(d.reason));
             if let Some(last) = m.buckets.back_mut() {
                 *last.counts.entry(key.clone()).or_default() += d.n;
             }
             *m.pending
                 .entry(key.0.clone())
                 .or_default()
-                .entry(or_none(key.1.clone()))
+                .entry(key.1.clone())
                 .or_default()
-                .entry(or_none(key.2.clone()))
+                .entry(key.2.clone())
                 .or_default() += d.n;
             *m.decisions.entry(key).or_default() += d.n;
         }
@@ -226,10 +219,12 @@ impl Counters {
     }
 
     /// Decisions per provider, every app together, over the buckets that
-    /// ended within the last `secs` seconds (plus the current one).
-    pub fn recent_by_provider(&self, secs: u64) -> HashMap<String, u64> {
+    /// ended within the last `secs` seconds (plus the current one), and the
+    /// milliseconds they cover (see [`crate::report::buckets::recent_span_ms`]).
+    pub fn recent_by_provider(&self, secs: u64) -> (HashMap<String, u64>, i64) {
         self.merge();
-        let since = unix_now().saturating_sub(secs);
+        let now = crate::report::buckets::now_ms();
+        let since = (now / 1000) as u64 - secs.min((now / 1000) as u64);
         let mut out = HashMap::new();
         if let Ok(m) = self.merged.lock() {
             for bucket in m.buckets.iter().filter(|b| b.stop > since) {
@@ -238,7 +233,13 @@ impl Counters {
                 }
             }
         }
-        out
+        let span = crate::report::buckets::recent_span_ms(
+            now,
+            secs as i64,
+            BUCKET_SECS as i64,
+            self.started.elapsed().as_millis() as i64,
+        );
+        (out, span)
     }
 
     /// App failure counts by (app, kind).

@@ -196,7 +196,6 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
         std::process::exit(70);
     }));
     let counters = Arc::new(Counters::default());
-    counters.set_counting(config.reports.enabled);
     let zones = ZoneSet::from_config(&config).map_err(|e| anyhow!("{}: {e}", config.source))?;
     let dns = Arc::new(DnsHandler {
         zones: ArcSwap::from_pointee(zones),
@@ -472,7 +471,9 @@ async fn run(
         move |req, peer| crate::http::ops::handle(s.clone(), req, peer),
     ));
     start_feeds(&state, shutdown.clone());
-    let report_task = tokio::spawn(crate::report::run(state.clone(), shutdown.clone()));
+    // Stopped only once DNS and HTTP have drained (see below).
+    let report_stop = CancellationToken::new();
+    let report_task = tokio::spawn(crate::report::run(state.clone(), report_stop.clone()));
     let _app_watcher = state.apps.watch().map_err(|e| anyhow!(e))?;
     *state
         .geo_watcher
@@ -490,14 +491,15 @@ async fn run(
     wait_for_signals(&state, &config_args).await;
     tracing::info!("shutting down");
     shutdown.cancel();
-    // The last bucket is reported on the way out (bounded: a lost database
-    // must not hold up a stop).
-    let _ = tokio::time::timeout(Duration::from_secs(5), report_task).await;
     let _ = http_task.await;
-    let _ = admin_task.await;
     for t in dns_threads {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
+    // Every query in flight has been answered and counted: the last bucket
+    // is reported now (bounded: a lost database must not hold up a stop).
+    report_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), report_task).await;
+    let _ = admin_task.await;
     // A graceful stop is no crash: nothing in flight now is quarantined.
     state.workers.release_all_slots();
     Ok(())
@@ -570,7 +572,7 @@ async fn wait_for_signals(state: &Arc<State>, config_args: &crate::cli::ConfigAr
         tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
-            _ = hup.recv() => reload_config(state, config_args),
+            _ = hup.recv() => reload_config(state, config_args).await,
         }
     }
 }
@@ -579,7 +581,7 @@ async fn wait_for_signals(state: &Arc<State>, config_args: &crate::cli::ConfigAr
 /// one. Zones, providers, static probes, app settings and budgets, GeoIP paths and the
 /// per-request HTTP settings apply at once; each changed key that is only read at startup
 /// gets a warning (see [`restart_only_changes`]).
-pub fn reload_config(state: &Arc<State>, config_args: &crate::cli::ConfigArgs) {
+pub async fn reload_config(state: &Arc<State>, config_args: &crate::cli::ConfigArgs) {
     let fail = |e: &dyn std::fmt::Display| {
         tracing::warn!(error = %e, "config reload failed; keeping the current configuration");
     };
@@ -631,7 +633,8 @@ pub fn reload_config(state: &Arc<State>, config_args: &crate::cli::ConfigArgs) {
     state.hub.set_providers(config.providers.clone());
     state
         .inventory
-        .set_config(config.inventory_providers.clone());
+        .set_config(config.inventory_providers.clone())
+        .await;
     state.apps.set_config(config.clone());
     state.config.store(Arc::new(config));
     tracing::info!("configuration reloaded");

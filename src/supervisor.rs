@@ -145,11 +145,20 @@ fn spawn_child(fds: &str, restarts: u32, memory_limit: Option<u64>) -> anyhow::R
         .arg("--worker")
         .env(FDS_ENV, fds)
         .env(RESTARTS_ENV, restarts.to_string());
-    if let Some(bytes) = memory_limit {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
-        unsafe {
-            cmd.pre_exec(move || {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: signal and setrlimit are async-signal-safe; nothing else
+    // runs here.
+    unsafe {
+        cmd.pre_exec(move || {
+            // SIGHUP is forwarded to the serving process at any time, but it
+            // installs its handler only once it serves: until then the
+            // default action would kill it, and a stream of SIGHUPs would
+            // kill every restart too. Ignored dispositions survive exec;
+            // the handler replaces this one.
+            if libc::signal(libc::SIGHUP, libc::SIG_IGN) == libc::SIG_ERR {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(bytes) = memory_limit {
                 let lim = libc::rlimit {
                     rlim_cur: bytes,
                     rlim_max: bytes,
@@ -157,9 +166,9 @@ fn spawn_child(fds: &str, restarts: u32, memory_limit: Option<u64>) -> anyhow::R
                 if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
-            });
-        }
+            }
+            Ok(())
+        });
     }
     cmd.spawn().context("cannot start the serving process")
 }

@@ -608,3 +608,65 @@ fn an_app_that_never_loaded_answers_its_fallback() {
         Duration::from_secs(2),
     );
 }
+
+/// SIGHUPs that reach a serving process before it has installed its
+/// handler (while it starts, or restarts after a crash) are ignored rather
+/// than killing it: with SIGHUPs arriving every few milliseconds, a killed
+/// serving process is restarted once and serves again, instead of every
+/// restart dying in turn.
+#[test]
+fn sighup_while_the_serving_process_starts_does_not_kill_it() {
+    let server = serve_v1();
+    let pid = server.pid();
+    let child = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .expect("the serving process")
+        .split_whitespace()
+        .next()
+        .expect("one serving process")
+        .to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let hups = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut sent = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-s", "HUP", &pid.to_string()])
+                    .status();
+                sent += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let _ = std::process::Command::new("kill")
+        .args(["-s", "KILL", &child])
+        .status();
+    // The restarted process serves while the SIGHUPs go on.
+    let sock = dnsclient::socket(Duration::from_millis(500));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut answered = 0;
+    while answered < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "no answers while SIGHUPs arrive: {:?}",
+            server.log.lock().unwrap()
+        );
+        if dnsclient::query(&sock, server.dns, "v.switchyard.test.", RecordType::A, 1)
+            .is_some_and(|r| r.rcode == ResponseCode::NoError && !r.answers.is_empty())
+        {
+            answered += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent = hups.join().unwrap();
+    let deaths = log_count(&server, "serving process died");
+    eprintln!("{sent} SIGHUPs sent; serving process died {deaths} time(s)");
+    assert_eq!(
+        deaths,
+        1,
+        "only the SIGKILL: {:?}",
+        server.log.lock().unwrap()
+    );
+}

@@ -16,11 +16,14 @@ mod dnsclient;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Options, Server};
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
+use switchyard::report::Reports;
+use switchyard::report::store::{BucketReport, Registration, ReportStore};
 
 const TOKEN: &str = "change-me";
 
@@ -199,8 +202,15 @@ impl Drop for PgSchema {
 }
 
 /// A node: the mix app (optionally edited), its own fleet and node id,
-/// `postgres` or SQLite, reporting every `interval_ms`.
-fn node(fleet: &str, id: &str, postgres: Option<&str>, interval_ms: u64, mix: &str) -> Server {
+/// `postgres` or SQLite, reporting every `interval_ms` (`None`: the
+/// default, 10 s).
+fn node(
+    fleet: &str,
+    id: &str,
+    postgres: Option<&str>,
+    interval_ms: Option<u64>,
+    mix: &str,
+) -> Server {
     Server::start_with(Options {
         apps: Some(vec![("mix.js".into(), mix.into())]),
         env: vec![
@@ -208,7 +218,9 @@ fn node(fleet: &str, id: &str, postgres: Option<&str>, interval_ms: u64, mix: &s
             ("SWITCHYARD_FLEET".into(), fleet.into()),
             ("SWITCHYARD_NODE".into(), id.into()),
         ],
-        extra_config: format!("[reports]\ninterval_ms = {interval_ms}\n"),
+        extra_config: interval_ms
+            .map(|ms| format!("[reports]\ninterval_ms = {ms}\n"))
+            .unwrap_or_default(),
         ..Options::default()
     })
 }
@@ -247,12 +259,68 @@ fn bucket(fleet: &str, node: &str, stop: i64, apps: Value) -> Value {
     json!({"fleet": fleet, "node": node, "bucket": {"start": stop - 10_000, "stop": stop, "apps": apps}})
 }
 
+/// The report tables' rows as the database holds them, read past the
+/// server and its in-memory view: every bucket and every node, in a
+/// stable order, one line each.
+fn db_rows(s: &Server, pg: Option<&PgSchema>) -> Vec<String> {
+    let queries = |prefix: &str| {
+        [
+            format!(
+                "SELECT CAST(id AS TEXT) || ' ' || fleet || ' ' || node || ' ' || \
+                 CAST(start_ms AS TEXT) || ' ' || CAST(stop_ms AS TEXT) || ' ' || counts \
+                 FROM {prefix}report_buckets ORDER BY id"
+            ),
+            format!(
+                "SELECT fleet || ' ' || node || ' ' || COALESCE(ip, '') || ' ' || apps || ' ' || \
+                 CAST(last_seen AS TEXT) || ' ' || COALESCE(CAST(last_push AS TEXT), '') \
+                 FROM {prefix}report_nodes ORDER BY fleet, node"
+            ),
+        ]
+    };
+    match pg {
+        Some(pg) => queries(&format!("\"{}\".", pg.schema))
+            .into_iter()
+            .flat_map(|q| {
+                pg.rt
+                    .block_on(
+                        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(q)).fetch_all(&pg.pool),
+                    )
+                    .expect("read the report tables")
+            })
+            .collect(),
+        None => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let options = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(s.dir.path().join("data/stats.db"))
+                .read_only(true);
+            let pool = rt
+                .block_on(sqlx::SqlitePool::connect_with(options))
+                .expect("open the server's SQLite file");
+            queries("")
+                .into_iter()
+                .flat_map(|q| {
+                    rt.block_on(
+                        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(q)).fetch_all(&pool),
+                    )
+                    .expect("read the report tables")
+                })
+                .collect()
+        }
+    }
+}
+
 /// The endpoint story, on whichever store the server has.
-fn story(postgres: Option<&str>) {
+fn story(pg: Option<&PgSchema>) {
     let fleet = unique("fleet");
-    let s = node(&fleet, "self", postgres, 3_600_000, MIX_APP);
+    let url = pg.map(PgSchema::url);
+    let s = node(&fleet, "self", url.as_deref(), Some(3_600_000), MIX_APP);
     let t = now_ms() / 1000 * 1000;
-    let reg = json!({"fleet": fleet, "node": "edge-1", "apps": [{"name": "mix", "version": "v1"}],
+    // edge-1 also serves "remote", an app this node does not have.
+    let reg = json!({"fleet": fleet, "node": "edge-1",
+        "apps": [{"name": "mix", "version": "v1"}, {"name": "remote", "version": "r1"}],
         "started": "2026-01-01T00:00:00Z", "interval_ms": 10000});
     assert_eq!(post(&s, "/api/nodes/register", &reg).status, 202);
     // Hand-placed buckets (stop relative to t):
@@ -366,7 +434,13 @@ fn story(postgres: Option<&str>) {
         "the last slot holds now"
     );
 
-    // Every bad payload: 400 naming the field, nothing stored.
+    // Every bad payload: 400 naming the field, nothing stored (checked in
+    // the database itself, and in the view).
+    let rows_before = db_rows(&s, pg);
+    assert!(
+        rows_before.iter().any(|r| r.contains(" edge-2 ")),
+        "the database is read: {rows_before:?}"
+    );
     let before = get(&s, &format!("/api/decisions?now={t}"));
     let nodes_before = get(&s, "/api/nodes")["nodes"].as_array().unwrap().len();
     let good = bucket(
@@ -511,6 +585,12 @@ fn story(postgres: Option<&str>) {
         request(admin(&s), "DELETE", "/api/decisions", Some(TOKEN), b"").status,
         405
     );
+    let rows_after = db_rows(&s, pg);
+    assert_eq!(
+        rows_after, rows_before,
+        "a refused payload reached the database"
+    );
+    assert!(!rows_after.iter().any(|r| r.contains("bad-node")));
     assert_eq!(
         get(&s, &format!("/api/decisions?now={t}")),
         before,
@@ -572,13 +652,38 @@ fn story(postgres: Option<&str>) {
             .collect()
     };
     assert_eq!(by("cdn_b"), vec!["mix"], "declared with requireProvider");
+    assert_eq!(by("origin"), vec!["api"], "chosen in the fleet only");
     assert!(by("cdn_c").is_empty());
+    // Apps only other nodes serve are listed: "api" (decisions pushed by
+    // edge-2, which never registered) and "remote" (registered by edge-1).
+    let all = get(&s, "/api/applications");
+    let list = all["applications"].as_array().unwrap();
+    let names: Vec<&str> = list.iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["api", "mix", "remote"], "{all}");
+    let api = &list[0];
+    assert_eq!(api["status"], "elsewhere", "{api}");
+    assert_eq!(api["version"], Value::Null);
+    assert_eq!(api["seen_providers"], json!(["origin"]));
+    assert_eq!(api["lastHour"], json!({"origin": {"fallback": 2}}));
+    assert_eq!(api["lastMinute"], json!({}), "its bucket is 70 s old");
+    assert_eq!(list[1]["status"], "ok");
     assert_eq!(
-        get(&s, "/api/applications")["applications"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
+        list[1]["lastHour"],
+        json!({"cdn_a": {"A": 8}, "cdn_b": {"B": 10}})
+    );
+    let remote = get(&s, "/api/applications/remote");
+    assert_eq!(remote["status"], "elsewhere", "{remote}");
+    assert_eq!(remote["nodes"].as_array().unwrap().len(), 1, "{remote}");
+    assert_eq!(remote["nodes"][0]["node"], "edge-1");
+    assert_eq!(remote["nodes"][0]["version"], "r1");
+    assert_eq!(remote["nodes"][0]["ip"], "127.0.0.1");
+    assert_eq!(remote["lastHour"], json!({}));
+    let api = get(&s, "/api/applications/api");
+    assert_eq!(api["nodes"], json!([]), "edge-2 never registered: {api}");
+    assert_eq!(api["lastHour"], json!({"origin": {"fallback": 2}}));
+    assert_eq!(
+        request(admin(&s), "GET", "/api/applications/nope", None, b"").status,
+        404
     );
 }
 
@@ -592,15 +697,38 @@ fn endpoints_on_postgres() {
     let Some(pg) = PgSchema::new("reports endpoints") else {
         return;
     };
-    story(Some(&pg.url()));
+    story(Some(&pg));
 }
+
+/// Answers without setting a reason code.
+const PLAIN_APP: &str = r#"
+function init(config) { config.requireProvider('cdn_a'); }
+function onRequest(request, response) { response.respond('cdn_a', 'cdn-a.example.net'); }
+"#;
 
 #[test]
 fn dns_decisions_reach_the_api_and_metrics() {
     let fleet = unique("fleet");
-    let s = node(&fleet, "solo", None, 500, MIX_APP);
+    let s = Server::start_with(Options {
+        apps: Some(vec![
+            ("mix.js".into(), MIX_APP.into()),
+            ("plain.js".into(), PLAIN_APP.into()),
+        ]),
+        env: vec![
+            ("POSTGRES".into(), String::new()),
+            ("SWITCHYARD_FLEET".into(), fleet),
+            ("SWITCHYARD_NODE".into(), "solo".into()),
+        ],
+        extra_config: "[reports]\ninterval_ms = 500\n".into(),
+        ..Options::default()
+    });
     queries(&s, "a", 11);
     queries(&s, "b", 5);
+    let sock = dnsclient::socket(Duration::from_secs(5));
+    for i in 0..3 {
+        dnsclient::query(&sock, s.dns, "plain.switchyard.test.", RecordType::A, i)
+            .expect("plain answers");
+    }
     // HTTP decisions count too.
     let r = request(
         s.http.expect("http listener"),
@@ -633,6 +761,26 @@ fn dns_decisions_reach_the_api_and_metrics() {
     };
     assert_eq!(line("cdn_a", "A").as_deref(), Some("12"), "{metrics}");
     assert_eq!(line("cdn_b", "B").as_deref(), Some("5"));
+    // No reason code reads "(none)" in /metrics as in the API.
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchyard_decisions_total{")
+                && l.contains("app=\"plain\"")
+                && l.contains("reason=\"(none)\"")
+                && l.ends_with(" 3")),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("reason=\"\""), "{metrics}");
+    wait_for(
+        "plain in /api/decisions",
+        Duration::from_secs(25),
+        &mut || get(&s, "/api/decisions")["lastMinute"]["plain"] == json!({"cdn_a": {"(none)": 3}}),
+    );
+    assert_eq!(
+        get(&s, "/api/applications/plain")["last_minute"],
+        json!({"cdn_a": {"(none)": 3}})
+    );
     let app = get(&s, "/api/applications/mix");
     assert_eq!(
         app["last_minute"],
@@ -649,8 +797,11 @@ fn dns_decisions_reach_the_api_and_metrics() {
     assert_eq!(nodes["nodes"][0]["drift"], false);
 }
 
+/// `[reports] enabled = false`: nothing is written to or read from the
+/// store, but the node still counts its own decisions (`/metrics`, and the
+/// inventory's `requests_per_second`).
 #[test]
-fn reporting_off_counts_nothing() {
+fn reporting_off_writes_no_reports_but_counts_locally() {
     let s = Server::start_with(Options {
         apps: Some(vec![("mix.js".into(), MIX_APP.into())]),
         env: vec![
@@ -669,12 +820,22 @@ fn reporting_off_counts_nothing() {
             .unwrap()
             .is_empty()
     );
+    assert!(db_rows(&s, None).is_empty(), "nothing in the database");
+    let metrics = request(admin(&s), "GET", "/metrics", None, b"").body;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchyard_decisions_total{")
+                && l.contains("app=\"mix\"")
+                && l.ends_with(" 5")),
+        "{metrics}"
+    );
 }
 
 #[test]
 fn a_node_pushes_to_another_over_http() {
     let fleet = unique("fleet");
-    let hub = node(&fleet, "hub", None, 3_600_000, MIX_APP);
+    let hub = node(&fleet, "hub", None, Some(3_600_000), MIX_APP);
     let edge = Server::start_with(Options {
         apps: Some(vec![("mix.js".into(), MIX_APP.into())]),
         env: vec![
@@ -705,6 +866,10 @@ fn a_node_pushes_to_another_over_http() {
     );
 }
 
+/// Three nodes on one PostgreSQL, reporting at the default 10 s: queries
+/// go to each over DNS at once, then every node is watched at the same
+/// time, each timed from when its own queries were answered, and must show
+/// the exact fleet total within 25 s. Then drift and SIGKILL.
 #[test]
 fn fleet_of_three_on_postgres() {
     let Some(pg) = PgSchema::new("reports fleet") else {
@@ -713,23 +878,46 @@ fn fleet_of_three_on_postgres() {
     let fleet = unique("fleet");
     let url = pg.url();
     let edited = format!("{MIX_APP}\n// edited on node c only\n");
-    let a = node(&fleet, "node-a", Some(&url), 500, MIX_APP);
-    let b = node(&fleet, "node-b", Some(&url), 500, MIX_APP);
-    let c = node(&fleet, "node-c", Some(&url), 500, &edited);
-    queries(&a, "a", 10);
-    queries(&b, "b", 20);
-    queries(&c, "a", 30);
+    let a = node(&fleet, "node-a", Some(&url), None, MIX_APP);
+    let b = node(&fleet, "node-b", Some(&url), None, MIX_APP);
+    let c = node(&fleet, "node-c", Some(&url), None, &edited);
+    let nodes = [("a", &a, "a", 10), ("b", &b, "b", 20), ("c", &c, "a", 30)];
     let want = json!({"cdn_a": {"A": 40}, "cdn_b": {"B": 20}});
-    for (name, s) in [("a", &a), ("b", &b), ("c", &c)] {
-        let took = wait_for(
-            &format!("fleet total on node {name}"),
-            Duration::from_secs(25),
-            &mut || get(s, "/api/decisions")["lastMinute"]["mix"] == want,
+    let limit = Duration::from_secs(25);
+    let took: Vec<(&str, Duration)> = std::thread::scope(|scope| {
+        let watchers: Vec<_> = nodes
+            .iter()
+            .map(|&(name, s, prefix, n)| {
+                let want = &want;
+                scope.spawn(move || {
+                    queries(s, prefix, n);
+                    let sent = Instant::now();
+                    loop {
+                        if get(s, "/api/decisions")["lastMinute"]["mix"] == *want {
+                            return (name, sent.elapsed());
+                        }
+                        assert!(
+                            sent.elapsed() < limit,
+                            "node {name} did not show the fleet total within {limit:?}: {}",
+                            get(s, "/api/decisions")
+                        );
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                })
+            })
+            .collect();
+        watchers
+            .into_iter()
+            .map(|w| w.join().expect("a node never showed the fleet total"))
+            .collect()
+    });
+    for (name, t) in &took {
+        eprintln!(
+            "fleet (10 s interval): node {name} showed the fleet total {t:?} after its queries"
         );
-        eprintln!("fleet: node {name} shows the fleet total after {took:?}");
     }
     // Drift: node c serves an edited mix.
-    wait_for("drift flagged", Duration::from_secs(25), &mut || {
+    wait_for("drift flagged", limit, &mut || {
         let n = get(&a, "/api/nodes");
         n["drift"]["mix"].as_array().is_some_and(|v| v.len() == 2)
             && n["nodes"].as_array().unwrap().iter().any(|x| {
@@ -743,7 +931,7 @@ fn fleet_of_three_on_postgres() {
     });
     // SIGKILL: what c pushed stays; what it had not pushed may be lost, no more.
     queries(&c, "b", 15);
-    wait_for("c's second batch", Duration::from_secs(25), &mut || {
+    wait_for("c's second batch", limit, &mut || {
         total(&get(&a, "/api/decisions")["lastHour"]["mix"]) == 75
     });
     queries(&c, "b", 7);
@@ -751,12 +939,194 @@ fn fleet_of_three_on_postgres() {
     std::thread::sleep(Duration::from_secs(3));
     let after = total(&get(&a, "/api/decisions")["lastHour"]["mix"]);
     assert!((75..=82).contains(&after), "after SIGKILL: {after}");
-    assert_eq!(
-        total(&get(&b, "/api/decisions")["lastHour"]["mix"]),
-        after,
-        "a and b agree"
-    );
+    wait_for("a and b agree", Duration::from_secs(5), &mut || {
+        total(&get(&b, "/api/decisions")["lastHour"]["mix"]) == after
+    });
     eprintln!("fleet: after SIGKILL the fleet kept {after} of 82 (75 pushed before)");
+}
+
+/// A graceful stop reports the last bucket once DNS has drained: a node
+/// that reports only when it starts and stops (interval 1 h) pushes to a
+/// hub; a client streams queries at it while it is stopped, and the hub
+/// ends up with every answered query, and no more than were sent.
+#[test]
+fn graceful_stop_reports_every_answered_query() {
+    let fleet = unique("fleet");
+    let hub = node(&fleet, "hub", None, Some(3_600_000), MIX_APP);
+    let edge = Server::start_with(Options {
+        apps: Some(vec![("mix.js".into(), MIX_APP.into())]),
+        env: vec![
+            ("POSTGRES".into(), String::new()),
+            ("SWITCHYARD_FLEET".into(), fleet.clone()),
+            ("SWITCHYARD_NODE".into(), "edge".into()),
+        ],
+        extra_config: format!(
+            "[reports]\ninterval_ms = 3600000\npush_url = \"http://{}\"\n",
+            admin(&hub)
+        ),
+        ..Options::default()
+    });
+    wait_for("the edge registered", Duration::from_secs(10), &mut || {
+        get(&hub, "/api/nodes").to_string().contains("\"edge\"")
+    });
+    let dns = edge.dns;
+    let client = std::thread::spawn(move || {
+        let sock = dnsclient::socket(Duration::from_millis(300));
+        let (mut sent, mut answered, mut misses) = (0u64, 0u64, 0);
+        // Until the stopped server has not answered for a while.
+        while misses < 5 {
+            sent += 1;
+            match dnsclient::query(
+                &sock,
+                dns,
+                "a.mix.switchyard.test.",
+                RecordType::A,
+                sent as u16,
+            ) {
+                Some(r) if !r.answers.is_empty() => {
+                    answered += 1;
+                    misses = 0;
+                }
+                _ => misses += 1,
+            }
+        }
+        (sent, answered)
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    edge.signal("TERM");
+    let (sent, answered) = client.join().unwrap();
+    assert!(answered > 20, "the client was streaming ({answered})");
+    let mut counted = 0;
+    wait_for(
+        "the last bucket at the hub",
+        Duration::from_secs(15),
+        &mut || {
+            counted = total(&get(&hub, "/api/decisions")["lastHour"]["mix"]);
+            counted >= answered
+        },
+    );
+    eprintln!("graceful stop: {sent} sent, {answered} answered, {counted} counted by the hub");
+    assert!(counted <= sent, "{counted} counted of {sent} sent");
+}
+
+/// Buckets are kept an hour and nodes two days: the store's prune, driven
+/// through `Reports::prune` with an injected clock. A pruned row's id is
+/// never handed out again, and a poll after the last id read sees exactly
+/// the rows written since.
+fn prune_story(store: Arc<dyn ReportStore>, rt: &tokio::runtime::Runtime) {
+    const HOUR: i64 = 3_600_000;
+    const DAY: i64 = 86_400_000;
+    let now: i64 = 1_900_000_000_000;
+    let fleet = unique("fleet");
+    let bucket = |node: &str, stop: i64| BucketReport {
+        fleet: fleet.clone(),
+        node: node.into(),
+        start: stop - 10_000,
+        stop,
+        counts: serde_json::from_value(json!({"mix": {"cdn_a": {"A": 1}}})).unwrap(),
+    };
+    let reg = |node: &str| Registration {
+        fleet: fleet.clone(),
+        node: node.into(),
+        apps: vec![("mix".into(), "v1".into())],
+        started: now - 3 * DAY,
+        interval_ms: 10_000,
+        config_hash: None,
+        version: None,
+        snapshots: Default::default(),
+    };
+    rt.block_on(async {
+        let kept = store
+            .insert_bucket(&bucket("edge", now - HOUR + 1), now)
+            .await
+            .unwrap();
+        // The newest row, and the one pruned.
+        let old = store
+            .insert_bucket(&bucket("edge", now - HOUR - 1), now)
+            .await
+            .unwrap();
+        assert!(old > kept);
+        store
+            .register(&reg("fresh"), None, now - 2 * DAY + 1)
+            .await
+            .unwrap();
+        store
+            .register(&reg("stale"), None, now - 2 * DAY - 1)
+            .await
+            .unwrap();
+        Reports::new(store.clone()).prune(now).await.unwrap();
+        let left: Vec<i64> = store
+            .buckets_after(&fleet, 0, 0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(left, [kept], "the bucket an hour and 1 ms old is gone");
+        let nodes: Vec<String> = store
+            .nodes(&fleet)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| n.node)
+            .collect();
+        assert_eq!(
+            nodes,
+            ["edge", "fresh"],
+            "the node unseen for 2 days and 1 ms is gone"
+        );
+        let next = store
+            .insert_bucket(&bucket("edge", now), now)
+            .await
+            .unwrap();
+        assert!(next > old, "pruned id {old} handed out again as {next}");
+        let polled: Vec<i64> = store
+            .buckets_after(&fleet, kept, now - HOUR)
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(polled, [next]);
+    });
+}
+
+#[test]
+fn prune_keeps_an_hour_and_two_days_sqlite() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = rt
+        .block_on(switchyard::stats::sqlite::SqliteStore::open(dir.path()))
+        .unwrap();
+    prune_story(
+        Arc::new(switchyard::report::sqlite::SqliteReports::new(
+            store.pool().clone(),
+        )),
+        &rt,
+    );
+}
+
+#[test]
+fn prune_keeps_an_hour_and_two_days_postgres() {
+    let Some(pg) = PgSchema::new("reports prune") else {
+        return;
+    };
+    let store = pg
+        .rt
+        .block_on(switchyard::stats::postgres::PostgresStore::open(
+            &pg.url,
+            Some(&pg.schema),
+        ))
+        .unwrap();
+    prune_story(
+        Arc::new(switchyard::report::postgres::PgReports::new(
+            store.pool().clone(),
+        )),
+        &pg.rt,
+    );
 }
 
 /// SIGKILLs a node: the supervisor first (so it restarts nothing), then
@@ -864,13 +1234,41 @@ fn dashboard_in_headless_chromium() {
         title.as_str().is_some_and(|t| !t.is_empty()),
         "no page title: {title}"
     );
-    // The chart draws both providers, the legend names them.
-    for p in ["cdn_a", "cdn_b"] {
+    // The chart itself (not the legend) draws each provider: SVG rects of
+    // non-zero height inside the chart, whose counts add up to what each
+    // provider was chosen for.
+    let bars = driver.call(
+        "POST",
+        "/execute/sync",
+        json!({"script": "return Array.from(document.querySelectorAll('#chart-svg rect')).map(r => \
+            [r.getAttribute('data-provider'), parseFloat(r.getAttribute('height')), \
+             r.querySelector('title').textContent]);", "args": []}),
+    );
+    let bars = bars.as_array().expect("the chart's rects");
+    for (p, want) in [("cdn_a", 8), ("cdn_b", 4)] {
+        let mine: Vec<&Value> = bars.iter().filter(|b| b[0] == p).collect();
+        assert!(!mine.is_empty(), "no bar for {p} in the chart: {bars:?}");
         assert!(
-            dom.contains("<rect x=") && dom.contains(&format!("data-provider=\"{p}\"")),
-            "chart lacks {p}: {dom}"
+            mine.iter().all(|b| b[1].as_f64().is_some_and(|h| h > 0.0)),
+            "a bar of {p} has no height: {mine:?}"
         );
-        assert!(dom.contains("<li style=\"--c:"), "no legend");
+        let charted: u64 = mine
+            .iter()
+            .filter_map(|b| {
+                b[2].as_str()?
+                    .split(": ")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
+        assert_eq!(charted, want, "{p}'s bars: {mine:?}");
+        assert!(
+            dom.contains("<li style=\"--c:") && dom.contains(&format!("\">{p}</li>")),
+            "the legend lacks {p}"
+        );
     }
     assert!(dom.contains("data-node=\"dash-node\""), "node list: {dom}");
     assert!(

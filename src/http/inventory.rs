@@ -15,6 +15,7 @@
 //! Every body is checked whole before anything is written; a change is
 //! one transaction, published before the reply.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
@@ -49,16 +50,17 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, path: &str) -> Ht
         (Method::GET, ["api", "inventory"]) => json(StatusCode::OK, &query(&state)),
         (Method::GET, ["api", "inventory", "providers"]) => {
             let view = state.inventory.view();
+            let rates = rates(&state);
             let list: Vec<Value> = view
                 .providers
                 .iter()
-                .map(|p| provider_json(&state, p))
+                .map(|p| provider_json(p, &rates))
                 .collect();
             json(StatusCode::OK, &json!({ "providers": list }))
         }
         (Method::GET, ["api", "inventory", "providers", id]) => {
             match state.inventory.view().provider(id) {
-                Some(p) => json(StatusCode::OK, &provider_json(&state, p)),
+                Some(p) => json(StatusCode::OK, &provider_json(p, &rates(&state))),
                 None => json_error(StatusCode::NOT_FOUND, format!("unknown provider '{id}'")),
             }
         }
@@ -211,19 +213,24 @@ fn resolve_endpoint(state: &State, name: &str) -> Result<String, HttpResponse> {
     ))
 }
 
-fn provider_json(state: &State, p: &Provider) -> Value {
-    let rps = state
-        .counters
-        .recent_by_provider(60)
-        .get(&p.id)
-        .copied()
-        .unwrap_or(0);
+/// Requests per second by provider: this node's decisions over the last
+/// minute's buckets divided by the time they cover (60 to 70 s, less while
+/// the node has been up for less), rounded to hundredths.
+fn rates(state: &State) -> HashMap<String, f64> {
+    let (counts, span_ms) = state.counters.recent_by_provider(60);
+    counts
+        .into_iter()
+        .map(|(p, n)| (p, (n as f64 * 100_000.0 / span_ms as f64).round() / 100.0))
+        .collect()
+}
+
+fn provider_json(p: &Provider, rates: &HashMap<String, f64>) -> Value {
     let mut m = serde_json::Map::new();
     m.insert("id".into(), p.id.clone().into());
     m.extend(p.fields_json());
     m.insert(
         "requests_per_second".into(),
-        json!((rps as f64 / 60.0 * 100.0).round() / 100.0),
+        json!(rates.get(&p.id).copied().unwrap_or(0.0)),
     );
     m.insert(
         "source".into(),
@@ -279,10 +286,11 @@ fn query(state: &State) -> Value {
             })
         })
         .collect();
+    let rates = rates(state);
     let providers: Vec<Value> = view
         .providers
         .iter()
-        .map(|p| provider_json(state, p))
+        .map(|p| provider_json(p, &rates))
         .collect();
     json!({ "version": view.version, "endpoints": endpoints, "providers": providers })
 }
@@ -348,7 +356,7 @@ async fn set_provider(
     } else {
         StatusCode::OK
     };
-    json(status, &provider_json(state, p))
+    json(status, &provider_json(p, &rates(state)))
 }
 
 async fn delete_provider(state: &State, id: &str) -> HttpResponse {

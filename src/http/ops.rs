@@ -2,7 +2,7 @@
 //! `/api/*` views, as `shared/seeds/002_*` describes them. It listens on
 //! its own address so none of it is public by accident.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -707,24 +707,34 @@ fn unix_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// `/api/applications[?provider=p]`: every app with version, status and
-/// settings; with `provider`, only the apps that declared it
-/// (`requireProvider`) or chose it in the fleet this hour.
+/// `/api/applications[?provider=p]`: every app loaded here or seen in the
+/// fleet (registered by a node, or deciding this hour), with version,
+/// status, settings and the fleet's view of it; with `provider`, only the
+/// apps that declared it (`requireProvider`) or chose it in the fleet this
+/// hour.
 fn applications(state: &State, req: &Request<Incoming>) -> HttpResponse {
     let set = state.apps.snapshot();
-    let mut names: Vec<&String> = set.apps.keys().chain(set.errors.keys()).collect();
-    names.sort();
-    names.dedup();
+    let fleet = super::reports::FleetApps::read(state);
+    let mut names: BTreeSet<String> = set.apps.keys().chain(set.errors.keys()).cloned().collect();
+    names.extend(fleet.names());
     if let Some((_, p)) = query_pairs(req).into_iter().find(|(k, _)| k == "provider") {
-        let chosen = super::reports::chosen_providers(state);
         names.retain(|n| {
             set.apps
-                .get(*n)
+                .get(n)
                 .is_some_and(|a| a.meta.providers.contains(&p))
-                || chosen.get(*n).is_some_and(|c| c.contains(&p))
+                || fleet.chose(n, &p)
         });
     }
-    let list: Vec<serde_json::Value> = names.into_iter().map(|n| app_summary(state, n)).collect();
+    let list: Vec<serde_json::Value> = names
+        .iter()
+        .map(|n| {
+            let mut v = app_summary(state, n);
+            if let (Some(o), serde_json::Value::Object(f)) = (v.as_object_mut(), fleet.app(n)) {
+                o.extend(f);
+            }
+            v
+        })
+        .collect();
     json(StatusCode::OK, &serde_json::json!({ "applications": list }))
 }
 
@@ -738,7 +748,10 @@ fn app_summary(state: &State, name: &str) -> serde_json::Value {
         (Some(a), _) if a.load_error.is_some() => "error",
         (Some(_), None) => "ok",
         (Some(_), Some(_)) => "error (previous version serving)",
-        (None, _) => "error",
+        (None, Some(_)) => "error",
+        // Not loaded here: other nodes of the fleet serve it, or it
+        // decided somewhere in the fleet this hour.
+        (None, None) => "elsewhere",
     };
     serde_json::json!({
         "name": name,
@@ -764,7 +777,11 @@ fn app_summary(state: &State, name: &str) -> serde_json::Value {
 /// decision counts per provider.
 fn application(state: &State, name: &str) -> HttpResponse {
     let set = state.apps.snapshot();
-    if !set.apps.contains_key(name) && !set.errors.contains_key(name) {
+    let fleet = super::reports::FleetApps::read(state);
+    if !set.apps.contains_key(name)
+        && !set.errors.contains_key(name)
+        && !fleet.names().contains(name)
+    {
         return json_error(StatusCode::NOT_FOUND, format!("unknown app '{name}'"));
     }
     let mut v = app_summary(state, name);
@@ -805,8 +822,8 @@ fn application(state: &State, name: &str) -> HttpResponse {
             serde_json::to_value(counts(3600)).unwrap_or_default(),
         );
         // The fleet's view (this node's own counts above stay as they were).
-        if let serde_json::Value::Object(fleet) = super::reports::application_fleet(state, name) {
-            obj.extend(fleet);
+        if let serde_json::Value::Object(f) = fleet.app(name) {
+            obj.extend(f);
         }
     }
     json(StatusCode::OK, &v)

@@ -7,7 +7,7 @@
 //! takes `?now=` (unix ms or RFC 3339) to place the windows at another
 //! instant: a testing aid, documented as such in the README.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -16,8 +16,10 @@ use hyper::{Method, Request, StatusCode};
 use serde_json::{Value, json};
 
 use super::{HttpResponse, json, json_error, query_pairs, text};
-use crate::report::buckets::{HOUR_MS, MINUTE_MS, StoredBucket, now_ms, parse_time};
-use crate::report::store::{parse_bucket, parse_registration};
+use crate::report::buckets::{
+    Counts, HOUR_MS, MINUTE_MS, StoredBucket, format_time, now_ms, parse_time,
+};
+use crate::report::store::{NodeRow, parse_bucket, parse_registration};
 use crate::server::State;
 
 const INDEX_HTML: &str = include_str!("dashboard/index.html");
@@ -221,14 +223,14 @@ pub fn windows(state: &State, app: Option<&str>, now: i64) -> Value {
     state.reports.with_buckets(|b| match app {
         None => json!({
             "fleet": fleet(state),
-            "now": crate::report::buckets::format_time(now),
+            "now": format_time(now),
             "lastMinute": b.sum(now, MINUTE_MS),
             "lastHour": b.sum(now, HOUR_MS),
         }),
         Some(app) => json!({
             "fleet": fleet(state),
             "app": app,
-            "now": crate::report::buckets::format_time(now),
+            "now": format_time(now),
             "lastMinute": b.sum_app(app, now, MINUTE_MS),
             "lastHour": b.sum_app(app, now, HOUR_MS),
         }),
@@ -278,52 +280,78 @@ fn nodes(state: &State, now: i64) -> Value {
     v
 }
 
-/// The fleet's view of one app for `/api/applications/{app}`: the nodes
-/// serving it (newest first), the providers seen, and its windows.
-pub fn application_fleet(state: &State, app: &str) -> Value {
-    let now = now_ms();
-    let mut nodes: Vec<_> = state
-        .reports
-        .nodes()
-        .into_iter()
-        .filter_map(|n| {
-            let version = n.apps.iter().find(|(a, _)| a == app)?.1.clone();
-            Some((n, version))
-        })
-        .collect();
-    nodes.sort_by_key(|n| std::cmp::Reverse(n.0.last_seen));
-    let list: Vec<Value> = nodes
-        .into_iter()
-        .map(|(n, version)| {
-            json!({
-                "node": n.node,
-                "ip": n.ip,
-                "version": version,
-                "live": crate::report::is_live(&n, now),
-                "lastSeen": crate::report::buckets::format_time(n.last_seen),
-                "createdAt": crate::report::buckets::format_time(n.created_at),
-            })
-        })
-        .collect();
-    let (minute, hour) = state
-        .reports
-        .with_buckets(|b| (b.sum_app(app, now, MINUTE_MS), b.sum_app(app, now, HOUR_MS)));
-    let seen: Vec<&String> = hour.keys().collect();
-    json!({
-        "nodes": list,
-        "seen_providers": seen,
-        "lastMinute": minute,
-        "lastHour": hour,
-    })
+/// The fleet's apps as this node last read them, for `/api/applications`:
+/// the node list and the minute and hour sums, taken once per request.
+pub struct FleetApps {
+    now: i64,
+    own: String,
+    nodes: Vec<NodeRow>,
+    minute: Counts,
+    hour: Counts,
 }
 
-/// Providers each app chose in the fleet this hour.
-pub fn chosen_providers(state: &State) -> BTreeMap<String, BTreeSet<String>> {
-    let now = now_ms();
-    state.reports.with_buckets(|b| {
-        b.sum(now, HOUR_MS)
-            .into_iter()
-            .map(|(app, p)| (app, p.into_keys().collect()))
+impl FleetApps {
+    /// Reads the in-memory fleet view as of now.
+    pub fn read(state: &State) -> FleetApps {
+        let now = now_ms();
+        let (minute, hour) = state
+            .reports
+            .with_buckets(|b| (b.sum(now, MINUTE_MS), b.sum(now, HOUR_MS)));
+        FleetApps {
+            now,
+            own: state.config.load().reports.node.clone(),
+            nodes: state.reports.nodes(),
+            minute,
+            hour,
+        }
+    }
+
+    /// Every app another node of the fleet registered (nodes are kept two
+    /// days) or that has decisions in the fleet this hour. This node's own
+    /// registration is left out: its app registry is fresher.
+    pub fn names(&self) -> BTreeSet<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.node != self.own)
+            .flat_map(|n| n.apps.iter().map(|(a, _)| a.clone()))
+            .chain(self.hour.keys().cloned())
             .collect()
-    })
+    }
+
+    /// True when `app` chose `provider` somewhere in the fleet this hour.
+    pub fn chose(&self, app: &str, provider: &str) -> bool {
+        self.hour.get(app).is_some_and(|p| p.contains_key(provider))
+    }
+
+    /// One app's fleet view: the nodes serving it (newest first), the
+    /// providers seen this hour, and its `lastMinute` / `lastHour`.
+    pub fn app(&self, app: &str) -> Value {
+        let mut nodes: Vec<(&NodeRow, &String)> = self
+            .nodes
+            .iter()
+            .filter_map(|n| Some((n, &n.apps.iter().find(|(a, _)| a == app)?.1)))
+            .collect();
+        nodes.sort_by_key(|(n, _)| std::cmp::Reverse(n.last_seen));
+        let list: Vec<Value> = nodes
+            .into_iter()
+            .map(|(n, version)| {
+                json!({
+                    "node": n.node,
+                    "ip": n.ip,
+                    "version": version,
+                    "live": crate::report::is_live(n, self.now),
+                    "lastSeen": format_time(n.last_seen),
+                    "createdAt": format_time(n.created_at),
+                })
+            })
+            .collect();
+        let hour = self.hour.get(app).cloned().unwrap_or_default();
+        let seen: Vec<&String> = hour.keys().collect();
+        json!({
+            "nodes": list,
+            "seen_providers": seen,
+            "lastMinute": self.minute.get(app).cloned().unwrap_or_default(),
+            "lastHour": hour,
+        })
+    }
 }

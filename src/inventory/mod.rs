@@ -12,8 +12,10 @@
 //! (`[providers.<id>]`) with the fields changed through the API laid over
 //! them; every change is checked, committed in one transaction, then read
 //! back whole and published into the data snapshot, so the next decision
-//! sees all of it or none. Nodes sharing a PostgreSQL database poll its
-//! inventory version every [`POLL_INTERVAL`] and republish when it moves.
+//! sees all of it or none. Nodes sharing a PostgreSQL database republish
+//! when its inventory version moves: woken by LISTEN/NOTIFY as the change
+//! commits, and polling it every [`POLL_INTERVAL`] in case a notification
+//! was lost.
 
 pub mod client;
 pub mod model;
@@ -193,12 +195,18 @@ impl Inventory {
         self.config.load_full()
     }
 
-    /// Replaces the configured providers (SIGHUP) and republishes.
-    pub fn set_config(&self, config: Vec<Provider>) {
+    /// Replaces the configured providers (SIGHUP) and republishes, in
+    /// turn with store refreshes: one running beside it could otherwise
+    /// publish a newer store read that this then replaces with the older
+    /// one it holds.
+    pub async fn set_config(&self, config: Vec<Provider>) {
+        let _one = self.publishing.lock().await;
         self.config.store(Arc::new(config));
         self.publish(&self.stored.load_full());
     }
 
+    /// Publishes `stored` over the configured providers; callers hold
+    /// `publishing`.
     fn publish(&self, stored: &Stored) {
         let view = build_view(&self.config.load(), stored);
         self.hub.set_inventory(snapshot_part(&view));
@@ -241,13 +249,21 @@ impl Inventory {
             .contains(&tokens::hash(secret))
     }
 
-    /// Polls the store version until `stop`, republishing when it moves
-    /// (changes made through another node).
+    /// Until `stop`, republishes when the store's version moves (changes
+    /// made through another node): at once when the store wakes it
+    /// (PostgreSQL LISTEN/NOTIFY), and in any case within [`POLL_INTERVAL`],
+    /// the safety net for lost notifications.
     pub async fn run_poller(self: Arc<Self>, stop: CancellationToken) {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        {
+            let (store, wake, stop) = (self.store.clone(), wake.clone(), stop.clone());
+            tokio::spawn(async move { store.listen(wake, stop).await });
+        }
         let mut failing = false;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                _ = wake.notified() => {}
                 _ = stop.cancelled() => return,
             }
             let seen = self.stored.load().version;

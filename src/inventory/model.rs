@@ -398,10 +398,17 @@ pub fn from_config(id: &str, info: &ProviderInfo) -> Result<Provider, Invalid> {
     check_provider_id(id).map_err(|e| invalid(format!("providers.{id}: {e}")))?;
     let s = &info.settings;
     let mut body = Map::new();
-    let host = s.get("host").or_else(|| s.get("cname"));
-    if let Some(h) = host.and_then(Value::as_str)
-        && check_host(h).is_ok()
-    {
+    // `host` wins over `cname`; both are checked (apps read `cname` too),
+    // and a bad one is an error naming its key, never silently dropped.
+    for key in ["cname", "host"] {
+        let Some(v) = s.get(key) else { continue };
+        let h = v
+            .as_str()
+            .ok_or_else(|| invalid(format!("providers.{id}.{key}: {v} is not a string")))?;
+        check_host(h).map_err(|e| {
+            let why = e.0.strip_prefix("host: ").unwrap_or(&e.0).to_string();
+            invalid(format!("providers.{id}.{key}: {why}"))
+        })?;
         body.insert("host".into(), Value::String(h.into()));
     }
     for key in ["labels", "state", "load"] {
@@ -592,6 +599,36 @@ mod tests {
         ] {
             let e = check_fields(&body, "cdn_a").expect_err(&body.to_string()).0;
             assert!(e.contains(needle), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn config_hosts_are_checked_and_named() {
+        let info = |v: Value| crate::openmix::ProviderInfo {
+            settings: v.as_object().unwrap().clone(),
+            ..Default::default()
+        };
+        let p = from_config("a", &info(json!({"cname": "a.example.net"}))).unwrap();
+        assert_eq!(p.host.as_deref(), Some("a.example.net"));
+        let p = from_config(
+            "a",
+            &info(json!({"cname": "a.example.net", "host": "192.0.2.1"})),
+        )
+        .unwrap();
+        assert_eq!(p.host.as_deref(), Some("192.0.2.1"), "host wins");
+        for (v, needle) in [
+            (json!({"cname": "not a host!"}), "providers.a.cname: "),
+            (json!({"host": "bad_host!"}), "providers.a.host: "),
+            (json!({"host": 7}), "providers.a.host: 7 is not a string"),
+            (
+                json!({"host": "192.0.2.1", "cname": "x y"}),
+                "providers.a.cname",
+            ),
+        ] {
+            let e = from_config("a", &info(v.clone()))
+                .expect_err(&v.to_string())
+                .0;
+            assert!(e.contains(needle), "{v}: {e}");
         }
     }
 

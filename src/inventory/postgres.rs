@@ -1,7 +1,15 @@
 //! The inventory in PostgreSQL, sharing the stats store's database (and its schema).
+//!
+//! Every commit notifies [`CHANNEL`] with the new version, so the other
+//! nodes of the fleet reload at once rather than at their next poll.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use serde_json::Value;
 use sqlx::{PgPool, Postgres, Row, Transaction};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::model::{MAX_ROUTES, Route, route_id};
 use super::store::{
@@ -9,7 +17,22 @@ use super::store::{
     parse_body,
 };
 
-/// The inventory tables of a SQLite database.
+/// Everything the inventory holds, each table as a JSON list of rows.
+const LOAD: &str = "SELECT \
+    (SELECT version FROM inventory_version WHERE id = 1), \
+    (SELECT COALESCE(json_agg(json_build_array(id, body) ORDER BY id), '[]') \
+        FROM inventory_providers)::text, \
+    (SELECT COALESCE(json_agg(json_build_array(name, created_at) ORDER BY name), '[]') \
+        FROM inventory_endpoints)::text, \
+    (SELECT COALESCE(json_agg(json_build_array(endpoint, id, selector, weight, strategy, \
+        created_at) ORDER BY endpoint, id), '[]') FROM inventory_routes)::text, \
+    (SELECT COALESCE(json_agg(json_build_array(id, name, hash, created_at) ORDER BY id), '[]') \
+        FROM inventory_tokens)::text";
+
+/// The LISTEN/NOTIFY channel of inventory commits (detail: the version).
+pub const CHANNEL: &str = "switchyard_inventory";
+
+/// The inventory tables of a PostgreSQL database.
 #[derive(Debug, Clone)]
 pub struct PgInventory {
     pool: PgPool,
@@ -25,67 +48,54 @@ impl PgInventory {
 #[async_trait]
 impl InventoryStore for PgInventory {
     async fn load(&self) -> Result<Stored, LoadError> {
-        let mut tx = self.pool.begin().await?;
-        // One snapshot for every table below, not one per statement.
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            .execute(&mut *tx)
-            .await?;
-        let version: i64 = sqlx::query("SELECT version FROM inventory_version WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
+        // One statement: one snapshot of every table, and one round trip
+        // (a loaded node answers each round trip late; a change is live on
+        // the writer only once this read returns).
+        let row = sqlx::query(LOAD).fetch_one(&self.pool).await?;
+        let version: i64 = row.try_get(0)?;
+        let list = |i: usize| -> Result<Vec<Vec<Value>>, LoadError> {
+            let text: String = row.try_get(i)?;
+            serde_json::from_str(&text).map_err(|e| {
+                LoadError::Db(sqlx::Error::Decode(
+                    format!("inventory load, column {i}: {e}").into(),
+                ))
+            })
+        };
+        let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_string();
+        let f = |v: Option<&Value>| v.and_then(Value::as_f64).unwrap_or_default();
         let mut out = Stored {
             version,
             ..Stored::default()
         };
-        for row in sqlx::query("SELECT id, body FROM inventory_providers ORDER BY id")
-            .fetch_all(&mut *tx)
-            .await?
-        {
-            let id: String = row.try_get(0)?;
-            let body: String = row.try_get(1)?;
-            if let Some(m) = parse_body(&id, &body) {
+        for r in list(1)? {
+            let id = s(r.first());
+            if let Some(m) = parse_body(&id, r.get(1).and_then(Value::as_str).unwrap_or_default()) {
                 out.providers.push((id, m));
             }
         }
-        for row in sqlx::query("SELECT name, created_at FROM inventory_endpoints ORDER BY name")
-            .fetch_all(&mut *tx)
-            .await?
-        {
-            out.endpoints.push((row.try_get(0)?, row.try_get(1)?));
+        for r in list(2)? {
+            out.endpoints.push((s(r.first()), f(r.get(1))));
         }
-        for row in sqlx::query(
-            "SELECT endpoint, id, selector, weight, strategy, created_at FROM inventory_routes \
-             ORDER BY endpoint, id",
-        )
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            let weight: i64 = row.try_get(3)?;
+        for r in list(3)? {
             out.routes.push((
-                row.try_get(0)?,
+                s(r.first()),
                 Route {
-                    id: row.try_get(1)?,
-                    selector: row.try_get(2)?,
-                    weight: weight.max(0) as u64,
-                    strategy: row.try_get(4)?,
-                    created_at: row.try_get(5)?,
+                    id: s(r.get(1)),
+                    selector: s(r.get(2)),
+                    weight: r.get(3).and_then(Value::as_i64).unwrap_or_default().max(0) as u64,
+                    strategy: s(r.get(4)),
+                    created_at: f(r.get(5)),
                 },
             ));
         }
-        for row in
-            sqlx::query("SELECT id, name, hash, created_at FROM inventory_tokens ORDER BY id")
-                .fetch_all(&mut *tx)
-                .await?
-        {
+        for r in list(4)? {
             out.tokens.push(TokenRow {
-                id: row.try_get(0)?,
-                name: row.try_get(1)?,
-                hash: row.try_get(2)?,
-                created_at: row.try_get(3)?,
+                id: s(r.first()),
+                name: s(r.get(1)),
+                hash: s(r.get(2)),
+                created_at: f(r.get(3)),
             });
         }
-        tx.commit().await?;
         Ok(out)
     }
 
@@ -109,12 +119,18 @@ impl InventoryStore for PgInventory {
         .await?
         .try_get(0)?;
         let route_id = apply(&mut tx, change).await?;
+        crate::stats::notify::notify(&mut tx, CHANNEL, &version.to_string()).await?;
         tx.commit().await?;
         Ok(Committed { version, route_id })
     }
 
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    async fn listen(&self, wake: Arc<Notify>, stop: CancellationToken) {
+        crate::stats::notify::listen(self.pool.clone(), CHANNEL, stop, move |_| wake.notify_one())
+            .await;
     }
 }
 

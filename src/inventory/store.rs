@@ -7,8 +7,9 @@
 //! bumps the inventory version: that row lock serialises writers across a
 //! fleet, so two concurrent changes apply one after the other, each whole,
 //! and the reference checks (unknown route, unknown provider) inside the
-//! transaction see the state the change applies to. Nodes poll the
-//! version ([`InventoryStore::version`]) and reload when it moves.
+//! transaction see the state the change applies to. Nodes reload when the
+//! version ([`InventoryStore::version`]) moves: woken at once by the store
+//! ([`InventoryStore::listen`]), with a poll as the safety net.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,6 +17,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::model::Route;
 use crate::stats::StatsStore;
@@ -146,6 +149,13 @@ pub trait InventoryStore: Send + Sync {
     async fn commit(&self, change: &Change) -> Result<Committed, CommitError>;
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
+    /// Until `stop`, wakes `wake` when another node may have committed a
+    /// change (PostgreSQL: LISTEN/NOTIFY). The default never wakes: a
+    /// SQLite store has one node, and the version poll stays the record.
+    async fn listen(&self, wake: Arc<Notify>, stop: CancellationToken) {
+        let _ = wake;
+        stop.cancelled().await;
+    }
 }
 
 /// Lays `fields` over `base` (top-level keys replace).

@@ -167,6 +167,20 @@ impl FleetBuckets {
     }
 }
 
+/// The milliseconds covered, at `now` (unix ms), by the buckets of
+/// `bucket_secs` that a "last `secs` seconds" sum takes: those whose stop
+/// (a multiple of `bucket_secs`) is after `now − secs` in whole seconds,
+/// the current one included. They reach back to the start of the oldest,
+/// so the span is from `secs` to `secs + bucket_secs`; it is capped by
+/// `counting_ms`, how long counting has run (nothing before that was
+/// counted). At least 1 ms, so a rate can divide by it.
+pub fn recent_span_ms(now: i64, secs: i64, bucket_secs: i64, counting_ms: i64) -> i64 {
+    let since = now.div_euclid(1000) - secs;
+    let first_stop = (since.div_euclid(bucket_secs) + 1) * bucket_secs;
+    let start_ms = (first_stop - bucket_secs) * 1000;
+    (now - start_ms).min(counting_ms).max(1)
+}
+
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -314,6 +328,21 @@ mod tests {
         for ms in [0, 951_782_400_000, 4_102_444_799_999] {
             assert_eq!(parse_time(&json!(format_time(ms))), Some(ms));
         }
+    }
+
+    #[test]
+    fn recent_spans_cover_sixty_to_seventy_seconds() {
+        let day = 20_000 * 86_400_000_i64;
+        // On a bucket boundary: exactly the minute.
+        assert_eq!(recent_span_ms(day, 60, 10, i64::MAX), 60_000);
+        // 5.5 s into a bucket: the oldest one began 65.5 s ago.
+        assert_eq!(recent_span_ms(day + 5_500, 60, 10, i64::MAX), 65_500);
+        // Just before the next boundary: almost 70 s.
+        assert_eq!(recent_span_ms(day + 9_999, 60, 10, i64::MAX), 69_999);
+        assert_eq!(recent_span_ms(day + 10_000, 60, 10, i64::MAX), 60_000);
+        // A node counting for 12 s so far: 12 s.
+        assert_eq!(recent_span_ms(day + 5_500, 60, 10, 12_000), 12_000);
+        assert_eq!(recent_span_ms(day, 60, 10, 0), 1);
     }
 
     #[test]

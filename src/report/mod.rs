@@ -11,8 +11,10 @@
 //!   seam with [`sqlite`] and [`postgres`] beside it.
 //!
 //! Every interval each node registers itself and writes the bucket it
-//! counted, then reads the rows the fleet wrote since its last poll into
-//! memory ([`Reports`]); the API answers from memory only. A node with
+//! counted, then reads the rows the fleet wrote since its last poll (by
+//! id: ids grow in commit order and are never reused) into memory
+//! ([`Reports`]); the API answers from memory only. On PostgreSQL a write
+//! also wakes the fleet's other nodes to read it at once. A node with
 //! `push_url` posts the same payloads to another node instead.
 
 pub mod buckets;
@@ -27,6 +29,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use sha2::Digest;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use buckets::{Counts, FleetBuckets, HOUR_MS, StoredBucket, format_time, now_ms};
@@ -34,12 +37,10 @@ use store::{BucketReport, NodeRow, Registration, ReportError, ReportStore};
 
 use crate::server::State;
 
-/// How far back a poll looks past the previous one: rows are stamped with
-/// the writer's clock and PostgreSQL ids commit out of order, so each poll
-/// overlaps the last by this much and drops rows it already has by id.
-const POLL_OVERLAP_MS: i64 = 60_000;
 /// Nodes not seen for this long are pruned.
-const NODE_KEEP_MS: i64 = 2 * 86_400_000;
+pub const NODE_KEEP_MS: i64 = 2 * 86_400_000;
+/// Buckets are kept this long (the hour window).
+pub const BUCKET_KEEP_MS: i64 = HOUR_MS;
 
 /// The fleet as this node sees it: buckets and nodes read from the store.
 pub struct Reports {
@@ -48,13 +49,18 @@ pub struct Reports {
     /// Unix ms this process started.
     pub started: i64,
     view: Mutex<View>,
+    /// One refresh at a time: a slower one that read the store earlier
+    /// must not overwrite the node list of a newer one.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
 struct View {
     buckets: FleetBuckets,
     nodes: Vec<NodeRow>,
-    polled_at: Option<i64>,
+    /// The largest bucket id read from the store: the next poll reads the
+    /// rows after it.
+    last_id: i64,
 }
 
 impl Reports {
@@ -64,28 +70,36 @@ impl Reports {
             store,
             started: now_ms(),
             view: Mutex::new(View::default()),
+            refreshing: tokio::sync::Mutex::new(()),
         }
     }
 
     /// Reads the fleet's rows written since the last poll (and the node
     /// list) into memory.
     pub async fn refresh(&self, fleet: &str) -> Result<(), ReportError> {
+        let _one = self.refreshing.lock().await;
         let now = now_ms();
-        let since = self
-            .view
-            .lock()
-            .ok()
-            .and_then(|v| v.polled_at)
-            .map_or(now - HOUR_MS, |t| t - POLL_OVERLAP_MS);
-        let rows = self.store.buckets_since(fleet, since).await?;
+        let after = self.view.lock().map_or(0, |v| v.last_id);
+        let rows = self
+            .store
+            .buckets_after(fleet, after, now - BUCKET_KEEP_MS)
+            .await?;
         let nodes = self.store.nodes(fleet).await?;
         if let Ok(mut v) = self.view.lock() {
+            v.last_id = rows.iter().map(|b| b.id).max().unwrap_or(after);
             v.buckets.add(rows);
-            v.buckets.prune(now - HOUR_MS - POLL_OVERLAP_MS);
+            v.buckets.prune(now - BUCKET_KEEP_MS);
             v.nodes = nodes;
-            v.polled_at = Some(now);
         }
         Ok(())
+    }
+
+    /// Deletes the store's buckets older than an hour and nodes not seen
+    /// for two days, as of `now` (unix ms).
+    pub async fn prune(&self, now: i64) -> Result<(), ReportError> {
+        self.store
+            .prune(now - BUCKET_KEEP_MS, now - NODE_KEEP_MS)
+            .await
     }
 
     /// Runs `f` over the in-memory buckets.
@@ -97,6 +111,7 @@ impl Reports {
     }
 
     /// Adds buckets to the in-memory view directly (a push just stored).
+    /// The poll position stays: rows of lower ids may still be unread.
     pub fn add_local(&self, b: StoredBucket) {
         if let Ok(mut v) = self.view.lock() {
             v.buckets.add([b]);
@@ -277,40 +292,66 @@ fn config_hash(source: &str) -> String {
 const MERGE_EVERY: Duration = Duration::from_secs(1);
 /// Store pruning runs this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Refreshes woken by other nodes' writes run at most this often (a fleet
+/// of N nodes writes N buckets per interval).
+const WAKE_REFRESH_EVERY: Duration = Duration::from_secs(1);
 
-/// The background task: merges counters every second, reports and polls
-/// every interval, prunes every minute, and reports once more on stop.
+/// The background task: merges counters every second; with reporting on,
+/// also reports and polls every interval, reads the fleet's new buckets
+/// when the store says another node wrote one, prunes every minute, and
+/// reports once more when `stop` fires (the server fires it once DNS and
+/// HTTP have drained, so the last bucket holds every answered decision).
 pub async fn run(state: Arc<State>, stop: CancellationToken) {
-    if !state.config.load().reports.enabled {
-        return;
-    }
+    let enabled = state.config.load().reports.enabled;
     let client = crate::server::feed_client();
     let mut merge = tokio::time::interval(merge_every(state.config.load().reports.interval));
     merge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let wake = Arc::new(Notify::new());
+    let listening = stop.child_token();
+    let _stop_listening = listening.clone().drop_guard();
+    if enabled {
+        let store = state.reports.store.clone();
+        let fleet = state.config.load().reports.fleet.clone();
+        let wake = wake.clone();
+        tokio::spawn(async move { store.listen(fleet, wake, listening).await });
+    }
     let mut next_report = tokio::time::Instant::now();
     let mut next_prune = tokio::time::Instant::now();
+    let mut next_wake_refresh = tokio::time::Instant::now();
+    let mut woken = false;
     loop {
         tokio::select! {
             _ = stop.cancelled() => {
-                report_once(&state, &client).await;
+                if enabled {
+                    report_once(&state, &client).await;
+                }
                 return;
             }
             _ = merge.tick() => {}
+            _ = wake.notified() => woken = true,
         }
         state.counters.merge();
+        if !enabled {
+            continue;
+        }
         let now = tokio::time::Instant::now();
         if now >= next_report {
             report_once(&state, &client).await;
             next_report = now + state.config.load().reports.interval;
-        }
-        if now >= next_prune {
-            let t = now_ms();
+            woken = false;
+        } else if woken && now >= next_wake_refresh {
             if let Err(e) = state
                 .reports
-                .store
-                .prune(t - HOUR_MS, t - NODE_KEEP_MS)
+                .refresh(&state.config.load().reports.fleet)
                 .await
             {
+                tracing::warn!(error = %e, "reading the fleet's reports failed");
+            }
+            next_wake_refresh = now + WAKE_REFRESH_EVERY;
+            woken = false;
+        }
+        if now >= next_prune {
+            if let Err(e) = state.reports.prune(now_ms()).await {
                 tracing::warn!(error = %e, "pruning old reports failed");
             }
             next_prune = now + PRUNE_EVERY;

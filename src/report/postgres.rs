@@ -1,13 +1,24 @@
 //! The report tables in PostgreSQL, shared by every node of a fleet.
+//!
+//! Bucket ids come from `report_seq` (migration 0005) in commit order, and
+//! every insert notifies [`CHANNEL`] with its fleet, so the fleet's other
+//! nodes read it at once rather than at their next poll.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::{PgPool, Row};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::buckets::StoredBucket;
 use super::store::{
     BucketReport, NodeRow, Registration, ReportError, ReportStore, apps_json, parse_apps,
     parse_counts,
 };
+
+/// The LISTEN/NOTIFY channel of new buckets (payload detail: the fleet).
+pub const CHANNEL: &str = "switchyard_reports";
 
 /// The report tables of a PostgreSQL database.
 #[derive(Debug, Clone)]
@@ -56,19 +67,25 @@ impl ReportStore for PgReports {
 
     async fn insert_bucket(&self, b: &BucketReport, now: i64) -> Result<i64, ReportError> {
         let mut tx = self.pool.begin().await?;
-        let id: i64 = sqlx::query(
-            "INSERT INTO report_buckets (fleet, node, start_ms, stop_ms, received_at, counts) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        // Taken first: the row lock orders writers, so ids commit in order.
+        let id: i64 = sqlx::query_scalar(
+            "UPDATE report_seq SET last_id = last_id + 1 WHERE id = 1 RETURNING last_id",
         )
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO report_buckets (id, fleet, node, start_ms, stop_ms, received_at, counts) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id)
         .bind(&b.fleet)
         .bind(&b.node)
         .bind(b.start)
         .bind(b.stop)
         .bind(now)
         .bind(serde_json::to_string(&b.counts).unwrap_or_else(|_| "{}".into()))
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
+        .execute(&mut *tx)
+        .await?;
         // A node that pushes before it registers is still listed.
         sqlx::query(
             "INSERT INTO report_nodes (fleet, node, apps, started, interval_ms, snapshots, \
@@ -84,21 +101,24 @@ impl ReportStore for PgReports {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        crate::stats::notify::notify(&mut tx, CHANNEL, &b.fleet).await?;
         tx.commit().await?;
         Ok(id)
     }
 
-    async fn buckets_since(
+    async fn buckets_after(
         &self,
         fleet: &str,
-        since: i64,
+        after_id: i64,
+        stop_after: i64,
     ) -> Result<Vec<StoredBucket>, ReportError> {
         let rows = sqlx::query(
             "SELECT id, node, start_ms, stop_ms, counts FROM report_buckets \
-             WHERE fleet = $1 AND received_at > $2 ORDER BY id",
+             WHERE fleet = $1 AND id > $2 AND stop_ms > $3 ORDER BY id",
         )
         .bind(fleet)
-        .bind(since)
+        .bind(after_id)
+        .bind(stop_after)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
@@ -154,5 +174,14 @@ impl ReportStore for PgReports {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn listen(&self, fleet: String, wake: Arc<Notify>, stop: CancellationToken) {
+        crate::stats::notify::listen(self.pool.clone(), CHANNEL, stop, move |from| {
+            if from.is_none_or(|f| f == fleet) {
+                wake.notify_one();
+            }
+        })
+        .await;
     }
 }

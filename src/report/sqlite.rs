@@ -1,4 +1,8 @@
 //! The report tables in SQLite, sharing the stats store's database file.
+//!
+//! Bucket ids are AUTOINCREMENT (migration 0005), so a pruned row's id is
+//! never handed out again; SQLite has one writer at a time, so ids also
+//! grow in commit order.
 
 use async_trait::async_trait;
 use sqlx::{Row, SqlitePool};
@@ -88,17 +92,19 @@ impl ReportStore for SqliteReports {
         Ok(id)
     }
 
-    async fn buckets_since(
+    async fn buckets_after(
         &self,
         fleet: &str,
-        since: i64,
+        after_id: i64,
+        stop_after: i64,
     ) -> Result<Vec<StoredBucket>, ReportError> {
         let rows = sqlx::query(
             "SELECT id, node, start_ms, stop_ms, counts FROM report_buckets \
-             WHERE fleet = ? AND received_at > ? ORDER BY id",
+             WHERE fleet = ? AND id > ? AND stop_ms > ? ORDER BY id",
         )
         .bind(fleet)
-        .bind(since)
+        .bind(after_id)
+        .bind(stop_after)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()

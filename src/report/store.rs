@@ -1,13 +1,17 @@
 //! The reports' payloads, their validation, and the storage seam
 //! [`ReportStore`] with SQLite ([`super::sqlite`]) and PostgreSQL
 //! ([`super::postgres`]) beside it, in the stats store's database
-//! (tables from migration `0004_reports.sql`).
+//! (tables from migrations `0004_reports.sql` and `0005_report_ids.sql`).
 //!
 //! A payload is checked whole before anything is written, and each write
 //! is one transaction: a bad or half-sent payload stores nothing.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde_json::{Map, Value};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::buckets::{Counts, StoredBucket, parse_time};
 
@@ -99,17 +103,28 @@ pub trait ReportStore: Send + Sync {
     ) -> Result<(), ReportError>;
     /// Stores one bucket (and marks the node seen) in one transaction.
     async fn insert_bucket(&self, b: &BucketReport, now: i64) -> Result<i64, ReportError>;
-    /// The fleet's buckets received after `since` (unix ms).
-    async fn buckets_since(
+    /// The fleet's buckets with an id above `after_id` that stopped after
+    /// `stop_after` (unix ms), by id. Ids grow in commit order and are
+    /// never reused, so a reader that asks for the rows after the largest
+    /// id it has read misses none.
+    async fn buckets_after(
         &self,
         fleet: &str,
-        since: i64,
+        after_id: i64,
+        stop_after: i64,
     ) -> Result<Vec<StoredBucket>, ReportError>;
     /// Every node of the fleet.
     async fn nodes(&self, fleet: &str) -> Result<Vec<NodeRow>, ReportError>;
     /// Deletes buckets that stopped before `buckets_before` and nodes not
     /// seen since `nodes_before`.
     async fn prune(&self, buckets_before: i64, nodes_before: i64) -> Result<(), ReportError>;
+    /// Until `stop`, wakes `wake` when another node of `fleet` may have
+    /// written a bucket (PostgreSQL: LISTEN/NOTIFY). The default never
+    /// wakes: a SQLite store has one node, and polling stays the record.
+    async fn listen(&self, fleet: String, wake: Arc<Notify>, stop: CancellationToken) {
+        let _ = (fleet, wake);
+        stop.cancelled().await;
+    }
 }
 
 /// Apps as stored: a JSON list of `{name, version}`.

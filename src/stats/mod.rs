@@ -8,12 +8,15 @@
 //! - [`regions`]: the configured [`RegionSet`];
 //! - [`store`]: the [`StatsStore`] trait, with [`sqlite`] and [`postgres`]
 //!   beside it and [`open_store`] choosing between them;
-//! - [`api`]: the HTTP handlers, plain functions the server's router calls.
+//! - [`api`]: the HTTP handlers, plain functions the server's router calls;
+//! - [`notify`]: LISTEN/NOTIFY wake-ups between nodes sharing PostgreSQL
+//!   (the inventory and the reports use them).
 
 // Everything public here is the lead's and the probe refresher's API: keep it documented.
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod notify;
 pub mod postgres;
 pub mod regions;
 pub mod sqlite;

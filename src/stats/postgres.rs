@@ -54,6 +54,11 @@ fn migrator() -> Migrator {
             "reports",
             include_str!("../../migrations/postgres/0004_reports.sql"),
         ),
+        m(
+            5,
+            "report_ids",
+            include_str!("../../migrations/postgres/0005_report_ids.sql"),
+        ),
     ])
 }
 

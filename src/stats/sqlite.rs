@@ -55,6 +55,11 @@ fn migrator() -> Migrator {
             "reports",
             include_str!("../../migrations/sqlite/0004_reports.sql"),
         ),
+        m(
+            5,
+            "report_ids",
+            include_str!("../../migrations/sqlite/0005_report_ids.sql"),
+        ),
     ])
 }
 

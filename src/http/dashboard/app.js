@@ -43,7 +43,7 @@ function renderApps(apps, decisions) {
   }
   fill("apps", apps.map((a) => el("tr", { "data-app": a.name },
     el("td", {}, a.name),
-    el("td", { class: a.status === "ok" ? "good" : "bad" }, a.status),
+    el("td", { class: a.status === "ok" ? "good" : a.status === "elsewhere" ? "muted" : "bad" }, a.status),
     el("td", {}, a.version == null ? "" : a.version),
     el("td", { class: "num" }, sum((decisions.lastMinute || {})[a.name])),
     el("td", { class: "bad" }, a.last_error ? a.last_error.at + ": " + a.last_error.message : ""))));
