@@ -452,7 +452,9 @@ impl App<'_> {
                 before: injection(test).map(Arc::from),
                 after: self.fixture.setup.as_deref().map(Arc::from),
             }),
-            shared_data: false,
+            // As the server runs it: a proven-stateless app shares the
+            // snapshot's probe objects, frozen.
+            shared_data: crate::openmix::purity::analyse(&self.source).is_ok(),
         };
         let init_data = Arc::new(DataSnapshot {
             providers: self.config.providers.clone(),

@@ -22,6 +22,8 @@
 //! - [`supervisor`]: `serve`'s parent process that owns the sockets and restarts the server.
 //! - [`cli`]: the `switchyard` subcommands; [`apptest`]: `switchyard test`.
 
+#![warn(missing_docs)]
+
 pub mod apps;
 pub mod apptest;
 pub mod cli;

@@ -14,6 +14,7 @@ use hickory_proto::op::ResponseCode;
 use crate::apps::LoadedApp;
 use crate::report::buckets::Counts;
 use crate::report::counters::Tally;
+use crate::shard::Counter;
 use crate::steer::{Outcome, Steered};
 
 /// Key of a decision count: app, provider, reason.
@@ -42,7 +43,9 @@ pub struct Bucket {
 pub struct Counters {
     started: Instant,
     /// [udp, tcp] × rcode (0..=23, the rest folded into 23).
-    dns: [[AtomicU64; 24]; 2],
+    /// Bumped by every DNS thread for every reply: sharded.
+    dns: [[Counter; 24]; 2],
+    dns_panics: AtomicU64,
     tally: Tally,
     merged: Mutex<Merged>,
 }
@@ -61,7 +64,8 @@ impl Default for Counters {
     fn default() -> Self {
         Counters {
             started: Instant::now(),
-            dns: Default::default(),
+            dns: std::array::from_fn(|_| std::array::from_fn(|_| Counter::new())),
+            dns_panics: AtomicU64::new(0),
             tally: Tally::default(),
             merged: Mutex::new(Merged {
                 pending_start: crate::report::buckets::now_ms(),
@@ -85,29 +89,32 @@ fn or_none(s: String) -> String {
 }
 
 impl Counters {
+    /// Counts a query whose handling panicked (it got no reply).
+    pub fn dns_panic(&self) {
+        self.dns_panics.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Queries whose handling panicked.
+    pub fn dns_panics(&self) -> u64 {
+        self.dns_panics.load(Ordering::Relaxed)
+    }
+
     /// Counts one DNS response.
     pub fn dns_response(&self, tcp: bool, rcode: ResponseCode) {
         let p = usize::from(tcp);
         let code = (u16::from(rcode) as usize).min(23);
-        self.dns[p][code].fetch_add(1, Ordering::Relaxed);
+        self.dns[p][code].add(1);
     }
 
     /// Counts one decision and, when the app failed, the failure, on the
-    /// calling thread's own counters. With decision counting off
-    /// (`[reports] enabled = false`) failures and overruns are still
-    /// counted: they are health signals, not reports.
+    /// calling thread's own counters. Always, `[reports] enabled = false`
+    /// included: that only stops reporting to the store and the fleet, and
+    /// failures and overruns are health signals besides.
     pub fn decision(&self, app: &LoadedApp, s: &Steered) {
         let failure = match &s.outcome {
             Outcome::Fallback(e) | Outcome::Failed(e) => Some(e.kind()),
             _ => None,
         };
-        if !self.counting.load(Ordering::Relaxed) {
-            if let Some(kind) = failure {
-                self.tally
-                    .record_failure(&app.code.name, app.code.version, kind);
-            }
-            return;
-        }
         self.tally.record(
             &app.code.name,
             app.code.version,
@@ -181,7 +188,7 @@ impl Counters {
         let mut out = Vec::new();
         for (p, row) in self.dns.iter().enumerate() {
             for (code, n) in row.iter().enumerate() {
-                let n = n.load(Ordering::Relaxed);
+                let n = n.get();
                 if n > 0 {
                     let name = ResponseCode::from(0, code as u8).to_string();
                     out.push((if p == 0 { "udp" } else { "tcp" }, name, n));

@@ -85,7 +85,7 @@ pub fn steer(
         Ok(out) => {
             app.runaway.clear();
             if let (Some(memo), Some(reads)) = (&app.memo, out.reads) {
-                memo.store(data.version, reads, &out.decision);
+                memo.store(data, reads, &out.decision);
             }
             let ttl = out.decision.ttl.unwrap_or(default_ttl);
             let reason = out.decision.reason.clone().unwrap_or_default();

@@ -1131,7 +1131,14 @@ fn edns_payload_truncation_and_tcp() {
             raw.len()
         );
         assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{what}");
-        if !truncated {
+        if truncated {
+            // RFC 2181 §9: no partial RRset; RFC 6891 §7: the OPT record stays.
+            assert!(
+                r.answers.is_empty(),
+                "{what}: records in a truncated reply: {r}"
+            );
+            assert_eq!(r.edns.is_some(), q.edns.is_some(), "{what}: OPT kept: {r}");
+        } else {
             assert!(!r.answers.is_empty(), "{what}");
         }
         r
@@ -2321,9 +2328,11 @@ fn a_burst_of_mixed_queries_is_answered_in_full() {
         ("best-rtt.switchyard.test.", RecordType::A, |r| {
             r.metadata.response_code == ResponseCode::NoError && !r.answers.is_empty()
         }),
-        ("www.fusion-budget.switchyard.test.", RecordType::AAAA, |r| {
-            r.metadata.response_code == ResponseCode::NoError && !r.answers.is_empty()
-        }),
+        (
+            "www.fusion-budget.switchyard.test.",
+            RecordType::AAAA,
+            |r| r.metadata.response_code == ResponseCode::NoError && !r.answers.is_empty(),
+        ),
         ("nothing-here.switchyard.test.", RecordType::A, |r| {
             r.metadata.response_code == ResponseCode::NXDomain
         }),
@@ -2375,6 +2384,45 @@ fn a_burst_of_mixed_queries_is_answered_in_full() {
             assert_eq!(r.queries[0].name().to_ascii(), qname, "{r}");
             assert!(check(&r), "{qname}: {r}");
         }
+    }
+    still_serving(s.dns);
+    no_crash(&s);
+}
+
+/// RFC 3225 §3: the DO bit of the query's OPT record is copied into the
+/// reply's, on every path (a static record, an app's decision).
+#[test]
+fn the_do_bit_is_copied() {
+    let s = shipped();
+    for qname in ["static.switchyard.test.", "best-rtt.switchyard.test."] {
+        for dnssec_ok in [true, false] {
+            let mut q = edns_query(qname, RecordType::A, 1232);
+            q.edns.as_mut().unwrap().set_dnssec_ok(dnssec_ok);
+            let r = udp(s.dns, &q);
+            assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{r}");
+            assert!(!r.answers.is_empty(), "{r}");
+            assert_eq!(
+                r.edns.as_ref().map(|e| e.flags().dnssec_ok),
+                Some(dnssec_ok),
+                "{qname}: {r}"
+            );
+        }
+    }
+}
+
+/// A header claiming 65,535 questions, and nothing after it: FORMERR at
+/// once (the decoder would reserve room for all of them first), and the
+/// server keeps serving.
+#[test]
+fn a_header_claiming_many_questions_is_formerr() {
+    let s = shipped();
+    for count in [0u16, 2, 65_535] {
+        let mut b = raw_message(0x2200 + count % 256, RD, &[], 0, &[]);
+        b[4..6].copy_from_slice(&count.to_be_bytes());
+        let id = u16::from_be_bytes([b[0], b[1]]);
+        let raw = udp_raw(s.dns, &b, id, WAIT).expect("an answer");
+        let r = decode(&raw, "many questions");
+        assert_eq!(r.metadata.response_code, ResponseCode::FormErr, "{r}");
     }
     still_serving(s.dns);
     no_crash(&s);

@@ -94,9 +94,10 @@ impl Default for RecvBatch {
     }
 }
 
-/// Sends `replies[from..]` (destination, bytes) on the non-blocking socket
-/// `fd` in as few calls as the kernel allows; returns how many were sent
-/// before it would block (`WouldBlock` when none was).
+/// Sends `replies` (destination, bytes) on the non-blocking socket `fd` in
+/// as few calls as the kernel allows; returns how many were sent before it
+/// would block (`WouldBlock` when none was). A datagram the kernel refuses
+/// outright is skipped and counted as sent.
 pub fn send(fd: RawFd, replies: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
     let mut sent = 0;
     while sent < replies.len() {
@@ -130,17 +131,19 @@ pub fn send(fd: RawFd, replies: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
         };
         if n < 0 {
             let err = io::Error::last_os_error();
-            if sent > 0 && err.kind() == io::ErrorKind::WouldBlock {
-                return Ok(sent);
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock if sent > 0 => return Ok(sent),
+                io::ErrorKind::WouldBlock => return Err(err),
+                _ => {
+                    // A datagram the kernel refuses (an unreachable
+                    // destination, say) must not hold back the rest: it is
+                    // skipped, and counts as sent.
+                    tracing::debug!(error = %err, dest = %chunk[0].0, "cannot send a DNS reply");
+                    sent += 1;
+                    continue;
+                }
             }
-            if err.kind() == io::ErrorKind::WouldBlock {
-                return Err(err);
-            }
-            // A datagram the kernel refuses (an unreachable destination,
-            // say) must not hold back the rest: skip it.
-            tracing::debug!(error = %err, dest = %chunk[0].0, "cannot send a DNS reply");
-            sent += 1;
-            continue;
         }
         sent += n as usize;
     }
@@ -163,7 +166,7 @@ fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
             Some(SocketAddr::V6(SocketAddrV6::new(
                 Ipv6Addr::from(a.sin6_addr.s6_addr),
                 u16::from_be(a.sin6_port),
-                u32::from_be(a.sin6_flowinfo),
+                a.sin6_flowinfo,
                 a.sin6_scope_id,
             )))
         }
@@ -191,7 +194,7 @@ fn to_storage(addr: &SocketAddr, s: &mut libc::sockaddr_storage) -> libc::sockle
                 unsafe { &mut *(s as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
             out.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             out.sin6_port = a.port().to_be();
-            out.sin6_flowinfo = a.flowinfo().to_be();
+            out.sin6_flowinfo = a.flowinfo();
             out.sin6_addr = libc::in6_addr {
                 s6_addr: a.ip().octets(),
             };

@@ -245,6 +245,13 @@ impl DnsHandler {
         if header.metadata.message_type == MessageType::Response {
             return Handled::Drop;
         }
+        // A query has exactly one question; checked before decoding, since
+        // the decoder reserves room for as many as the header claims.
+        if header.counts.queries != 1 {
+            let reply = Reply::to(&header.metadata, Vec::new(), None, transport);
+            self.emit(reply, ResponseCode::FormErr, None, &[], None, out);
+            return Handled::Reply;
+        }
         let message = match Message::read(&mut BinDecoder::new(packet)) {
             Ok(m) => m,
             Err(e) => {
@@ -260,6 +267,8 @@ impl DnsHandler {
             let mut e = Edns::new();
             e.set_max_payload(req.max_payload().clamp(512, self.max_payload));
             e.set_version(0);
+            // RFC 3225 §3: the DO bit is copied into the response.
+            e.set_dnssec_ok(req.flags().dnssec_ok);
             e
         });
         let Message {
@@ -275,11 +284,6 @@ impl DnsHandler {
         }
         if edns.as_ref().is_some_and(|e| e.version() > 0) {
             self.emit(reply, ResponseCode::BADVERS, None, &[], None, out);
-            return Handled::Reply;
-        }
-        // A query has exactly one question.
-        if reply.queries.len() != 1 {
-            self.emit(reply, ResponseCode::FormErr, None, &[], None, out);
             return Handled::Reply;
         }
         let question = &reply.queries[0];
@@ -414,6 +418,7 @@ impl DnsHandler {
         if let (false, Some(question)) = (steered.decision.empty, how.question) {
             let opt = reply.edns.as_ref().map(|e| wire::Opt {
                 payload: e.max_payload(),
+                dnssec_ok: e.flags().dnssec_ok,
                 ecs: reply.ecs.map(|cs| (cs, scope)),
             });
             let limit = match reply.transport {
@@ -496,6 +501,28 @@ impl DnsHandler {
             &mut encoder,
         );
         match emitted {
+            Ok(header) if header.metadata.truncation => {
+                // Truncated over UDP: the records that fitted are of no use
+                // (the client retries over TCP; RFC 2181 §9 says not to
+                // cache them), but the OPT record must be there (RFC 6891
+                // §7), and it is emitted last, so it may be what was cut.
+                // Header, question and OPT only.
+                out.clear();
+                let mut encoder = BinEncoder::new(out);
+                let mut metadata = metadata;
+                metadata.truncation = true;
+                let _ = emit_message_parts(
+                    &metadata,
+                    &mut reply.queries.iter(),
+                    &mut std::iter::empty::<&Record>(),
+                    &mut std::iter::empty::<&Record>(),
+                    &mut std::iter::empty::<&Record>(),
+                    reply.edns.as_ref(),
+                    None,
+                    &mut encoder,
+                );
+                self.counters.dns_response(tcp, rcode);
+            }
             Ok(_) => self.counters.dns_response(tcp, rcode),
             Err(e) => {
                 // As hickory-server does: a bare SERVFAIL header.

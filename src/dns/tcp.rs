@@ -1,9 +1,11 @@
 //! The TCP transport (RFC 7766): each connection carries two-byte
 //! length-prefixed messages, answered in order; a connection idle for
-//! [`IDLE`] or one that stalls mid-message is closed.
+//! [`IDLE`] (or [`BUSY_IDLE`] once half the connection slots are taken:
+//! RFC 7766 §6.2.3) or one that stalls mid-message is closed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,6 +19,10 @@ use super::{DnsHandler, Handled, Transport};
 /// one or to take a reply.
 pub const IDLE: Duration = Duration::from_secs(5);
 
+/// The idle timeout while more than half of [`MAX_CONNECTIONS`] are open,
+/// so that clients keeping connections open cannot take every slot.
+pub const BUSY_IDLE: Duration = Duration::from_millis(500);
+
 /// Most connections served at once per listener; more wait in the
 /// kernel's accept queue.
 const MAX_CONNECTIONS: usize = 1024;
@@ -25,6 +31,7 @@ const MAX_CONNECTIONS: usize = 1024;
 /// then closed after the message they are on.
 pub async fn serve(listener: TcpListener, handler: Arc<DnsHandler>, shutdown: CancellationToken) {
     let mut connections = JoinSet::new();
+    let open = Arc::new(AtomicUsize::new(0));
     loop {
         while connections.try_join_next().is_some() {}
         if connections.len() >= MAX_CONNECTIONS {
@@ -39,7 +46,14 @@ pub async fn serve(listener: TcpListener, handler: Arc<DnsHandler>, shutdown: Ca
         };
         match accepted {
             Ok((stream, src)) => {
-                connections.spawn(connection(stream, src, handler.clone(), shutdown.clone()));
+                open.fetch_add(1, Ordering::Relaxed);
+                let open = open.clone();
+                let handler = handler.clone();
+                let shutdown = shutdown.clone();
+                connections.spawn(async move {
+                    connection(stream, src, handler, shutdown, &open).await;
+                    open.fetch_sub(1, Ordering::Relaxed);
+                });
             }
             Err(e) => {
                 // Out of file descriptors, or a connection reset before it
@@ -62,6 +76,7 @@ async fn connection(
     src: SocketAddr,
     handler: Arc<DnsHandler>,
     shutdown: CancellationToken,
+    open: &AtomicUsize,
 ) {
     let _ = stream.set_nodelay(true);
     let mut len = [0u8; 2];
@@ -69,9 +84,14 @@ async fn connection(
     let mut out = Vec::with_capacity(512);
     let mut frame = Vec::with_capacity(514);
     loop {
+        let idle = if open.load(Ordering::Relaxed) > MAX_CONNECTIONS / 2 {
+            BUSY_IDLE
+        } else {
+            IDLE
+        };
         let read = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = tokio::time::timeout(IDLE, stream.read_exact(&mut len)) => r,
+            r = tokio::time::timeout(idle, stream.read_exact(&mut len)) => r,
         };
         if !matches!(read, Ok(Ok(_))) {
             return;

@@ -38,11 +38,12 @@ pub async fn serve(socket: UdpSocket, handler: Arc<DnsHandler>, shutdown: Cancel
         let n = match socket.try_io(Interest::READABLE, || batch.recv(fd)) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 // ICMP errors for earlier replies surface here; the socket
-                // itself is fine.
+                // itself is fine. Yield, so an error that repeats cannot
+                // keep the thread's other tasks from running.
                 tracing::debug!(error = %e, "DNS UDP receive error");
+                tokio::task::yield_now().await;
                 continue;
             }
         };
@@ -56,10 +57,15 @@ pub async fn serve(socket: UdpSocket, handler: Arc<DnsHandler>, shutdown: Cancel
                 continue;
             }
             let out = &mut replies[dests.len()];
-            match handler.handle(packet, src, Transport::Udp, out) {
-                Handled::Reply => dests.push(src),
-                Handled::Drop => {}
-                Handled::Pending(pending) => {
+            // A bug must cost one query, not the socket: this loop is the
+            // only reader of its share of the traffic.
+            let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                handler.handle(packet, src, Transport::Udp, out)
+            }));
+            match handled {
+                Ok(Handled::Reply) => dests.push(src),
+                Ok(Handled::Drop) => {}
+                Ok(Handled::Pending(pending)) => {
                     let handler = handler.clone();
                     let socket = socket.clone();
                     tokio::spawn(async move {
@@ -70,14 +76,22 @@ pub async fn serve(socket: UdpSocket, handler: Arc<DnsHandler>, shutdown: Cancel
                         }
                     });
                 }
+                Err(_) => {
+                    handler.counters.dns_panic();
+                    tracing::error!(%src, "answering a DNS query panicked; it gets no reply");
+                }
             }
         }
-        send_all(&socket, &dests, &replies).await;
-        if n == BATCH {
-            // More may be queued: let the decision tasks and TCP on this
-            // thread run before the next batch.
-            tokio::task::yield_now().await;
+        let sending = send_all(&socket, &dests, &replies);
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            _ = sending => {}
         }
+        // Let the thread's other tasks run (decisions waiting for a worker,
+        // TCP, the heartbeat) before the next batch: readiness alone would
+        // never hand the thread over while queries keep coming.
+        tokio::task::yield_now().await;
     }
 }
 
@@ -85,11 +99,11 @@ pub async fn serve(socket: UdpSocket, handler: Arc<DnsHandler>, shutdown: Cancel
 /// buffer when the kernel has none.
 async fn send_all(socket: &UdpSocket, dests: &[SocketAddr], replies: &[Vec<u8>]) {
     let fd = socket.as_raw_fd();
-    let all: Vec<(SocketAddr, &[u8])> = dests
-        .iter()
-        .zip(replies)
-        .map(|(d, r)| (*d, r.as_slice()))
-        .collect();
+    let mut all: [(SocketAddr, &[u8]); BATCH] = [(UNSPECIFIED, &[]); BATCH];
+    for (slot, (d, r)) in all.iter_mut().zip(dests.iter().zip(replies)) {
+        *slot = (*d, r.as_slice());
+    }
+    let all = &all[..dests.len()];
     let mut sent = 0;
     while sent < all.len() {
         match socket.try_io(Interest::WRITABLE, || mmsg::send(fd, &all[sent..])) {
@@ -106,6 +120,11 @@ async fn send_all(socket: &UdpSocket, dests: &[SocketAddr], replies: &[Vec<u8>])
         }
     }
 }
+
+const UNSPECIFIED: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::UNSPECIFIED,
+    0,
+));
 
 /// Whether a reply to `src` can be sent at all: not to port 0, nor to an
 /// unspecified or broadcast address (as hickory-server checks).

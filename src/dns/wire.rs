@@ -24,6 +24,8 @@ use crate::openmix::Answer;
 pub struct Opt {
     /// UDP payload size advertised.
     pub payload: u16,
+    /// The DNSSEC OK bit, copied from the query (RFC 3225 §3).
+    pub dnssec_ok: bool,
     /// The query's client subnet and the reply's scope prefix.
     pub ecs: Option<(ClientSubnet, u8)>,
 }
@@ -172,7 +174,8 @@ fn push_opt(out: &mut Vec<u8>, opt: Opt) {
     out.push(0);
     out.extend_from_slice(&u16::from(RecordType::OPT).to_be_bytes());
     out.extend_from_slice(&opt.payload.to_be_bytes());
-    out.extend_from_slice(&[0, 0, 0, 0]);
+    // TTL: extended rcode 0, version 0, then the flags (DO is the top bit).
+    out.extend_from_slice(&[0, 0, if opt.dnssec_ok { 0x80 } else { 0 }, 0]);
     let Some((cs, scope)) = opt.ecs else {
         out.extend_from_slice(&[0, 0]);
         return;
@@ -270,6 +273,7 @@ mod tests {
             let cs = ClientSubnet::new(addr.parse().unwrap(), source, 0);
             let opt = Opt {
                 payload: 1232,
+                dnssec_ok: true,
                 ecs: Some((cs, scope)),
             };
             let m = reply(&q, &answers, RecordType::A, Some(opt));
@@ -277,6 +281,7 @@ mod tests {
             assert_eq!(got, ["192.0.2.1", "192.0.2.2"]);
             let edns: &Edns = m.edns.as_ref().unwrap();
             assert_eq!(edns.max_payload(), 1232);
+            assert!(edns.flags().dnssec_ok);
             match edns.option(EdnsCode::Subnet) {
                 Some(EdnsOption::Subnet(echo)) => {
                     assert_eq!(echo.addr(), cs.addr());

@@ -40,8 +40,9 @@ struct Generation {
 /// source prefix, whatever that is) both go through it; nothing caps the ECS prefix before.
 pub struct Geo {
     current: ArcSwap<Generation>,
-    /// Bumped by every [`Geo::replace`], so caches in front of this one
-    /// know when their answers went stale.
+    /// Which database set is in service: a new number (unique in the
+    /// process, over every `Geo`) for every [`Geo::replace`], so caches in
+    /// front of this one know when their answers went stale.
     generation: AtomicU64,
     capacity: u64,
     hits: Counter,
@@ -70,7 +71,7 @@ impl Geo {
     pub fn with_cache_capacity(db: GeoDb, capacity: u64) -> Geo {
         Geo {
             current: ArcSwap::from_pointee(Generation::new(db, capacity)),
-            generation: AtomicU64::new(1),
+            generation: AtomicU64::new(next_generation()),
             capacity,
             hits: Counter::new(),
             misses: Counter::new(),
@@ -115,7 +116,7 @@ impl Geo {
     pub fn replace(&self, db: GeoDb) {
         self.current
             .store(Arc::new(Generation::new(db, self.capacity)));
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.generation.store(next_generation(), Ordering::Release);
         tracing::info!("geo databases reloaded");
     }
 
@@ -133,6 +134,12 @@ impl Geo {
     pub fn status(&self) -> GeoStatus {
         self.current.load().db.status()
     }
+}
+
+/// A generation number no database set of any `Geo` has had.
+fn next_generation() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Length of the masked cache key: answers from networks this large or larger are shared by

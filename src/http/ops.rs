@@ -328,6 +328,7 @@ fn vars(state: &State) -> serde_json::Value {
     serde_json::json!({
         "uptime_seconds": c.uptime_secs(),
         "queries": queries,
+        "dns_panics": c.dns_panics(),
         "decisions": decisions,
         "fallbacks": fallbacks,
         "js_errors": js_errors,

@@ -27,7 +27,7 @@ use super::data::{DataSnapshot, distance_km};
 use super::decision::{
     Answer, Decision, MAX_ADDRESS_RECORDS, ProviderHost, check_hostname, classify_host,
 };
-use super::memo::{ReadKey, ReadLog, ReadValue, ValueRef, rows_value};
+use super::memo::{ReadKey, ReadLog, ReadValue, ValueRef, declared_id, rows_value};
 use super::request::Request;
 
 /// What `init(config)` declared.
@@ -94,10 +94,25 @@ pub struct CallState {
 /// a fresh outer object, which such an app may change.
 #[derive(Default)]
 pub struct ProbeCache {
-    /// Snapshot version the objects were built from.
-    version: u64,
+    /// Snapshot (version and address) the objects were built from.
+    snapshot: (u64, usize),
     /// (probe name, table identity) → (alias, inner object), in row order.
     tables: hashbrown::HashMap<(Box<str>, usize), SharedRows>,
+}
+
+/// Tables one instance keeps shared objects for before it starts over (an
+/// app may name probes from request data).
+const PROBE_CACHE_TABLES: usize = 64;
+
+/// A [`ProbeCache`] key, borrowed: looked up without allocating. Hashes
+/// as the owned tuple does (its fields in order).
+#[derive(Hash)]
+struct TableKey<'a>(&'a str, usize);
+
+impl hashbrown::Equivalent<(Box<str>, usize)> for TableKey<'_> {
+    fn equivalent(&self, key: &(Box<str>, usize)) -> bool {
+        *key.0 == *self.0 && key.1 == self.1
+    }
 }
 
 /// One probe table's rows as shared JS objects: alias and inner object.
@@ -402,9 +417,9 @@ pub fn each_probe_row(
 }
 
 /// What the memo compares for `getProbe(name)`: the identity of the
-/// snapshot's table the rows come from (the padding with declared
-/// providers is the same for every call of one app version), or, for
-/// `proximity_dist`, the rows computed for this client.
+/// snapshot's table the rows come from and of the declared providers they
+/// are padded with, or, for `proximity_dist`, the rows computed for this
+/// client.
 pub fn probe_read(
     name: &str,
     request: &Request,
@@ -415,24 +430,33 @@ pub fn probe_read(
     if name == "proximity_dist" {
         return rows_value(&probe_rows_for(name, request, data, declared, proximity));
     }
-    ReadValue::Table(
-        data.probe_rows(name, &request.client)
-            .map_or(0, |rows| rows as *const Vec<(String, Option<f64>)> as usize),
-    )
+    ReadValue::Table(data_table(name, request, data), declared_id(declared))
 }
 
 fn get_probe(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsValue> {
     let name = string_arg(args, 0, "getProbe", "probe_name")?;
     let fixture = CALL.with_borrow(|c| {
-        c.as_ref()
-            .and_then(|s| s.fixture.as_ref())
-            .map(|fx| fx.probes.get(&name).cloned())
+        c.as_ref().and_then(|s| {
+            let fx = s.fixture.as_ref()?;
+            Some((fx.probes.get(&name).cloned(), s.probes.is_some()))
+        })
     });
-    if let Some(v) = fixture {
-        return match v {
-            Some(v) => super::fixture_value(&v, ctx),
-            None => Ok(JsValue::undefined()),
+    if let Some((v, shared)) = fixture {
+        let Some(v) = v else {
+            return Ok(JsValue::undefined());
         };
+        let value = super::fixture_value(&v, ctx)?;
+        // As the server would hand it to an app that shares the snapshot's
+        // objects: the inner objects frozen, so `switchyard test` shows a
+        // write to them as the server would.
+        if shared && let Some(outer) = value.as_object() {
+            for key in outer.own_property_keys(ctx)? {
+                if let Some(inner) = outer.get(key, ctx)?.as_object() {
+                    inner.set_integrity_level(boa_engine::object::IntegrityLevel::Frozen, ctx)?;
+                }
+            }
+        }
+        return Ok(value);
     }
     // Building the objects runs no app code, so the slot may stay borrowed
     // meanwhile (and the snapshot's rows need no copy).
@@ -454,10 +478,14 @@ fn get_probe(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsVal
             );
             r.reads.push((ReadKey::Probe(name.as_str().into()), value));
         }
+        let table = data_table(&name, &state.request, &state.data);
+        if table == 0 && name != "proximity_dist" {
+            // No such table: no rows, and so no padding either.
+            return Ok(out.into());
+        }
         if name != "proximity_dist"
             && let Some(mut cache) = state.probes.take()
         {
-            let table = data_table(&name, &state.request, &state.data);
             let filled = cache.rows(&name, table, state, ctx).map(|rows| {
                 for (alias, inner) in rows {
                     out.insert_property(alias.clone(), data_property(inner.clone()));
@@ -503,12 +531,15 @@ impl ProbeCache {
         state: &CallState,
         ctx: &mut Context,
     ) -> JsResult<&[(JsString, JsObject)]> {
-        if self.version != state.data.version {
+        let snapshot = (
+            state.data.version,
+            &*state.data as *const DataSnapshot as usize,
+        );
+        if self.snapshot != snapshot || self.tables.len() >= PROBE_CACHE_TABLES {
             self.tables.clear();
-            self.version = state.data.version;
+            self.snapshot = snapshot;
         }
-        let key = (Box::<str>::from(name), table);
-        if !self.tables.contains_key(&key) {
+        if !self.tables.contains_key(&TableKey(name, table)) {
             let prop = JsString::from(name);
             let mut rows = Vec::new();
             let mut built = Ok(());
@@ -532,9 +563,12 @@ impl ProbeCache {
                 },
             );
             built?;
-            self.tables.insert(key.clone(), rows);
+            self.tables.insert((name.into(), table), rows);
         }
-        Ok(self.tables.get(&key).map_or(&[], Vec::as_slice))
+        Ok(self
+            .tables
+            .get(&TableKey(name, table))
+            .map_or(&[], Vec::as_slice))
     }
 }
 

@@ -61,11 +61,13 @@ pub enum ReadValue {
     /// Probe rows computed for this request (`proximity_dist`): alias and
     /// value bits (`None`: no value).
     Rows(Vec<(String, Option<u64>)>),
-    /// A probe table of the data snapshot, by its address (0: none). Within
-    /// one snapshot (and a memo holds one snapshot version at a time) the
-    /// same table always gives the same rows, so comparing identities is
-    /// exact, and a lookup needs no copy of the rows.
-    Table(usize),
+    /// A probe table of the data snapshot, by its address (0: none), and
+    /// the providers the app declared (their identity: see [`declared_id`]),
+    /// with which the rows are padded. Within one snapshot (and a memo holds
+    /// one snapshot at a time) the same table padded the same way always
+    /// gives the same rows, so comparing identities is exact, and a lookup
+    /// needs no copy of the rows.
+    Table(usize, u64),
     /// A header or query value, or its absence.
     Opt(Option<String>),
 }
@@ -83,7 +85,7 @@ pub enum ValueRef<'a> {
     /// See [`ReadValue::Rows`].
     Rows(&'a [(String, Option<u64>)]),
     /// See [`ReadValue::Table`].
-    Table(usize),
+    Table(usize, u64),
     /// See [`ReadValue::Opt`].
     Opt(Option<&'a str>),
 }
@@ -97,7 +99,7 @@ impl ReadValue {
             ReadValue::Num(n) => ValueRef::Num(*n),
             ReadValue::Ip(a) => ValueRef::Ip(*a),
             ReadValue::Rows(r) => ValueRef::Rows(r),
-            ReadValue::Table(t) => ValueRef::Table(*t),
+            ReadValue::Table(t, d) => ValueRef::Table(*t, *d),
             ReadValue::Opt(o) => ValueRef::Opt(o.as_deref()),
         }
     }
@@ -111,7 +113,7 @@ impl ValueRef<'_> {
             ValueRef::Num(n) => ReadValue::Num(n),
             ValueRef::Ip(a) => ReadValue::Ip(a),
             ValueRef::Rows(r) => ReadValue::Rows(r.to_vec()),
-            ValueRef::Table(t) => ReadValue::Table(t),
+            ValueRef::Table(t, d) => ReadValue::Table(t, d),
             ValueRef::Opt(o) => ReadValue::Opt(o.map(str::to_string)),
         }
     }
@@ -180,6 +182,20 @@ impl View<'_> {
     }
 }
 
+/// The identity of a list of declared providers (FNV-1a of the names and
+/// their separators): instances of one app version built at different
+/// times may have declared different lists (an `init` that declares what
+/// `config.getProviders()` lists), and `getProbe` pads its rows with them.
+pub fn declared_id(declared: &[String]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for name in declared {
+        for b in name.bytes().chain(std::iter::once(0xff)) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
 /// Probe rows as a comparable value.
 pub fn rows_value(rows: &[(String, Option<f64>)]) -> ReadValue {
     ReadValue::Rows(
@@ -187,6 +203,10 @@ pub fn rows_value(rows: &[(String, Option<f64>)]) -> ReadValue {
             .map(|(a, v)| (a.clone(), v.map(f64::to_bits)))
             .collect(),
     )
+}
+
+fn addr_of(data: &DataSnapshot) -> usize {
+    data as *const DataSnapshot as usize
 }
 
 enum Node {
@@ -200,6 +220,9 @@ enum Node {
 
 struct Tree {
     data_version: u64,
+    /// Address of the snapshot the decisions were made with: a version
+    /// names one snapshot in the server, but nothing else enforces it.
+    data_addr: usize,
     root: Node,
     entries: usize,
 }
@@ -262,6 +285,7 @@ impl Memo {
         Memo {
             tree: RwLock::new(Tree {
                 data_version: 0,
+                data_addr: 0,
                 root: Node::Empty,
                 entries: 0,
             }),
@@ -291,7 +315,7 @@ impl Memo {
 
     fn find(&self, view: &View<'_>) -> Option<Arc<Decision>> {
         let tree = self.tree.read().ok()?;
-        if tree.data_version != view.data.version {
+        if tree.data_version != view.data.version || tree.data_addr != addr_of(view.data) {
             return None;
         }
         let mut node = &tree.root;
@@ -304,8 +328,9 @@ impl Memo {
         }
     }
 
-    /// Stores `decision`, made with `data_version` after reading `log`.
-    pub fn store(&self, data_version: u64, log: ReadLog, decision: &Decision) {
+    /// Stores `decision`, made with `data` after reading `log`.
+    pub fn store(&self, data: &DataSnapshot, log: ReadLog, decision: &Decision) {
+        let data_version = data.version;
         if self.disabled.load(Ordering::Relaxed) {
             return;
         }
@@ -316,11 +341,12 @@ impl Memo {
         let Ok(mut tree) = self.tree.write() else {
             return;
         };
-        if tree.data_version != data_version {
+        if tree.data_version != data_version || tree.data_addr != addr_of(data) {
             if data_version < tree.data_version {
                 return;
             }
             tree.data_version = data_version;
+            tree.data_addr = addr_of(data);
             tree.root = Node::Empty;
             tree.entries = 0;
         }

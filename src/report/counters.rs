@@ -77,12 +77,6 @@ impl Tally {
         self.count(app, version, Some((provider, reason)), failure);
     }
 
-    /// Counts one app failure of `kind` on the calling thread, without its
-    /// decision (decision counting is off, failures are always counted).
-    pub fn record_failure(&self, app: &str, version: u64, kind: &'static str) {
-        self.count(app, version, None, Some(kind));
-    }
-
     fn count(
         &self,
         app: &str,
