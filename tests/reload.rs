@@ -661,7 +661,7 @@ fn sighup_while_the_serving_process_starts_does_not_kill_it() {
     }
     stop.store(true, Ordering::Relaxed);
     let sent = hups.join().unwrap();
-    let deaths = log_count(&server, "serving process died");
+    let deaths = log_count(&server, "serving process died; restarting it");
     eprintln!("{sent} SIGHUPs sent; serving process died {deaths} time(s)");
     assert_eq!(
         deaths,
