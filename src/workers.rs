@@ -28,7 +28,7 @@
 //! replaces the thread, whose engine state cannot be trusted any more.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -149,6 +149,10 @@ pub struct Workers {
     retired_by_app: Mutex<std::collections::BTreeMap<String, u64>>,
     /// When recent retirements happened (the cap counts the last minute).
     recent_retirements: Mutex<std::collections::VecDeque<Instant>>,
+    /// The slot (plus one) of the worker building reloaded apps now, 0
+    /// when none: one worker at a time builds them, so an app with a slow
+    /// top level stalls one worker while the others keep answering.
+    warming: AtomicUsize,
     epoch: Instant,
 }
 
@@ -177,6 +181,7 @@ impl Workers {
             workers: Mutex::new(Vec::new()),
             retired_by_app: Mutex::new(std::collections::BTreeMap::new()),
             recent_retirements: Mutex::new(std::collections::VecDeque::new()),
+            warming: AtomicUsize::new(0),
             epoch: Instant::now(),
         });
         for _ in 0..n.max(1) {
@@ -283,17 +288,31 @@ impl Workers {
             }
             if let Some(apps) = &self.apps {
                 let reloads = apps.reload_count();
-                if reloads != seen_reloads {
+                // At start every worker builds every app at once (nothing
+                // is being answered yet); after that one worker at a time.
+                let starting = seen_reloads == 0;
+                if reloads != seen_reloads && (starting || self.take_warming(slot)) {
                     seen_reloads = reloads;
                     runtime::retain_apps(&|name| apps.get(name).is_some());
                     let data = apps.data();
+                    let mut healthy = true;
                     for app in apps.snapshot().apps.values() {
                         if !self.warm(me, slot, app, &data) {
-                            return;
+                            healthy = false;
+                            break;
                         }
                         if me.retired.load(Ordering::Acquire) {
                             break;
                         }
+                    }
+                    let _ = self.warming.compare_exchange(
+                        slot + 1,
+                        0,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                    if !healthy {
+                        return;
                     }
                     continue;
                 }
@@ -356,6 +375,31 @@ impl Workers {
             }
         }
         runtime::clear();
+    }
+
+    /// Whether the worker in `slot` may build reloaded apps now: no other
+    /// worker is building them, or the one that was has been retired (a
+    /// stuck thread never gives the turn back).
+    fn take_warming(&self, slot: usize) -> bool {
+        let me = slot + 1;
+        match self
+            .warming
+            .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(holder) if holder == me => true,
+            Err(holder) => {
+                let abandoned = self.workers.lock().is_ok_and(|w| {
+                    !w.iter()
+                        .any(|x| x.slot + 1 == holder && !x.retired.load(Ordering::Acquire))
+                });
+                abandoned
+                    && self
+                        .warming
+                        .compare_exchange(holder, me, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+            }
+        }
     }
 
     /// One decision on this worker: builds `app`'s instance if this thread

@@ -1524,6 +1524,54 @@ fn a_fresh_worker_is_not_retired_for_building_an_app() {
     );
 }
 
+/// A reloaded app whose top level takes a while (150 ms, within its load
+/// budget) is built by one worker at a time, so the other workers keep
+/// answering every other app meanwhile. (Found as a flake: every worker built it at
+/// once, and every app's queries waited for the slowest top level, 217 ms
+/// once on two busy cores.)
+#[test]
+fn a_slow_reload_stalls_one_worker_not_all() {
+    let _one = serial();
+    let slow = |addr: &str| {
+        format!(
+            "var TABLE = [];\nvar t0 = Date.now();\nwhile (Date.now() - t0 < 150) {{ TABLE.push(TABLE.length % 250); if (TABLE.length > 1000) {{ TABLE = []; }} }}\n{}",
+            answering(addr)
+        )
+    };
+    let mut apps = good_files();
+    apps.push(("slow.js".into(), slow("192.0.2.2")));
+    let r = Running::start(apps);
+    until_answer(r.dns(), &qname("good"), GOOD, Duration::from_secs(5));
+    let stream = GoodStream::start(r.dns());
+    std::thread::sleep(Duration::from_millis(300));
+    for round in 3..6 {
+        let addr = format!("192.0.2.{round}");
+        let loaded = |log: &[String]| {
+            log.iter()
+                .filter(|l| l.contains("app loaded") && about(l, "slow"))
+                .count()
+        };
+        let before = loaded(&r.log());
+        r.write_app("slow.js", &slow(&addr));
+        assert!(
+            wait_for(Duration::from_secs(5), || loaded(&r.log()) > before),
+            "the new version was not loaded"
+        );
+        // Every worker builds it, one at a time; the slow app itself is
+        // asked only then (a query for it on a worker without the new
+        // version waits for that worker's build, like a first query).
+        std::thread::sleep(Duration::from_millis(700));
+        until_answer(r.dns(), &qname("slow"), &addr, Duration::from_secs(5));
+    }
+    let summary = stream.finish();
+    summary.print("slow-reload", &[GOOD]);
+    assert!(
+        summary.worst() < ANSWER_WITHIN,
+        "a reload stalled the good app for {:?}",
+        summary.worst()
+    );
+}
+
 /// Retired threads keep running (their CPU cannot be reclaimed), so they
 /// must not compete with the healthy workers: the watchdog moves them to
 /// `SCHED_IDLE`. (Found as a hole: they ran at the same priority, and on
@@ -2499,6 +2547,15 @@ fn guards_hold_against_bypasses() {
         .collect();
     refused.push("g_repeat_4096".into());
     refused.push("g_json_deep".into());
+    // g_json_deep's top level builds its nesting for a while; a query
+    // before it is loaded gets the fallback without a call to log.
+    assert!(
+        wait_for(Duration::from_secs(30), || r
+            .log()
+            .iter()
+            .any(|l| l.contains("app loaded") && about(l, "g_json_deep"))),
+        "g_json_deep never loaded"
+    );
     for app in &refused {
         let t = expect(r.dns(), app, Want::Fallback);
         assert!(
