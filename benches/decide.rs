@@ -7,24 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use switchyard::openmix::{AppCode, Budget, CallOptions, DataSnapshot, Location, Request, runtime};
+use switchyard::openmix::{AppCode, Budget, CallOptions, Location, Request, runtime};
 
-fn data() -> Arc<DataSnapshot> {
-    let read = |p: &str| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(p).expect(p)).expect(p)
-    };
-    let config = switchyard::config::Config::load(None, &Default::default()).expect("defaults");
-    Arc::new(DataSnapshot {
-        version: 1,
-        probes: DataSnapshot::probes_from_json(&read("examples/data/probes.json")).expect("probes"),
-        fusion: DataSnapshot::feed_from_json(&read("examples/data/fusion.json"), "fusion")
-            .expect("fusion"),
-        sonar: DataSnapshot::feed_from_json(&read("examples/data/sonar.json"), "sonar")
-            .expect("sonar"),
-        providers: config.providers,
-        ..Default::default()
-    })
-}
+mod common;
+use common::example_data;
 
 fn request() -> Request {
     Request {
@@ -60,7 +46,7 @@ fn code(name: &str, source: String, version: u64) -> AppCode {
 }
 
 fn bench(c: &mut Criterion) {
-    let data = data();
+    let data = example_data();
     let mut group = c.benchmark_group("decide");
     let floor = code(
         "floor",

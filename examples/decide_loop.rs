@@ -10,7 +10,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use switchyard::openmix::{AppCode, Budget, CallOptions, DataSnapshot, Location, Request, runtime};
+use switchyard::openmix::{AppCode, Budget, CallOptions, Location, Request, runtime};
+
+#[path = "../benches/common/mod.rs"]
+mod common;
+use common::example_data;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -21,20 +25,7 @@ fn main() {
     let n: usize = args.get(2).map_or(1000, |s| s.parse().expect("N"));
     let unbudgeted = args.iter().any(|a| a == "nobudget");
     let shared_data = args.iter().any(|a| a == "shared");
-    let read = |p: &str| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(p).expect(p)).expect(p)
-    };
-    let config = switchyard::config::Config::load(None, &Default::default()).expect("defaults");
-    let data = Arc::new(DataSnapshot {
-        version: 1,
-        probes: DataSnapshot::probes_from_json(&read("examples/data/probes.json")).expect("probes"),
-        fusion: DataSnapshot::feed_from_json(&read("examples/data/fusion.json"), "fusion")
-            .expect("fusion"),
-        sonar: DataSnapshot::feed_from_json(&read("examples/data/sonar.json"), "sonar")
-            .expect("sonar"),
-        providers: config.providers,
-        ..Default::default()
-    });
+    let data = example_data();
     let code = AppCode {
         name: "app".into(),
         path: Path::new(path).to_path_buf(),

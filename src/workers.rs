@@ -288,8 +288,9 @@ impl Workers {
             }
             if let Some(apps) = &self.apps {
                 let reloads = apps.reload_count();
-                // At start every worker builds every app at once (nothing
-                // is being answered yet); after that one worker at a time.
+                // A new worker (at start, or replacing a retired one)
+                // builds every app at once; reloads are built by one
+                // worker at a time.
                 let starting = seen_reloads == 0;
                 if reloads != seen_reloads && (starting || self.take_warming(slot)) {
                     seen_reloads = reloads;
@@ -417,35 +418,51 @@ impl Workers {
         start: u64,
     ) -> Steered {
         let mut limit = self.limit_for(app);
-        if let Ok(mut a) = me.app.lock() {
-            a.clone_from(&app.code.name);
-        }
         if app.runnable() && !runtime::is_current(&app.code) {
-            if let Some(s) = &self.slots {
-                s.enter(slot, &app.code.name, app.hash, app.settings.budget.load);
-            }
-            me.limit_ms.store(
-                (limit + app.settings.budget.load).as_millis() as u64,
-                Ordering::Release,
-            );
-            me.busy_since.store(start, Ordering::Release);
+            let budget = app.settings.budget.load;
+            self.busy(me, slot, app, budget, limit + budget, start);
             if let Ok(true) = runtime::warm(&app.code, data) {
                 // A fresh instance's first call may compile more.
                 limit += app.settings.budget.first_call();
             }
         }
+        let budget = app.settings.budget.decision;
+        self.busy(me, slot, app, budget, limit, self.now_ms());
+        let out = steer::steer(app, request, data, zone_ttl);
+        self.idle(me, slot);
+        out
+    }
+
+    /// Marks this worker busy with `app` since `since` (ms on the pool's
+    /// clock): the in-flight slot that survives a crash records the app
+    /// and its `budget`, and the watchdog answers from the fallback once
+    /// `limit` has passed.
+    fn busy(
+        &self,
+        me: &Worker,
+        slot: usize,
+        app: &LoadedApp,
+        budget: Duration,
+        limit: Duration,
+        since: u64,
+    ) {
+        if let Ok(mut a) = me.app.lock() {
+            a.clone_from(&app.code.name);
+        }
         if let Some(s) = &self.slots {
-            s.enter(slot, &app.code.name, app.hash, app.settings.budget.decision);
+            s.enter(slot, &app.code.name, app.hash, budget);
         }
         me.limit_ms
             .store(limit.as_millis() as u64, Ordering::Release);
-        me.busy_since.store(self.now_ms(), Ordering::Release);
-        let out = steer::steer(app, request, data, zone_ttl);
+        me.busy_since.store(since, Ordering::Release);
+    }
+
+    /// The worker's call or build has returned.
+    fn idle(&self, me: &Worker, slot: usize) {
         me.busy_since.store(0, Ordering::Release);
         if let Some(s) = &self.slots {
             s.leave(slot);
         }
-        out
     }
 
     /// Builds this thread's instance of `app` if it is runnable and has
@@ -461,22 +478,11 @@ impl Workers {
         if !app.runnable() || app.runaway.backing_off() || runtime::is_current(&app.code) {
             return true;
         }
-        if let Ok(mut a) = me.app.lock() {
-            a.clone_from(&app.code.name);
-        }
-        if let Some(s) = &self.slots {
-            s.enter(slot, &app.code.name, app.hash, app.settings.budget.load);
-        }
-        me.limit_ms.store(
-            (self.limit_for(app) + app.settings.budget.load).as_millis() as u64,
-            Ordering::Release,
-        );
-        me.busy_since.store(self.now_ms(), Ordering::Release);
+        let budget = app.settings.budget.load;
+        let limit = self.limit_for(app) + budget;
+        self.busy(me, slot, app, budget, limit, self.now_ms());
         let built = std::panic::catch_unwind(AssertUnwindSafe(|| runtime::warm(&app.code, data)));
-        me.busy_since.store(0, Ordering::Release);
-        if let Some(s) = &self.slots {
-            s.leave(slot);
-        }
+        self.idle(me, slot);
         match built {
             Ok(_) => true,
             Err(panic) => {

@@ -211,7 +211,18 @@ fn node(
     interval_ms: Option<u64>,
     mix: &str,
 ) -> Server {
-    Server::start_with(Options {
+    Server::start_with(node_options(fleet, id, postgres, interval_ms, mix))
+}
+
+/// The options `node` starts a node with.
+fn node_options(
+    fleet: &str,
+    id: &str,
+    postgres: Option<&str>,
+    interval_ms: Option<u64>,
+    mix: &str,
+) -> Options {
+    Options {
         apps: Some(vec![("mix.js".into(), mix.into())]),
         env: vec![
             ("POSTGRES".into(), postgres.unwrap_or("").into()),
@@ -222,7 +233,17 @@ fn node(
             .map(|ms| format!("[reports]\ninterval_ms = {ms}\n"))
             .unwrap_or_default(),
         ..Options::default()
-    })
+    }
+}
+
+/// Node `edge` of `fleet` on SQLite, serving MIX_APP and pushing its
+/// reports to `hub` over HTTP every `interval_ms`.
+fn edge_pushing_to(hub: &Server, fleet: &str, interval_ms: u64) -> Server {
+    let mut options = node_options(fleet, "edge", None, Some(interval_ms), MIX_APP);
+    options
+        .extra_config
+        .push_str(&format!("push_url = \"http://{}\"\n", admin(hub)));
+    Server::start_with(options)
 }
 
 /// Sends `n` queries for `prefix.mix` and checks each answered.
@@ -836,19 +857,7 @@ fn reporting_off_writes_no_reports_but_counts_locally() {
 fn a_node_pushes_to_another_over_http() {
     let fleet = unique("fleet");
     let hub = node(&fleet, "hub", None, Some(3_600_000), MIX_APP);
-    let edge = Server::start_with(Options {
-        apps: Some(vec![("mix.js".into(), MIX_APP.into())]),
-        env: vec![
-            ("POSTGRES".into(), String::new()),
-            ("SWITCHYARD_FLEET".into(), fleet.clone()),
-            ("SWITCHYARD_NODE".into(), "edge".into()),
-        ],
-        extra_config: format!(
-            "[reports]\ninterval_ms = 300\npush_url = \"http://{}\"\n",
-            admin(&hub)
-        ),
-        ..Options::default()
-    });
+    let edge = edge_pushing_to(&hub, &fleet, 300);
     queries(&edge, "b", 9);
     wait_for(
         "pushed decisions on the hub",
@@ -953,19 +962,7 @@ fn fleet_of_three_on_postgres() {
 fn graceful_stop_reports_every_answered_query() {
     let fleet = unique("fleet");
     let hub = node(&fleet, "hub", None, Some(3_600_000), MIX_APP);
-    let edge = Server::start_with(Options {
-        apps: Some(vec![("mix.js".into(), MIX_APP.into())]),
-        env: vec![
-            ("POSTGRES".into(), String::new()),
-            ("SWITCHYARD_FLEET".into(), fleet.clone()),
-            ("SWITCHYARD_NODE".into(), "edge".into()),
-        ],
-        extra_config: format!(
-            "[reports]\ninterval_ms = 3600000\npush_url = \"http://{}\"\n",
-            admin(&hub)
-        ),
-        ..Options::default()
-    });
+    let edge = edge_pushing_to(&hub, &fleet, 3_600_000);
     wait_for("the edge registered", Duration::from_secs(10), &mut || {
         get(&hub, "/api/nodes").to_string().contains("\"edge\"")
     });
