@@ -42,6 +42,7 @@ fn code(name: &str, source: String, version: u64) -> AppCode {
         },
         setup: None,
         shared_data: false,
+        providers: Arc::from([]),
     }
 }
 

@@ -39,6 +39,7 @@ fn main() {
         },
         setup: None,
         shared_data,
+        providers: Arc::from([]),
     };
     let request = || Request {
         ip_address: Some("198.51.100.7".parse().expect("ip")),

@@ -32,6 +32,10 @@ pub struct LoadedApp {
     pub settings: AppSettings,
     /// What `init` declared.
     pub meta: AppMeta,
+    /// The providers it declared: required in `init` or listed by its
+    /// settings ([`crate::openmix::engine::declared_providers`]); the memo
+    /// reads probes through them as the app's calls do.
+    pub declared: Arc<[String]>,
     /// When this version was published.
     pub loaded_at: SystemTime,
     /// Sidecar file text, if any (to notice changes).
@@ -83,9 +87,11 @@ impl LoadedApp {
                 budget: settings.budget,
                 setup: None,
                 shared_data: false,
+                providers: settings.providers.clone().into(),
             },
             settings,
             meta: AppMeta::default(),
+            declared: Arc::from([]),
             loaded_at: SystemTime::now(),
             sidecar: sidecar.map(str::to_string),
             hash: failure.hash,
@@ -214,6 +220,7 @@ pub fn load_app_checked(
         budget: settings.budget,
         setup: None,
         shared_data: proof.is_ok(),
+        providers: settings.providers.clone().into(),
     };
     if let Some(entry) = quarantine.and_then(|q| q.check(name, hash)) {
         tracing::warn!(app = name, reason = %entry.reason, "app version is quarantined; serving its fallback");
@@ -221,6 +228,7 @@ pub fn load_app_checked(
             code,
             settings,
             meta: AppMeta::default(),
+            declared: Arc::from([]),
             loaded_at: SystemTime::now(),
             sidecar: sidecar.map(str::to_string),
             hash,
@@ -254,6 +262,7 @@ pub fn load_app_checked(
         }
     }
     Ok(LoadedApp {
+        declared: crate::openmix::engine::declared_providers(&meta, &settings.providers),
         code,
         settings,
         meta,

@@ -236,6 +236,11 @@ struct RawServer {
     max_udp_payload: Option<u16>,
     api_token: Option<String>,
     max_connections: Option<usize>,
+    connections_per_client: Option<usize>,
+    client_ipv4_prefix: Option<u8>,
+    client_ipv6_prefix: Option<u8>,
+    idle_timeout_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
     max_body_bytes: Option<usize>,
     header_timeout_ms: Option<u64>,
     memory_limit_mb: Option<u64>,
@@ -307,7 +312,9 @@ pub struct RawAppSettings {
     pub budget_ms: Option<u64>,
     /// Memory budget override, in MB.
     pub memory_mb: Option<u64>,
-    /// Provider aliases the app is expected to declare.
+    /// Provider aliases assigned to the app: it is expected to declare
+    /// them, sees them besides those it requires, and
+    /// `config.getProviders()` lists only them.
     #[serde(default)]
     pub providers: Vec<String>,
 }
@@ -331,7 +338,9 @@ pub struct AppSettings {
     pub fallback: Vec<Answer>,
     /// Budgets for this app.
     pub budget: Budget,
-    /// Provider aliases the app is expected to declare.
+    /// Provider aliases assigned to the app: it is expected to declare
+    /// them, sees them besides those it requires, and
+    /// `config.getProviders()` lists only them.
     pub providers: Vec<String>,
 }
 
@@ -445,6 +454,13 @@ pub struct Config {
     pub api_token: Option<String>,
     /// Most open HTTP connections per listener.
     pub max_connections: usize,
+    /// What one client network may hold open on each listener that keeps
+    /// connections (both HTTP listeners, DNS over TCP).
+    pub per_client: crate::clients::PerClient,
+    /// How long an HTTP connection may stay open with no request in flight.
+    pub idle_timeout: Duration,
+    /// How long one HTTP request may take, body included.
+    pub request_timeout: Duration,
     /// Largest HTTP request body accepted.
     pub max_body_bytes: usize,
     /// Time a client has to send its request headers.
@@ -487,6 +503,34 @@ pub struct Config {
     pub leaderboard: Leaderboard,
     /// Decision reports and the fleet.
     pub reports: ReportsConfig,
+}
+
+/// `[server]`'s per-client connection bound: `connections_per_client`
+/// (default 64), counted by `client_ipv4_prefix` (24) and
+/// `client_ipv6_prefix` (56).
+fn per_client(server: &RawServer) -> Result<crate::clients::PerClient, String> {
+    let default = crate::clients::PerClient::default();
+    let limit = crate::clients::PerClient {
+        max: server.connections_per_client.unwrap_or(default.max),
+        ipv4_prefix: server.client_ipv4_prefix.unwrap_or(default.ipv4_prefix),
+        ipv6_prefix: server.client_ipv6_prefix.unwrap_or(default.ipv6_prefix),
+    };
+    if limit.max == 0 {
+        return Err("server.connections_per_client: must be at least 1".into());
+    }
+    if limit.ipv4_prefix > 32 {
+        return Err(format!(
+            "server.client_ipv4_prefix: {} is not 0 to 32",
+            limit.ipv4_prefix
+        ));
+    }
+    if limit.ipv6_prefix > 128 {
+        return Err(format!(
+            "server.client_ipv6_prefix: {} is not 0 to 128",
+            limit.ipv6_prefix
+        ));
+    }
+    Ok(limit)
 }
 
 /// Command-line overrides shared by `serve`, `decide` and `geo`.
@@ -796,6 +840,7 @@ impl Config {
             }
         }
 
+        let per_client = per_client(&raw.server).map_err(err)?;
         Ok(Config {
             source: source.to_string(),
             dns,
@@ -815,6 +860,13 @@ impl Config {
             max_udp_payload,
             api_token: raw.server.api_token.clone().filter(|t| !t.is_empty()),
             max_connections: raw.server.max_connections.unwrap_or(1024).max(1),
+            per_client,
+            idle_timeout: Duration::from_millis(
+                raw.server.idle_timeout_ms.unwrap_or(15_000).max(1),
+            ),
+            request_timeout: Duration::from_millis(
+                raw.server.request_timeout_ms.unwrap_or(10_000).max(1),
+            ),
             max_body_bytes: raw.server.max_body_bytes.unwrap_or(64 * 1024),
             header_timeout: Duration::from_millis(
                 raw.server.header_timeout_ms.unwrap_or(5000).max(1),

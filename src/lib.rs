@@ -10,6 +10,7 @@
 //! - [`data`]: probe, Fusion and Sonar feeds → one data snapshot.
 //! - [`workers`]: the JS worker threads decisions run on.
 //! - [`dns`]: the authoritative DNS front end.
+//! - [`clients`]: what one client network may hold open on the listeners.
 //! - [`http`]: the HTTP decision endpoint and the operations listener.
 //! - [`inventory`]: providers, routes and weights (live traffic shaping).
 //! - [`metrics`]: live counters ([`shard`]: counters threads add to without contention).
@@ -27,6 +28,7 @@
 pub mod apps;
 pub mod apptest;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod data;
 pub mod dns;

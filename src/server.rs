@@ -327,8 +327,12 @@ pub fn start_dns(
         }
     }
     let mut threads = Vec::new();
+    // One count per client network across every runtime's copy of a
+    // TCP listener, so a client cannot hold its share once per copy.
+    let tcp_clients = crate::clients::ClientSlots::new(state.config.load().per_client);
     for (i, pairs) in per_runtime.into_iter().enumerate() {
         let handler = state.dns.clone();
+        let tcp_clients = tcp_clients.clone();
         let shutdown = shutdown.clone();
         let beat = Arc::new(AtomicU64::new(state.started.elapsed().as_millis() as u64));
         if let Ok(mut v) = state.heartbeats.lock() {
@@ -371,6 +375,7 @@ pub fn start_dns(
                                 served.spawn(crate::dns::tcp::serve(
                                     t,
                                     handler.clone(),
+                                    tcp_clients.clone(),
                                     shutdown.clone(),
                                 ));
                             }
@@ -451,6 +456,9 @@ async fn run(
         crate::http::Limits {
             max_connections: c.max_connections,
             header_timeout: c.header_timeout,
+            idle_timeout: c.idle_timeout,
+            per_client: c.per_client,
+            request_timeout: c.request_timeout,
         }
     };
     let s = state.clone();
@@ -458,15 +466,20 @@ async fn run(
     let http_task = tokio::spawn(async move {
         // Lowered when the loop ends, returning or panicking.
         let _serving = serving;
-        crate::http::serve(http_listener, limits, shutdown_http, move |req, peer| {
-            crate::http::decision::handle(s.clone(), req, peer)
-        })
+        crate::http::serve(
+            http_listener,
+            limits,
+            &[],
+            shutdown_http,
+            move |req, peer| crate::http::decision::handle(s.clone(), req, peer),
+        )
         .await
     });
     let s = state.clone();
     let admin_task = tokio::spawn(crate::http::serve(
         admin_listener,
         limits,
+        &["/healthcheck", "/metrics"],
         shutdown.clone(),
         move |req, peer| crate::http::ops::handle(s.clone(), req, peer),
     ));
@@ -662,6 +675,18 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         (
             "server.header_timeout_ms",
             old.header_timeout != new.header_timeout,
+        ),
+        (
+            "server.connections_per_client",
+            old.per_client != new.per_client,
+        ),
+        (
+            "server.idle_timeout_ms",
+            old.idle_timeout != new.idle_timeout,
+        ),
+        (
+            "server.request_timeout_ms",
+            old.request_timeout != new.request_timeout,
         ),
         (
             "server.memory_limit_mb",

@@ -208,7 +208,7 @@ pub fn memoised(
     let view = View {
         request,
         data,
-        declared: &app.meta.providers,
+        scope: data.scope(&app.code.name, &app.declared),
         proximity: app.meta.proximity,
     };
     let decision = memo.lookup(&view)?;

@@ -667,3 +667,35 @@ fn serve_gives_up_when_the_serving_process_cannot_start() {
     );
     eprintln!("gave up after {took:?}");
 }
+
+/// Issue #20: `decide` gives an app only the providers it declared. Over
+/// the example probes (avail: cdn_a 99.5, cdn_b 98.2, cdn_c 72, origin
+/// 100), an app that takes the most available provider of whatever
+/// getProbe returns picks among its own.
+#[test]
+fn decide_shows_an_app_only_its_own_providers() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("mine.js");
+    std::fs::write(
+        &app,
+        "var cnames = { cdn_b: 'b.example.net', cdn_c: 'c.example.net' };
+function init(config) { 'use strict'; Object.keys(cnames).forEach(function (a) { config.requireProvider(a); }); }
+function onRequest(request, response) {
+  'use strict';
+  var avail = request.getProbe('avail'), best, most = -1;
+  Object.keys(avail).forEach(function (a) { if (avail[a].avail > most) { most = avail[a].avail; best = a; } });
+  response.respond(best, cnames[best]);
+  response.setReasonCode(Object.keys(avail).join('+'));
+}",
+    )
+    .unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let v = decide(&[
+        "--app",
+        app.to_str().unwrap(),
+        "--probe",
+        &format!("{root}/examples/data/probes.json"),
+    ]);
+    assert_eq!(v["provider"], "cdn_b", "{v}");
+    assert_eq!(v["reason"], "cdn_b+cdn_c", "{v}");
+}

@@ -2427,3 +2427,88 @@ fn a_header_claiming_many_questions_is_formerr() {
     still_serving(s.dns);
     no_crash(&s);
 }
+
+// ------------------------------------------------ connection hogs (#29)
+
+/// A TCP connection to `server` from `source` (another loopback address
+/// stands for another client).
+fn tcp_connect_from(source: &str, server: SocketAddr) -> TcpStream {
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let from: SocketAddr = format!("{source}:0").parse().expect("source address");
+    sock.bind(&from.into()).expect("bind source address");
+    sock.connect_timeout(&server.into(), WAIT).expect("connect");
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+/// How long until the server closes `s` (EOF or reset), up to `limit`.
+fn closed_within(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(0) | Err(_) if started.elapsed() < limit => Some(started.elapsed()),
+        _ => None,
+    }
+}
+
+/// Issue #29: a client holding DNS-over-TCP connections (a length prefix,
+/// then the body just before the idle timeout) holds at most its network's
+/// share, and no connection longer than the idle time per message; other
+/// clients' queries are answered meanwhile.
+#[test]
+fn tcp_hogs_hold_their_share_and_no_longer() {
+    let s = start(
+        Options {
+            apps: Some(shipped_apps()),
+            config_edits: vec![
+                (
+                    "connections_per_client = 64".into(),
+                    "connections_per_client = 8".into(),
+                ),
+                (
+                    "client_ipv4_prefix = 24".into(),
+                    "client_ipv4_prefix = 32".into(),
+                ),
+            ],
+            ..Options::default()
+        },
+        warm_shipped,
+    );
+    let mut held = Vec::new();
+    for _ in 0..12 {
+        let mut c = tcp_connect_from("127.0.0.2", s.dns);
+        c.write_all(&[0, 40]).expect("length prefix");
+        held.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // The four past its share were closed at once.
+    let closed = held
+        .iter_mut()
+        .filter_map(|c| closed_within(c, Duration::from_millis(20)))
+        .count();
+    assert_eq!(
+        closed, 4,
+        "connections of 127.0.0.2 past its 8 closed at once"
+    );
+    // Everyone else is answered over TCP meanwhile.
+    for _ in 0..10 {
+        let r = tcp(s.dns, &query("static.switchyard.test.", RecordType::A));
+        expect_answer(&r, "static A over TCP", &["A 20 192.0.2.53"]);
+    }
+    // A message whose body comes late: the length at 3 s, so a per-read
+    // timeout would keep the connection to 8 s; the whole message must
+    // arrive within the 5 s idle time.
+    let mut slow = tcp_connect_from("127.0.0.3", s.dns);
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    slow.write_all(&[0, 40]).expect("length prefix");
+    let left = closed_within(&mut slow, Duration::from_secs(6)).expect("closed");
+    let total = started.elapsed();
+    assert!(
+        total < Duration::from_millis(6_500) && left < Duration::from_millis(3_500),
+        "closed after {total:?}"
+    );
+}

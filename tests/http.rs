@@ -1968,6 +1968,16 @@ async fn api_fusion_push_reaches_apps_and_shows_in_feeds() {
     )
     .await
     .expect_error(400);
+    // Only a known provider's data is taken (issue #29: any alias, without
+    // bound, let one client fill the process's memory).
+    send(
+        client()
+            .put(ops(&s, "/api/fusion/not_a_provider"))
+            .header("Authorization", "Bearer change-me")
+            .body(body),
+    )
+    .await
+    .expect_error(404);
     get(&url).await.expect_error(405);
     let r = send(
         client()
@@ -2033,4 +2043,351 @@ async fn api_writes_are_off_without_a_token() {
         .await
         .expect_error(403);
     send(client().post(&url)).await.expect_error(403);
+}
+
+// ------------------------------------------------- each app's own providers
+
+/// An openmixapplib-style app that takes "the most available provider in
+/// whatever getProbe returns" and answers its CNAME from its own settings:
+/// it throws (and is answered from the fallback) if getProbe hands it a
+/// provider it did not declare. `PROVIDERS` is replaced per app.
+const BEST_AVAIL_APP: &str = r#"
+var handler = new OpenmixApplication({
+    providers: PROVIDERS,
+    default_ttl: 20
+});
+
+function init(config) {
+    'use strict';
+    handler.do_init(config);
+}
+
+function onRequest(request, response) {
+    'use strict';
+    handler.handle_request(request, response);
+}
+
+/** @constructor */
+function OpenmixApplication(settings) {
+    'use strict';
+
+    var aliases = Object.keys(settings.providers);
+
+    this.do_init = function(config) {
+        var i = aliases.length;
+        while (i --) {
+            config.requireProvider(aliases[i]);
+        }
+    };
+
+    this.handle_request = function(request, response) {
+        var avail = request.getProbe('avail'),
+            best,
+            most = -1;
+        Object.keys(avail).forEach(function(alias) {
+            if (avail[alias].avail !== undefined && avail[alias].avail > most) {
+                most = avail[alias].avail;
+                best = alias;
+            }
+        });
+        response.respond(best, settings.providers[best].cname);
+        response.setReasonCode('A');
+        response.setTTL(settings.default_ttl);
+    };
+}
+"#;
+
+/// An app that reports which providers each of its data sources shows it.
+const SCOPE_ECHO_APP: &str = r#"
+function init(config) {
+    'use strict';
+    config.requireProvider('cdn_c');
+    seen = Object.keys(config.getProviders());
+}
+
+var seen;
+
+function onRequest(request, response) {
+    'use strict';
+    function keys(o) { return o === undefined ? null : Object.keys(o).sort(); }
+    response.addProviderHost('cdn_c', 'h', {
+        avail: keys(request.getProbe('avail')),
+        rtt: keys(request.getProbe('http_rtt')),
+        fusion: keys(request.getData('fusion')),
+        inventory: keys(request.getData('inventory')),
+        providers: seen
+    });
+    response.setProvider('cdn_c');
+    response.setReasonCode('S');
+}
+"#;
+
+fn best_avail(providers: &[(&str, &str)]) -> String {
+    let list: Vec<String> = providers
+        .iter()
+        .map(|(alias, cname)| format!("'{alias}': {{ cname: '{cname}' }}"))
+        .collect();
+    BEST_AVAIL_APP.replace("PROVIDERS", &format!("{{ {} }}", list.join(", ")))
+}
+
+/// Issue #20: over one probe table (avail: cdn_a 99.5, cdn_b 98.2, cdn_c
+/// 72, origin 100), two apps with disjoint provider sets each see only
+/// their own, over DNS (memoised and shared probe objects) and HTTP; a
+/// third sees only its own in every feed.
+#[tokio::test]
+async fn each_app_sees_only_the_providers_it_declared() {
+    let s = start_apps(vec![
+        app(
+            "left.js",
+            &best_avail(&[
+                ("cdn_a", "left-a.example.net"),
+                ("cdn_b", "left-b.example.net"),
+            ]),
+        ),
+        app(
+            "right.js",
+            &best_avail(&[
+                ("cdn_c", "right-c.example.net"),
+                ("origin", "right-o.example.net"),
+            ]),
+        ),
+        app("scope.js", SCOPE_ECHO_APP),
+        app("scope.toml", "providers = [\"cdn_c\", \"origin\"]\n"),
+    ]);
+    // Both listeners, several times each (the memo's second answer too),
+    // interleaved so the two apps' cached objects and memo entries meet.
+    for _ in 0..3 {
+        for (app, want) in [
+            ("left", "left-a.example.net."),
+            ("right", "right-o.example.net."),
+        ] {
+            let m = dns_query(s.dns, &format!("{app}.switchyard.test."), RecordType::CNAME);
+            assert_eq!(
+                m.metadata.response_code,
+                ResponseCode::NoError,
+                "{app}: {m:?}"
+            );
+            let cnames: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+            assert_eq!(cnames, [want], "{app}: {m:?}");
+        }
+        let r = decided_get(&public(&s, "/apps/left/decision")).await;
+        assert_eq!(r.json()["provider"], "cdn_a", "{}", r.text());
+        let r = decided_get(&public(&s, "/apps/right/decision")).await;
+        assert_eq!(r.json()["provider"], "origin", "{}", r.text());
+    }
+
+    // Fusion for two providers; the scope app declared cdn_c only.
+    for alias in ["cdn_a", "cdn_c"] {
+        send(
+            client()
+                .put(ops(&s, &format!("/api/fusion/{alias}")))
+                .header("Authorization", "Bearer change-me")
+                .body(r#"{"usage": 1}"#),
+        )
+        .await
+        .expect(200);
+    }
+    let url = public(&s, "/apps/scope/decision");
+    let v = poll(Duration::from_secs(5), || async {
+        let v = decided_get(&url).await.json();
+        let fusion = &v["providers"][0]["custom"]["fusion"];
+        fusion
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+            .then_some(v)
+    })
+    .await
+    .expect("the scope app answers");
+    // It required cdn_c, and its sidecar lists cdn_c and origin.
+    let custom = &v["providers"][0]["custom"];
+    let own = serde_json::json!(["cdn_c", "origin"]);
+    assert_eq!(custom["avail"], own, "{v}");
+    // origin has no http_rtt: a declared provider without the value gets {}.
+    assert_eq!(custom["rtt"], own, "{v}");
+    assert_eq!(custom["fusion"], serde_json::json!(["cdn_c"]), "{v}");
+    assert_eq!(custom["inventory"], own, "{v}");
+    assert_eq!(custom["providers"], own, "{v}");
+}
+
+// ------------------------------------------------ connection hogs (#29)
+
+/// A TCP connection from `source` (a loopback address other than
+/// 127.0.0.1 stands for another client).
+fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let from: SocketAddr = format!("{source}:0").parse().expect("source address");
+    sock.bind(&from.into()).expect("bind source address");
+    sock.connect_timeout(&to.into(), Duration::from_secs(5))
+        .expect("connect");
+    let stream: TcpStream = sock.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream
+}
+
+/// Whether the server answered 503 on `stream` (and closed it) within
+/// `limit`; false if the connection stays open and silent.
+fn refused_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    stream.set_read_timeout(Some(limit)).expect("timeout");
+    let mut buf = [0u8; 512];
+    match stream.read(&mut buf) {
+        Ok(n) if n > 0 => String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 503"),
+        _ => false,
+    }
+}
+
+/// Seconds until the server closes `stream` (EOF, a reset, or an h2
+/// GOAWAY frame), answering h2 PINGs meanwhile; `None` past `limit`.
+fn closed_after(stream: &mut TcpStream, h2: bool, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < limit {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
+            Err(_) => return Some(started.elapsed()),
+        }
+        // h2 frames: 3-byte length, type, flags, 4-byte stream id.
+        while h2 && pending.len() >= 9 {
+            let len = (usize::from(pending[0]) << 16)
+                | (usize::from(pending[1]) << 8)
+                | usize::from(pending[2]);
+            if pending.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (pending[3], pending[4]);
+            let payload = pending[9..9 + len].to_vec();
+            pending.drain(..9 + len);
+            match kind {
+                7 => return Some(started.elapsed()), // GOAWAY
+                6 if flags & 1 == 0 => {
+                    // PING: a client that answers every ping.
+                    let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                    ack.extend_from_slice(&payload);
+                    let _ = stream.write_all(&ack);
+                }
+                4 if flags & 1 == 0 => {
+                    let _ = stream.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]); // SETTINGS ack
+                }
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
+/// Issue #29: one client network cannot take every HTTP slot; a node held
+/// busy still answers `/healthcheck` and `/metrics`; idle keep-alives and
+/// h2c connections that only answer pings are closed after the idle
+/// timeout, and a request whose body never comes ends at the request
+/// timeout.
+#[tokio::test]
+async fn held_connections_cannot_take_every_slot() {
+    let s = launch(Options {
+        config_edits: vec![
+            edit("max_connections = 1024", "max_connections = 60"),
+            edit("connections_per_client = 64", "connections_per_client = 20"),
+            edit("client_ipv4_prefix = 24", "client_ipv4_prefix = 32"),
+            edit("idle_timeout_ms = 15000", "idle_timeout_ms = 1500"),
+            edit("request_timeout_ms = 10000", "request_timeout_ms = 4000"),
+        ],
+        ..Options::default()
+    });
+    let admin = admin_addr(&s);
+    // One client trickling a body on more connections than its share: the
+    // connections past its 20 are refused at once.
+    // (The stats API reads a body before it checks its signature.)
+    let body_never_comes =
+        b"POST /api/post_stats HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{";
+    let mut opened = Vec::new();
+    for _ in 0..30 {
+        let mut c = connect_from("127.0.0.2", admin);
+        c.write_all(body_never_comes).expect("send");
+        opened.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut hog = Vec::new();
+    let mut refused = 0;
+    for mut c in opened {
+        if refused_within(&mut c, Duration::from_millis(5)) {
+            refused += 1;
+        } else {
+            hog.push(c);
+        }
+    }
+    assert_eq!(
+        (hog.len(), refused),
+        (20, 10),
+        "held and refused of 127.0.0.2's 30"
+    );
+    get(&ops(&s, "/healthcheck")).await.expect(200);
+    get(&ops(&s, "/api/applications")).await.expect(200);
+
+    // Two more clients take the other 40 slots: every regular slot is
+    // held, and the reserve still answers health checks and scrapes.
+    for source in ["127.0.0.3", "127.0.0.4"] {
+        for _ in 0..20 {
+            let mut c = connect_from(source, admin);
+            c.write_all(body_never_comes).expect("send");
+            hog.push(c);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..3 {
+        get(&ops(&s, "/healthcheck")).await.expect(200);
+        let m = get(&ops(&s, "/metrics")).await;
+        m.expect(200);
+        assert!(
+            m.text().contains("switchyard_uptime_seconds"),
+            "{}",
+            m.text()
+        );
+    }
+    get(&ops(&s, "/api/applications")).await.expect_error(503);
+
+    // The trickled requests end at the request timeout (4 s), which gives
+    // the slots back.
+    let mut first = hog.remove(0);
+    first
+        .set_read_timeout(Some(Duration::from_secs(6)))
+        .expect("timeout");
+    let mut reply = [0u8; 256];
+    let n = first
+        .read(&mut reply)
+        .expect("a reply to the trickled request");
+    let head = String::from_utf8_lossy(&reply[..n]);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    drop(hog);
+    let _ = poll(Duration::from_secs(5), || async {
+        (get(&ops(&s, "/api/applications")).await.status == 200).then_some(())
+    })
+    .await
+    .expect("slots given back");
+
+    // An idle HTTP/1.1 keep-alive is closed after the idle timeout (1.5 s).
+    let mut keep = connect_from("127.0.0.5", admin);
+    keep.write_all(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let mut buf = [0u8; 1024];
+    let n = keep.read(&mut buf).expect("response");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let t = closed_after(&mut keep, false, Duration::from_secs(6)).expect("idle keep-alive closed");
+    assert!(
+        t >= Duration::from_millis(1000) && t < Duration::from_secs(4),
+        "{t:?}"
+    );
+
+    // An h2c connection (prior knowledge) that only answers pings.
+    let mut h2 = connect_from("127.0.0.6", admin);
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .expect("preface");
+    let t = closed_after(&mut h2, true, Duration::from_secs(8)).expect("ping-only h2c closed");
+    assert!(t < Duration::from_secs(4), "{t:?}");
 }

@@ -124,6 +124,11 @@ fn apps() -> Vec<(String, String)> {
         out.push((file, text));
     }
     out.push(("inspect.js".into(), INSPECT_APP.into()));
+    // It declares no provider: the operator assigns it two (it sees no other).
+    out.push((
+        "inspect.toml".into(),
+        "providers = [\"cdn_a\", \"cdn_b\"]\n".into(),
+    ));
     out.push(("shapes.js".into(), SHAPES_APP.into()));
     // The default 5 ms decision budget is missed now and then on this
     // loaded machine (a ServFail without a fallback).

@@ -29,6 +29,7 @@ fn code(src: &str) -> AppCode {
         },
         setup: None,
         shared_data: false,
+        providers: Arc::from([]),
     }
 }
 
@@ -107,10 +108,12 @@ fn decide(src: &str) -> Result<Decision, AppError> {
         .map(|o| o.decision)
 }
 
-/// Runs `onRequest` with a body that reports a value through the reason code.
+/// Runs `onRequest` with a body that reports a value through the reason
+/// code, in an app that declared cdn_a, cdn_b and cdn_c (not origin).
 fn eval(expr: &str) -> String {
     let src = format!(
-        "function onRequest(request, response) {{ 'use strict'; response.respondEmpty(); response.setReasonCode(JSON.stringify({expr})); }}"
+        "function init(c) {{ c.requireProvider('cdn_a'); c.requireProvider('cdn_b'); c.requireProvider('cdn_c'); }}
+         function onRequest(request, response) {{ 'use strict'; response.respondEmpty(); response.setReasonCode(JSON.stringify({expr})); }}"
     );
     decide(&src)
         .unwrap_or_else(|e| panic!("{expr}: {e}"))
@@ -202,7 +205,7 @@ fn request_get_probe() {
     );
     assert_eq!(
         eval("request.getProbe('http_rtt')"),
-        r#"{"cdn_a":{"http_rtt":40},"cdn_b":{"http_rtt":30}}"#
+        r#"{"cdn_a":{"http_rtt":40},"cdn_b":{"http_rtt":30},"cdn_c":{}}"#
     );
     assert_eq!(eval("request.getProbe('video_rtt')"), "{}");
     // Each call is a fresh object: mutating one does not leak into the next.
@@ -243,12 +246,38 @@ fn declared_providers_without_a_value_get_an_empty_object() {
     assert_eq!(v[4], serde_json::json!({}));
 }
 
+/// Issue #20: an app sees only the providers it declared, in every probe
+/// and feed; one that declared none sees none.
+#[test]
+fn an_app_sees_only_its_declared_providers() {
+    let only_a = "function init(c) { c.requireProvider('cdn_a'); c.enableProximityData(); }
+        function onRequest(q, r) { r.respondEmpty(); r.setReasonCode(JSON.stringify([
+            q.getProbe('avail'), q.getProbe('http_rtt'), Object.keys(q.getProbe('proximity_dist')),
+            q.getData('fusion'), q.getData('sonar')])); }";
+    let d = decide(only_a).unwrap();
+    let v: serde_json::Value = serde_json::from_str(d.reason.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!([
+            {"cdn_a": {"avail": 99.5}},
+            {"cdn_a": {"http_rtt": 40}},
+            ["cdn_a"],
+            {"cdn_a": "{\"usage\": 10}"},
+            {"cdn_a": "{\"avail\":1}"}
+        ])
+    );
+    let none = "function onRequest(q, r) { r.respondEmpty(); r.setReasonCode(JSON.stringify([
+            q.getProbe('avail'), q.getData('fusion')])); }";
+    let d = decide(none).unwrap();
+    assert_eq!(d.reason.as_deref(), Some("[{},{}]"));
+}
+
 #[test]
 fn request_proximity_needs_enable() {
     let off = decide("function onRequest(q, r) { r.respondEmpty(); r.setReasonCode(JSON.stringify(q.getProbe('proximity_dist'))); }").unwrap();
     assert_eq!(off.reason.as_deref(), Some("{}"));
     let on = decide(
-        "function init(c) { c.enableProximityData(); }
+        "function init(c) { c.requireProvider('cdn_a'); c.requireProvider('cdn_b'); c.enableProximityData(); }
          function onRequest(q, r) { r.respondEmpty(); r.setReasonCode(JSON.stringify(q.getProbe('proximity_dist'))); }",
     )
     .unwrap();
@@ -474,7 +503,7 @@ fn openmix_application_pattern_keeps_state() {
 
 #[test]
 fn on_fusion_sees_changed_providers() {
-    let src = "var seen = []; function onFusion(p, d) { seen.push(p + '=' + d); }
+    let src = "var seen = []; function init(c) { c.requireProvider('cdn_a'); c.requireProvider('cdn_b'); } function onFusion(p, d) { seen.push(p + '=' + d); }
         function onRequest(q, r) { r.respondEmpty(); r.setReasonCode(seen.join('|')); }";
     let (mut app, _) = load(src).unwrap();
     let mut d = data();
@@ -502,7 +531,7 @@ fn on_fusion_sees_changed_providers() {
 fn on_fusion_errors_do_not_fail_the_decision_or_skip_values() {
     // onFusion throws for cdn_a: the decision still runs and cdn_b is
     // still delivered; each value is delivered once.
-    let src = "var seen = []; function onFusion(p, d) { seen.push(p); if (p === 'cdn_a') { throw new Error('bad feed'); } }
+    let src = "var seen = []; function init(c) { c.requireProvider('cdn_a'); c.requireProvider('cdn_b'); } function onFusion(p, d) { seen.push(p); if (p === 'cdn_a') { throw new Error('bad feed'); } }
         function onRequest(q, r) { r.respondEmpty(); r.setReasonCode(seen.join('|')); }";
     let (mut app, _) = load(src).unwrap();
     let d = Arc::new(data());
@@ -544,7 +573,7 @@ fn regular_expressions_work_and_refuse_huge_inputs() {
 #[test]
 fn on_fusion_runaway_is_stopped_by_the_budget() {
     let src = format!(
-        "function onFusion(p, d) {{ {SPIN} }} function onRequest(q, r) {{ r.respondEmpty(); }}"
+        "function init(c) {{ c.requireProvider('cdn_a'); c.requireProvider('cdn_b'); }} function onFusion(p, d) {{ {SPIN} }} function onRequest(q, r) {{ r.respondEmpty(); }}"
     );
     let (err, took, poisoned) = within(Duration::from_secs(10), move || {
         let (mut app, _) = load(&src).unwrap();
@@ -733,6 +762,7 @@ fn instance_is_usable_after_an_error_and_rebuilt_after_a_timeout() {
 #[test]
 fn proven_apps_share_frozen_inner_probe_objects() {
     let src = "var seen = [];
+        function init(c) { c.requireProvider('cdn_a'); c.requireProvider('cdn_b'); c.requireProvider('cdn_c'); }
         function onRequest(request, response) {
             'use strict';
             var p = request.getProbe('avail');
@@ -788,7 +818,7 @@ fn proven_apps_share_frozen_inner_probe_objects() {
     assert!(reason(&mut app, &one).contains("99.5"));
     assert_eq!(
         reason(&mut app, &Arc::new(two)),
-        r#"[true,true,12,["cdn_a","extra"]]"#
+        r#"[true,true,12,["cdn_a","cdn_b","cdn_c","extra"]]"#
     );
 }
 
@@ -798,7 +828,8 @@ fn proven_apps_share_frozen_inner_probe_objects() {
 #[test]
 fn shared_inner_probe_objects_cannot_carry_state() {
     let mut c = code(
-        "function onRequest(request, response) {
+        "function init(c) { c.requireProvider('cdn_a'); }
+        function onRequest(request, response) {
             var row = request.getProbe('avail').cdn_a;
             var before = row.avail;
             row.avail = 1;
@@ -816,7 +847,8 @@ fn shared_inner_probe_objects_cannot_carry_state() {
         assert_eq!(d.decision.reason.as_deref(), Some("99.5/99.5"));
     }
     c.source = Arc::from(
-        "function onRequest(request, response) {
+        "function init(c) { c.requireProvider('cdn_a'); }
+        function onRequest(request, response) {
             'use strict';
             request.getProbe('avail').cdn_a.avail = 1;
             response.respondEmpty();

@@ -46,10 +46,13 @@ pub async fn run(
     hub.register_feed(&name);
     loop {
         match fetch(&client, &feed).await {
-            Ok(body) => {
-                hub.set_fusion(&feed.provider, body);
-                hub.feed_result(&name, Ok(()));
-            }
+            Ok(body) => match hub.set_fusion(&feed.provider, body) {
+                Ok(()) => hub.feed_result(&name, Ok(())),
+                Err(e) => {
+                    tracing::warn!(feed = %name, error = %e, "fusion value refused; keeping the last value");
+                    hub.feed_result(&name, Err(e.to_string()));
+                }
+            },
             Err(e) => {
                 tracing::warn!(feed = %name, error = %e, "fusion fetch failed; keeping the last value");
                 hub.feed_result(&name, Err(e));

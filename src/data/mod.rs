@@ -35,6 +35,23 @@ struct Parts {
     inventory: InventoryPart,
 }
 
+/// Most bytes of Fusion data (aliases and values) held at once.
+pub const MAX_FUSION_BYTES: usize = 16 << 20;
+
+/// Why Fusion data was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FusionRefused {
+    /// The alias is no configured or inventory provider.
+    #[error("no such provider: Fusion data is taken for configured or inventory providers only")]
+    UnknownProvider,
+    /// All Fusion data together would pass [`MAX_FUSION_BYTES`].
+    #[error(
+        "Fusion data would pass its limit of {} bytes in all",
+        MAX_FUSION_BYTES
+    )]
+    TooLarge,
+}
+
 /// What the provider inventory contributes to the snapshot.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct InventoryPart {
@@ -42,6 +59,9 @@ pub struct InventoryPart {
     pub providers: Vec<(String, String)>,
     /// Endpoint → route id → route JSON text (`getData('weights')`).
     pub weights: BTreeMap<String, Vec<(String, String)>>,
+    /// Endpoint → the providers its routes name, sorted and unique (what
+    /// the endpoint's app sees besides those it declared).
+    pub routed: BTreeMap<String, Vec<String>>,
     /// Providers that are `down` or `draining`: they read as Sonar
     /// `{"avail":0}` and `getProbe('avail')` 0 whatever the feeds say, so
     /// unmodified Openmix apps steer away from them.
@@ -170,6 +190,7 @@ impl DataHub {
             regions: self.snapshot.load().regions.clone(),
             inventory: inv.providers.clone(),
             weights: inv.weights.clone(),
+            routed: inv.routed.clone(),
         };
         self.snapshot.store(Arc::new(snap));
     }
@@ -211,15 +232,36 @@ impl DataHub {
         });
     }
 
-    /// Sets one provider's Fusion data (a feed fetch or a push).
-    pub fn set_fusion(&self, alias: &str, body: String) {
+    /// Sets one provider's Fusion data (a feed fetch or a push). Only a
+    /// known provider's (configured, or in the inventory), and only while
+    /// all Fusion data together stays within [`MAX_FUSION_BYTES`]: a push
+    /// API that takes any alias without bound lets one client fill memory.
+    pub fn set_fusion(&self, alias: &str, body: String) -> Result<(), FusionRefused> {
+        let mut refused = None;
         self.update(|p| {
+            let known = p.providers.iter().any(|(a, _)| a == alias)
+                || p.inventory.providers.iter().any(|(a, _)| a == alias);
+            if !known {
+                refused = Some(FusionRefused::UnknownProvider);
+                return false;
+            }
+            let held: usize = p
+                .fusion
+                .iter()
+                .filter(|(a, _)| a.as_str() != alias)
+                .map(|(a, v)| a.len() + v.len())
+                .sum();
+            if held + alias.len() + body.len() > MAX_FUSION_BYTES {
+                refused = Some(FusionRefused::TooLarge);
+                return false;
+            }
             if p.fusion.get(alias) == Some(&body) {
                 return false;
             }
             p.fusion.insert(alias.to_string(), body);
             true
         });
+        refused.map_or(Ok(()), Err)
     }
 
     /// Sets one provider's Sonar verdict.
@@ -282,5 +324,57 @@ impl DataHub {
                 (name.clone(), status)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(providers: usize) -> Arc<DataHub> {
+        let snapshot = DataSnapshot {
+            providers: (0..providers)
+                .map(|i| (format!("p{i}"), ProviderInfo::default()))
+                .collect(),
+            ..DataSnapshot::default()
+        };
+        DataHub::new(
+            Arc::new(ArcSwap::from_pointee(snapshot)),
+            Duration::from_secs(60),
+        )
+    }
+
+    #[test]
+    fn fusion_is_taken_for_known_providers_only() {
+        let hub = hub(2);
+        assert_eq!(hub.set_fusion("p1", "{}".into()), Ok(()));
+        assert_eq!(
+            hub.set_fusion("nobody", "{}".into()),
+            Err(FusionRefused::UnknownProvider)
+        );
+        let fusion = &hub.snapshot.load().fusion;
+        assert_eq!(fusion, &vec![("p1".to_string(), "{}".to_string())]);
+    }
+
+    #[test]
+    fn fusion_data_is_bounded_in_all_and_a_value_may_be_replaced() {
+        let hub = hub(400);
+        let value = "x".repeat(64 * 1024);
+        let mut taken = 0;
+        for i in 0..400 {
+            match hub.set_fusion(&format!("p{i}"), value.clone()) {
+                Ok(()) => taken += 1,
+                Err(e) => {
+                    assert_eq!(e, FusionRefused::TooLarge);
+                    break;
+                }
+            }
+        }
+        assert!(
+            taken * (value.len() + 4) <= MAX_FUSION_BYTES && taken >= 200,
+            "{taken} values taken"
+        );
+        // Replacing a held value with one of the same size still fits.
+        assert_eq!(hub.set_fusion("p0", "y".repeat(64 * 1024)), Ok(()));
     }
 }

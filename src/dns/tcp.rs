@@ -1,7 +1,10 @@
 //! The TCP transport (RFC 7766): each connection carries two-byte
 //! length-prefixed messages, answered in order; a connection idle for
 //! [`IDLE`] (or [`BUSY_IDLE`] once half the connection slots are taken:
-//! RFC 7766 §6.2.3) or one that stalls mid-message is closed.
+//! RFC 7766 §6.2.3) or one whose message does not arrive whole within the
+//! same time is closed, and one client network holds at most its share of
+//! the connections ([`crate::clients`]): past it, a new connection is
+//! closed at once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +17,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{DnsHandler, Handled, Transport};
+use crate::clients::ClientSlots;
 
 /// How long a connection may wait for its next message, or take to send
 /// one or to take a reply.
@@ -29,7 +33,12 @@ const MAX_CONNECTIONS: usize = 1024;
 
 /// Serves `listener` until `shutdown` is cancelled; open connections are
 /// then closed after the message they are on.
-pub async fn serve(listener: TcpListener, handler: Arc<DnsHandler>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    handler: Arc<DnsHandler>,
+    clients: Arc<ClientSlots>,
+    shutdown: CancellationToken,
+) {
     let mut connections = JoinSet::new();
     let open = Arc::new(AtomicUsize::new(0));
     loop {
@@ -46,11 +55,17 @@ pub async fn serve(listener: TcpListener, handler: Arc<DnsHandler>, shutdown: Ca
         };
         match accepted {
             Ok((stream, src)) => {
+                let Some(slot) = clients.take(src.ip()) else {
+                    tracing::debug!(%src, "DNS TCP client network holds its most connections; closed");
+                    drop(stream);
+                    continue;
+                };
                 open.fetch_add(1, Ordering::Relaxed);
                 let open = open.clone();
                 let handler = handler.clone();
                 let shutdown = shutdown.clone();
                 connections.spawn(async move {
+                    let _slot = slot;
                     connection(stream, src, handler, shutdown, &open).await;
                     open.fetch_sub(1, Ordering::Relaxed);
                 });
@@ -89,16 +104,20 @@ async fn connection(
         } else {
             IDLE
         };
+        // The whole message, length and body, within the idle time: a
+        // client that sends the length and then the body just before the
+        // timeout holds the connection no longer than an idle one.
+        let deadline = tokio::time::Instant::now() + idle;
         let read = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = tokio::time::timeout(idle, stream.read_exact(&mut len)) => r,
+            r = tokio::time::timeout_at(deadline, stream.read_exact(&mut len)) => r,
         };
         if !matches!(read, Ok(Ok(_))) {
             return;
         }
         message.resize(usize::from(u16::from_be_bytes(len)), 0);
         if !matches!(
-            tokio::time::timeout(IDLE, stream.read_exact(&mut message)).await,
+            tokio::time::timeout_at(deadline, stream.read_exact(&mut message)).await,
             Ok(Ok(_))
         ) {
             return;

@@ -324,6 +324,15 @@ async fn set_provider(
             format!("unknown provider '{id}' (PUT creates one)"),
         );
     }
+    if !exists && state.inventory.view().providers.len() >= model::MAX_PROVIDERS {
+        return json_error(
+            StatusCode::CONFLICT,
+            format!(
+                "the inventory holds its most providers ({}); delete one first",
+                model::MAX_PROVIDERS
+            ),
+        );
+    }
     let fields = if replace {
         model::full_fields(fields)
     } else {
@@ -486,6 +495,15 @@ async fn issue_token(state: &State, req: Request<Incoming>) -> HttpResponse {
     };
     if let Err(e) = tokens::check_name(&name) {
         return json_error(StatusCode::BAD_REQUEST, e);
+    }
+    if state.inventory.view().tokens.len() >= model::MAX_TOKENS {
+        return json_error(
+            StatusCode::CONFLICT,
+            format!(
+                "{} tokens are issued, the most held; revoke some first",
+                model::MAX_TOKENS
+            ),
+        );
     }
     let (id, secret) = match tokens::generate() {
         Ok(x) => x,

@@ -120,7 +120,13 @@ async fn push_fusion(state: &State, alias: &str, req: Request<Incoming>) -> Http
     let Ok(text) = String::from_utf8(body.to_vec()) else {
         return json_error(StatusCode::BAD_REQUEST, "the body must be UTF-8 text");
     };
-    state.hub.set_fusion(alias, text);
+    if let Err(e) = state.hub.set_fusion(alias, text) {
+        let status = match e {
+            crate::data::FusionRefused::UnknownProvider => StatusCode::NOT_FOUND,
+            crate::data::FusionRefused::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        };
+        return json_error(status, format!("{alias}: {e}"));
+    }
     state
         .hub
         .feed_result(&format!("fusion {alias} (pushed)"), Ok(()));

@@ -127,6 +127,10 @@ pub fn snapshot_part(view: &View) -> InventoryPart {
         }
     }
     for (endpoint, routes) in &view.routes {
+        let mut routed: Vec<String> = routes.iter().flat_map(|r| r.providers.clone()).collect();
+        routed.sort();
+        routed.dedup();
+        part.routed.insert(endpoint.clone(), routed);
         part.weights.insert(
             endpoint.clone(),
             routes

@@ -17,6 +17,10 @@ use crate::openmix::ProviderInfo;
 pub const MAX_WEIGHT: u64 = 1_000_000;
 /// Most routes one endpoint may have.
 pub const MAX_ROUTES: usize = 256;
+/// Most providers the inventory holds (configured and added).
+pub const MAX_PROVIDERS: usize = 1024;
+/// Most issued tokens held (revoked ones are deleted).
+pub const MAX_TOKENS: usize = 1000;
 /// Most labels on one provider.
 pub const MAX_LABELS: usize = 64;
 /// Longest location text field.

@@ -59,6 +59,30 @@ pub struct DataSnapshot {
     /// Endpoint (app name) → route id → `{weight, strategy, providers}` as
     /// JSON text: that app's `getData('weights')` (a Switchyard addition).
     pub weights: BTreeMap<String, Vec<(String, String)>>,
+    /// Endpoint (app name) → the providers its routes name, sorted: part of
+    /// that app's [`ProviderScope`].
+    pub routed: BTreeMap<String, Vec<String>>,
+}
+
+/// The providers one app sees. On Openmix an app sees only the platforms
+/// it required; a node serves many apps over one snapshot, so every read of
+/// provider data (`getProbe`, `getData('fusion' | 'sonar' | 'inventory')`)
+/// is cut to this scope: the providers the app declared (`requireProvider`
+/// and its settings' `providers`) and those its endpoint's inventory routes
+/// name (routes are how an operator gives an app providers as data).
+#[derive(Debug, Clone, Copy)]
+pub struct ProviderScope<'a> {
+    /// Declared providers, in order: `getProbe` pads its rows with them.
+    pub declared: &'a [String],
+    /// Providers the app's endpoint routes name.
+    pub routed: &'a [String],
+}
+
+impl ProviderScope<'_> {
+    /// Whether the app sees provider `alias`.
+    pub fn sees(&self, alias: &str) -> bool {
+        self.declared.iter().any(|a| a == alias) || self.routed.iter().any(|a| a == alias)
+    }
 }
 
 /// Finds the region a client stands for: among the regions serving its
@@ -240,6 +264,14 @@ impl DataSnapshot {
             }
         }
         self.probes.get(probe)
+    }
+
+    /// The scope of app `app` that declared `declared`.
+    pub fn scope<'a>(&'a self, app: &str, declared: &'a [String]) -> ProviderScope<'a> {
+        ProviderScope {
+            declared,
+            routed: self.routed.get(app).map_or(&[], Vec::as_slice),
+        }
     }
 
     /// The configured location of a provider, when it has one.

@@ -90,6 +90,21 @@ pub struct AppCode {
     /// `getProbe` results (`{avail: 99}` per provider) can be built once
     /// per data snapshot and shared by its decisions, frozen.
     pub shared_data: bool,
+    /// The providers the app's settings list (sidecar `providers`): with
+    /// those it requires, what it sees ([`super::ProviderScope`]).
+    pub providers: Arc<[String]>,
+}
+
+/// The providers an app declared: those it required in `init`, in call
+/// order, then those its settings list that it did not require.
+pub fn declared_providers(meta: &AppMeta, settings: &[String]) -> Arc<[String]> {
+    let mut all = meta.providers.clone();
+    for p in settings {
+        if !all.contains(p) {
+            all.push(p.clone());
+        }
+    }
+    all.into()
 }
 
 /// Scripts `switchyard test` runs around an app's source. Each is its own
@@ -439,6 +454,7 @@ impl AppInstance {
         host::begin_init(InitState {
             meta: AppMeta::default(),
             data: data.clone(),
+            assigned: code.providers.clone(),
             providers_override,
         });
         let init_result = if has(&mut ctx, "init") {
@@ -471,7 +487,7 @@ impl AppInstance {
             name: code.name.as_str().into(),
             version: code.version,
             budget: code.budget,
-            declared: meta.providers.clone().into(),
+            declared: declared_providers(&meta, &code.providers),
             meta: meta.clone(),
             on_request,
             on_fusion,
@@ -509,6 +525,10 @@ impl AppInstance {
         if self.on_fusion.is_some() {
             self.deliver_fusion(data)?;
         }
+        let extra = match &options.fixture {
+            Some(fx) => self.add_fixture_fields(fx)?,
+            None => Vec::new(),
+        };
         host::begin_call(CallState {
             request,
             app: self.name.clone(),
@@ -535,6 +555,7 @@ impl AppInstance {
             )
         };
         let state = host::end_call();
+        self.remove_fixture_fields(&extra);
         let (decision, calls, reads) = match state {
             Some(s) => {
                 self.probes = s.probes;
@@ -551,6 +572,52 @@ impl AppInstance {
             calls,
             reads,
         })
+    }
+
+    /// Sets the fields of a fixture request that the Openmix API does not
+    /// define as plain properties of the `request` object (openmixapplib's
+    /// own tests feed such fields); returns their names, for
+    /// [`Self::remove_fixture_fields`].
+    fn add_fixture_fields(&mut self, fx: &FixtureRequest) -> Result<Vec<JsString>, AppError> {
+        let mut names = Vec::new();
+        let extra = fx
+            .fields
+            .iter()
+            .filter(|(k, _)| !host::REQUEST_FIELDS.contains(&k.as_str()));
+        for (name, value) in extra {
+            let request = self.request_object();
+            let key = JsString::from(name.as_str());
+            let set = super::fixture_value(value, &mut self.ctx)
+                .and_then(|v| request.create_data_property_or_throw(key.clone(), v, &mut self.ctx));
+            set.map_err(|e| AppError::Thrown {
+                phase: Phase::OnRequest,
+                message: format!("request field \"{name}\": {}", describe(&e, &mut self.ctx)),
+            })?;
+            names.push(key);
+        }
+        Ok(names)
+    }
+
+    /// Takes the fields [`Self::add_fixture_fields`] set off the `request`
+    /// object again, so the next request of a fixture starts clean.
+    fn remove_fixture_fields(&mut self, names: &[JsString]) {
+        if names.is_empty() {
+            return;
+        }
+        let request = self.request_object();
+        for name in names {
+            let _ = request.delete_property_or_throw(name.clone(), &mut self.ctx);
+        }
+    }
+
+    /// The reusable `request` object every call is given.
+    fn request_object(&mut self) -> JsObject {
+        let global = self.ctx.global_object();
+        global
+            .get(JsString::from(REQUEST_GLOBAL), &mut self.ctx)
+            .ok()
+            .and_then(|v| v.as_object())
+            .unwrap_or_else(|| global.clone())
     }
 
     /// Runs `onFusion` for each Fusion value that changed since this
@@ -570,8 +637,12 @@ impl AppInstance {
             return Ok(());
         };
         let previous = self.fusion_seen.take().map(|(_, f)| f).unwrap_or_default();
+        // Only the providers the app sees, as `getData('fusion')` shows them.
+        let declared = self.declared.clone();
+        let scope = data.scope(&self.name, &declared);
         for (alias, body) in &data.fusion {
-            if previous.iter().any(|(a, b)| a == alias && b == body)
+            if !scope.sees(alias)
+                || previous.iter().any(|(a, b)| a == alias && b == body)
                 || super::fusion_skip::contains(&self.name, self.version, alias, body)
             {
                 continue;

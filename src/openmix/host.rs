@@ -23,7 +23,7 @@ use boa_engine::{
     js_string,
 };
 
-use super::data::{DataSnapshot, distance_km};
+use super::data::{DataSnapshot, ProviderScope, distance_km};
 use super::decision::{
     Answer, Decision, MAX_ADDRESS_RECORDS, ProviderHost, check_hostname, classify_host,
 };
@@ -74,8 +74,10 @@ pub struct CallState {
     pub decision: Decision,
     /// Whether the app enabled proximity data.
     pub proximity: bool,
-    /// Providers the app declared with `config.requireProvider`: each gets
-    /// `{}` from `getProbe` when the probe has data but none for it.
+    /// Providers the app declared (`config.requireProvider` and its
+    /// settings' `providers`): with its endpoint's routed providers, all
+    /// the app sees of provider data ([`ProviderScope`]); each gets `{}`
+    /// from `getProbe` when the probe has data but none for it.
     pub declared: Arc<[String]>,
     /// Response calls, when recording for tests.
     pub calls: Option<Vec<RecordedCall>>,
@@ -124,6 +126,9 @@ pub struct InitState {
     pub meta: AppMeta,
     /// Configured providers, for `config.getProviders()`.
     pub data: Arc<DataSnapshot>,
+    /// The providers the app's settings give it (sidecar `providers`):
+    /// when any, `config.getProviders()` lists only those.
+    pub assigned: Arc<[String]>,
     /// Overrides `getProviders()` for tests.
     pub providers_override: Option<serde_json::Value>,
 }
@@ -292,7 +297,8 @@ fn function(ctx: &mut Context, f: NativeFunction, name: &str, len: usize) -> JsV
 // ---------------------------------------------------------------- request
 
 /// `request` properties, in the Openmix API's order.
-const REQUEST_FIELDS: [&str; 14] = [
+/// The request fields of the Openmix API, in its order.
+pub const REQUEST_FIELDS: [&str; 14] = [
     "asn",
     "market",
     "country",
@@ -373,23 +379,24 @@ pub fn probe_rows_for(
     name: &str,
     request: &Request,
     data: &DataSnapshot,
-    declared: &[String],
+    scope: ProviderScope<'_>,
     proximity: bool,
 ) -> Vec<(String, Option<f64>)> {
     let mut rows = Vec::new();
-    each_probe_row(name, request, data, declared, proximity, |a, v| {
+    each_probe_row(name, request, data, scope, proximity, |a, v| {
         rows.push((a.to_string(), v));
     });
     rows
 }
 
 /// Calls `f` with each row `getProbe(name)` returns for `request`, in
-/// order, without copying the snapshot's table.
+/// order, without copying the snapshot's table: the rows of providers in
+/// the app's `scope` only.
 pub fn each_probe_row(
     name: &str,
     request: &Request,
     data: &DataSnapshot,
-    declared: &[String],
+    scope: ProviderScope<'_>,
     proximity: bool,
     mut f: impl FnMut(&str, Option<f64>),
 ) {
@@ -402,13 +409,15 @@ pub fn each_probe_row(
             .map_or(&[], Vec::as_slice)
     };
     for (alias, value) in rows {
-        f(alias, *value);
+        if scope.sees(alias) {
+            f(alias, *value);
+        }
     }
     // The Openmix API: "If a provider does not have the specified
     // value, an empty object will be returned for the provider." Only
     // when the probe has data at all, so "no data" stays `{}`.
     if !rows.is_empty() {
-        for alias in declared {
+        for alias in scope.declared {
             if !rows.iter().any(|(a, _)| a == alias) {
                 f(alias, None);
             }
@@ -418,19 +427,20 @@ pub fn each_probe_row(
 
 /// What the memo compares for `getProbe(name)`: the identity of the
 /// snapshot's table the rows come from and of the declared providers they
-/// are padded with, or, for `proximity_dist`, the rows computed for this
-/// client.
+/// are cut to and padded with (the routed part of the scope is fixed by the
+/// snapshot, and a memo holds one snapshot), or, for `proximity_dist`, the
+/// rows computed for this client.
 pub fn probe_read(
     name: &str,
     request: &Request,
     data: &DataSnapshot,
-    declared: &[String],
+    scope: ProviderScope<'_>,
     proximity: bool,
 ) -> ReadValue {
     if name == "proximity_dist" {
-        return rows_value(&probe_rows_for(name, request, data, declared, proximity));
+        return rows_value(&probe_rows_for(name, request, data, scope, proximity));
     }
-    ReadValue::Table(data_table(name, request, data), declared_id(declared))
+    ReadValue::Table(data_table(name, request, data), declared_id(scope.declared))
 }
 
 fn get_probe(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsValue> {
@@ -438,7 +448,10 @@ fn get_probe(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsVal
     let fixture = CALL.with_borrow(|c| {
         c.as_ref().and_then(|s| {
             let fx = s.fixture.as_ref()?;
-            Some((fx.probes.get(&name).cloned(), s.probes.is_some()))
+            Some((
+                fx.probes.get(&name).map(|v| scoped_fixture(v, s)),
+                s.probes.is_some(),
+            ))
         })
     });
     if let Some((v, shared)) = fixture {
@@ -468,14 +481,9 @@ fn get_probe(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsVal
         let Some(state) = c.as_mut() else {
             return Ok(out.into());
         };
+        let scope = state.data.scope(&state.app, &state.declared);
         if let Some(r) = state.reads.as_mut() {
-            let value = probe_read(
-                &name,
-                &state.request,
-                &state.data,
-                &state.declared,
-                state.proximity,
-            );
+            let value = probe_read(&name, &state.request, &state.data, scope, state.proximity);
             r.reads.push((ReadKey::Probe(name.as_str().into()), value));
         }
         let table = data_table(&name, &state.request, &state.data);
@@ -500,7 +508,7 @@ fn get_probe(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsVal
             &name,
             &state.request,
             &state.data,
-            &state.declared,
+            scope,
             state.proximity,
             |alias, value| {
                 let inner = JsObject::with_object_proto(ctx.intrinsics());
@@ -512,6 +520,27 @@ fn get_probe(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsVal
         );
         Ok(out.into())
     })
+}
+
+/// A fixture's probe or feed value as the app sees it: an object keyed by
+/// provider is cut to the app's scope, as the server cuts the snapshot's
+/// rows; any other value (a bare string for a broken feed) is given as is.
+fn scoped_fixture(v: &serde_json::Value, state: &CallState) -> serde_json::Value {
+    match v {
+        // (`{"$undefined": true}` and `{"$number": ...}` stand for one value.)
+        serde_json::Value::Object(rows)
+            if !rows.contains_key("$undefined") && !rows.contains_key("$number") =>
+        {
+            let scope = state.data.scope(&state.app, &state.declared);
+            serde_json::Value::Object(
+                rows.iter()
+                    .filter(|(alias, _)| scope.sees(alias))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            )
+        }
+        other => other.clone(),
+    }
 }
 
 /// The identity of the snapshot table `getProbe(name)` reads for this
@@ -547,7 +576,7 @@ impl ProbeCache {
                 name,
                 &state.request,
                 &state.data,
-                &state.declared,
+                state.data.scope(&state.app, &state.declared),
                 state.proximity,
                 |alias, value| {
                     let inner = JsObject::with_object_proto(ctx.intrinsics());
@@ -598,9 +627,13 @@ fn proximity_rows(
 fn get_data(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsValue> {
     let name = string_arg(args, 0, "getData", "feed_name")?;
     let fixture = CALL.with_borrow(|c| {
-        c.as_ref()
-            .and_then(|s| s.fixture.as_ref())
-            .map(|fx| fx.data.get(&name).cloned())
+        c.as_ref().and_then(|s| {
+            let fx = s.fixture.as_ref()?;
+            Some(fx.data.get(&name).map(|v| match name.as_str() {
+                "weights" => v.clone(),
+                _ => scoped_fixture(v, s),
+            }))
+        })
     });
     if let Some(v) = fixture {
         return match v {
@@ -628,9 +661,14 @@ fn get_data(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsValu
                 .map_or(&[], Vec::as_slice),
             _ => return Ok(JsValue::undefined()),
         };
+        // Provider feeds are cut to the app's scope; its own routes
+        // (`weights`, keyed by route id) are all its own.
+        let scope = (name != "weights").then(|| state.data.scope(&state.app, &state.declared));
         let out = JsObject::with_object_proto(ctx.intrinsics());
         for (alias, body) in rows {
-            out.insert_property(JsString::from(alias.as_str()), data_property(js_str(body)));
+            if scope.is_none_or(|s| s.sees(alias)) {
+                out.insert_property(JsString::from(alias.as_str()), data_property(js_str(body)));
+            }
         }
         Ok(out.into())
     })
@@ -978,8 +1016,13 @@ fn get_providers(_: &JsValue, _: &[JsValue], ctx: &mut Context) -> JsResult<JsVa
         if let Some(v) = &s.providers_override {
             return v.clone();
         }
+        // The platforms assigned to the app, as on Openmix: its settings'
+        // `providers` when it has any, else every configured provider.
         let mut map = serde_json::Map::new();
         for (alias, info) in &s.data.providers {
+            if !s.assigned.is_empty() && !s.assigned.contains(alias) {
+                continue;
+            }
             map.insert(
                 alias.clone(),
                 serde_json::to_value(info).unwrap_or_default(),

@@ -154,8 +154,9 @@ pub struct View<'a> {
     pub request: &'a Request,
     /// The data snapshot.
     pub data: &'a DataSnapshot,
-    /// Providers the app declared (they get `{}` rows from `getProbe`).
-    pub declared: &'a [String],
+    /// The providers the app sees (its declared ones get `{}` rows from
+    /// `getProbe`).
+    pub scope: super::ProviderScope<'a>,
     /// Whether the app enabled proximity data.
     pub proximity: bool,
 }
@@ -167,8 +168,7 @@ impl View<'_> {
         match key {
             ReadKey::Field(i) => f(host::field_ref(usize::from(*i), self.request)),
             ReadKey::Probe(name) => {
-                let v =
-                    host::probe_read(name, self.request, self.data, self.declared, self.proximity);
+                let v = host::probe_read(name, self.request, self.data, self.scope, self.proximity);
                 f(v.as_ref())
             }
             ReadKey::Header(name) => f(ValueRef::Opt(self.request.header(name))),

@@ -28,7 +28,7 @@ pub mod purity;
 pub mod request;
 pub mod runtime;
 
-pub use data::{DataSnapshot, ProviderInfo};
+pub use data::{DataSnapshot, ProviderInfo, ProviderScope};
 pub use decision::{Answer, Decision, ProviderHost};
 pub use engine::{AppCode, AppError, AppInstance, Budget, CallOptions, CallOutcome, Phase};
 pub use host::{AppMeta, FixtureRequest, RecordedCall};
