@@ -51,6 +51,8 @@ pub struct LoadedApp {
     pub load_error: Option<String>,
     /// The backoff of this version after runaways.
     pub runaway: crate::steer::Runaway,
+    /// Set once this version's first error is logged.
+    pub error_logged: crate::steer::ErrorLogged,
 }
 
 impl LoadedApp {
@@ -94,6 +96,7 @@ impl LoadedApp {
             memo_off: Some("not loaded".into()),
             load_error: Some(failure.to_string()),
             runaway: Default::default(),
+            error_logged: Default::default(),
         }
     }
 
@@ -229,6 +232,7 @@ pub fn load_app_checked(
             memo_off: Some("quarantined".into()),
             load_error: None,
             runaway: Default::default(),
+            error_logged: Default::default(),
         });
     }
     let (_, meta) =
@@ -265,6 +269,7 @@ pub fn load_app_checked(
         memo_off,
         load_error: None,
         runaway: Default::default(),
+        error_logged: Default::default(),
     })
 }
 
