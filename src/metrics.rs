@@ -385,12 +385,13 @@ thread_local! {
 ///
 /// This replaced a histogram of the `metrics` crate, whose exporter kept
 /// every observation until a scrape rendered it: ~12 bytes per decision
-/// on a node nobody scraped (issue #31). Per-thread histograms cost a
-/// table lookup and two plain stores per decision and never share a
-/// cache line between threads; a histogram shared by every thread of an
-/// app measured no cheaper (BENCHMARKS.md, 2026-12-07). Memory is one
-/// histogram per (thread, app), and a thread's histograms are folded
-/// into `ended` when the thread ends.
+/// on a node nobody scraped (issue #31). A record here is a table lookup
+/// and two plain stores, 3-7 times cheaper than the crate's; a histogram
+/// shared by every thread of an app (atomic adds) measured the same on 2
+/// cores (BENCHMARKS.md, 2026-12-07), and per-thread ones never pass a
+/// cache line between cores as more cores would. Memory is one histogram
+/// per (thread, app); a thread's histograms are folded into `ended` when
+/// the thread ends.
 struct DecisionTimes {
     id: u64,
     /// Every live thread's histograms, by app.
