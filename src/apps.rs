@@ -55,6 +55,8 @@ pub struct LoadedApp {
     pub load_error: Option<String>,
     /// The backoff of this version after runaways.
     pub runaway: crate::steer::Runaway,
+    /// Set once this version's first error is logged.
+    pub error_logged: crate::steer::ErrorLogged,
 }
 
 impl LoadedApp {
@@ -100,6 +102,7 @@ impl LoadedApp {
             memo_off: Some("not loaded".into()),
             load_error: Some(failure.to_string()),
             runaway: Default::default(),
+            error_logged: Default::default(),
         }
     }
 
@@ -237,6 +240,7 @@ pub fn load_app_checked(
             memo_off: Some("quarantined".into()),
             load_error: None,
             runaway: Default::default(),
+            error_logged: Default::default(),
         });
     }
     let (_, meta) =
@@ -274,6 +278,7 @@ pub fn load_app_checked(
         memo_off,
         load_error: None,
         runaway: Default::default(),
+        error_logged: Default::default(),
     })
 }
 

@@ -1,13 +1,19 @@
 //! Live counters of the server: DNS responses by protocol and rcode,
-//! decisions by app, provider and reason, app failures by kind.
+//! decisions by app, provider and reason, app failures by kind, and
+//! decision times by app.
 //!
 //! One type holds them all, so every front end counts the same way and the
-//! operations endpoints read one place.
+//! operations endpoints read one place. Everything here has a fixed size
+//! or a bound that does not depend on traffic, and nothing waits for a
+//! reader to be trimmed: a node nobody scrapes holds as much as one
+//! scraped every second.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 
@@ -24,6 +30,16 @@ pub type DecisionKey = (String, String, String);
 pub const BUCKET_SECS: u64 = 10;
 /// Buckets kept: one hour.
 const BUCKETS_KEPT: usize = 360;
+
+/// Distinct (provider, reason) pairs counted per app. Both are strings the
+/// app chooses, and an app may choose them from what the client sent (a
+/// reason code carrying a query parameter): past this many, new pairs are
+/// counted under ([`OTHER`], [`OTHER`]), so the totals, the buckets, the
+/// pending report and the `/metrics` series stay bounded.
+pub const MAX_PAIRS_PER_APP: usize = 256;
+
+/// The provider and reason that pairs past [`MAX_PAIRS_PER_APP`] count under.
+pub const OTHER: &str = "(other)";
 
 /// Decision counts of one 10-second bucket, keyed by its stop time.
 #[derive(Debug, Clone, Default)]
@@ -48,11 +64,14 @@ pub struct Counters {
     dns_panics: AtomicU64,
     tally: Tally,
     merged: Mutex<Merged>,
+    times: DecisionTimes,
 }
 
 #[derive(Default)]
 struct Merged {
     decisions: HashMap<DecisionKey, u64>,
+    /// Distinct (provider, reason) pairs in `decisions`, by app.
+    pairs: HashMap<String, usize>,
     buckets: std::collections::VecDeque<Bucket>,
     failures: HashMap<(String, &'static str), u64>,
     /// Counts not yet reported, and since when (unix ms).
@@ -71,6 +90,7 @@ impl Default for Counters {
                 pending_start: crate::report::buckets::now_ms(),
                 ..Merged::default()
             }),
+            times: DecisionTimes::default(),
         }
     }
 }
@@ -145,7 +165,19 @@ impl Counters {
             }
         }
         for d in drained {
-            let key = (d.app, or_none(d.provider), or_none(d.reason));
+            let mut key = (d.app, or_none(d.provider), or_none(d.reason));
+            if !m.decisions.contains_key(&key) {
+                let pairs = m.pairs.entry(key.0.clone()).or_default();
+                if *pairs < MAX_PAIRS_PER_APP {
+                    *pairs += 1;
+                } else {
+                    key = (key.0, OTHER.to_string(), OTHER.to_string());
+                    if !m.decisions.contains_key(&key) {
+                        tracing::warn!(app = %key.0, limit = MAX_PAIRS_PER_APP,
+                            "an app chose too many distinct provider and reason pairs; further ones are counted as (other)");
+                    }
+                }
+            }
             if let Some(last) = m.buckets.back_mut() {
                 *last.counts.entry(key.clone()).or_default() += d.n;
             }
@@ -261,5 +293,348 @@ impl Counters {
     /// Seconds since start.
     pub fn uptime_secs(&self) -> u64 {
         self.started.elapsed().as_secs()
+    }
+
+    /// Records how long one decision of `app` took, on the calling
+    /// thread's own histogram.
+    pub fn decision_time(&self, app: &str, took: Duration) {
+        self.times.record(app, took);
+    }
+
+    /// Appends the decision-time histograms to `out`, in Prometheus text
+    /// format.
+    pub fn render_decision_times(&self, out: &mut String) {
+        self.times.render(out);
+    }
+}
+
+/// Upper bounds of the decision-time histogram's buckets, in seconds.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05,
+    0.1,
+];
+
+/// [`LATENCY_BUCKETS`] in nanoseconds, for the hot path.
+const BOUNDS_NS: [u64; 12] = [
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    50_000_000,
+    100_000_000,
+];
+
+/// The decision-time histogram's name on `/metrics`.
+const TIMES_NAME: &str = "switchyard_decision_seconds";
+
+/// One thread's decision times of one app: a count per bucket (the last
+/// is +Inf) and the sum in nanoseconds. Only its thread writes it, so a
+/// record is a load and a store, no read-modify-write; the renderer
+/// reads it concurrently and may see a record half done (bucket counted,
+/// sum not yet), which the next render shows whole.
+#[derive(Default)]
+struct Times {
+    buckets: [AtomicU64; BOUNDS_NS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+/// A histogram's totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Totals {
+    buckets: [u64; BOUNDS_NS.len() + 1],
+    sum_ns: u64,
+}
+
+impl Times {
+    fn record(&self, ns: u64) {
+        let i = BOUNDS_NS.partition_point(|&b| b < ns);
+        let bump =
+            |a: &AtomicU64, n: u64| a.store(a.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        bump(&self.buckets[i], 1);
+        bump(&self.sum_ns, ns);
+    }
+
+    fn add_to(&self, t: &mut Totals) {
+        for (sum, b) in t.buckets.iter_mut().zip(&self.buckets) {
+            *sum += b.load(Ordering::Relaxed);
+        }
+        t.sum_ns += self.sum_ns.load(Ordering::Relaxed);
+    }
+}
+
+static NEXT_TIMES_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One thread's histograms of one [`DecisionTimes`], by app.
+type MyTimes = hashbrown::HashMap<String, Arc<Times>>;
+
+thread_local! {
+    /// This thread's histograms, by the [`DecisionTimes`] they belong to
+    /// and the app: found without a lock or an allocation.
+    static MY_TIMES: RefCell<Vec<(u64, MyTimes)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// Decision times by app, in fixed-size histograms ([`LATENCY_BUCKETS`]),
+/// one per thread and app, summed when rendered.
+///
+/// This replaced a histogram of the `metrics` crate, whose exporter kept
+/// every observation until a scrape rendered it: ~12 bytes per decision
+/// on a node nobody scraped (issue #31). A record here is a table lookup
+/// and two plain stores, 3-7 times cheaper than the crate's; a histogram
+/// shared by every thread of an app (atomic adds) measured the same on 2
+/// cores (BENCHMARKS.md, 2026-12-07), and per-thread ones never pass a
+/// cache line between cores as more cores would. Memory is one histogram
+/// per (thread, app); a thread's histograms are folded into `ended` when
+/// the thread ends.
+struct DecisionTimes {
+    id: u64,
+    /// Every live thread's histograms, by app.
+    live: Mutex<Vec<(String, Arc<Times>)>>,
+    /// Totals of the threads that have ended, by app.
+    ended: Mutex<BTreeMap<String, Totals>>,
+}
+
+impl Default for DecisionTimes {
+    fn default() -> Self {
+        DecisionTimes {
+            id: NEXT_TIMES_ID.fetch_add(1, Ordering::Relaxed),
+            live: Mutex::new(Vec::new()),
+            ended: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl DecisionTimes {
+    fn record(&self, app: &str, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        MY_TIMES.with_borrow_mut(|mine| {
+            let i = match mine.iter().position(|(id, _)| *id == self.id) {
+                Some(i) => i,
+                None => {
+                    mine.push((self.id, MyTimes::new()));
+                    mine.len() - 1
+                }
+            };
+            let by_app = &mut mine[i].1;
+            if let Some(t) = by_app.get(app) {
+                t.record(ns);
+                return;
+            }
+            let t = Arc::new(Times::default());
+            t.record(ns);
+            if let Ok(mut live) = self.live.lock() {
+                live.push((app.to_string(), t.clone()));
+            }
+            by_app.insert(app.to_string(), t);
+        });
+    }
+
+    /// Totals by app: the live threads' histograms plus the ended ones'.
+    /// Histograms only the registry still holds belong to threads that
+    /// have ended: they are folded into `ended` and forgotten.
+    fn totals(&self) -> BTreeMap<String, Totals> {
+        let (Ok(mut live), Ok(mut ended)) = (self.live.lock(), self.ended.lock()) else {
+            return BTreeMap::new();
+        };
+        live.retain(|(app, t)| {
+            if Arc::strong_count(t) > 1 {
+                return true;
+            }
+            // Pairs with the Release of the thread's drop of its handle:
+            // every record it made is visible here.
+            std::sync::atomic::fence(Ordering::Acquire);
+            t.add_to(ended.entry(app.clone()).or_default());
+            false
+        });
+        let mut out = ended.clone();
+        for (app, t) in live.iter() {
+            t.add_to(out.entry(app.clone()).or_default());
+        }
+        out
+    }
+
+    /// The histograms in Prometheus text format, with HELP and TYPE;
+    /// nothing when no decision was timed yet.
+    fn render(&self, out: &mut String) {
+        let totals = self.totals();
+        if totals.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "# HELP {TIMES_NAME} Time from a decision's arrival at the engine to its answer, memo hits included."
+        );
+        let _ = writeln!(out, "# TYPE {TIMES_NAME} histogram");
+        for (app, t) in totals {
+            let app = escape_label(&app);
+            let mut cumulative = 0;
+            for (i, n) in t.buckets.iter().enumerate() {
+                cumulative += n;
+                let le = LATENCY_BUCKETS
+                    .get(i)
+                    .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+                let _ = writeln!(
+                    out,
+                    "{TIMES_NAME}_bucket{{app=\"{app}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{TIMES_NAME}_sum{{app=\"{app}\"}} {}",
+                t.sum_ns as f64 / 1e9
+            );
+            let _ = writeln!(out, "{TIMES_NAME}_count{{app=\"{app}\"}} {cumulative}");
+        }
+    }
+}
+
+/// A label value as the text format wants it: backslash, double quote and
+/// line feed escaped.
+fn escape_label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_in_nanoseconds_match_the_buckets() {
+        for (ns, secs) in BOUNDS_NS.iter().zip(LATENCY_BUCKETS) {
+            assert_eq!(*ns, (secs * 1e9).round() as u64);
+        }
+    }
+
+    fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {text}"))
+    }
+
+    #[test]
+    fn decision_times_add_up_over_threads_that_ended() {
+        let c = Arc::new(Counters::default());
+        let mut empty = String::new();
+        c.render_decision_times(&mut empty);
+        assert_eq!(empty, "", "nothing timed, nothing rendered");
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..100 {
+                        c.decision_time("www", Duration::from_micros(30));
+                    }
+                    c.decision_time("www", Duration::from_secs(1));
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        c.decision_time("www", Duration::from_nanos(10_000));
+        c.decision_time("q\"uo\\te", Duration::ZERO);
+        let mut text = String::new();
+        c.render_decision_times(&mut text);
+        assert!(
+            text.starts_with("# HELP switchyard_decision_seconds "),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE switchyard_decision_seconds histogram\n"));
+        let b = |le: &str| {
+            line(
+                &text,
+                &format!("switchyard_decision_seconds_bucket{{app=\"www\",le=\"{le}\"}} "),
+            )
+            .to_string()
+        };
+        assert!(
+            b("0.00001").ends_with(" 1"),
+            "10 µs is in the 10 µs bucket: {text}"
+        );
+        assert!(b("0.000025").ends_with(" 1"), "{text}");
+        assert!(b("0.00005").ends_with(" 401"), "{text}");
+        assert!(b("0.1").ends_with(" 401"), "{text}");
+        assert!(b("+Inf").ends_with(" 405"), "{text}");
+        assert!(line(&text, "switchyard_decision_seconds_count{app=\"www\"}").ends_with(" 405"));
+        let sum: f64 = line(&text, "switchyard_decision_seconds_sum{app=\"www\"}")
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((sum - (4.0 + 400.0 * 30e-6 + 10e-6)).abs() < 1e-9, "{sum}");
+        assert!(
+            text.contains("{app=\"q\\\"uo\\\\te\",le=\"+Inf\"} 1\n"),
+            "{text}"
+        );
+        // The ended threads' histograms were folded: only this thread's
+        // two remain, and a second render says the same.
+        assert_eq!(c.times.live.lock().unwrap().len(), 2);
+        let mut again = String::new();
+        c.render_decision_times(&mut again);
+        assert_eq!(text, again);
+    }
+
+    #[test]
+    fn provider_and_reason_pairs_are_bounded_per_app() {
+        let c = Counters::default();
+        // An app that puts what the client sent into its reason code.
+        for i in 0..MAX_PAIRS_PER_APP + 100 {
+            c.tally
+                .record("echo", 1, "cdn_a", &format!("client-{i}"), None);
+            c.tally.record("plain", 2, "cdn_b", "R", None);
+            if i + 1 == MAX_PAIRS_PER_APP {
+                c.merge();
+            }
+        }
+        c.tally.record("echo", 1, "cdn_a", "client-0", None);
+        c.tally.record("echo", 1, "cdn_a", "client-999999", None);
+        let d = c.decisions();
+        let echo: Vec<_> = d.iter().filter(|((a, _, _), _)| a == "echo").collect();
+        assert_eq!(
+            echo.len(),
+            MAX_PAIRS_PER_APP + 1,
+            "the pairs seen first, and (other)"
+        );
+        let other = ("echo".to_string(), OTHER.to_string(), OTHER.to_string());
+        assert_eq!(d[&other], 101, "past the bound, counted as (other)");
+        let first = (
+            "echo".to_string(),
+            "cdn_a".to_string(),
+            "client-0".to_string(),
+        );
+        assert_eq!(d[&first], 2, "a pair counted before keeps counting");
+        let total: u64 = echo.iter().map(|(_, n)| **n).sum();
+        assert_eq!(total, MAX_PAIRS_PER_APP as u64 + 102, "nothing lost");
+        let plain = ("plain".to_string(), "cdn_b".to_string(), "R".to_string());
+        assert_eq!(
+            d[&plain],
+            MAX_PAIRS_PER_APP as u64 + 100,
+            "other apps unaffected"
+        );
+        let (_, _, pending) = c.take_pending();
+        assert_eq!(
+            pending["echo"].values().map(BTreeMap::len).sum::<usize>(),
+            MAX_PAIRS_PER_APP + 1
+        );
+        assert!(
+            c.recent("echo", 60).len() <= MAX_PAIRS_PER_APP + 1,
+            "the buckets hold the folded pairs too"
+        );
     }
 }

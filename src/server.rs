@@ -183,7 +183,14 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
     )
     .map_err(|e| anyhow!(e))?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let workers = Workers::start(threads, config.hard_limit, Some(apps.clone()), Some(slots));
+    let counters = Arc::new(Counters::default());
+    let workers = Workers::start(
+        threads,
+        config.hard_limit,
+        Some(apps.clone()),
+        Some(slots),
+        counters.clone(),
+    );
     let pool = Arc::downgrade(&workers);
     apps.on_loader_cap(Box::new(move || {
         tracing::error!(
@@ -195,7 +202,6 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
         }
         std::process::exit(70);
     }));
-    let counters = Arc::new(Counters::default());
     let zones = ZoneSet::from_config(&config).map_err(|e| anyhow!("{}: {e}", config.source))?;
     let dns = Arc::new(DnsHandler {
         zones: ArcSwap::from_pointee(zones),

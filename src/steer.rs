@@ -5,9 +5,8 @@
 //! written once: TTL is `setTTL`, else the app's default, else the zone's;
 //! an app error is logged once per app version, with its line.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::apps::LoadedApp;
@@ -45,16 +44,15 @@ pub struct Steered {
     pub outcome: Outcome,
 }
 
-static LOGGED: Mutex<Option<HashSet<(String, u64)>>> = Mutex::new(None);
+/// Whether an app version's first error was logged. It lives in the
+/// version ([`LoadedApp::error_logged`]) and goes with it: a process-wide
+/// set of logged versions grew by one entry per reload of a failing app.
+#[derive(Debug, Default)]
+pub struct ErrorLogged(AtomicBool);
 
 /// Logs an app error once per app version.
 fn log_once(app: &LoadedApp, err: &AppError) {
-    let key = (app.code.name.clone(), app.code.version);
-    let first = match LOGGED.lock() {
-        Ok(mut guard) => guard.get_or_insert_with(HashSet::new).insert(key),
-        Err(_) => true,
-    };
-    if first {
+    if !app.error_logged.0.swap(true, Ordering::Relaxed) {
         tracing::warn!(app = %app.code.name, version = app.code.version, kind = err.kind(), error = %err,
             "app failed; serving its fallback (logged once per app version)");
     }

@@ -36,6 +36,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounde
 use tokio::sync::oneshot;
 
 use crate::apps::{AppRegistry, LoadedApp};
+use crate::metrics::Counters;
 use crate::openmix::{AppError, DataSnapshot, Phase, Request, runtime};
 use crate::quarantine::Slots;
 use crate::steer::{self, Steered};
@@ -73,23 +74,6 @@ pub fn lower_priority(tid: i32) {
     if rc != 0 {
         tracing::debug!(tid, error = %std::io::Error::last_os_error(), "cannot lower a retired thread's priority");
     }
-}
-
-thread_local! {
-    /// Histogram handles by app, so a decision does not look its labels up.
-    static LATENCY: std::cell::RefCell<std::collections::HashMap<String, metrics::Histogram>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
-}
-
-fn record_latency(app: &str, secs: f64) {
-    LATENCY.with_borrow_mut(|h| match h.get(app) {
-        Some(hist) => hist.record(secs),
-        None => {
-            let hist = metrics::histogram!("switchyard_decision_seconds", "app" => app.to_string());
-            hist.record(secs);
-            h.insert(app.to_string(), hist);
-        }
-    });
 }
 
 /// The query a worker is deciding, so the watchdog can answer it from the
@@ -144,6 +128,8 @@ pub struct Workers {
     panics: AtomicU64,
     apps: Option<Arc<AppRegistry>>,
     slots: Option<Arc<Slots>>,
+    /// Where decision times are recorded.
+    counters: Arc<Counters>,
     workers: Mutex<Vec<Arc<Worker>>>,
     /// Threads retired so far, by the app they were stuck in.
     retired_by_app: Mutex<std::collections::BTreeMap<String, u64>>,
@@ -160,12 +146,14 @@ impl Workers {
     /// Starts `n` worker threads and the watchdog. A decision not answered
     /// within `hard_limit` is answered from the app's fallback, and its
     /// thread is retired. Instances of apps removed from `apps` are dropped
-    /// after each reload; `slots` records what each worker runs.
+    /// after each reload; `slots` records what each worker runs; decision
+    /// times go to `counters`.
     pub fn start(
         n: usize,
         hard_limit: Duration,
         apps: Option<Arc<AppRegistry>>,
         slots: Option<Arc<Slots>>,
+        counters: Arc<Counters>,
     ) -> Arc<Workers> {
         let (tx, rx) = bounded::<Job>(QUEUE_DEPTH);
         let pool = Arc::new(Workers {
@@ -178,6 +166,7 @@ impl Workers {
             panics: AtomicU64::new(0),
             apps,
             slots,
+            counters,
             workers: Mutex::new(Vec::new()),
             retired_by_app: Mutex::new(std::collections::BTreeMap::new()),
             recent_retirements: Mutex::new(std::collections::VecDeque::new()),
@@ -349,7 +338,8 @@ impl Workers {
                         self.decide(me, slot, &app, request, &data, zone_ttl, start)
                     }));
                     me.answer_at.store(0, Ordering::Release);
-                    record_latency(&app.code.name, queued.elapsed().as_secs_f64());
+                    self.counters
+                        .decision_time(&app.code.name, queued.elapsed());
                     let out = match decided {
                         Ok(out) => out,
                         Err(panic) => {
@@ -691,7 +681,8 @@ impl Workers {
         }
         let started = std::time::Instant::now();
         if let Some(hit) = steer::memoised(app, request, data, default_ttl) {
-            record_latency(&app.code.name, started.elapsed().as_secs_f64());
+            self.counters
+                .decision_time(&app.code.name, started.elapsed());
             return Some(hit);
         }
         // A runaway app backing off gets its fallback at once.

@@ -2390,4 +2390,353 @@ async fn held_connections_cannot_take_every_slot() {
         .expect("preface");
     let t = closed_after(&mut h2, true, Duration::from_secs(8)).expect("ping-only h2c closed");
     assert!(t < Duration::from_secs(4), "{t:?}");
+// ------------------------------------------------------ memory (issue 31)
+
+/// Resident set size of a process, in bytes (`VmRSS` in /proc/PID/status).
+fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or_else(|| panic!("no VmRSS in {status}"))
+}
+
+/// The serving process: the supervisor's child.
+fn serving_pid(s: &Server) -> u32 {
+    let pid = s.pid();
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the supervisor's threads")
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .next()
+        .unwrap_or_else(|| panic!("no serving process under the supervisor {pid}"))
+}
+
+/// Sends `rate` UDP queries a second to `dns`, over `names` in turn, until
+/// `stop` is set. Returns the queries sent and, per name, the replies with
+/// the rcode expected for it.
+fn paced_queries(
+    dns: SocketAddr,
+    names: &[(&str, ResponseCode)],
+    rate: u64,
+    stop: &std::sync::atomic::AtomicBool,
+) -> (u64, Vec<u64>) {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
+    sock.connect(dns).expect("connect UDP");
+    sock.set_nonblocking(true).expect("non-blocking");
+    let queries: Vec<Vec<u8>> = names
+        .iter()
+        .map(|(name, _)| {
+            let mut q = Message::query();
+            q.add_query(Query::query(
+                Name::from_ascii(name).expect("name"),
+                RecordType::A,
+            ));
+            q.to_vec().expect("encode query")
+        })
+        .collect();
+    let mut answered = vec![0u64; names.len()];
+    let mut buf = [0u8; 4096];
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let due = rate * started.elapsed().as_micros() as u64 / 1_000_000;
+        while sent < due {
+            // The ID says which name the reply is for (IDs wrap at a
+            // multiple of the number of names).
+            let kind = (sent % names.len() as u64) as usize;
+            let span = (65_536 / names.len() * names.len()) as u64;
+            let mut q = queries[kind].clone();
+            q[..2].copy_from_slice(&((sent % span) as u16).to_be_bytes());
+            let _ = sock.send(&q);
+            sent += 1;
+        }
+        while let Ok(n) = sock.recv(&mut buf) {
+            let Ok(m) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let kind = m.metadata.id as usize % names.len();
+            if m.metadata.response_code == names[kind].1 {
+                answered[kind] += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    (sent, answered)
+}
+
+/// `GET path` over one keep-alive connection, `rate` a second, until
+/// `stop`; returns the 200 replies.
+fn paced_http(
+    addr: SocketAddr,
+    paths: &[&str],
+    rate: u64,
+    stop: &std::sync::atomic::AtomicBool,
+) -> u64 {
+    use std::io::BufRead;
+    let connect = || {
+        let s = TcpStream::connect(addr).expect("connect HTTP");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        std::io::BufReader::new(s)
+    };
+    let mut conn = connect();
+    let mut ok = 0;
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if sent >= rate * started.elapsed().as_millis() as u64 / 1000 {
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        }
+        let path = paths[sent as usize % paths.len()];
+        sent += 1;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: soak\r\n\r\n");
+        let mut status = 0;
+        let mut length = 0usize;
+        let done = conn.get_mut().write_all(request.as_bytes()).is_ok() && {
+            let mut line = String::new();
+            let mut good = true;
+            let mut first = true;
+            loop {
+                line.clear();
+                if conn.read_line(&mut line).map_or(true, |n| n == 0) {
+                    good = false;
+                    break;
+                }
+                let l = line.trim_end();
+                if first {
+                    status = l
+                        .split(' ')
+                        .nth(1)
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    first = false;
+                } else if l.is_empty() {
+                    break;
+                } else if let Some((k, v)) = l.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            good && conn.read_exact(&mut body).is_ok()
+        };
+        if !done {
+            conn = connect();
+        } else if status == 200 {
+            ok += 1;
+        }
+    }
+    ok
+}
+
+/// Issue 31: the decision-time histogram kept every observation until
+/// `/metrics` was scraped, so a node nobody scraped grew ~12-20 bytes a
+/// decision. Here nothing scrapes: a fixed rate of DNS queries (memoised
+/// best-rtt, non-memoised fusion-budget, a static name, NXDOMAIN) and
+/// HTTP decisions for 60 s; after a 15 s warm-up the serving process's
+/// RSS may grow by at most [`RSS_ALLOWANCE`].
+#[test]
+fn memory_stays_flat_under_sustained_decisions_without_scraping() {
+    const RATE: u64 = 10_000;
+    const HTTP_RATE: u64 = 100;
+    const WARM_UP: Duration = Duration::from_secs(15);
+    const MEASURED: Duration = Duration::from_secs(45);
+    const RSS_ALLOWANCE: u64 = 2 << 20;
+    let s = start_shipped();
+    let pid = serving_pid(&s);
+    let names = [
+        ("best-rtt.switchyard.test.", ResponseCode::NoError),
+        ("fusion-budget.switchyard.test.", ResponseCode::NoError),
+        ("best-rtt.switchyard.test.", ResponseCode::NoError),
+        ("fusion-budget.switchyard.test.", ResponseCode::NoError),
+        ("best-rtt.switchyard.test.", ResponseCode::NoError),
+        ("static.switchyard.test.", ResponseCode::NoError),
+        ("nope.switchyard.test.", ResponseCode::NXDomain),
+    ];
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (before, samples, (sent, answered), http_ok) = std::thread::scope(|scope| {
+        let dns = scope.spawn(|| paced_queries(s.dns, &names, RATE, &stop));
+        let http = scope.spawn(|| {
+            paced_http(
+                http_addr(&s),
+                &["/apps/fusion-budget/decision", "/apps/best-rtt/decision"],
+                HTTP_RATE,
+                &stop,
+            )
+        });
+        std::thread::sleep(WARM_UP);
+        let before = rss_of(pid);
+        let mut samples = Vec::new();
+        let started = Instant::now();
+        while started.elapsed() < MEASURED {
+            std::thread::sleep(Duration::from_secs(5));
+            samples.push(rss_of(pid));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (before, samples, dns.join().unwrap(), http.join().unwrap())
+    });
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let after = *samples.last().expect("samples");
+    let curve: Vec<String> = samples.iter().map(|b| format!("{:.1}", mib(*b))).collect();
+    eprintln!(
+        "RSS after warm-up {:.1} MiB, then every 5 s: {} MiB; growth {:+.2} MiB; {sent} queries sent, answered {answered:?}, {http_ok} HTTP decisions",
+        mib(before),
+        curve.join(" "),
+        mib(after) - mib(before),
+    );
+    // The load was real: most of every kind answered as expected.
+    let per_name = sent / names.len() as u64;
+    for (i, n) in answered.iter().enumerate() {
+        assert!(
+            *n * 10 >= per_name * 8,
+            "{}: {n} of ~{per_name} queries answered with {}",
+            names[i].0,
+            names[i].1
+        );
+    }
+    assert!(
+        http_ok * 10 >= HTTP_RATE * (WARM_UP + MEASURED).as_secs() * 8,
+        "{http_ok} HTTP decisions"
+    );
+    assert!(
+        after <= before + RSS_ALLOWANCE,
+        "the serving process grew from {:.1} MiB to {:.1} MiB under load without scraping (allowance {:.1} MiB): {}",
+        mib(before),
+        mib(after),
+        mib(RSS_ALLOWANCE),
+        curve.join(" ")
+    );
+}
+
+// --------------------------------------------- Prometheus conventions (#20)
+
+/// `promtool` on the PATH. Without it the check cannot run: on CI (`CI`
+/// set; `.ci/run` sets it and installs Debian's `prometheus`, which ships
+/// promtool) that fails the test, elsewhere it is skipped, loudly.
+fn promtool() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("promtool"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is not installed (Debian package `prometheus`): CI must check /metrics with it"
+        );
+        eprintln!(
+            "\n*** SKIPPED: promtool is not installed (apt-get install prometheus); /metrics was NOT checked ***\n"
+        );
+    }
+    found
+}
+
+/// Issue 20, point 3: every family on a live `/metrics` has `# HELP` and
+/// `# TYPE`, and `promtool check metrics` (the naming guide's lint) finds
+/// nothing, with decisions of every kind counted: DNS and HTTP, memoised
+/// and not, a fallback, a failure without one, NXDOMAIN.
+#[tokio::test]
+async fn live_metrics_pass_promtool_check() {
+    let Some(promtool) = promtool() else {
+        return;
+    };
+    let shipped = |name: &str| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/apps/").to_string() + name;
+        app(name, &std::fs::read_to_string(&path).expect("shipped app"))
+    };
+    let s = start_apps(vec![
+        shipped("best-rtt.js"),
+        shipped("best-rtt.toml"),
+        shipped("geo-map.js"),
+        shipped("geo-map.toml"),
+        app("throws.js", THROWING_APP),
+        app("throws.toml", "fallback = \"fallback.example.net\"\n"),
+        app("bare.js", THROWING_APP),
+    ]);
+    for path in [
+        "/apps/geo-map/decision",
+        "/apps/best-rtt/decision",
+        "/apps/throws/decision",
+        "/apps/bare/decision",
+    ] {
+        get(&public(&s, path)).await;
+    }
+    for (name, rcode) in [
+        ("geo-map.switchyard.test.", ResponseCode::NoError),
+        ("best-rtt.switchyard.test.", ResponseCode::NoError),
+        ("best-rtt.switchyard.test.", ResponseCode::NoError),
+        ("throws.switchyard.test.", ResponseCode::NoError),
+        ("static.switchyard.test.", ResponseCode::NoError),
+        ("nope.switchyard.test.", ResponseCode::NXDomain),
+    ] {
+        let m = dns_query(s.dns, name, RecordType::A);
+        assert_eq!(m.metadata.response_code, rcode, "{name}: {m}");
+    }
+    let r = get(&ops(&s, "/metrics")).await;
+    r.expect(200);
+    let m = r.text();
+    for family in [
+        "switchyard_decisions_total",
+        "switchyard_dns_responses_total",
+        "switchyard_app_failures_total",
+        "switchyard_decision_seconds",
+        "switchyard_memo_hits_total",
+        "switchyard_uptime_seconds",
+        "switchyard_resident_memory_bytes",
+    ] {
+        assert!(
+            m.contains(&format!("\n# TYPE {family} ")),
+            "no {family}: {m}"
+        );
+    }
+    assert!(
+        m.contains(r#"reason="fallback""#),
+        "a fallback counted: {m}"
+    );
+    assert!(
+        m.contains(r#"rcode="Non-Existent Domain""#),
+        "an NXDOMAIN counted: {m}"
+    );
+    for l in m.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let family = l.split(' ').nth(2).expect("family");
+        assert!(
+            m.contains(&format!("# HELP {family} ")),
+            "{family} has no HELP: {m}"
+        );
+    }
+    let mut check = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    check
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(m.as_bytes())
+        .expect("write to promtool");
+    let out = check.wait_with_output().expect("promtool");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.is_empty(),
+        "promtool check metrics ({}): {said}\n--- /metrics:\n{m}",
+        out.status
+    );
 }

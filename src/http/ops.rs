@@ -18,23 +18,96 @@ use crate::server::State;
 /// seed says.
 static PROFILE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Buckets of the decision latency histogram, in seconds.
-const LATENCY_BUCKETS: [f64; 12] = [
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05,
-    0.1,
-];
-
-/// The process-wide Prometheus recorder (installed on first use).
+/// The process-wide Prometheus recorder (installed on first use), with
+/// every family it exports described once. It holds counters and gauges
+/// only: each is one value per label set, so it does not grow between
+/// scrapes (decision times are [`crate::metrics`]' own histograms).
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let builder = PrometheusBuilder::new()
-            .set_buckets(&LATENCY_BUCKETS)
-            .unwrap_or_else(|_| PrometheusBuilder::new());
-        builder
+        let handle = PrometheusBuilder::new()
             .install_recorder()
-            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle());
+        describe_metrics();
+        handle
     })
+}
+
+/// HELP text (and unit) of every family the exporter renders. A family
+/// missing here gets no `# HELP` line, which `promtool check metrics`
+/// reports (tests/http.rs checks the live output with it).
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge};
+    describe_counter!(
+        "switchyard_dns_responses_total",
+        "DNS responses sent, by transport protocol and response code."
+    );
+    describe_counter!(
+        "switchyard_decisions_total",
+        "Decisions answered, by app, provider and reason code (fallbacks included)."
+    );
+    describe_counter!(
+        "switchyard_app_failures_total",
+        "Decisions whose app failed (error, timeout, memory, limits, watchdog, ...), by app and kind."
+    );
+    describe_counter!(
+        "switchyard_memo_hits_total",
+        "Decisions answered from the decision memo, every app together."
+    );
+    describe_counter!(
+        "switchyard_geo_cache_hits_total",
+        "GeoIP lookups answered from the cache."
+    );
+    describe_counter!(
+        "switchyard_geo_cache_misses_total",
+        "GeoIP lookups that read the database."
+    );
+    describe_counter!(
+        "switchyard_app_reloads_total",
+        "Reloads of the apps directory."
+    );
+    describe_counter!(
+        "switchyard_decisions_overloaded_total",
+        "Decisions answered from the fallback because every JS worker was busy and the queue full."
+    );
+    describe_counter!(
+        "switchyard_decisions_late_total",
+        "Decisions answered from the fallback by the watchdog because the app ran past its hard limit."
+    );
+    describe_counter!(
+        "switchyard_restarts_total",
+        "Restarts of the serving process by the supervisor."
+    );
+    describe_gauge!(
+        "switchyard_quarantined_apps",
+        "Apps quarantined now (not run until changed or released)."
+    );
+    describe_counter!(
+        "switchyard_quarantine_events_total",
+        "Times an app was quarantined, by app."
+    );
+    describe_gauge!(
+        "switchyard_uptime_seconds",
+        Unit::Seconds,
+        "Seconds since the serving process started."
+    );
+    describe_gauge!(
+        "switchyard_resident_memory_bytes",
+        Unit::Bytes,
+        "Resident set size of the serving process, in bytes."
+    );
+    describe_counter!(
+        "switchyard_worker_panics_total",
+        "JS worker threads that panicked, by the app they ran."
+    );
+    describe_counter!(
+        "switchyard_workers_retired_total",
+        "JS worker threads retired by the watchdog, stuck past the hard limit, by the app they ran."
+    );
+    describe_counter!(
+        "switchyard_on_fusion_errors_total",
+        "onFusion calls that failed, by app."
+    );
 }
 
 /// Handles one request on the operations listener.
@@ -416,7 +489,9 @@ fn render_metrics(state: &State) -> String {
     }
     metrics::gauge!("switchyard_uptime_seconds").set(c.uptime_secs() as f64);
     metrics::gauge!("switchyard_resident_memory_bytes").set(rss_bytes() as f64);
-    handle.render()
+    let mut out = handle.render();
+    c.render_decision_times(&mut out);
+    out
 }
 
 /// The `seconds` of a profile request: 30 unless given, 1 to 300.
