@@ -7,6 +7,7 @@
 //! graceful shutdown. Every error a client can cause is a 4xx with a JSON
 //! `{"error": "..."}` body, built by [`json_error`].
 
+pub mod auth;
 pub mod decision;
 pub mod inventory;
 pub mod ops;
