@@ -235,6 +235,7 @@ struct RawServer {
     trusted_proxies: Vec<String>,
     max_udp_payload: Option<u16>,
     api_token: Option<String>,
+    admin_reads_need_token: Option<bool>,
     max_connections: Option<usize>,
     connections_per_client: Option<usize>,
     client_ipv4_prefix: Option<u8>,
@@ -450,8 +451,15 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Largest UDP response payload offered.
     pub max_udp_payload: u16,
-    /// Bearer token for `/api/*` writes (writes are off without one).
+    /// The admin bearer token of `/api/*` (the API is off without one).
+    /// `None` before `serve` resolves an unset one ([`TokenSetting::Unset`])
+    /// to the generated token in `data_dir/api_token`.
     pub api_token: Option<String>,
+    /// How the file set `server.api_token`.
+    pub api_token_setting: TokenSetting,
+    /// Every `GET /api/*` needs a bearer token too
+    /// (`server.admin_reads_need_token`, default off).
+    pub admin_reads_need_token: bool,
     /// Most open HTTP connections per listener.
     pub max_connections: usize,
     /// What one client network may hold open on each listener that keeps
@@ -531,6 +539,18 @@ fn per_client(server: &RawServer) -> Result<crate::clients::PerClient, String> {
         ));
     }
     Ok(limit)
+}
+
+/// How the configuration sets the admin `api_token`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSetting {
+    /// Not set: `serve` generates one into `data_dir/api_token` at first
+    /// start and reads it from there afterwards.
+    Unset,
+    /// `api_token = ""`: the token API is off.
+    Off,
+    /// Set in the file.
+    Given,
 }
 
 /// Command-line overrides shared by `serve`, `decide` and `geo`.
@@ -859,6 +879,12 @@ impl Config {
             trusted_proxies,
             max_udp_payload,
             api_token: raw.server.api_token.clone().filter(|t| !t.is_empty()),
+            api_token_setting: match raw.server.api_token.as_deref() {
+                None => TokenSetting::Unset,
+                Some("") => TokenSetting::Off,
+                Some(_) => TokenSetting::Given,
+            },
+            admin_reads_need_token: raw.server.admin_reads_need_token.unwrap_or(false),
             max_connections: raw.server.max_connections.unwrap_or(1024).max(1),
             per_client,
             idle_timeout: Duration::from_millis(

@@ -9,21 +9,23 @@
 //! ([`crate::workers`]).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow};
+use anyhow::{Context as _, anyhow, bail};
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
 use crate::apps::AppRegistry;
 use crate::cli::ServeArgs;
-use crate::config::Config;
+use crate::config::{Config, TokenSetting};
 use crate::data::DataHub;
 use crate::dns::{DnsHandler, ZoneSet};
 use crate::geo::{Geo, GeoDb, GeoPaths, GeoWatcher};
+use crate::inventory::tokens;
 use crate::metrics::Counters;
 use crate::openmix::DataSnapshot;
 use crate::quarantine::{Quarantine, Slots};
@@ -138,6 +140,67 @@ pub fn check_startup(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Resolves the admin `api_token` for serving: an unset one becomes the
+/// generated token in `data_dir/api_token` (made at first start, mode
+/// 0600), and a token shorter than [`tokens::MIN_EXPOSED_TOKEN_LEN`] (the
+/// old example's `change-me`, a word) is refused when the admin listener
+/// is not loopback. Returns the token file and whether it was made now,
+/// when the token comes from one.
+pub fn resolve_api_token(config: &mut Config) -> anyhow::Result<Option<(PathBuf, bool)>> {
+    let file = if config.api_token_setting == TokenSetting::Unset {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create data directory {}", config.data_dir.display())
+        })?;
+        let (token, path, created) =
+            tokens::admin_token_file(&config.data_dir).map_err(|e| anyhow!(e))?;
+        config.api_token = Some(token);
+        Some((path, created))
+    } else {
+        None
+    };
+    if let Some(token) = &config.api_token
+        && !config.admin.ip().is_loopback()
+        && token.chars().count() < tokens::MIN_EXPOSED_TOKEN_LEN
+    {
+        bail!(
+            "{}: server.api_token: a token shorter than {} characters (such as \"change-me\") is refused on the admin listener {}, which is not loopback; remove api_token to have a random one generated in {}, or set a long random one",
+            config.source,
+            tokens::MIN_EXPOSED_TOKEN_LEN,
+            config.admin,
+            config.data_dir.join(tokens::ADMIN_TOKEN_FILE).display()
+        );
+    }
+    Ok(file)
+}
+
+/// Logs, once per `serve`, where the admin token comes from (never the
+/// token), and warns when the admin listener is reachable from other hosts
+/// while its reads need no token.
+fn log_api_access(config: &Config, file: Option<(PathBuf, bool)>) {
+    match (file, config.api_token_setting) {
+        (Some((path, true)), _) => tracing::info!(
+            path = %path.display(),
+            "generated the admin API token (server.api_token is not set); it is in this file, mode 0600; the CLI reads it with --data-dir"
+        ),
+        (Some((path, false)), _) => tracing::info!(
+            path = %path.display(),
+            "admin API token read from this file (server.api_token is not set)"
+        ),
+        (None, TokenSetting::Off) => {
+            tracing::info!(
+                "the token API is off (server.api_token = \"\"): every /api/* write is refused"
+            )
+        }
+        (None, _) => {}
+    }
+    if !config.admin.ip().is_loopback() && !config.admin_reads_need_token {
+        tracing::warn!(
+            addr = %config.admin,
+            "the operations listener is not on a loopback address and GET /api/* needs no token there; set [server] admin_reads_need_token = true to require one"
+        );
+    }
+}
+
 /// Builds the shared state from a configuration (no sockets yet).
 pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
     // Installed first, so histogram handles taken by workers are live ones.
@@ -174,6 +237,13 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
     )
     .await
     .map_err(|e| anyhow!("inventory: {e}"))?;
+    if let Some(token) = &config.api_token
+        && let Err(e) = inventory
+            .bind_unbound_tokens(&tokens::admin_fingerprint(token))
+            .await
+    {
+        tracing::warn!(error = %e, "cannot bind the issued API tokens to the admin token; tokens from before the upgrade are refused until it succeeds");
+    }
     let (slots, quarantine) = open_quarantine(&config)?;
     let apps = AppRegistry::open(
         config.clone(),
@@ -408,8 +478,10 @@ pub fn start_dns(
 /// tell a process that will never start from one that crashed while serving.
 pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     if !args.worker {
-        let config = args.config.load()?;
+        let mut config = args.config.load()?;
         check_startup(&config)?;
+        let token_file = resolve_api_token(&mut config)?;
+        log_api_access(&config, token_file);
         return crate::supervisor::supervise(config);
     }
     if let Err(e) = serve_worker(args) {
@@ -422,7 +494,8 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
 /// The serving process: everything that fails here fails before it is ready.
 fn serve_worker(args: &ServeArgs) -> anyhow::Result<()> {
     crate::logging::log_panics();
-    let config = args.config.load()?;
+    let mut config = args.config.load()?;
+    resolve_api_token(&mut config)?;
     let listeners = match Listeners::from_env()? {
         Some(l) => l,
         None => Listeners::bind(
@@ -604,10 +677,13 @@ pub async fn reload_config(state: &Arc<State>, config_args: &crate::cli::ConfigA
     let fail = |e: &dyn std::fmt::Display| {
         tracing::warn!(error = %e, "config reload failed; keeping the current configuration");
     };
-    let config = match config_args.load() {
+    let mut config = match config_args.load() {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
+    if let Err(e) = resolve_api_token(&mut config) {
+        return fail(&e);
+    }
     let zones = match ZoneSet::from_config(&config) {
         Ok(z) => z,
         Err(e) => return fail(&e),

@@ -1,8 +1,11 @@
 //! The `switchyard` binary's one-shot commands: `decide` for every example
 //! app and branch, `check`, `geo`, and their errors; and `serve` refusing to
-//! start on a configuration it cannot serve.
+//! start on a configuration it cannot serve; the admin token `serve`
+//! generates and the CLI finds.
 
-use std::io::Read;
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -482,7 +485,7 @@ fn geo_json(args: &[&str]) -> serde_json::Value {
 #[test]
 fn geo_prints_the_documented_fields_as_json() {
     // Rows of the table in geo/README.md; with no --config the built-in defaults use the
-    // shipped databases and the override table.
+    // shipped databases, without the example override table (issue #20.5).
     let v = geo_json(&["192.0.2.130"]);
     assert_eq!(
         v,
@@ -505,14 +508,30 @@ fn geo_prints_the_documented_fields_as_json() {
             "prefix_len"
         ]
     );
-    // IPv6, with the override table's state for Dublin.
+    // IPv6: the database's own state code for Dublin.
     assert_eq!(
         geo_json(&["2001:db8::1"]),
         serde_json::json!({
             "asn": 65536, "market": "EU", "country": "IE", "region": "IE-R-L",
-            "state": "IE-S-DUBLIN", "latitude": 53.3498, "longitude": -6.2603, "prefix_len": 48,
+            "state": "IE-S-D", "latitude": 53.3498, "longitude": -6.2603, "prefix_len": 48,
         })
     );
+    // The example override table only when a config turns it on.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchyard.toml");
+    let root = env!("CARGO_MANIFEST_DIR");
+    std::fs::write(
+        &config,
+        format!(
+            "[geo]\ncity = \"{root}/geo/Switchyard-City-Test.mmdb\"\nasn = \"{root}/geo/Switchyard-ASN-Test.mmdb\"\noverrides = \"{root}/geo/overrides.toml\"\n"
+        ),
+    )
+    .unwrap();
+    let v = geo_json(&["2001:db8::1", "--config", config.to_str().unwrap()]);
+    assert_eq!(v["state"], "IE-S-DUBLIN", "{v}");
+    let v = geo_json(&["198.51.100.1", "--config", config.to_str().unwrap()]);
+    assert_eq!(v["region"], "GB-R-ENGLAND", "{v}");
+    assert_eq!(geo_json(&["198.51.100.1"])["region"], "GB-R-ENG");
     // IPv4-mapped IPv6 is looked up as IPv4, with an IPv4 prefix.
     let v = geo_json(&["::ffff:203.0.113.70"]);
     assert_eq!((&v["market"], &v["country"]), (&"OC".into(), &"AU".into()));
@@ -698,4 +717,247 @@ function onRequest(request, response) {
     ]);
     assert_eq!(v["provider"], "cdn_b", "{v}");
     assert_eq!(v["reason"], "cdn_b+cdn_c", "{v}");
+}
+
+/// A request on the operations listener with a bearer token: the status.
+fn admin_status(addr: std::net::SocketAddr, method: &str, path: &str, token: &str) -> u16 {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue #20.5: with no `api_token` configured, `serve` generates one into
+/// `data_dir/api_token` (64 hex digits, mode 0600), logs where it is and
+/// never the token, and reads it back after a restart; the CLI finds it
+/// with `--data-dir` when no token is given.
+#[test]
+fn serve_generates_the_admin_token_and_the_cli_finds_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = tempfile::tempdir().unwrap();
+    let data = scratch.path().join("data");
+    let opts = || common::Options {
+        config_edits: vec![(common::TEST_TOKEN_LINE.into(), String::new())],
+        data_dir: Some(data.clone()),
+        ..Default::default()
+    };
+    let s = common::Server::start_with(opts());
+    let file = data.join("api_token");
+    let token = std::fs::read_to_string(&file)
+        .expect("token file")
+        .trim()
+        .to_string();
+    assert!(
+        token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{token:?}"
+    );
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    assert!(s.wait_log("generated the admin API token", Duration::from_secs(5)));
+    assert!(s.logged(&file.display().to_string()), "the path is logged");
+    assert!(
+        !s.log.lock().unwrap().iter().any(|l| l.contains(&token)),
+        "the token itself was logged"
+    );
+    let admin = s.admin.expect("admin");
+    assert_eq!(admin_status(admin, "POST", "/api/reload", &token), 200);
+    assert_eq!(admin_status(admin, "POST", "/api/reload", "change-me"), 401);
+
+    // The CLI: no --token and no SWITCHYARD_TOKEN; --data-dir finds it.
+    let cli = |extra: &[&str]| {
+        let mut args = vec![
+            "providers".to_string(),
+            "list".into(),
+            "--admin-url".into(),
+            format!("http://{admin}"),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(&args)
+            .current_dir(scratch.path())
+            .env_remove("SWITCHYARD_TOKEN")
+            .env_remove("SWITCHYARD_ADMIN_URL")
+            .output()
+            .expect("runs")
+    };
+    let out = cli(&["--data-dir", data.to_str().unwrap()]);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("cdn_a"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // In the data directory's parent, the built-in defaults' ./data.
+    let out = cli(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A wrong token says what to do.
+    let out = cli(&["--token", "wrong-token"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("the token was refused (401")
+            && err.contains("set --token or SWITCHYARD_TOKEN"),
+        "{err}"
+    );
+    drop(s);
+
+    // A restart reads the same token back.
+    let s = common::Server::start_with(opts());
+    assert!(s.wait_log(
+        "admin API token read from this file",
+        Duration::from_secs(5)
+    ));
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
+    assert_eq!(
+        admin_status(s.admin.unwrap(), "POST", "/api/reload", &token),
+        200
+    );
+}
+
+/// Runs `serve` with the shipped config plus `server_lines` in `[server]`
+/// and `--admin admin`, until it exits or logs `until`; returns its exit
+/// status (`None`: still running, then stopped) and its log.
+fn serve_until(server_lines: &str, admin: &str, until: &str) -> (Option<ExitStatus>, Vec<String>) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchyard.toml");
+    let text = std::fs::read_to_string(format!("{root}/examples/switchyard.toml"))
+        .unwrap()
+        .replacen("admin_reads_need_token = false", "", 1)
+        .replacen("[server]\n", &format!("[server]\n{server_lines}\n"), 1);
+    std::fs::write(&config, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .current_dir(root)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args([
+            "--dns",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--admin",
+            admin,
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start switchyard");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                let done = line.contains(until);
+                log.push(line);
+                if done {
+                    break;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    log.extend(rx.try_iter());
+                    return (Some(status), log);
+                }
+            }
+            // Its stderr closed: it is exiting.
+            Err(_) => {
+                let status = child.wait().expect("wait");
+                log.extend(rx.try_iter());
+                return (Some(status), log);
+            }
+        }
+    }
+    if let Ok(Some(status)) = child.try_wait() {
+        log.extend(rx.try_iter());
+        return (Some(status), log);
+    }
+    let _ = Command::new("kill")
+        .args(["-s", "TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    (None, log)
+}
+
+/// Issue #20.5: `change-me`, and any token shorter than 16 characters, is
+/// refused at start when the admin listener is not loopback, with one
+/// line; on loopback it is allowed (the tests' own config). Issue #29.5: an
+/// admin listener off loopback whose reads need no token gets a warning.
+#[test]
+fn short_admin_tokens_are_refused_off_loopback() {
+    for token in ["change-me", "fifteen-chars-x"] {
+        let (status, log) = serve_until(
+            &format!("api_token = \"{token}\""),
+            "0.0.0.0:0",
+            "switchyard ready",
+        );
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "{token}: should not start: {log:?}"
+        );
+        let errors: Vec<&String> = log.iter().filter(|l| l.contains("api_token")).collect();
+        assert_eq!(errors.len(), 1, "{log:?}");
+        assert!(
+            errors[0].contains("shorter than 16 characters")
+                && errors[0].contains("not loopback")
+                && !errors[0].contains("fifteen-chars-x"),
+            "{log:?}"
+        );
+    }
+    // Sixteen characters and more start; the open reads are warned about.
+    let (status, log) = serve_until(
+        "api_token = \"sixteen-chars-xy\"",
+        "0.0.0.0:0",
+        "switchyard ready",
+    );
+    assert!(status.is_none(), "{log:?}");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("admin_reads_need_token = true")),
+        "{log:?}"
+    );
+    // ...and not once reads need a token.
+    let (status, log) = serve_until(
+        "api_token = \"sixteen-chars-xy\"\nadmin_reads_need_token = true",
+        "0.0.0.0:0",
+        "switchyard ready",
+    );
+    assert!(status.is_none(), "{log:?}");
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("admin_reads_need_token = true")),
+        "{log:?}"
+    );
+    // On loopback change-me is allowed, without the warning.
+    let (status, log) = serve_until(
+        "api_token = \"change-me\"",
+        "127.0.0.1:0",
+        "switchyard ready",
+    );
+    assert!(status.is_none(), "{log:?}");
+    assert!(
+        !log.iter().any(|l| l.contains("admin_reads_need_token")),
+        "{log:?}"
+    );
 }

@@ -1185,6 +1185,42 @@ async fn forwarded_for_from_a_trusted_proxy_is_the_client() {
     assert_eq!(echo(Some("not an address")).await["ip"], "127.0.0.1");
 }
 
+/// Shows the client's region and state codes.
+const REGION_APP: &str = r#"
+function init(config) { config.requireProvider('p'); }
+function onRequest(request, response) {
+    response.addProviderHost('p', 'h', { region: request.region, state: request.state });
+    response.setProvider('p');
+}
+"#;
+
+/// Issue #20.5: the shipped defaults rewrite no GeoIP codes (a real
+/// database reports its own); the example override table applies only when
+/// the config turns it on.
+#[tokio::test]
+async fn the_example_geo_overrides_are_opt_in() {
+    let mut seen = Vec::new();
+    for overrides in [false, true] {
+        let mut config_edits = vec![edit(
+            "trusted_proxies = []",
+            r#"trusted_proxies = ["127.0.0.1"]"#,
+        )];
+        if overrides {
+            config_edits.push(edit(common::GEO_OVERRIDES_OFF, common::GEO_OVERRIDES_ON));
+        }
+        let s = launch(Options {
+            apps: Some(vec![app("region.js", REGION_APP)]),
+            config_edits,
+            ..Options::default()
+        });
+        let url = public(&s, "/apps/region/decision");
+        let r = decided(|| client().get(&url).header("X-Forwarded-For", "198.51.100.7")).await;
+        r.expect(200);
+        seen.push(r.json()["providers"][0]["custom"]["region"].clone());
+    }
+    assert_eq!(seen, ["GB-R-ENG", "GB-R-ENGLAND"]);
+}
+
 #[tokio::test]
 async fn forwarded_for_cannot_be_forged_through_a_trusted_proxy() {
     let s = launch(Options {
@@ -1873,35 +1909,49 @@ async fn api_applications_list_and_detail() {
         .expect_error(405);
 }
 
+/// RFC 6750 §3: a request without a bearer token gets the bare challenge.
+const CHALLENGE: &str = r#"Bearer realm="switchyard""#;
+
+/// Asserts a 401 whose challenge says `invalid_token` (a token was sent).
+fn expect_invalid_token(r: &Reply, what: &str) {
+    r.expect_error(401);
+    let c = r.header("www-authenticate").unwrap_or_default();
+    assert!(
+        c.starts_with(CHALLENGE) && c.contains(r#"error="invalid_token""#),
+        "{what}: {c:?}"
+    );
+}
+
+/// Issue #20.4: a missing, malformed or wrong token is 401 with a Bearer
+/// challenge (was 403 for a wrong token).
 #[tokio::test]
 async fn api_reload_needs_the_bearer_token() {
     let s = start_shipped();
     let url = ops(&s, "/api/reload");
-    send(client().post(&url)).await.expect_error(401);
-    send(client().post(&url).header("Authorization", "Bearer wrong"))
-        .await
-        .expect_error(403);
-    send(
-        client()
-            .post(&url)
-            .header("Authorization", "Bearer change-mE"),
-    )
-    .await
-    .expect_error(403);
-    send(
-        client()
-            .post(&url)
-            .header("Authorization", "Bearer change-me-too"),
-    )
-    .await
-    .expect_error(403);
-    send(
+    let r = send(client().post(&url)).await;
+    r.expect_error(401);
+    assert_eq!(r.header("www-authenticate").as_deref(), Some(CHALLENGE));
+    for (what, value) in [
+        ("wrong", "Bearer wrong"),
+        ("case differs", "Bearer change-mE"),
+        ("longer", "Bearer change-me-too"),
+        ("empty", "Bearer "),
+        ("scheme alone", "Bearer"),
+        ("not a b64token", "Bearer change me"),
+        ("quoted", "Bearer \"change-me\""),
+    ] {
+        let r = send(client().post(&url).header("Authorization", value)).await;
+        expect_invalid_token(&r, what);
+    }
+    // Another scheme sends no bearer token: the bare challenge.
+    let r = send(
         client()
             .post(&url)
             .header("Authorization", "Basic Y2hhbmdlLW1l"),
     )
-    .await
-    .expect_error(401);
+    .await;
+    r.expect_error(401);
+    assert_eq!(r.header("www-authenticate").as_deref(), Some(CHALLENGE));
     // A new app file is served as soon as the reload returns.
     std::fs::write(s.apps.join("echo.js"), ECHO_APP).expect("write app");
     let r = send(
@@ -1952,14 +2002,14 @@ async fn api_fusion_push_reaches_apps_and_shows_in_feeds() {
     let url = ops(&s, "/api/fusion/cdn_a");
     let body = r#"{"usage": {"unit": "GB", "value": "123.45"}}"#;
     send(client().put(&url).body(body)).await.expect_error(401);
-    send(
+    let r = send(
         client()
             .put(&url)
             .header("Authorization", "Bearer wrong")
             .body(body),
     )
-    .await
-    .expect_error(403);
+    .await;
+    expect_invalid_token(&r, "wrong token on a Fusion push");
     send(
         client()
             .put(ops(&s, "/api/fusion/a/b"))
@@ -2031,6 +2081,7 @@ async fn api_writes_are_off_without_a_token() {
         r#"api_token = "change-me""#,
         r#"api_token = """#,
     )]);
+    // No token can help: 403 whatever is sent.
     let url = ops(&s, "/api/reload");
     send(
         client()
@@ -2043,6 +2094,60 @@ async fn api_writes_are_off_without_a_token() {
         .await
         .expect_error(403);
     send(client().post(&url)).await.expect_error(403);
+    // No api_token file is made either: "" is not "unset".
+    assert!(!s.dir.path().join("data/api_token").exists());
+}
+
+/// Issue #29.5: with `admin_reads_need_token`, every read of `/api/*`
+/// needs a token (401 with a challenge without one); the health checks
+/// and metrics do not. Without it, reads are open.
+#[tokio::test]
+async fn admin_reads_need_token_gates_every_api_read() {
+    let reads = [
+        "/api/applications",
+        "/api/applications/geo-map",
+        "/api/feeds",
+        "/api/decisions",
+        "/api/nodes",
+        "/api/aggregated_stats",
+        "/api/regions",
+    ];
+    {
+        let s = start_shipped();
+        for p in reads {
+            get(&ops(&s, p)).await.expect(200);
+        }
+    }
+    let s = start_edited(vec![edit(
+        "admin_reads_need_token = false",
+        "admin_reads_need_token = true",
+    )]);
+    for p in reads {
+        let r = get(&ops(&s, p)).await;
+        r.expect_error(401);
+        assert_eq!(
+            r.header("www-authenticate").as_deref(),
+            Some(CHALLENGE),
+            "{p}"
+        );
+        let r = send(
+            client()
+                .get(ops(&s, p))
+                .header("Authorization", "Bearer nope"),
+        )
+        .await;
+        expect_invalid_token(&r, p);
+        send(
+            client()
+                .get(ops(&s, p))
+                .header("Authorization", "Bearer change-me"),
+        )
+        .await
+        .expect(200);
+    }
+    for p in ["/healthcheck", "/metrics", "/debug/vars"] {
+        get(&ops(&s, p)).await.expect(200);
+    }
 }
 
 // ------------------------------------------------- each app's own providers
@@ -2390,6 +2495,8 @@ async fn held_connections_cannot_take_every_slot() {
         .expect("preface");
     let t = closed_after(&mut h2, true, Duration::from_secs(8)).expect("ping-only h2c closed");
     assert!(t < Duration::from_secs(4), "{t:?}");
+}
+
 // ------------------------------------------------------ memory (issue 31)
 
 /// Resident set size of a process, in bytes (`VmRSS` in /proc/PID/status).

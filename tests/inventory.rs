@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Options, Server};
+use common::{Options, Server, TEST_TOKEN_LINE};
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 
@@ -24,10 +24,31 @@ const TOKEN: &str = "change-me";
 
 struct Reply {
     status: u16,
+    head: String,
     body: String,
 }
 
 impl Reply {
+    /// The `WWW-Authenticate` header, if any.
+    fn challenge(&self) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("www-authenticate")
+                .then(|| v.trim().to_string())
+        })
+    }
+
+    /// A 401 whose challenge says `invalid_token` (RFC 6750 §3.1).
+    #[track_caller]
+    fn assert_invalid_token(&self, what: &str) {
+        assert_eq!(self.status, 401, "{what}: {}", self.body);
+        let c = self.challenge().unwrap_or_default();
+        assert!(
+            c.starts_with("Bearer realm=\"switchyard\"") && c.contains("error=\"invalid_token\""),
+            "{what}: {c:?}"
+        );
+    }
+
     fn json(&self) -> Value {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
@@ -95,6 +116,7 @@ fn request_with(
         .unwrap_or_else(|| panic!("no status line: {raw:?}"));
     Reply {
         status,
+        head: head.to_string(),
         body: body.to_string(),
     }
 }
@@ -319,10 +341,9 @@ fn query_shows_config_providers_and_endpoints() {
         request(admin(&s), "GET", "/api/inventory", None, b"").status,
         401
     );
-    assert_eq!(
-        request(admin(&s), "GET", "/api/inventory", Some("wrong"), b"").status,
-        403
-    );
+    // A wrong token is 401 too (RFC 6750), with a Bearer challenge.
+    let r = request(admin(&s), "GET", "/api/inventory", Some("wrong"), b"");
+    assert_eq!(r.status, 401, "{}", r.body);
     // With no routes, weighted answers its default provider.
     assert_eq!(answer(&s, WEIGHTED), "origin.example.net.");
     // An API provider: PUT creates (201), PUT again replaces (200), DELETE removes.
@@ -598,7 +619,7 @@ fn restart_story(env: Vec<(String, String)>, shared_data: bool) {
         .collect();
     assert_eq!(routes, ["route000", "route001"], "route002 stays deleted");
     let r = request(admin(&s), "GET", "/api/inventory", Some(&revoked), b"");
-    assert_eq!(r.status, 403, "a revoked token stays revoked: {}", r.body);
+    assert_eq!(r.status, 401, "a revoked token stays revoked: {}", r.body);
     let names: Vec<String> = api(&s, "GET", "/api/tokens", None).ok()["tokens"]
         .as_array()
         .unwrap()
@@ -971,7 +992,7 @@ fn bad_requests_story(s: &Server) {
         Some("nope"),
         br#"{"state":"down"}"#,
     );
-    assert_eq!(r.status, 403);
+    assert_eq!(r.status, 401);
     let after = stable(api(s, "GET", "/api/inventory", None).ok());
     assert_eq!(after, before, "nothing changed, the version included");
     assert_eq!(
@@ -1070,7 +1091,7 @@ fn tokens_issue_list_and_revoke_at_once() {
         id
     );
     let r = request(admin(&s), "GET", "/api/inventory", Some(secret), b"");
-    assert_eq!(r.status, 403, "refused at once: {}", r.body);
+    assert_eq!(r.status, 401, "refused at once: {}", r.body);
     assert!(
         api(&s, "GET", "/api/tokens", None).ok()["tokens"]
             .as_array()
@@ -1093,6 +1114,198 @@ fn tokens_issue_list_and_revoke_at_once() {
 /// SIGHUP while API changes stream in: the reloaded config's providers and
 /// the last API change are both published, in turn with store refreshes
 /// (a reload never puts an older store read back).
+/// Issue #20.4: RFC 6750 status codes and challenges on the token API: a
+/// wrong, revoked or malformed token is 401 `invalid_token` (was 403); a
+/// valid issued token managing tokens is 403 `insufficient_scope`.
+#[test]
+fn token_errors_follow_rfc_6750() {
+    let s = sqlite_server();
+    let r = request(admin(&s), "GET", "/api/tokens", None, b"");
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.challenge().as_deref(),
+        Some("Bearer realm=\"switchyard\"")
+    );
+    request(admin(&s), "GET", "/api/tokens", Some("wrong"), b"").assert_invalid_token("wrong");
+    request(admin(&s), "GET", "/api/tokens", Some("a\"b"), b"").assert_invalid_token("malformed");
+    let t = api(&s, "POST", "/api/tokens", Some(json!({"name": "agent"}))).json();
+    let (id, secret) = (t["id"].as_str().unwrap(), t["token"].as_str().unwrap());
+    let r = request(admin(&s), "POST", "/api/tokens", Some(secret), b"{}");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.challenge()
+            .unwrap_or_default()
+            .contains("error=\"insufficient_scope\""),
+        "{:?}",
+        r.challenge()
+    );
+    api(&s, "DELETE", &format!("/api/tokens/{id}"), None).ok();
+    request(admin(&s), "GET", "/api/inventory", Some(secret), b"").assert_invalid_token("revoked");
+}
+
+/// Issue #29.5: issued tokens are bound to the admin token they were
+/// issued with. Rotating it (SIGHUP) refuses them at once, across a
+/// restart too; tokens from before the binding (an empty `admin` column)
+/// are bound to the admin token of the next start, and the next rotation
+/// refuses them.
+fn rotation_story(env: Vec<(String, String)>, unbind: &dyn Fn(&std::path::Path)) {
+    const FIRST: &str = "first-admin-token-0123456789";
+    const SECOND: &str = "second-admin-token-987654321";
+    const THIRD: &str = "third-admin-token-5555555555";
+    let data = tempfile::tempdir().unwrap();
+    let start = |admin_token: &str| {
+        let mut opts = options(env.clone(), Some(data.path().join("data")));
+        opts.config_edits.push((
+            TEST_TOKEN_LINE.into(),
+            format!("api_token = \"{admin_token}\""),
+        ));
+        Server::start_with(opts)
+    };
+    let issue = |s: &Server, with: &str, name: &str| -> String {
+        let body = json!({ "name": name }).to_string();
+        let r = request(admin(s), "POST", "/api/tokens", Some(with), body.as_bytes());
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.json()["token"].as_str().unwrap().to_string()
+    };
+    let status = |s: &Server, token: &str| {
+        request(admin(s), "GET", "/api/inventory", Some(token), b"").status
+    };
+    let rotate = |s: &Server, from: &str, to: &str| {
+        let config = s.dir.path().join("switchyard.toml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(text.contains(from));
+        std::fs::write(&config, text.replace(from, to)).unwrap();
+        let before = s
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("configuration reloaded"))
+            .count();
+        s.signal("HUP");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("configuration reloaded"))
+            .count()
+            == before
+        {
+            assert!(Instant::now() < deadline, "no reload");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    let s = start(FIRST);
+    let first_agent = issue(&s, FIRST, "agent-1");
+    assert_eq!(status(&s, &first_agent), 200);
+    rotate(&s, FIRST, SECOND);
+    let r = request(admin(&s), "GET", "/api/inventory", Some(&first_agent), b"");
+    r.assert_invalid_token("issued under the rotated admin token");
+    assert!(
+        r.challenge().unwrap().contains("rotated"),
+        "{:?}",
+        r.challenge()
+    );
+    request(admin(&s), "GET", "/api/inventory", Some(FIRST), b"")
+        .assert_invalid_token("the old admin token");
+    let second_agent = issue(&s, SECOND, "agent-2");
+    assert_eq!(status(&s, &second_agent), 200);
+    let list = request(admin(&s), "GET", "/api/tokens", Some(SECOND), b"").json();
+    let valid: BTreeMap<String, bool> = list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_string(),
+                t["valid"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        valid,
+        BTreeMap::from([
+            ("agent-1".to_string(), false),
+            ("agent-2".to_string(), true)
+        ])
+    );
+    drop(s);
+
+    // A restart keeps the binding.
+    let s = start(SECOND);
+    assert_eq!(status(&s, &second_agent), 200);
+    request(admin(&s), "GET", "/api/inventory", Some(&first_agent), b"")
+        .assert_invalid_token("a rotated token after a restart");
+    drop(s);
+
+    // Rows from before the binding: adopted by the admin token of the next
+    // start, refused after the next rotation.
+    unbind(&data.path().join("data"));
+    let s = start(THIRD);
+    assert!(
+        s.wait_log("are now bound to the current one", Duration::from_secs(5)),
+        "no binding line"
+    );
+    assert_eq!(status(&s, &first_agent), 200);
+    assert_eq!(status(&s, &second_agent), 200);
+    rotate(&s, THIRD, FIRST);
+    request(admin(&s), "GET", "/api/inventory", Some(&second_agent), b"")
+        .assert_invalid_token("an adopted token after a rotation");
+    request(admin(&s), "GET", "/api/inventory", Some(&first_agent), b"")
+        .assert_invalid_token("an adopted token after a rotation, back to its first admin");
+    assert!(
+        !s.log.lock().unwrap().iter().any(|l| l.contains(FIRST)
+            || l.contains(SECOND)
+            || l.contains(THIRD)
+            || l.contains(&first_agent)),
+        "a token was logged"
+    );
+}
+
+#[test]
+fn rotating_the_admin_token_revokes_issued_tokens_sqlite() {
+    let unbind = |data: &std::path::Path| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let url = format!("sqlite://{}", data.join("stats.db").display());
+            let pool = sqlx::SqlitePool::connect(&url)
+                .await
+                .expect("open stats.db");
+            sqlx::query("UPDATE inventory_tokens SET admin = ''")
+                .execute(&pool)
+                .await
+                .expect("unbind the tokens");
+            pool.close().await;
+        });
+    };
+    rotation_story(vec![("POSTGRES".into(), String::new())], &unbind);
+}
+
+#[test]
+fn rotating_the_admin_token_revokes_issued_tokens_postgres() {
+    let Some(pg) = PgSchema::new("token rotation") else {
+        return;
+    };
+    let unbind = |_: &std::path::Path| {
+        pg.rt
+            .block_on(
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "UPDATE \"{}\".inventory_tokens SET admin = ''",
+                    pg.schema
+                )))
+                .execute(&pg.pool),
+            )
+            .expect("unbind the tokens");
+    };
+    rotation_story(pg.env(), &unbind);
+}
+
 #[test]
 fn sighup_during_changes_keeps_both() {
     let s = sqlite_server();
@@ -1181,7 +1394,7 @@ fn fleet_sharing_postgres_follows_within_a_second() {
     });
     api(&a, "DELETE", &format!("/api/tokens/{id}"), None).ok();
     wait_b("revocation", &|| {
-        request(admin(&b), "GET", "/api/inventory", Some(&secret), b"").status == 403
+        request(admin(&b), "GET", "/api/inventory", Some(&secret), b"").status == 401
     });
     // B's view equals A's.
     let va = stable(api(&a, "GET", "/api/inventory", None).ok());
@@ -1269,8 +1482,11 @@ fn cli_drives_a_running_server() {
     assert!(ok, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["providers"][0]["state"], "up");
-    // A missing token is a clear error, not a request.
+    // A missing token is a clear error, not a request (run where no
+    // switchyard.toml and no data/api_token are).
+    let elsewhere = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .current_dir(elsewhere.path())
         .args([
             "providers",
             "list",
@@ -1313,7 +1529,11 @@ fn cli_drives_a_running_server() {
     let (ok, _, err) = with_token(TOKEN, Some("wrong"));
     assert!(ok, "--token wins over SWITCHYARD_TOKEN: {err}");
     let (ok, _, err) = with_token("wrong", Some(TOKEN));
-    assert!(!ok && err.contains("403"), "{err}");
+    assert!(
+        !ok && err.contains("the token was refused (401")
+            && err.contains("set --token or SWITCHYARD_TOKEN"),
+        "{err}"
+    );
 }
 
 /// Unix milliseconds now.

@@ -571,7 +571,7 @@ fn story(pg: Option<&PgSchema>) {
         let e = post(&s, "/api/nodes/register", body).error(400);
         assert!(e.contains(needle), "{needle}: {e}");
     }
-    // Over the body limit: 413. No token: 401; a wrong one: 403.
+    // Over the body limit: 413. No token, or a wrong one: 401 (RFC 6750).
     let huge = json!({"fleet": fleet, "node": "bad-node", "bucket": {"start": 0, "stop": 1,
         "apps": {"mix": {"cdn_a": {"x".repeat(70_000): 1}}}}});
     assert_eq!(post(&s, "/api/decisions", &huge).status, 413);
@@ -589,7 +589,7 @@ fn story(pg: Option<&PgSchema>) {
             body.as_bytes()
         )
         .status,
-        403
+        401
     );
     assert_eq!(
         request(

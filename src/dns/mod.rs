@@ -181,6 +181,20 @@ pub fn check_ecs(cs: &ClientSubnet) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Writes into `out` the reply to a message whose opcode is not QUERY,
+/// byte for byte as NSD writes it (`query_error` in its `query.c`): the
+/// message's own header with QR set, AD cleared, RCODE NOTIMP ("the name
+/// server does not support the requested kind of query", RFC 1035 §4.1.1)
+/// and every count zero, so no question and no OPT record. Nothing past
+/// the header is read. `packet` is at least a header long.
+fn not_implemented(packet: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&packet[..4]);
+    out[2] |= 0x80;
+    out[3] = (out[3] & 0xD0) | ResponseCode::NotImp.low();
+    out.extend_from_slice(&[0; 8]);
+}
+
 /// An IPv4-mapped IPv6 address as IPv4 (with its prefix), else unchanged.
 fn canonical(addr: IpAddr, prefix: u8) -> (IpAddr, u8) {
     match addr {
@@ -245,6 +259,15 @@ impl DnsHandler {
         if header.metadata.message_type == MessageType::Response {
             return Handled::Drop;
         }
+        // The opcode comes before anything else is read: another opcode may
+        // give the rest of the message another meaning (NSD's words), so
+        // neither its counts nor its sections can make it a FORMERR.
+        if header.metadata.op_code != OpCode::Query {
+            not_implemented(packet, out);
+            self.counters
+                .dns_response(transport == Transport::Tcp, ResponseCode::NotImp);
+            return Handled::Reply;
+        }
         // A query has exactly one question; checked before decoding, since
         // the decoder reserves room for as many as the header claims.
         if header.counts.queries != 1 {
@@ -278,10 +301,6 @@ impl DnsHandler {
             ..
         } = message;
         let mut reply = Reply::to(&metadata, queries, resp_edns, transport);
-        if metadata.op_code != OpCode::Query {
-            self.emit(reply, ResponseCode::NotImp, None, &[], None, out);
-            return Handled::Reply;
-        }
         if edns.as_ref().is_some_and(|e| e.version() > 0) {
             self.emit(reply, ResponseCode::BADVERS, None, &[], None, out);
             return Handled::Reply;

@@ -24,7 +24,7 @@ use hyper::{Method, Request, StatusCode};
 use serde_json::{Value, json};
 
 use super::{HttpResponse, json, json_error};
-use crate::http::ops::{Caller, authorize};
+use crate::http::auth::{Caller, authorize, forbidden};
 use crate::inventory::model::{self, Provider};
 use crate::inventory::store::{Change, CommitError, TokenRow};
 use crate::inventory::{View, tokens};
@@ -94,18 +94,18 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, path: &str) -> Ht
         (Method::PUT, ["api", "inventory", "endpoints", name, "weights"]) => {
             shape(&state, req, name).await
         }
-        (_, ["api", "tokens", ..]) if caller != Caller::Admin => json_error(
-            StatusCode::FORBIDDEN,
-            "tokens are managed with the admin api_token only",
-        ),
+        (_, ["api", "tokens", ..]) if caller != Caller::Admin => {
+            forbidden("tokens are managed with the admin api_token only")
+        }
         (Method::POST, ["api", "tokens"]) => issue_token(&state, req).await,
         (Method::GET, ["api", "tokens"]) => {
+            let admin = admin_fingerprint(&state);
             let list: Vec<Value> = state
                 .inventory
                 .view()
                 .tokens
                 .iter()
-                .map(token_json)
+                .map(|t| token_json(t, &admin))
                 .collect();
             json(StatusCode::OK, &json!({ "tokens": list }))
         }
@@ -466,8 +466,21 @@ async fn shape(state: &State, req: Request<Incoming>, name: &str) -> HttpRespons
     )
 }
 
-fn token_json(t: &TokenRow) -> Value {
-    json!({ "id": t.id, "name": t.name, "created_at": t.created_at })
+/// A token as listed; `valid` is false for one issued under an admin
+/// token that has since been rotated (it is refused; revoke it to tidy).
+fn token_json(t: &TokenRow, admin: &str) -> Value {
+    json!({ "id": t.id, "name": t.name, "created_at": t.created_at, "valid": t.admin == admin })
+}
+
+/// The fingerprint of the admin token in use (empty with the API off).
+fn admin_fingerprint(state: &State) -> String {
+    state
+        .config
+        .load()
+        .api_token
+        .as_deref()
+        .map(tokens::admin_fingerprint)
+        .unwrap_or_default()
 }
 
 /// `POST /api/tokens {"name": ...}`: Backplane's `GenToken`. The secret is
@@ -517,12 +530,13 @@ async fn issue_token(state: &State, req: Request<Incoming>) -> HttpResponse {
         name: name.clone(),
         hash: tokens::hash(&secret),
         created_at: crate::inventory::store::now(),
+        admin: admin_fingerprint(state),
     };
     if let Err(r) = commit(state, Change::AddToken(row.clone())).await {
         return r;
     }
     tracing::info!(token = %id, name = %name, "API token issued");
-    let mut v = token_json(&row);
+    let mut v = token_json(&row, &row.admin);
     v["token"] = Value::String(secret);
     json(StatusCode::CREATED, &v)
 }

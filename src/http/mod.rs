@@ -9,6 +9,7 @@
 //! one port, and graceful shutdown. Every error a client can cause is a 4xx with a JSON
 //! `{"error": "..."}` body, built by [`json_error`].
 
+pub mod auth;
 pub mod decision;
 pub mod inventory;
 pub mod ops;

@@ -114,6 +114,9 @@ fn describe_metrics() {
 pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> HttpResponse {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let method = req.method().clone();
+    if let Some(refused) = super::auth::gate_read(&state, &req, &path) {
+        return refused;
+    }
     if crate::stats::api::owns(&path) {
         return crate::stats::handle_request(&state.stats, req).await;
     }
@@ -136,7 +139,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr)
         (Method::GET, "/debug/pprof/heap") => heap(&req).await,
         (Method::GET, "/api/applications") => applications(&state, &req),
         (Method::POST, "/api/reload") => {
-            if let Err(r) = authorize(&state, &req) {
+            if let Err(r) = super::auth::authorize(&state, &req) {
                 return r;
             }
             let s = state.clone();
@@ -150,7 +153,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr)
             application(&state, &p["/api/applications/".len()..])
         }
         (Method::PUT, p) if p.starts_with("/api/fusion/") => {
-            if let Err(r) = authorize(&state, &req) {
+            if let Err(r) = super::auth::authorize(&state, &req) {
                 return r;
             }
             let alias = p["/api/fusion/".len()..].to_string();
@@ -223,50 +226,6 @@ fn known(p: &str) -> bool {
             | "/api/feeds"
     ) || p.starts_with("/api/applications/")
         || p.starts_with("/api/fusion/")
-}
-
-/// Who a valid bearer token belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Caller {
-    /// The config's `api_token`.
-    Admin,
-    /// A token issued with `POST /api/tokens`.
-    Issued,
-}
-
-/// Checks the bearer token of an `/api/*` call: the config's `api_token`,
-/// or an issued, unrevoked token. Without an `api_token` the API is off,
-/// issued tokens included.
-#[allow(clippy::result_large_err)] // the error is the response itself, built once
-pub fn authorize(state: &State, req: &Request<Incoming>) -> Result<Caller, HttpResponse> {
-    let config = state.config.load();
-    let Some(token) = config.api_token.as_deref() else {
-        return Err(json_error(
-            StatusCode::FORBIDDEN,
-            "API writes are off: no api_token configured",
-        ));
-    };
-    let given = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    match given {
-        None => Err(json_error(StatusCode::UNAUTHORIZED, "missing bearer token")),
-        Some(g) if subtle_eq(g.as_bytes(), token.as_bytes()) => Ok(Caller::Admin),
-        Some(g) if state.inventory.token_valid(g) => Ok(Caller::Issued),
-        Some(_) => Err(json_error(StatusCode::FORBIDDEN, "invalid bearer token")),
-    }
-}
-
-/// Constant-time comparison (no early exit on the first differing byte).
-fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn verdict(ok: Vec<String>, failed: Vec<String>) -> HttpResponse {

@@ -132,7 +132,7 @@ fn fleet(state: &State) -> String {
 
 /// `POST /api/nodes/register`.
 async fn register(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> HttpResponse {
-    if let Err(r) = super::ops::authorize(&state, &req) {
+    if let Err(r) = super::auth::authorize(&state, &req) {
         return r;
     }
     let body = match super::inventory::read_json(&state, req).await {
@@ -165,7 +165,7 @@ async fn register(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -
 
 /// `POST /api/decisions`.
 async fn decisions_post(state: Arc<State>, req: Request<Incoming>) -> HttpResponse {
-    if let Err(r) = super::ops::authorize(&state, &req) {
+    if let Err(r) = super::auth::authorize(&state, &req) {
         return r;
     }
     let body = match super::inventory::read_json(&state, req).await {

@@ -1,9 +1,12 @@
 //! The operator's side of the inventory API: `switchyard providers`,
 //! `switchyard route` and `switchyard shape`, so nobody hand-writes JSON.
 //! The admin URL and token come from flags or the environment
-//! (`SWITCHYARD_ADMIN_URL`, `SWITCHYARD_TOKEN`).
+//! (`SWITCHYARD_ADMIN_URL`, `SWITCHYARD_TOKEN`); without a token, the one
+//! the configuration sets, else the one `serve` generated in the data
+//! directory (`--data-dir`, `--config`).
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
@@ -16,9 +19,48 @@ pub struct ApiArgs {
     /// Operations listener URL (env SWITCHYARD_ADMIN_URL; default http://127.0.0.1:8081).
     #[arg(long = "admin-url", value_name = "URL", global = true)]
     pub admin_url: Option<String>,
-    /// Bearer token (env SWITCHYARD_TOKEN).
+    /// Bearer token (env SWITCHYARD_TOKEN; default: the config's api_token, else the
+    /// token serve generated in the data directory).
     #[arg(long, value_name = "TOKEN", global = true)]
     pub token: Option<String>,
+    /// Configuration file to find the token in (default: switchyard.toml if present).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Data directory holding the server's generated api_token (overrides the config's).
+    #[arg(long = "data-dir", value_name = "DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The token when none is given on the command line or in the
+/// environment: the configuration's `api_token`, else the file `serve`
+/// generates when the configuration sets none.
+fn configured_token(args: &ApiArgs) -> anyhow::Result<String> {
+    let default = Path::new("switchyard.toml");
+    let path = match &args.config {
+        Some(p) => Some(p.as_path()),
+        None if default.is_file() => Some(default),
+        None => None,
+    };
+    let over = crate::config::Overrides {
+        data_dir: args.data_dir.clone(),
+        ..Default::default()
+    };
+    let config = crate::config::Config::load(path, &over)?;
+    if let Some(t) = config.api_token {
+        return Ok(t);
+    }
+    let file = config.data_dir.join(super::tokens::ADMIN_TOKEN_FILE);
+    match std::fs::read_to_string(&file) {
+        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+        Ok(_) => bail!(
+            "no token: {} is empty; give --token or set SWITCHYARD_TOKEN",
+            file.display()
+        ),
+        Err(e) => bail!(
+            "no token: give --token or set SWITCHYARD_TOKEN (or --data-dir where serve keeps api_token; {}: {e})",
+            file.display()
+        ),
+    }
 }
 
 /// `switchyard providers ...`.
@@ -110,11 +152,10 @@ impl Api {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             bail!("--admin-url: '{base}' is not an http(s) URL");
         }
-        let token = args
-            .token
-            .clone()
-            .or_else(|| env("SWITCHYARD_TOKEN"))
-            .ok_or_else(|| anyhow!("no token: give --token or set SWITCHYARD_TOKEN"))?;
+        let token = match args.token.clone().or_else(|| env("SWITCHYARD_TOKEN")) {
+            Some(t) => t,
+            None => configured_token(args)?,
+        };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -156,7 +197,13 @@ impl Api {
                 let msg = v["error"]
                     .as_str()
                     .map_or_else(|| v.to_string(), str::to_string);
-                bail!("{method} {path}: {status}: {msg}");
+                match status.as_u16() {
+                    401 => bail!(
+                        "{method} {path}: the token was refused (401: {msg}): set --token or SWITCHYARD_TOKEN"
+                    ),
+                    403 => bail!("{method} {path}: refused (403): {msg}"),
+                    _ => bail!("{method} {path}: {status}: {msg}"),
+                }
             }
             Ok(v)
         })

@@ -25,7 +25,7 @@ pub mod sqlite;
 pub mod store;
 pub mod tokens;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,8 +63,9 @@ pub struct View {
     pub endpoints: BTreeMap<String, f64>,
     /// Issued tokens.
     pub tokens: Vec<TokenRow>,
-    /// Their hashes, for the bearer check.
-    token_hashes: HashSet<String>,
+    /// Their hashes → the fingerprint of the admin token that issued
+    /// them, for the bearer check.
+    token_hashes: HashMap<String, String>,
 }
 
 impl View {
@@ -108,7 +109,11 @@ pub fn build_view(config: &[Provider], stored: &Stored) -> View {
         providers,
         routes,
         endpoints: stored.endpoints.iter().cloned().collect(),
-        token_hashes: stored.tokens.iter().map(|t| t.hash.clone()).collect(),
+        token_hashes: stored
+            .tokens
+            .iter()
+            .map(|t| (t.hash.clone(), t.admin.clone()))
+            .collect(),
         tokens: stored.tokens.clone(),
     }
 }
@@ -147,6 +152,17 @@ pub fn snapshot_part(view: &View) -> InventoryPart {
         );
     }
     part
+}
+
+/// What a bearer token is among the issued ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenCheck {
+    /// Issued with the admin token in use, and not revoked.
+    Valid,
+    /// Issued with an admin token that has since been rotated away.
+    Rotated,
+    /// Never issued, or revoked.
+    Unknown,
 }
 
 /// The inventory service: the store, the published view, the publisher.
@@ -245,12 +261,39 @@ impl Inventory {
         Ok(done)
     }
 
-    /// True when `secret` is an issued, unrevoked token.
-    pub fn token_valid(&self, secret: &str) -> bool {
-        self.view
+    /// What `secret` is among the issued tokens, given the fingerprint of
+    /// the admin token in use ([`tokens::admin_fingerprint`]).
+    pub fn check_token(&self, secret: &str, admin: &str) -> TokenCheck {
+        match self.view.load().token_hashes.get(&tokens::hash(secret)) {
+            None => TokenCheck::Unknown,
+            Some(issuer) if issuer == admin => TokenCheck::Valid,
+            Some(_) => TokenCheck::Rotated,
+        }
+    }
+
+    /// Binds the tokens issued before tokens were bound to an admin token
+    /// to the one in use (fingerprint `admin`), once, at start: they keep
+    /// working through the upgrade and stop at the next rotation.
+    pub async fn bind_unbound_tokens(&self, admin: &str) -> Result<(), CommitError> {
+        let unbound = self
+            .view
             .load()
-            .token_hashes
-            .contains(&tokens::hash(secret))
+            .tokens
+            .iter()
+            .filter(|t| t.admin.is_empty())
+            .count();
+        if unbound == 0 {
+            return Ok(());
+        }
+        self.commit(Change::BindUnboundTokens {
+            admin: admin.to_string(),
+        })
+        .await?;
+        tracing::info!(
+            tokens = unbound,
+            "issued API tokens from before tokens were bound to the admin token are now bound to the current one; rotating it revokes them"
+        );
+        Ok(())
     }
 
     /// Until `stop`, republishes when the store's version moves (changes

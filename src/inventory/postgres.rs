@@ -26,7 +26,7 @@ const LOAD: &str = "SELECT \
         FROM inventory_endpoints)::text, \
     (SELECT COALESCE(json_agg(json_build_array(endpoint, id, selector, weight, strategy, \
         created_at) ORDER BY endpoint, id), '[]') FROM inventory_routes)::text, \
-    (SELECT COALESCE(json_agg(json_build_array(id, name, hash, created_at) ORDER BY id), '[]') \
+    (SELECT COALESCE(json_agg(json_build_array(id, name, hash, created_at, admin) ORDER BY id), '[]') \
         FROM inventory_tokens)::text";
 
 /// The LISTEN/NOTIFY channel of inventory commits (detail: the version).
@@ -94,6 +94,7 @@ impl InventoryStore for PgInventory {
                 name: s(r.get(1)),
                 hash: s(r.get(2)),
                 created_at: f(r.get(3)),
+                admin: s(r.get(4)),
             });
         }
         Ok(out)
@@ -260,14 +261,22 @@ async fn apply(
         }
         Change::AddToken(t) => {
             sqlx::query(
-                "INSERT INTO inventory_tokens (id, name, hash, created_at) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO inventory_tokens (id, name, hash, created_at, admin) VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(&t.id)
             .bind(&t.name)
             .bind(&t.hash)
             .bind(t.created_at)
+            .bind(&t.admin)
             .execute(&mut **tx)
             .await?;
+            Ok(None)
+        }
+        Change::BindUnboundTokens { admin } => {
+            sqlx::query("UPDATE inventory_tokens SET admin = $1 WHERE admin = ''")
+                .bind(admin)
+                .execute(&mut **tx)
+                .await?;
             Ok(None)
         }
         Change::DeleteToken { id } => {

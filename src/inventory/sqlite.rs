@@ -69,16 +69,18 @@ impl InventoryStore for SqliteInventory {
                 },
             ));
         }
-        for row in
-            sqlx::query("SELECT id, name, hash, created_at FROM inventory_tokens ORDER BY id")
-                .fetch_all(&mut *tx)
-                .await?
+        for row in sqlx::query(
+            "SELECT id, name, hash, created_at, admin FROM inventory_tokens ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await?
         {
             out.tokens.push(TokenRow {
                 id: row.try_get(0)?,
                 name: row.try_get(1)?,
                 hash: row.try_get(2)?,
                 created_at: row.try_get(3)?,
+                admin: row.try_get(4)?,
             });
         }
         tx.commit().await?;
@@ -239,14 +241,22 @@ async fn apply(
         }
         Change::AddToken(t) => {
             sqlx::query(
-                "INSERT INTO inventory_tokens (id, name, hash, created_at) VALUES (?, ?, ?, ?)",
+                "INSERT INTO inventory_tokens (id, name, hash, created_at, admin) VALUES (?, ?, ?, ?, ?)",
             )
             .bind(&t.id)
             .bind(&t.name)
             .bind(&t.hash)
             .bind(t.created_at)
+            .bind(&t.admin)
             .execute(&mut **tx)
             .await?;
+            Ok(None)
+        }
+        Change::BindUnboundTokens { admin } => {
+            sqlx::query("UPDATE inventory_tokens SET admin = ? WHERE admin = ''")
+                .bind(admin)
+                .execute(&mut **tx)
+                .await?;
             Ok(None)
         }
         Change::DeleteToken { id } => {

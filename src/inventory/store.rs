@@ -34,6 +34,10 @@ pub struct TokenRow {
     pub hash: String,
     /// Unix seconds.
     pub created_at: f64,
+    /// [`super::tokens::admin_fingerprint`] of the admin token it was
+    /// issued with; empty for a token issued before tokens were bound
+    /// (see [`Change::BindUnboundTokens`]).
+    pub admin: String,
 }
 
 /// Everything the store holds, read in one transaction.
@@ -104,6 +108,12 @@ pub enum Change {
     DeleteToken {
         /// Token id.
         id: String,
+    },
+    /// Binds the tokens issued before tokens were bound to an admin token
+    /// (those with an empty `admin`) to this admin fingerprint.
+    BindUnboundTokens {
+        /// The current admin token's fingerprint.
+        admin: String,
     },
 }
 

@@ -1,8 +1,14 @@
 //! Issued API tokens (Backplane's `GenToken`): random secrets handed out
 //! once, stored only as their SHA-256, so a copy of the database lets no
-//! one in.
+//! one in. Each is bound to the admin `api_token` that issued it (by
+//! [`admin_fingerprint`]), so rotating the admin token revokes them all.
+//!
+//! Also the admin token itself when the configuration sets none: generated
+//! at first start into `data_dir/api_token` ([`admin_token_file`]).
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -15,6 +21,63 @@ fn random_hex(n: usize) -> std::io::Result<String> {
     let mut buf = vec![0u8; n];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
     Ok(hex::encode(buf))
+}
+
+/// The shortest admin `api_token` accepted on an admin listener that is not
+/// loopback: 16 characters. The example's old `change-me` and other words
+/// a person picks are shorter; a generated token is 64 hex digits.
+pub const MIN_EXPOSED_TOKEN_LEN: usize = 16;
+
+/// The file in the data directory that holds the generated admin token.
+pub const ADMIN_TOKEN_FILE: &str = "api_token";
+
+/// What identifies an admin token's generation among issued tokens: the
+/// first 16 hex digits (64 bits) of a domain-separated SHA-256 of it.
+/// Stored with every issued token; it tells a rotated admin token apart
+/// and, being short and salted, says little about the token itself.
+pub fn admin_fingerprint(admin_token: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"switchyard admin api_token\n");
+    h.update(admin_token.as_bytes());
+    hex::encode(&h.finalize()[..8])
+}
+
+/// The admin token kept in `data_dir/api_token`: read when the file is
+/// there, else 32 random bytes in hex written to a new file of mode 0600.
+/// Returns the token, the file's path and whether it was created now.
+pub fn admin_token_file(data_dir: &Path) -> Result<(String, PathBuf, bool), String> {
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    let shown = path.display().to_string();
+    let open = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path);
+    match open {
+        Ok(mut f) => {
+            let token = random_hex(32).map_err(|e| format!("cannot read random bytes: {e}"))?;
+            f.write_all(format!("{token}\n").as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| format!("{shown}: cannot write: {e}"))?;
+            Ok((token, path, true))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{shown}: cannot read: {e}"))?;
+            let token = text.trim().to_string();
+            if token.len() < MIN_EXPOSED_TOKEN_LEN || token.chars().any(char::is_whitespace) {
+                return Err(format!(
+                    "{shown}: not a token (one line of at least {MIN_EXPOSED_TOKEN_LEN} characters); delete it to have a new one generated"
+                ));
+            }
+            let mode = std::fs::metadata(&path).map_or(0, |m| m.permissions().mode());
+            if mode & 0o077 != 0 {
+                tracing::warn!(path = %shown, mode = format!("{:o}", mode & 0o777), "the API token file can be read by other users; chmod 600 it");
+            }
+            Ok((token, path, false))
+        }
+        Err(e) => Err(format!("{shown}: cannot create: {e}")),
+    }
 }
 
 /// A new token: (public id, secret).
@@ -57,5 +120,31 @@ mod tests {
         );
         assert!(check_name("agent on node 2").is_ok());
         assert!(check_name("").is_err() && check_name("a\nb").is_err());
+    }
+
+    #[test]
+    fn admin_fingerprints_tell_tokens_apart() {
+        let a = admin_fingerprint("first admin token");
+        assert_eq!(a.len(), 16);
+        assert_eq!(a, admin_fingerprint("first admin token"));
+        assert_ne!(a, admin_fingerprint("second admin token"));
+        assert_ne!(&a[..], &hash("first admin token")[..16]);
+    }
+
+    #[test]
+    fn the_admin_token_file_is_made_once_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t1, path, created) = admin_token_file(dir.path()).unwrap();
+        assert!(created && t1.len() == 64);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let (t2, _, created) = admin_token_file(dir.path()).unwrap();
+        assert!(!created && t1 == t2);
+        std::fs::write(&path, "short\n").unwrap();
+        assert!(
+            admin_token_file(dir.path())
+                .unwrap_err()
+                .contains("delete it")
+        );
     }
 }

@@ -59,6 +59,11 @@ fn migrator() -> Migrator {
             "report_ids",
             include_str!("../../migrations/postgres/0005_report_ids.sql"),
         ),
+        m(
+            6,
+            "token_admin",
+            include_str!("../../migrations/postgres/0006_token_admin.sql"),
+        ),
     ])
 }
 

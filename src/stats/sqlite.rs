@@ -60,6 +60,11 @@ fn migrator() -> Migrator {
             "report_ids",
             include_str!("../../migrations/sqlite/0005_report_ids.sql"),
         ),
+        m(
+            6,
+            "token_admin",
+            include_str!("../../migrations/sqlite/0006_token_admin.sql"),
+        ),
     ])
 }
 

@@ -40,7 +40,8 @@ pub struct Options {
     pub apps: Option<Vec<(String, String)>>,
     /// Extra environment.
     pub env: Vec<(String, String)>,
-    /// Text replacements (from, to) applied to the shipped example config
+    /// Text replacements (from, to) applied to the test config (the
+    /// shipped example with [`TEST_TOKEN_LINE`] in its `[server]` table)
     /// before `extra_config` is appended: the way to change keys of tables
     /// the example already has, such as `[server]` or `[geo]`. A `from`
     /// that does not occur is a test bug and panics.
@@ -49,6 +50,18 @@ pub struct Options {
     /// starts a second server on the first one's data).
     pub data_dir: Option<PathBuf>,
 }
+
+/// The admin token line every test config has in `[server]`: the shipped
+/// defaults set none (`serve` would generate one), and tests want a known
+/// token. Allowed because every test listener is on loopback.
+pub const TEST_TOKEN_LINE: &str = "api_token = \"change-me\"";
+
+/// The shipped example's `[geo]` overrides line, commented out (the table
+/// is opt-in); a `config_edits` pair with [`GEO_OVERRIDES_ON`] enables it.
+pub const GEO_OVERRIDES_OFF: &str = "# overrides = \"geo/overrides.toml\"";
+
+/// The `[geo]` overrides line that turns the example table on.
+pub const GEO_OVERRIDES_ON: &str = "overrides = \"geo/overrides.toml\"";
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -82,11 +95,12 @@ impl Server {
             }
         }
         let mut shipped = std::fs::read_to_string(root().join("examples/switchyard.toml"))
-            .expect("example config");
+            .expect("example config")
+            .replacen("[server]\n", &format!("[server]\n{TEST_TOKEN_LINE}\n"), 1);
         for (from, to) in &opts.config_edits {
             assert!(
                 shipped.contains(from.as_str()),
-                "config edit: {from:?} is not in examples/switchyard.toml"
+                "config edit: {from:?} is not in the test config (examples/switchyard.toml)"
             );
             shipped = shipped.replacen(from.as_str(), to, 1);
         }

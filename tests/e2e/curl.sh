@@ -239,14 +239,33 @@ check "/api/applications/nope: 404 JSON error" 'error(404)' "$O/api/applications
 check "/debug/pprof/profile?seconds=0: 400 JSON error" 'error(400)' "$O/debug/pprof/profile?seconds=0"
 check "/debug/pprof/heap?format=json: rss_bytes" 's == 200 and v["rss_bytes"] > 0' "$O/debug/pprof/heap?format=json"
 check "/debug/pprof/heap?seconds=0: 400 JSON error" 'error(400)' "$O/debug/pprof/heap?seconds=0"
-check "POST /api/reload without a token: 401" 'error(401)' -X POST "$O/api/reload"
+# The built-in defaults set no api_token: serve generated one into the data
+# directory (mode 0600) and logged the file, never the token.
+TOKEN_FILE="$DATA/api_token"
+TOKEN="$(cat "$TOKEN_FILE" 2>/dev/null || true)"
+token_ok() {
+  [[ "$TOKEN" =~ ^[0-9a-f]{64}$ ]] && [[ "$(stat -c %a "$TOKEN_FILE")" == 600 ]] \
+    && grep -qF "$TOKEN_FILE" "$LOG" && ! grep -qF "$TOKEN" "$LOG"
+}
+if token_ok; then
+  passed=$((passed + 1))
+  echo "ok   generated api_token: 64 hex digits in \$DATA/api_token, mode 600, path logged, token not"
+else
+  failed=$((failed + 1))
+  echo "FAIL generated api_token: file $TOKEN_FILE, token ${#TOKEN} chars"
+fi
+check "POST /api/reload without a token: 401 with a Bearer challenge" \
+  'error(401) and h.get("www-authenticate") == "Bearer realm=\"switchyard\""' -X POST "$O/api/reload"
 check "GET /api/inventory: the configured providers, up, and the apps as endpoints" \
   's == 200 and [p["id"] for p in v["providers"]] == ["cdn_a", "cdn_b", "cdn_c", "origin"] and all(p["state"] == "up" for p in v["providers"]) and "weighted" in [e["name"] for e in v["endpoints"]]' \
-  -H 'Authorization: Bearer change-me' "$O/api/inventory"
+  -H "Authorization: Bearer $TOKEN" "$O/api/inventory"
+check "GET /api/inventory with the old example token change-me: 401 invalid_token" \
+  'error(401) and "invalid_token" in h.get("www-authenticate", "")' -H 'Authorization: Bearer change-me' "$O/api/inventory"
 check "GET /api/inventory without a token: 401" 'error(401)' "$O/api/inventory"
 check "weighted with no routes: origin, reason B" \
   's == 200 and v["provider"] == "origin" and v["reason"] == "B"' "$D/weighted/decision"
-check "POST /api/reload with a wrong token: 403" 'error(403)' -X POST -H 'Authorization: Bearer wrong' "$O/api/reload"
+check "POST /api/reload with a wrong token: 401 invalid_token" \
+  'error(401) and "invalid_token" in h.get("www-authenticate", "")' -X POST -H 'Authorization: Bearer wrong' "$O/api/reload"
 check "GET /api/reload: 405" 'error(405)' "$O/api/reload"
 
 # Still alive after all of it.

@@ -214,6 +214,10 @@ check "name outside the zone: REFUSED" "REFUSED" "$(status example.com A)"
 check "EDNS version 1: BADVERS (OPT version 0)" "BADVERS|version: 0" \
   "$(status +edns=1 +noednsnegotiation geo-map.$Z A)|$(q +edns=1 +noednsnegotiation geo-map.$Z A | sed -n 's/^; EDNS: \(version: [0-9]*\),.*/\1/p')"
 check "NOTIFY opcode: NOTIMP" "NOTIMP" "$(status +opcode=notify $Z SOA)"
+check "IQUERY, STATUS, UPDATE, opcode 15: NOTIMP" "NOTIMP|NOTIMP|NOTIMP|NOTIMP" \
+  "$(status +opcode=1 $Z SOA)|$(status +opcode=status $Z SOA)|$(status +opcode=update $Z SOA)|$(status +opcode=15 $Z SOA)"
+check "NOTIMP is a header only, as NSD answers (no question, no OPT)" "QUERY: 0, ANSWER: 0, AUTHORITY: 0, ADDITIONAL: 0" \
+  "$(q +opcode=update $Z SOA | sed -n 's/.*\(QUERY: [0-9]*, ANSWER: [0-9]*, AUTHORITY: [0-9]*, ADDITIONAL: [0-9]*\).*/\1/p' | head -n1)"
 check "ECS with bits beyond the source prefix: FORMERR" "FORMERR" "$(status +ednsopt=8:000114000102ff geo-map.$Z A)"
 
 # --- TCP
@@ -223,6 +227,7 @@ check "+tcp best-rtt A, AS client" "cdn-b.example.net." "$(app_answers +tcp best
 check "+tcp apex SOA serial" "2026112201" "$(answers +tcp $Z SOA | awk '{ print $3 }')"
 check "+tcp NXDOMAIN" "NXDOMAIN" "$(status +tcp nope.$Z A)"
 check "+tcp REFUSED" "REFUSED" "$(status +tcp example.com A)"
+check "+tcp UPDATE opcode: NOTIMP" "NOTIMP" "$(status +tcp +opcode=update $Z SOA)"
 check "+tcp answered over TCP" "(TCP)" "$(q +tcp static.$Z A | sed -n 's/^;; SERVER: .*\((TCP)\)$/\1/p')"
 
 # Still alive after all of it.

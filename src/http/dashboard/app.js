@@ -5,8 +5,20 @@ const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"
 const $ = (id) => document.getElementById(id);
 let chosen = new URLSearchParams(location.search).get("app");
 
+// A node with [server] admin_reads_need_token wants a bearer token for
+// reads too: open the dashboard as /#token=TOKEN (a fragment never leaves
+// the browser); it is kept for this tab only.
+const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
+if (fromHash) {
+  sessionStorage.setItem("switchyard-token", fromHash);
+  history.replaceState(null, "", location.pathname + location.search);
+}
+
 async function get(path) {
-  const r = await fetch(path, { cache: "no-store" });
+  const token = sessionStorage.getItem("switchyard-token");
+  const headers = token ? { Authorization: "Bearer " + token } : {};
+  const r = await fetch(path, { cache: "no-store", headers });
+  if (r.status === 401) throw new Error(path + ": this node needs a token for reads; open the dashboard as /#token=TOKEN");
   if (!r.ok) throw new Error(path + ": HTTP " + r.status);
   return r.json();
 }
