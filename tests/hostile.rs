@@ -2301,7 +2301,7 @@ fn sidecar_budgets_top_level_and_on_fusion_runaways() {
         (
             "h_fusion.js".to_string(),
             format!(
-                "function spin() {{ for (var i = 0; i < 1000; i++) {{}} }}\nfunction onFusion(provider, data) {{ while (true) {{ spin(); }} }}\n{}",
+                "function init(c) {{ c.requireProvider('cdn_a'); }}\nfunction spin() {{ for (var i = 0; i < 1000; i++) {{}} }}\nfunction onFusion(provider, data) {{ while (true) {{ spin(); }} }}\n{}",
                 answering(FINISHED)
             ),
         ),
