@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Connection hogs against a running Switchyard: held HTTP/1.1 requests
 # whose body never comes, idle keep-alives, ping-only h2c connections and
-# DNS-over-TCP length prefixes, from several loopback addresses, while a
-# normal client asks /healthcheck and DNS over TCP. Prints how many of the
-# hog connections the server kept and how the normal client fared.
+# DNS-over-TCP length prefixes, from SOURCES loopback networks (127.0.N.1,
+# each its own /24), while a normal client (127.1.0.1, another /24) asks
+# /healthcheck and DNS over TCP. Prints how many of the hog connections the
+# server kept and how the normal client fared.
 #
 #   bench/hogs.sh [ADMIN_ADDR] [DNS_ADDR] [CONNECTIONS_PER_SOURCE] [SOURCES]
-#   (defaults 127.0.0.1:8081 127.0.0.1:5353 200 6; only loopback targets)
+#   (defaults 127.0.0.1:8081 127.0.0.1:5353 100 24; only loopback targets)
 set -euo pipefail
 admin="${1:-127.0.0.1:8081}"
 dns="${2:-127.0.0.1:5353}"
-per="${3:-200}"
-sources="${4:-6}"
+per="${3:-100}"
+sources="${4:-24}"
 case "$admin$dns" in
   127.*127.*) ;;
   *) echo "bench/hogs.sh: loopback targets only" >&2; exit 2 ;;
@@ -42,7 +43,7 @@ kinds = [
 ]
 t0 = time.time()
 for i in range(sources):
-    src = "127.0.0.%d" % (10 + i)
+    src = "127.0.%d.1" % (10 + i)
     for j in range(per):
         hold(src, admin, kinds[j % len(kinds)])
         hold(src, dns, b"\x00\x28")
@@ -63,7 +64,7 @@ worst = 0.0
 for _ in range(50):
     t = time.time()
     try:
-        c = socket.create_connection(admin, timeout=2)
+        c = socket.create_connection(admin, timeout=2, source_address=("127.1.0.1", 0))
         c.sendall(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         r = c.recv(64)
         c.close()
@@ -76,12 +77,14 @@ for _ in range(50):
     worst = max(worst, time.time() - t)
     q = struct.pack(">HHHHHH", 0x4242, 0, 1, 0, 0, 0) + b"\x06static\x0aswitchyard\x04test\x00\x00\x01\x00\x01"
     try:
-        c = socket.create_connection(dns, timeout=2)
+        c = socket.create_connection(dns, timeout=2, source_address=("127.1.0.1", 0))
         c.sendall(struct.pack(">H", len(q)) + q)
-        n = struct.unpack(">H", c.recv(2))[0]
-        c.recv(n)
+        head = c.recv(2)
         c.close()
-        ok += 1
+        if len(head) == 2:
+            ok += 1
+        else:
+            fail += 1
     except OSError:
         fail += 1
 print("normal client: %d answered, %d failed, slowest /healthcheck %.0f ms" % (ok, fail, worst * 1000))

@@ -2470,7 +2470,7 @@ async fn held_connections_cannot_take_every_slot() {
     let head = String::from_utf8_lossy(&reply[..n]);
     assert!(head.starts_with("HTTP/1.1 408"), "{head}");
     drop(hog);
-    let _ = poll(Duration::from_secs(5), || async {
+    poll(Duration::from_secs(5), || async {
         (get(&ops(&s, "/api/applications")).await.status == 200).then_some(())
     })
     .await
