@@ -492,8 +492,17 @@ impl AppRegistry {
                 }
             };
             let sidecar = std::fs::read_to_string(path.with_extension("toml")).ok();
+            // A quarantine an operator lifted loads the same file again.
+            let lifted = old.apps.get(name).is_some_and(|prev| {
+                prev.quarantine.is_some()
+                    && self
+                        .quarantine
+                        .as_ref()
+                        .is_some_and(|q| !q.holds(name, prev.hash))
+            });
             if let Some(prev) = old.apps.get(name)
                 && !force
+                && !lifted
                 && prev.load_error.is_none()
                 && *prev.code.source == *source
                 && prev.sidecar == sidecar

@@ -43,6 +43,8 @@ pub enum Command {
     Route(crate::inventory::client::RouteArgs),
     /// Set the weights of an endpoint's routes together: `shape APP route000=80 route001=20`.
     Shape(crate::inventory::client::ShapeArgs),
+    /// List quarantined apps of a running server, or lift a quarantine.
+    Quarantine(crate::inventory::client::QuarantineArgs),
 }
 
 /// Flags shared by every command that reads the configuration.

@@ -19,8 +19,10 @@
 //!   and the backoff of apps whose calls run away.
 //! - [`server`]: the serving process: listeners, feeds, reload.
 //! - [`quarantine`]: in-flight slots, and the quarantine of apps that
-//!   crashed the server (runaways at once, short calls as suspects).
-//! - [`supervisor`]: `serve`'s parent process that owns the sockets and restarts the server.
+//!   crashed the server, on evidence only (a runaway, a failed allocation,
+//!   a crash in the call).
+//! - [`supervisor`]: `serve`'s parent process that owns the sockets, restarts the server
+//!   from the binary it started from, and upgrades it on SIGUSR2.
 //! - [`cli`]: the `switchyard` subcommands; [`apptest`]: `switchyard test`.
 
 #![warn(missing_docs)]

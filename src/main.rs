@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Command::Providers(args) => switchyard::inventory::client::providers(args),
         Command::Route(args) => switchyard::inventory::client::route(args),
         Command::Shape(args) => switchyard::inventory::client::shape(args),
+        Command::Quarantine(args) => switchyard::inventory::client::quarantine(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

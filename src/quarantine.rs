@@ -10,27 +10,28 @@
 //! mapping reach the page cache at once, so they survive an abort or an OOM
 //! kill. On start, a slot still marked busy names an app that was in flight
 //! when the previous process died abnormally (a graceful stop clears every
-//! slot), and what happens to it depends on why it was there:
+//! slot). It is quarantined only on evidence against its own call:
 //!
-//! - its call had run for at least its budget by the last heartbeat (a
-//!   runaway, such as the stuck calls a watchdog restart leaves behind): it
-//!   is quarantined;
-//! - an allocation of its call failed (the counting allocator marks the
-//!   slot of a thread whose request of 1 MiB or more fails, the abort under
-//!   a memory cap): it is quarantined, and the other apps in flight, whose
-//!   calls were only unlucky bystanders, are not even suspects;
-//! - otherwise its call was short, and most likely a bystander of whatever
-//!   killed the process (a signal, the OOM killer). When a runaway or a
-//!   failed allocation in flight explains the exit, it is not even a
-//!   suspect; else it becomes one, kept in `suspects.json` next to the
-//!   slots, and is quarantined if it is again in flight in a short call at
-//!   the next abnormal exit within [`SUSPECT_WINDOW`]. (A worker that
-//!   replaces a retired one builds every app right away, so healthy apps
-//!   are often in flight for a moment exactly when trouble comes.)
+//! - a runaway: its call had run for at least its budget by the last
+//!   heartbeat (such as the stuck calls a watchdog restart leaves behind);
+//! - a failed allocation: the counting allocator marks the slot of a thread
+//!   whose request of 1 MiB or more fails (the abort under a memory cap);
+//! - a crash in its call: a fault (SIGSEGV, SIGBUS, SIGILL, SIGFPE) raised
+//!   by the kernel on the thread while it ran the call, or an `abort()` the
+//!   thread called itself (a panic that cannot unwind, Rust's stack
+//!   overflow handler); a signal handler marks the slot before the process
+//!   dies ([`Slots::watch_crashes`]).
+//!
+//! Nothing else counts. A process killed from outside (`kill -9`, the OOM
+//! killer, a signal sent by another process) leaves no mark, so a healthy
+//! app that happened to be in flight — on a busy server there always is
+//! one — is never quarantined, however often that happens.
 //!
 //! A quarantined app's queries get the fallback (reason `quarantined`)
-//! until a different version of it is saved; so the same app crashing
-//! again crash-loops the server at most twice.
+//! until a different version of it is saved or an operator lifts the
+//! quarantine (`DELETE /api/apps/{app}/quarantine`,
+//! `switchyard quarantine lift APP`); so the same app crashing again
+//! crash-loops the server at most twice.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -51,12 +52,10 @@ pub const LOADER_SLOT: usize = SLOTS - LOADER_SLOTS;
 /// Slots of loader threads: one for the load in progress, the rest for
 /// loads abandoned while their thread still runs the app.
 pub const LOADER_SLOTS: usize = 8;
-/// How long a suspect stays one.
-pub const SUSPECT_WINDOW: Duration = Duration::from_secs(600);
 /// A failed allocation at least this big marks its call the culprit.
 const CULPRIT_BYTES: usize = 1 << 20;
 /// Words per slot: state, hash, started (unix ms), budget (ms), flags,
-/// reserved, then 64 bytes of name.
+/// the crash signal, then 64 bytes of name.
 const WORDS: usize = 14;
 const NAME_BYTES: usize = 64;
 /// Header words before the slots: magic, heartbeat (unix ms).
@@ -65,6 +64,17 @@ const HEADER: usize = 2;
 const MAGIC: u64 = 0x5357_5953_4c4f_5402;
 /// The slot's call failed to allocate.
 const FLAG_CULPRIT: u64 = 1;
+/// The slot's thread crashed during the call (the signal is in word 5).
+const FLAG_CRASHED: u64 = 2;
+/// The signals that mean a crash when the kernel raises them on a thread
+/// (a fault) or the thread raises them itself (`abort()`).
+const CRASH_SIGNALS: [libc::c_int; 5] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGABRT,
+];
 
 /// A short, stable hash of an app version (source and sidecar).
 pub fn version_hash(source: &str, sidecar: Option<&str>) -> u64 {
@@ -97,6 +107,9 @@ pub struct InFlight {
     pub budget_ms: u64,
     /// An allocation of the call failed (see [`Slots::watch_allocation_failures`]).
     pub culprit: bool,
+    /// The signal its thread crashed with during the call, if it did (see
+    /// [`Slots::watch_crashes`]).
+    pub crashed: Option<i32>,
 }
 
 impl InFlight {
@@ -104,6 +117,51 @@ impl InFlight {
     pub fn ran_away(&self) -> bool {
         self.ran_ms >= self.budget_ms
     }
+
+    /// The evidence against its call, if any.
+    pub fn evidence(&self) -> Option<Evidence> {
+        let kind = if self.crashed.is_some() {
+            EvidenceKind::CrashInCall
+        } else if self.culprit {
+            EvidenceKind::FailedAllocation
+        } else if self.ran_away() {
+            EvidenceKind::Runaway
+        } else {
+            return None;
+        };
+        Some(Evidence {
+            kind,
+            ran_ms: self.ran_ms,
+            budget_ms: self.budget_ms,
+            signal: self.crashed,
+        })
+    }
+}
+
+/// What kind of evidence quarantined an app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvidenceKind {
+    /// Its call had run past its budget when the process died.
+    Runaway,
+    /// An allocation of its call failed (the process aborted).
+    FailedAllocation,
+    /// Its call's thread crashed (a fault, or an abort it called).
+    CrashInCall,
+}
+
+/// The evidence against a quarantined app's call.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Evidence {
+    /// What happened.
+    pub kind: EvidenceKind,
+    /// How long the call had run by the last heartbeat (ms).
+    pub ran_ms: u64,
+    /// The call's budget (ms).
+    pub budget_ms: u64,
+    /// The crash signal, for [`EvidenceKind::CrashInCall`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
 }
 
 /// The memory-mapped in-flight slots.
@@ -141,6 +199,53 @@ fn allocation_failed(size: usize) {
     let slots = unsafe { &*slots };
     if slots.word(slot, 0).load(Ordering::Acquire) == 1 {
         slots.word(slot, 4).fetch_or(FLAG_CULPRIT, Ordering::AcqRel);
+    }
+}
+
+/// The actions the crash handler replaced, restored before it returns.
+static PREVIOUS: std::sync::OnceLock<Vec<(libc::c_int, libc::sigaction)>> =
+    std::sync::OnceLock::new();
+
+/// The crash handler: marks the calling thread's busy slot crashed when
+/// the signal is evidence against its call (raised by the kernel for this
+/// thread, or by this process itself: `abort()`), then restores the
+/// previous action and lets it run. A signal sent from outside is no
+/// evidence. Async-signal-safe: atomics and a const thread-local only.
+extern "C" fn on_crash_signal(
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    _ctx: *mut libc::c_void,
+) {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    let (code, sender) = unsafe { ((*info).si_code, (*info).si_pid()) };
+    // SAFETY: getpid has no preconditions.
+    let own = sender == unsafe { libc::getpid() };
+    let kernel_fault = code > 0;
+    if kernel_fault || own {
+        let slots = WATCHED.load(Ordering::Acquire);
+        let slot = THREAD_SLOT.try_with(Cell::get).unwrap_or(usize::MAX);
+        if !slots.is_null() && slot != usize::MAX {
+            // SAFETY: WATCHED only ever holds a leaked `Arc<Slots>`.
+            let slots = unsafe { &*slots };
+            if slots.word(slot, 0).load(Ordering::Acquire) == 1 {
+                slots.word(slot, 5).store(sig as u64, Ordering::Release);
+                slots.word(slot, 4).fetch_or(FLAG_CRASHED, Ordering::AcqRel);
+            }
+        }
+    }
+    if let Some(previous) = PREVIOUS.get()
+        && let Some((_, action)) = previous.iter().find(|(s, _)| *s == sig)
+    {
+        // SAFETY: restoring an action sigaction returned earlier.
+        unsafe { libc::sigaction(sig, action, std::ptr::null_mut()) };
+    }
+    if !kernel_fault {
+        // Sent, not faulted: returning would not raise it again. It is
+        // blocked while this handler runs, so it arrives (under the
+        // previous action) as soon as the handler returns. A fault needs
+        // nothing: its instruction faults again.
+        // SAFETY: raise is async-signal-safe.
+        unsafe { libc::raise(sig) };
     }
 }
 
@@ -182,6 +287,8 @@ impl Slots {
                         ran_ms: heartbeat.max(started) - started,
                         budget_ms: slots.word(i, 3).load(Ordering::Acquire),
                         culprit: slots.word(i, 4).load(Ordering::Acquire) & FLAG_CULPRIT != 0,
+                        crashed: (slots.word(i, 4).load(Ordering::Acquire) & FLAG_CRASHED != 0)
+                            .then(|| slots.word(i, 5).load(Ordering::Acquire) as i32),
                     });
                 }
             }
@@ -196,6 +303,7 @@ impl Slots {
             a.app == b.app && a.hash == b.hash && {
                 b.ran_ms = b.ran_ms.max(a.ran_ms);
                 b.culprit |= a.culprit;
+                b.crashed = b.crashed.or(a.crashed);
                 true
             }
         });
@@ -243,6 +351,7 @@ impl Slots {
         self.word(slot, 3)
             .store(budget.as_millis() as u64, Ordering::Relaxed);
         self.word(slot, 4).store(0, Ordering::Relaxed);
+        self.word(slot, 5).store(0, Ordering::Relaxed);
         self.word(slot, 0).store(1, Ordering::Release);
         let _ = THREAD_SLOT.try_with(|s| s.set(slot));
     }
@@ -287,6 +396,49 @@ impl Slots {
     /// running an app call marks that call the culprit (the process aborts
     /// right after). Keeps these slots alive for the rest of the process.
     pub fn watch_allocation_failures(self: &Arc<Self>) {
+        self.publish();
+        crate::openmix::alloc::on_allocation_failure(allocation_failed);
+    }
+
+    /// From now on, a crash of a thread running an app call marks that
+    /// call crashed: a fault the kernel raises on the thread (SIGSEGV,
+    /// SIGBUS, SIGILL, SIGFPE) or an abort it calls itself (SIGABRT). The
+    /// previous handlers (Rust's stack overflow report) still run after.
+    /// Keeps these slots alive for the rest of the process.
+    pub fn watch_crashes(self: &Arc<Self>) {
+        self.publish();
+        let mut previous = Vec::new();
+        for sig in CRASH_SIGNALS {
+            // SAFETY: reading the current action into a zeroed struct.
+            unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, std::ptr::null(), &mut old) == 0 {
+                    previous.push((sig, old));
+                }
+            }
+        }
+        if PREVIOUS.set(previous).is_err() {
+            return; // Already installed.
+        }
+        for (sig, _) in PREVIOUS.get().into_iter().flatten() {
+            // SAFETY: a zeroed sigaction plus our handler and flags is a
+            // valid action; the handler only touches atomics and a const
+            // thread-local.
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = on_crash_signal as *const () as usize;
+                action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+                libc::sigemptyset(&mut action.sa_mask);
+                if libc::sigaction(*sig, &action, std::ptr::null_mut()) != 0 {
+                    tracing::warn!(signal = sig, error = %std::io::Error::last_os_error(),
+                        "cannot watch for crashes in app calls");
+                }
+            }
+        }
+    }
+
+    /// Makes these slots the ones the allocator and the crash handler mark.
+    fn publish(self: &Arc<Self>) {
         let leaked = Arc::into_raw(self.clone()) as *mut Slots;
         let set = WATCHED.compare_exchange(
             std::ptr::null_mut(),
@@ -300,72 +452,32 @@ impl Slots {
             // never published.
             drop(unsafe { Arc::from_raw(leaked) });
         }
-        crate::openmix::alloc::on_allocation_failure(allocation_failed);
     }
 }
 
 /// What the next process does about the apps in flight when the last one
-/// died abnormally: quarantines the runaways and the culprits, and the
-/// suspects seen twice within [`SUSPECT_WINDOW`]; keeps the other short
-/// calls as suspects (in `suspects`, a JSON file next to the slots).
-pub fn after_abnormal_exit(in_flight: &[InFlight], quarantine: &Quarantine, suspects: &Path) {
-    if in_flight.is_empty() {
-        return;
-    }
-    let now = unix_ms();
-    let window = SUSPECT_WINDOW.as_millis() as u64;
-    let mut known: BTreeMap<String, Suspect> = std::fs::read_to_string(suspects)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
-    known.retain(|_, s| now.saturating_sub(s.since_ms) <= window);
-    let explained = in_flight.iter().any(|f| f.culprit || f.ran_away());
+/// died abnormally: quarantines those with evidence against their call
+/// ([`InFlight::evidence`]); the others were bystanders and stay in service.
+pub fn after_abnormal_exit(in_flight: &[InFlight], quarantine: &Quarantine) {
     for f in in_flight {
-        let reason = if f.culprit {
-            "it was running when the serving process died: an allocation of its call failed (out of memory)".to_string()
-        } else if f.ran_away() {
-            format!(
-                "it was running when the serving process died: its call had run {} ms, past its {} ms budget",
-                f.ran_ms, f.budget_ms
-            )
-        } else if explained {
-            tracing::info!(app = %f.app, "app was in flight in a short call when the serving process died, beside a runaway or a failed allocation; not a suspect");
-            continue;
-        } else if known.get(&f.app).is_some_and(|s| s.hash == f.hash) {
-            format!(
-                "it was running when the serving process died, in a short call, for the second time within {} minutes",
-                window / 60_000
-            )
-        } else {
-            tracing::warn!(app = %f.app, ran_ms = f.ran_ms, budget_ms = f.budget_ms,
-                "app was in flight in a short call when the serving process died; a suspect (quarantined if it is in flight at the next abnormal exit)");
-            known.insert(
-                f.app.clone(),
-                Suspect {
-                    hash: f.hash,
-                    since_ms: now,
-                },
-            );
+        let Some(evidence) = f.evidence() else {
+            tracing::info!(app = %f.app, ran_ms = f.ran_ms, budget_ms = f.budget_ms,
+                "app was in flight when the serving process died, with no evidence against its call; not quarantined");
             continue;
         };
-        known.remove(&f.app);
-        quarantine.add(&f.app, f.hash, &reason);
+        let reason = match evidence.kind {
+            EvidenceKind::FailedAllocation => "it was running when the serving process died: an allocation of its call failed (out of memory)".to_string(),
+            EvidenceKind::Runaway => format!(
+                "it was running when the serving process died: its call had run {} ms, past its {} ms budget",
+                f.ran_ms, f.budget_ms
+            ),
+            EvidenceKind::CrashInCall => format!(
+                "the serving process crashed in its call (signal {})",
+                evidence.signal.unwrap_or(0)
+            ),
+        };
+        quarantine.add(&f.app, f.hash, &reason, Some(evidence));
     }
-    let tmp = suspects.with_extension("tmp");
-    let saved = serde_json::to_vec_pretty(&known)
-        .ok()
-        .and_then(|b| std::fs::write(&tmp, b).ok())
-        .and_then(|()| std::fs::rename(&tmp, suspects).ok());
-    if saved.is_none() {
-        tracing::warn!(file = %suspects.display(), "cannot save the suspects list");
-    }
-}
-
-/// An app seen in flight, in a short call, at an abnormal exit.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct Suspect {
-    hash: u64,
-    since_ms: u64,
 }
 
 /// Why and since when an app version is quarantined.
@@ -377,6 +489,10 @@ pub struct Entry {
     pub since_ms: u64,
     /// Why.
     pub reason: String,
+    /// The evidence against the call (absent in lists written before it
+    /// was recorded).
+    #[serde(default)]
+    pub evidence: Option<Evidence>,
 }
 
 /// The quarantined app versions, persisted in the data directory so a
@@ -414,7 +530,7 @@ impl Quarantine {
     }
 
     /// Quarantines `app` at `hash`.
-    pub fn add(&self, app: &str, hash: u64, reason: &str) {
+    pub fn add(&self, app: &str, hash: u64, reason: &str, evidence: Option<Evidence>) {
         let Ok(mut e) = self.entries.lock() else {
             return;
         };
@@ -428,6 +544,7 @@ impl Quarantine {
                 hash,
                 since_ms,
                 reason: reason.to_string(),
+                evidence,
             },
         );
         tracing::error!(
@@ -454,6 +571,24 @@ impl Quarantine {
             }
             None => None,
         }
+    }
+
+    /// Lifts the quarantine of `app` (an operator's decision): its current
+    /// version runs again once the apps are reloaded. Returns the entry
+    /// lifted, `None` when the app was not quarantined.
+    pub fn lift(&self, app: &str) -> Option<Entry> {
+        let mut e = self.entries.lock().ok()?;
+        let entry = e.remove(app)?;
+        tracing::warn!(app, reason = %entry.reason, "quarantine lifted by an operator");
+        self.save(&e);
+        Some(entry)
+    }
+
+    /// Whether `app` at `hash` is quarantined (without lifting anything).
+    pub fn holds(&self, app: &str, hash: u64) -> bool {
+        self.entries
+            .lock()
+            .is_ok_and(|e| e.get(app).is_some_and(|x| x.hash == hash))
     }
 
     /// Every quarantined app.
@@ -534,82 +669,112 @@ mod tests {
             ran_ms,
             budget_ms: 5,
             culprit,
+            crashed: None,
         }
     }
 
     #[test]
-    fn runaways_are_quarantined_short_calls_only_at_their_second_crash() {
+    fn only_evidence_quarantines() {
         let dir = tempfile::tempdir().unwrap();
         let q = Quarantine::load(dir.path().join("q.json"));
-        let suspects = dir.path().join("suspects.json");
+        let crashed = InFlight {
+            crashed: Some(libc::SIGSEGV),
+            ..flight("crashed", 1, false)
+        };
         after_abnormal_exit(
-            &[flight("runaway", 120, false), flight("beside", 1, false)],
+            &[
+                flight("runaway", 120, false),
+                flight("leak", 1, true),
+                crashed,
+                flight("beside", 1, false),
+            ],
             &q,
-            &suspects,
         );
-        assert!(q.check("runaway", 9).is_some());
+        let kind = |app| q.check(app, 9).and_then(|e| e.evidence).map(|e| e.kind);
+        assert_eq!(kind("runaway"), Some(EvidenceKind::Runaway));
+        assert_eq!(kind("leak"), Some(EvidenceKind::FailedAllocation));
+        assert_eq!(kind("crashed"), Some(EvidenceKind::CrashInCall));
         assert!(q.check("beside", 9).is_none());
-        // Nothing explains this one: the short calls become suspects.
-        after_abnormal_exit(
-            &[flight("short", 1, false), flight("beside", 1, false)],
-            &q,
-            &suspects,
-        );
-        assert!(
-            q.check("short", 9).is_none(),
-            "a first short call is a suspect only"
-        );
-        // The next crash: the suspect is not in flight, another app is.
-        after_abnormal_exit(&[flight("other", 0, false)], &q, &suspects);
+        // A short call in flight at every abnormal exit is never evidence.
+        for _ in 0..10 {
+            after_abnormal_exit(&[flight("short", 2, false)], &q);
+        }
         assert!(q.check("short", 9).is_none());
-        assert!(q.check("other", 9).is_none());
-        // In flight again within the window: quarantined.
-        after_abnormal_exit(&[flight("short", 2, false)], &q, &suspects);
-        let e = q
-            .check("short", 9)
-            .expect("quarantined at its second crash");
-        assert!(e.reason.contains("second time"), "{}", e.reason);
         assert_eq!(q.events().get("runaway"), Some(&1));
     }
 
     #[test]
-    fn a_runaway_beside_it_clears_a_short_call() {
+    fn an_operator_lifts_a_quarantine() {
         let dir = tempfile::tempdir().unwrap();
-        let q = Quarantine::load(dir.path().join("q.json"));
-        let suspects = dir.path().join("suspects.json");
-        for i in 0..2 {
-            after_abnormal_exit(
-                &[
-                    flight(&format!("runaway{i}"), 500, false),
-                    flight("busy", 1, false),
-                ],
-                &q,
-                &suspects,
-            );
-        }
-        assert!(q.check("runaway1", 9).is_some());
+        let path = dir.path().join("q.json");
+        let q = Quarantine::load(path.clone());
+        after_abnormal_exit(&[flight("runaway", 120, false)], &q);
+        assert!(q.holds("runaway", 9));
+        assert!(q.lift("runaway").is_some());
+        assert!(q.lift("runaway").is_none());
+        assert!(!q.holds("runaway", 9));
         assert!(
-            q.check("busy", 9).is_none(),
-            "a bystander of a runaway is not a suspect"
+            Quarantine::load(path).list().is_empty(),
+            "the lift is saved"
         );
     }
 
     #[test]
-    fn a_named_culprit_clears_the_bystanders() {
+    fn a_crash_signal_raised_by_the_thread_in_its_call_marks_the_slot() {
+        // In a child process: the test process must survive the abort.
         let dir = tempfile::tempdir().unwrap();
-        let q = Quarantine::load(dir.path().join("q.json"));
-        let suspects = dir.path().join("suspects.json");
-        for _ in 0..2 {
-            after_abnormal_exit(
-                &[flight("leak", 1, true), flight("busy", 1, false)],
-                &q,
-                &suspects,
-            );
+        let path = dir.path().join("inflight");
+        // SAFETY: fork in a test; the child only runs the code below and
+        // exits by the signal.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let (slots, _) = Slots::open(&path).unwrap();
+            let slots = Arc::new(slots);
+            slots.watch_crashes();
+            slots.enter(2, "crasher", 5, BUDGET);
+            slots.enter(3, "bystander", 6, BUDGET);
+            // Back to slot 2 on this thread: slot 3 is another thread's.
+            slots.enter(2, "crasher", 5, BUDGET);
+            std::process::abort();
         }
-        assert!(q.check("leak", 9).is_some());
-        assert!(
-            q.check("busy", 9).is_none(),
-            "a bystander of a named culprit is not a suspect"
-        );
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFSIGNALED(status), "status {status}");
+        assert_eq!(libc::WTERMSIG(status), libc::SIGABRT);
+        let (_, in_flight) = Slots::open(&path).unwrap();
+        let crasher = in_flight.iter().find(|f| f.app == "crasher").unwrap();
+        let bystander = in_flight.iter().find(|f| f.app == "bystander").unwrap();
+        assert_eq!(crasher.crashed, Some(libc::SIGABRT), "{crasher:?}");
+        assert_eq!(bystander.crashed, None, "{bystander:?}");
+    }
+
+    #[test]
+    fn a_signal_sent_from_outside_is_no_evidence() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inflight");
+        // SAFETY: as above.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let (slots, _) = Slots::open(&path).unwrap();
+            let slots = Arc::new(slots);
+            slots.watch_crashes();
+            slots.enter(2, "busy", 5, Duration::from_secs(60));
+            loop {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: signalling our own child, then waiting for it.
+        let mut status = 0;
+        unsafe {
+            libc::kill(pid, libc::SIGABRT);
+            libc::waitpid(pid, &mut status, 0);
+        }
+        assert!(libc::WIFSIGNALED(status), "status {status}");
+        let (_, in_flight) = Slots::open(&path).unwrap();
+        let busy = in_flight.iter().find(|f| f.app == "busy").unwrap();
+        assert_eq!(busy.crashed, None, "{busy:?}");
+        assert!(busy.evidence().is_none());
     }
 }

@@ -307,28 +307,21 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
 }
 
 /// Opens the in-flight slots and the quarantine list in the data directory,
-/// quarantining the apps that the last process's abnormal exit names
+/// quarantining the apps the last process's abnormal exit has evidence against
 /// ([`crate::quarantine::after_abnormal_exit`]), and starts the slots'
 /// heartbeat.
 fn open_quarantine(config: &Config) -> anyhow::Result<(Arc<Slots>, Arc<Quarantine>)> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let (slots, in_flight) =
-        Slots::open(&config.data_dir.join("inflight.slots")).with_context(|| {
-            format!(
-                "cannot open {}",
-                config.data_dir.join("inflight.slots").display()
-            )
-        })?;
+    let slots_path = config.data_dir.join(crate::supervisor::slots_file());
+    let (slots, in_flight) = Slots::open(&slots_path)
+        .with_context(|| format!("cannot open {}", slots_path.display()))?;
     let quarantine = Quarantine::load(config.data_dir.join("quarantine.json"));
-    crate::quarantine::after_abnormal_exit(
-        &in_flight,
-        &quarantine,
-        &config.data_dir.join("suspects.json"),
-    );
+    crate::quarantine::after_abnormal_exit(&in_flight, &quarantine);
     let slots = Arc::new(slots);
     slots.start_heartbeat();
     slots.watch_allocation_failures();
+    slots.watch_crashes();
     Ok((slots, Arc::new(quarantine)))
 }
 
@@ -580,6 +573,7 @@ async fn run(
     tracing::info!(addr = %http_addr, "listening for HTTP decisions");
     tracing::info!(addr = %admin_addr, "listening for operations");
     tracing::info!(apps = state.apps.snapshot().apps.len(), "switchyard ready");
+    crate::supervisor::notify_ready();
     wait_for_signals(&state, &config_args).await;
     tracing::info!("shutting down");
     shutdown.cancel();

@@ -665,6 +665,30 @@ fn serve_refuses_a_corrupt_geo_database_at_once() {
     assert_refused(&["--geo-city", path], path, "not a MaxMind DB");
 }
 
+/// Issue 29: a database whose metadata is intact but whose search tree is
+/// zeroed (every record points at the root: every lookup empty) used to
+/// start and serve empty fields.
+#[test]
+fn serve_refuses_a_geo_database_with_a_corrupt_search_tree_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let city = dir.path().join("City.mmdb");
+    let mut bytes = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("geo/Switchyard-City-Test.mmdb"),
+    )
+    .unwrap();
+    let (nodes, record_size) = {
+        let r = maxminddb::Reader::from_source(bytes.clone()).unwrap();
+        (
+            r.metadata().node_count as usize,
+            usize::from(r.metadata().record_size),
+        )
+    };
+    bytes[..nodes * record_size * 2 / 8].fill(0);
+    std::fs::write(&city, &bytes).unwrap();
+    let path = city.to_str().unwrap();
+    assert_refused(&["--geo-city", path], path, "corrupt");
+}
+
 #[test]
 fn serve_gives_up_when_the_serving_process_cannot_start() {
     // Passes the checks `serve` makes itself, but the serving process cannot create its

@@ -1183,6 +1183,24 @@ fn malformed_packets_formerr_or_dropped() {
             let tail = opt_rr(1232, 0, &[(8, ecs_bytes(1, 33, 0, &[198, 51, 100, 1, 0]))]);
             raw_message(0x1005, RD, &[("geo-map.switchyard.test", T_A)], 1, &tail)
         }),
+        // Address octets past the source prefix: a /24 sent with all four
+        // (RFC 7871 §6: "too many ADDRESS octets ... SHOULD return
+        // FORMERR"; hickory drops the surplus silently). Issue 29.
+        ("ECS /24 with four octets", {
+            let tail = opt_rr(1232, 0, &[(8, ecs_bytes(1, 24, 0, &[198, 51, 100, 0]))]);
+            raw_message(0x100a, RD, &[("geo-map.switchyard.test", T_A)], 1, &tail)
+        }),
+        ("ECS IPv6 /48 with sixteen octets", {
+            let mut addr = vec![0x20, 0x01, 0x0d, 0xb8, 0, 1];
+            addr.resize(16, 0);
+            let tail = opt_rr(1232, 0, &[(8, ecs_bytes(2, 48, 0, &addr))]);
+            raw_message(0x100b, RD, &[("geo-map.switchyard.test", T_A)], 1, &tail)
+        }),
+        // A non-zero scope in a query (RFC 7871 §6: "MUST be set to 0").
+        ("ECS scope 16 in a query", {
+            let tail = opt_rr(1232, 0, &[(8, ecs_bytes(1, 24, 16, &[198, 51, 100]))]);
+            raw_message(0x100c, RD, &[("geo-map.switchyard.test", T_A)], 1, &tail)
+        }),
         // No question at all.
         ("QDCOUNT 0", raw_message(0x1006, RD, &[], 0, &[])),
         // Two questions: a query has exactly one.
@@ -1615,7 +1633,8 @@ fn ecs_steers_geo_map_with_scope() {
             assert_eq!(echo.scope_prefix(), *scope, "{what}: scope");
         }
     }
-    // A query's SCOPE must be 0 (RFC 7871 §6); a nonzero one is ignored.
+    // A query's SCOPE "MUST be set to 0" (RFC 7871 §6): FORMERR (issue 29;
+    // it was ignored before).
     let r = udp(
         s.dns,
         &ecs_query(
@@ -1624,8 +1643,7 @@ fn ecs_steers_geo_map_with_scope() {
             ClientSubnet::new("203.0.113.0".parse().unwrap(), 24, 16),
         ),
     );
-    expect_answer(&r, "query scope 16", &["A 20 203.0.113.30"]);
-    assert_eq!(ecs_of(&r).map(|c| c.scope_prefix()), Some(24));
+    assert_eq!(r.metadata.response_code, ResponseCode::FormErr, "{r}");
     // Other EDNS options (a cookie, DO=1) change nothing, and no DNSSEC
     // records appear.
     let mut q = ecs_query(

@@ -541,3 +541,107 @@ fn shipped_db() -> &'static GeoDb {
     static DB: std::sync::OnceLock<GeoDb> = std::sync::OnceLock::new();
     DB.get_or_init(|| GeoDb::open(&shipped()).unwrap())
 }
+
+/// How to corrupt a database's search tree (issue 29).
+#[derive(Debug, Clone, Copy)]
+enum Tree {
+    /// Every record points at node 0: the tree loops, every lookup is empty.
+    Zeros,
+    /// Every record says "no data": well-formed, and every lookup is empty.
+    Empty,
+}
+
+/// `bytes` (a MaxMind DB) with its search tree overwritten as `how` says;
+/// the data section and the metadata at the end are left intact, so the
+/// file still opens.
+fn corrupt_tree(bytes: &[u8], how: Tree) -> Vec<u8> {
+    let reader = maxminddb::Reader::from_source(bytes.to_vec()).expect("a database");
+    let nodes = reader.metadata().node_count as usize;
+    let record_size = usize::from(reader.metadata().record_size);
+    let node_bytes = record_size * 2 / 8;
+    let mut out = bytes.to_vec();
+    let value = match how {
+        Tree::Zeros => 0u32,
+        Tree::Empty => nodes as u32,
+    };
+    for node in out[..nodes * node_bytes].chunks_exact_mut(node_bytes) {
+        match record_size {
+            24 => {
+                let v = value.to_be_bytes();
+                node[..3].copy_from_slice(&v[1..]);
+                node[3..].copy_from_slice(&v[1..]);
+            }
+            28 => {
+                let v = value.to_be_bytes();
+                node[..3].copy_from_slice(&v[1..]);
+                node[3] = (v[0] << 4) | (v[0] & 0x0f);
+                node[4..].copy_from_slice(&v[1..]);
+            }
+            32 => {
+                node[..4].copy_from_slice(&value.to_be_bytes());
+                node[4..].copy_from_slice(&value.to_be_bytes());
+            }
+            other => panic!("record size {other}"),
+        }
+    }
+    assert_eq!(
+        out[nodes * node_bytes..],
+        bytes[nodes * node_bytes..],
+        "only the tree changes"
+    );
+    out
+}
+
+/// A database whose metadata is intact but whose search tree is corrupt
+/// opened before and answered every lookup with empty fields ("loaded").
+/// Now it is refused by name, and a watched reload keeps the previous
+/// databases in service and remembers why for `/deepcheck`.
+#[test]
+fn a_database_with_a_corrupt_search_tree_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let city = dir.path().join("City.mmdb");
+    let good = std::fs::read(project("geo/Switchyard-City-Test.mmdb")).unwrap();
+    std::fs::write(&city, &good).unwrap();
+    let paths = GeoPaths {
+        city: Some(city.clone()),
+        asn: None,
+        overrides: None,
+    };
+    let geo = Arc::new(Geo::new(GeoDb::open(&paths).unwrap()));
+    let _watcher = geo.watch(paths.clone()).unwrap();
+    let probe = ip("192.0.2.1");
+    assert_eq!(geo.lookup(probe).country, "US");
+    for how in [Tree::Zeros, Tree::Empty] {
+        let bad = corrupt_tree(&good, how);
+        // The metadata still reads: this is what used to be loaded.
+        assert!(
+            maxminddb::Reader::from_source(bad.clone()).is_ok(),
+            "{how:?}"
+        );
+        replace_atomically(&city, &bad);
+        let err = GeoDb::open(&paths).unwrap_err().to_string();
+        assert!(
+            err.contains("City.mmdb") && err.contains("corrupt"),
+            "{how:?}: {err}"
+        );
+        assert!(
+            eventually(Duration::from_secs(3), || geo.reload_error().is_some()),
+            "{how:?}: the watcher did not try the corrupt file"
+        );
+        assert!(
+            geo.reload_error().unwrap().contains("corrupt"),
+            "{:?}",
+            geo.reload_error()
+        );
+        assert_eq!(geo.lookup(probe).country, "US", "{how:?}: previous data");
+        assert_eq!(geo.lookup(ip("192.0.2.77")).country, "US");
+        // A good file again clears the error.
+        replace_atomically(&city, &good);
+        assert!(
+            eventually(Duration::from_secs(3), || geo.reload_error().is_none()),
+            "{how:?}: the good file did not clear the error"
+        );
+    }
+    // Both shipped databases pass the verification.
+    GeoDb::open(&shipped()).expect("shipped databases verify");
+}

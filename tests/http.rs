@@ -1454,6 +1454,91 @@ async fn deepcheck_fails_when_the_city_database_disappears() {
     get(&public(&s, "/apps/geo-map/decision")).await.expect(200);
 }
 
+/// Issue 29: a City database whose metadata is intact but whose search
+/// tree is zeroed, renamed over the one in service, is refused: the
+/// previous data keeps serving, the error is logged, and `/deepcheck`
+/// fails naming it until a good file comes back.
+#[tokio::test]
+async fn a_city_database_with_a_corrupt_search_tree_is_not_swapped_in() {
+    let geo = tempfile::tempdir().expect("tempdir");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let city = geo.path().join("Switchyard-City-Test.mmdb");
+    let good = std::fs::read(root.join("geo/Switchyard-City-Test.mmdb")).expect("city");
+    std::fs::write(&city, &good).expect("copy city");
+    let s = start_edited(vec![edit(
+        r#"city = "geo/Switchyard-City-Test.mmdb""#,
+        &format!("city = {:?}", city.display().to_string()),
+    )]);
+    // geo-map's answer for a client in GB (ECS 198.51.100.0/24).
+    let geo_of = || {
+        use hickory_proto::op::Edns;
+        use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
+        sock.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("UDP timeout");
+        let mut q = Message::query();
+        q.add_query(Query::query(
+            Name::from_ascii("geo-map.switchyard.test.").expect("name"),
+            RecordType::A,
+        ));
+        let mut e = Edns::new();
+        e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+            "198.51.100.0".parse().unwrap(),
+            24,
+            0,
+        )));
+        q.set_edns(e);
+        sock.send_to(&q.to_vec().expect("encode"), s.dns)
+            .expect("send");
+        let mut buf = [0u8; 4096];
+        let (n, _) = sock.recv_from(&mut buf).expect("a DNS answer");
+        let m = Message::from_vec(&buf[..n]).expect("decode");
+        m.answers
+            .iter()
+            .map(|r| r.data.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let before = geo_of();
+    assert!(!before.is_empty(), "geo-map answers from GB");
+    get(&ops(&s, "/deepcheck")).await.expect(200);
+
+    let (nodes, record_size) = {
+        let r = maxminddb::Reader::from_source(good.clone()).unwrap();
+        (
+            r.metadata().node_count as usize,
+            usize::from(r.metadata().record_size),
+        )
+    };
+    let mut bad = good.clone();
+    bad[..nodes * record_size * 2 / 8].fill(0);
+    let tmp = city.with_extension("new");
+    std::fs::write(&tmp, &bad).expect("write corrupt copy");
+    std::fs::rename(&tmp, &city).expect("rename over");
+    let failed = poll(Duration::from_secs(5), || async {
+        let r = get(&ops(&s, "/deepcheck")).await;
+        (r.status == 500).then(|| r.json())
+    })
+    .await
+    .expect("/deepcheck still 200 five seconds after a corrupt city database came in");
+    let f = failed["failed"].to_string();
+    assert!(
+        f.contains("corrupt") && f.contains("Switchyard-City-Test.mmdb"),
+        "{failed}"
+    );
+    assert!(s.logged("geo reload failed"), "the refusal is logged");
+    assert_eq!(geo_of(), before, "the previous database keeps serving");
+
+    // A good file again: in service, and /deepcheck is green.
+    std::fs::write(&tmp, &good).expect("write good copy");
+    std::fs::rename(&tmp, &city).expect("rename over");
+    poll(Duration::from_secs(5), || async {
+        (get(&ops(&s, "/deepcheck")).await.status == 200).then_some(())
+    })
+    .await
+    .expect("/deepcheck green again after the good file came back");
+}
+
 #[tokio::test]
 async fn a_broken_app_fails_deepcheck_and_shows_in_applications() {
     let s = start_apps(vec![app("echo.js", ECHO_APP), app("broken.js", BROKEN_APP)]);

@@ -729,6 +729,165 @@ async fn story(store: Arc<dyn StatsStore>) {
     .await;
     assert!(none.is_none());
     assert_eq!(store.count().await.unwrap(), before);
+
+    duplicate_keys_pages_and_retries(&api, &store).await;
+}
+
+/// Issue 29: a post naming a key twice is refused; `/api/raw_stats` pages
+/// (`limit`, `cursor` → `next`); a post retried with its `Idempotency-Key`
+/// is stored once and answered as the first was.
+async fn duplicate_keys_pages_and_retries(api: &StatsApi, store: &Arc<dyn StatsStore>) {
+    const P: &str = "0xpage";
+    let before = store.count().await.unwrap();
+    // Signed, valid, but `success_rate` twice: which one counts depends on
+    // the parser, so the post is refused whole.
+    let dup = r#"{"region":"FRA","orchestrator":"0xpage","segments_sent":1,"segments_received":1,"success_rate":1,"seg_duration":1,"round_trip_time":1,"upload_time":0,"download_time":0,"transcode_time":0,"success_rate":0}"#;
+    let r = post(api, dup).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(
+        r.text.contains("success_rate") && r.text.contains("twice"),
+        "{}",
+        r.text
+    );
+    // Nested objects too.
+    let nested = record(P, "FRA", Some(1000.0), 1.0, 1.0, 1.0).replace(
+        r#"{"error_code":"E42","count":2}"#,
+        r#"{"error_code":"E42","count":2,"count":3}"#,
+    );
+    assert!(nested.contains(r#""count":3"#), "{nested}");
+    assert_eq!(post(api, &nested).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(store.count().await.unwrap(), before);
+
+    // 25 records, two sharing one timestamp (ties go by row id).
+    for i in 0..25 {
+        let ts = 2000.0 + f64::from(i.min(23));
+        let region = if i % 2 == 0 { "FRA" } else { "LON" };
+        let r = post(api, &record(P, region, Some(ts), 1.0, 1.0, 1.0)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("orchestrator={P}&since=0&limit=10&cursor={c}"),
+            None => format!("orchestrator={P}&since=0&limit=10"),
+        };
+        let page = get(api, "/api/raw_stats", &q).await.json();
+        pages += 1;
+        let mut n = 0;
+        for (region, rows) in page.as_object().unwrap() {
+            if region == "next" {
+                continue;
+            }
+            for row in rows.as_array().unwrap() {
+                seen.push(row["timestamp"].as_f64().unwrap());
+                n += 1;
+            }
+        }
+        assert!(n <= 10, "page {pages} holds {n} records");
+        match page.get("next") {
+            Some(next) => cursor = Some(next.as_str().unwrap().to_string()),
+            None => break,
+        }
+        assert!(pages < 5, "paging does not end: {page}");
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen.len(), 25, "every record once: {seen:?}");
+    seen.sort_by(f64::total_cmp);
+    let mut want: Vec<f64> = (0..25).map(|i| 2000.0 + f64::from(i.min(23))).collect();
+    want.sort_by(f64::total_cmp);
+    assert_eq!(seen, want);
+    for bad in [
+        "limit=0",
+        "limit=10001",
+        "limit=x",
+        "cursor=nope",
+        "cursor=1_x",
+    ] {
+        let r = get(api, "/api/raw_stats", &format!("orchestrator={P}&{bad}")).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+    }
+    // Without a limit: one page of at most 1000, no `next` here.
+    let all = get(api, "/api/raw_stats", &format!("orchestrator={P}&since=0"))
+        .await
+        .json();
+    assert!(all.get("next").is_none(), "{all}");
+
+    // Idempotency keys.
+    let body = record(P, "MDW", Some(3000.0), 1.0, 1.0, 1.0);
+    let keyed = |key: &str, body: &str| {
+        let mut h = auth(&sign(SECRET.as_bytes(), body.as_bytes()));
+        h.insert("idempotency-key", HeaderValue::from_str(key).unwrap());
+        h
+    };
+    let send = |h: HeaderMap, body: String| async move {
+        call(
+            api,
+            Method::POST,
+            "/api/post_stats",
+            None,
+            h,
+            body.as_bytes(),
+        )
+        .await
+    };
+    let count = store.count().await.unwrap();
+    let first = send(keyed("retry-1", &body), body.clone()).await;
+    assert_eq!((first.status, first.text.as_str()), (StatusCode::OK, "ok"));
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    for _ in 0..3 {
+        let again = send(keyed("retry-1", &body), body.clone()).await;
+        assert_eq!((again.status, again.text.as_str()), (StatusCode::OK, "ok"));
+        assert_eq!(again.headers["idempotent-replayed"], "true");
+    }
+    assert_eq!(
+        store.count().await.unwrap(),
+        count + 1,
+        "a retry stored again"
+    );
+    // The same key with another body is refused, and stores nothing.
+    let other = record(P, "MDW", Some(3001.0), 1.0, 1.0, 1.0);
+    let r = send(keyed("retry-1", &other), other.clone()).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    // Another key stores; concurrent retries of one key store once.
+    let r = send(keyed("retry-2", &other), other.clone()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let third = record(P, "MDW", Some(3002.0), 1.0, 1.0, 1.0);
+    let shared = Arc::new(StatsApi::new(
+        store.clone(),
+        Some(SECRET.into()),
+        RegionSet::default(),
+    ));
+    let racing: Vec<_> = (0..8)
+        .map(|_| {
+            let (api, h, body) = (shared.clone(), keyed("retry-3", &third), third.clone());
+            tokio::spawn(async move {
+                call(
+                    &api,
+                    Method::POST,
+                    "/api/post_stats",
+                    None,
+                    h,
+                    body.as_bytes(),
+                )
+                .await
+            })
+        })
+        .collect();
+    for r in racing {
+        let r = r.await.expect("racing post");
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    assert_eq!(store.count().await.unwrap(), count + 3);
+    // Bad keys.
+    for key in ["", "has space", &"k".repeat(256)] {
+        let mut h = auth(&sign(SECRET.as_bytes(), body.as_bytes()));
+        h.insert("idempotency-key", HeaderValue::from_str(key).unwrap());
+        let r = send(h, body.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{key:?}: {}", r.text);
+    }
+    assert_eq!(store.count().await.unwrap(), count + 3);
 }
 
 /// Says the PostgreSQL half did not run. Written to the stderr handle

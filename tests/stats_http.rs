@@ -302,6 +302,74 @@ fn story(server: &common::Server) {
     close(&fra["lon"], 8.6821, "FRA lon");
 
     refusals(ops, now);
+    pages_and_retries(ops, now);
+}
+
+/// Issue 29 over real HTTP: `/api/raw_stats` pages with `limit` and
+/// `cursor`; a post retried with its `Idempotency-Key` is stored once; a
+/// body naming a key twice is refused.
+fn pages_and_retries(ops: SocketAddr, now: u64) {
+    let ts = |v: &Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap_or_else(|| panic!("records: {v}"))
+            .iter()
+            .map(|r| r["timestamp"].as_f64().expect("timestamp"))
+            .collect()
+    };
+    let a = A.to_lowercase();
+    let first = get(
+        ops,
+        &format!("/api/raw_stats?orchestrator={a}&region=fra&until={now}&limit=1"),
+    );
+    assert_eq!(ts(&first["FRA"]), [(now - 600) as f64], "{first}");
+    let next = first["next"].as_str().expect("a next cursor").to_string();
+    let second = get(
+        ops,
+        &format!("/api/raw_stats?orchestrator={a}&region=fra&until={now}&limit=1&cursor={next}"),
+    );
+    assert_eq!(ts(&second["FRA"]), [(now - 2 * 86_400) as f64], "{second}");
+    assert!(second.get("next").is_none(), "{second}");
+
+    const C: &str = "0xccc0000000000000000000000000000000000004";
+    let body = record(C, "MDW", now - 60, 1.0, 1.0, 1.0);
+    let sig = switchyard::stats::sign(SECRET.as_bytes(), body.as_bytes());
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Authorization", sig.as_str()),
+        ("Idempotency-Key", "client-7-post-42"),
+    ];
+    for attempt in 0..3 {
+        let r = request(ops, "POST", "/api/post_stats", &headers, body.as_bytes());
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (200, "ok"),
+            "attempt {attempt}"
+        );
+        let replayed = r
+            .head
+            .to_ascii_lowercase()
+            .contains("idempotent-replayed: true");
+        assert_eq!(replayed, attempt > 0, "{}", r.head);
+    }
+    let stored = get(ops, &format!("/api/raw_stats?orchestrator={C}&until={now}"));
+    assert_eq!(
+        ts(&stored["MDW"]),
+        [(now - 60) as f64],
+        "stored once: {stored}"
+    );
+
+    let dup = body.replacen(
+        "\"success_rate\":1.0",
+        "\"success_rate\":1.0,\"success_rate\":0.0",
+        1,
+    );
+    assert_ne!(dup, body);
+    let sig = switchyard::stats::sign(SECRET.as_bytes(), dup.as_bytes());
+    let msg = post_raw(ops, Some(&sig), dup.as_bytes()).error(400);
+    assert!(
+        msg.contains("success_rate") && msg.contains("twice"),
+        "{msg}"
+    );
 }
 
 /// Every bad post is refused, and nothing it carried is stored.
@@ -463,7 +531,8 @@ fn http_story_postgres() {
         );
         story(&server);
     }));
-    // The rows really are in the test schema: 5 story posts + 1 accepted at the end.
+    // The rows really are in the test schema: 5 story posts, 1 accepted at
+    // the end of the refusals, 1 posted three times with one idempotency key.
     let counted: Result<i64, _> = rt.block_on(
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT count(*) FROM \"{schema}\".stats_events"
@@ -474,7 +543,7 @@ fn http_story_postgres() {
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
-    assert_eq!(counted.expect("count rows"), 6);
+    assert_eq!(counted.expect("count rows"), 7);
     dropped.expect("drop test schema");
 }
 

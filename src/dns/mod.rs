@@ -164,10 +164,14 @@ fn masked(addr: IpAddr, prefix: u8) -> IpAddr {
     }
 }
 
-/// The client subnet of a query, checked as RFC 7871 §6 asks: "If the
-/// ADDRESS field has bits set beyond SOURCE PREFIX-LENGTH, the server
-/// SHOULD return FORMERR" (hickory does not check this).
-pub fn check_ecs(cs: &ClientSubnet) -> Result<(), &'static str> {
+/// The client subnet of a query, checked as RFC 7871 §6 asks: "A server
+/// receiving an ECS option that uses either too few or too many ADDRESS
+/// octets, or that has non-zero ADDRESS bits set beyond SOURCE
+/// PREFIX-LENGTH, SHOULD return FORMERR to reject the packet", and of
+/// SCOPE PREFIX-LENGTH: "In queries, it MUST be set to 0". hickory checks
+/// none of this, and drops surplus octets while parsing, so `raw_len` is
+/// the option's length on the wire ([`ecs_option_len`]).
+pub fn check_ecs(cs: &ClientSubnet, raw_len: Option<usize>) -> Result<(), &'static str> {
     let max = match cs.addr() {
         IpAddr::V4(_) => 32,
         IpAddr::V6(_) => 128,
@@ -175,8 +179,15 @@ pub fn check_ecs(cs: &ClientSubnet) -> Result<(), &'static str> {
     if cs.source_prefix() > max {
         return Err("source prefix longer than the address");
     }
+    let octets = usize::from(cs.source_prefix()).div_ceil(8);
+    if raw_len.is_some_and(|n| n != 4 + octets) {
+        return Err("address octets past the source prefix");
+    }
     if masked(cs.addr(), cs.source_prefix()) != cs.addr() {
         return Err("address bits set beyond the source prefix");
+    }
+    if cs.scope_prefix() != 0 {
+        return Err("non-zero scope prefix in a query");
     }
     Ok(())
 }
@@ -193,6 +204,43 @@ fn not_implemented(packet: &[u8], out: &mut Vec<u8>) {
     out[2] |= 0x80;
     out[3] = (out[3] & 0xD0) | ResponseCode::NotImp.low();
     out.extend_from_slice(&[0; 8]);
+}
+
+/// The length on the wire of the first client subnet option (code 8) of
+/// the OPT record in `packet`, if it has one. Walks the raw message: the
+/// question, then every record, reading only names, types and lengths.
+pub fn ecs_option_len(packet: &[u8]) -> Option<usize> {
+    let mut d = BinDecoder::new(packet);
+    let header = Header::read(&mut d).ok()?;
+    let u16_at = |d: &mut BinDecoder<'_>| d.read_u16().ok().map(|v| v.unverified());
+    for _ in 0..header.counts.queries {
+        Name::read(&mut d).ok()?;
+        d.read_slice(4).ok()?;
+    }
+    let records = usize::from(header.counts.answers)
+        + usize::from(header.counts.authorities)
+        + usize::from(header.counts.additionals);
+    for _ in 0..records {
+        Name::read(&mut d).ok()?;
+        let rtype = u16_at(&mut d)?;
+        d.read_slice(6).ok()?; // class, TTL
+        let rdlen = usize::from(u16_at(&mut d)?);
+        let rdata = d.read_slice(rdlen).ok()?.unverified();
+        if rtype != u16::from(RecordType::OPT) {
+            continue;
+        }
+        let mut o = BinDecoder::new(rdata);
+        while !o.is_empty() {
+            let code = u16_at(&mut o)?;
+            let len = usize::from(u16_at(&mut o)?);
+            o.read_slice(len).ok()?;
+            if code == u16::from(EdnsCode::Subnet) {
+                return Some(len);
+            }
+        }
+        return None;
+    }
+    None
 }
 
 /// An IPv4-mapped IPv6 address as IPv4 (with its prefix), else unchanged.
@@ -319,7 +367,7 @@ impl DnsHandler {
         // The client subnet, checked; `None` when absent.
         if let Some(EdnsOption::Subnet(cs)) = edns.as_ref().and_then(|e| e.option(EdnsCode::Subnet))
         {
-            if let Err(why) = check_ecs(cs) {
+            if let Err(why) = check_ecs(cs, ecs_option_len(packet)) {
                 tracing::debug!(%src, why, "malformed ECS option");
                 self.emit(reply, ResponseCode::FormErr, None, &[], None, out);
                 return Handled::Reply;
@@ -604,10 +652,36 @@ mod tests {
 
     #[test]
     fn ecs_checks() {
-        assert!(check_ecs(&ClientSubnet::new("1.2.0.0".parse().unwrap(), 16, 0)).is_ok());
-        assert!(check_ecs(&ClientSubnet::new("1.2.255.0".parse().unwrap(), 20, 0)).is_err());
-        assert!(check_ecs(&ClientSubnet::new("2001:db8::".parse().unwrap(), 32, 0)).is_ok());
-        assert!(check_ecs(&ClientSubnet::new("2001:db8::1".parse().unwrap(), 64, 0)).is_err());
+        let cs = |a: &str, source, scope| ClientSubnet::new(a.parse().unwrap(), source, scope);
+        assert!(check_ecs(&cs("1.2.0.0", 16, 0), Some(6)).is_ok());
+        assert!(check_ecs(&cs("1.2.0.0", 16, 0), None).is_ok());
+        assert!(check_ecs(&cs("1.2.255.0", 20, 0), Some(7)).is_err());
+        assert!(check_ecs(&cs("2001:db8::", 32, 0), Some(8)).is_ok());
+        assert!(check_ecs(&cs("2001:db8::1", 64, 0), Some(12)).is_err());
+        // Too many octets for the prefix (a /24 sent with all four).
+        assert!(check_ecs(&cs("1.2.3.0", 24, 0), Some(8)).is_err());
+        // A scope in a query.
+        assert!(check_ecs(&cs("1.2.3.0", 24, 16), Some(7)).is_err());
+    }
+
+    #[test]
+    fn finds_the_raw_ecs_option() {
+        let mut m = Message::query();
+        m.add_query(Query::query(
+            Name::from_ascii("a.example.").unwrap(),
+            RecordType::A,
+        ));
+        let mut e = Edns::new();
+        e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+            "1.2.3.0".parse().unwrap(),
+            24,
+            0,
+        )));
+        m.edns = Some(e);
+        let bytes = m.to_vec().unwrap();
+        assert_eq!(ecs_option_len(&bytes), Some(7));
+        m.edns = Some(Edns::new());
+        assert_eq!(ecs_option_len(&m.to_vec().unwrap()), None);
     }
 
     #[test]

@@ -18,20 +18,28 @@ use super::mmsg::{self, BATCH, RecvBatch};
 use super::{DnsHandler, Handled, Transport};
 
 /// Serves `socket` until `shutdown` is cancelled or the socket fails.
+///
+/// A stop answers what was read: the replies of the batch in hand are
+/// sent, and the queries waiting for a JS worker are answered (for up to
+/// [`DRAIN`]), while the socket is left to whoever else reads it (the
+/// serving process that replaces this one at an upgrade).
 pub async fn serve(socket: UdpSocket, handler: Arc<DnsHandler>, shutdown: CancellationToken) {
     let socket = Arc::new(socket);
     let fd = socket.as_raw_fd();
     let mut batch = RecvBatch::new();
     let mut replies: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
     let mut dests: Vec<SocketAddr> = Vec::with_capacity(BATCH);
+    let mut waiting = tokio::task::JoinSet::new();
     loop {
+        // Forget the answered ones.
+        while waiting.try_join_next().is_some() {}
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             ready = socket.readable() => {
                 if let Err(e) = ready {
                     tracing::error!(error = %e, "DNS UDP socket failed; it is no longer served");
-                    return;
+                    break;
                 }
             }
         }
@@ -68,7 +76,7 @@ pub async fn serve(socket: UdpSocket, handler: Arc<DnsHandler>, shutdown: Cancel
                 Ok(Handled::Pending(pending)) => {
                     let handler = handler.clone();
                     let socket = socket.clone();
-                    tokio::spawn(async move {
+                    waiting.spawn(async move {
                         let mut out = Vec::with_capacity(512);
                         handler.decide(pending, &mut out).await;
                         if let Err(e) = socket.send_to(&out, src).await {
@@ -83,17 +91,34 @@ pub async fn serve(socket: UdpSocket, handler: Arc<DnsHandler>, shutdown: Cancel
             }
         }
         let sending = send_all(&socket, &dests, &replies);
+        tokio::pin!(sending);
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return,
-            _ = sending => {}
+            _ = shutdown.cancelled() => {
+                let _ = tokio::time::timeout(DRAIN, &mut sending).await;
+                break;
+            }
+            _ = &mut sending => {}
         }
         // Let the thread's other tasks run (decisions waiting for a worker,
         // TCP, the heartbeat) before the next batch: readiness alone would
         // never hand the thread over while queries keep coming.
         tokio::task::yield_now().await;
     }
+    let drained = tokio::time::timeout(DRAIN, async {
+        while waiting.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            unanswered = waiting.len(),
+            "DNS queries still waiting for a JS worker at the stop get no reply"
+        );
+    }
 }
+
+/// How long a stop waits for the replies of queries already read.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Sends every reply of a batch, waiting for room in the socket's send
 /// buffer when the kernel has none.

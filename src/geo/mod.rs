@@ -94,6 +94,15 @@ pub enum GeoError {
         /// What the reader rejected.
         reason: maxminddb::MaxMindDbError,
     },
+    /// The file is a MaxMind DB by its metadata, but its search tree or data
+    /// fail verification: it would answer every lookup with empty fields.
+    #[error("geo database {}: corrupt, failed verification ({reason})", path.display())]
+    Corrupt {
+        /// The configured path.
+        path: PathBuf,
+        /// What the verification found.
+        reason: String,
+    },
     /// The override table could not be read.
     #[error("geo overrides {}: cannot open: {reason}", path.display())]
     OverridesOpen {
@@ -153,17 +162,22 @@ struct LoadedDb {
 }
 
 impl LoadedDb {
-    /// Reads and parses the file, without logging.
+    /// Reads, parses and verifies the file ([`verify`]), without logging.
     fn read(path: &Path) -> Result<Reader<Vec<u8>>, GeoError> {
         // Read it ourselves so an I/O failure and a bad file give different messages.
         let bytes = std::fs::read(path).map_err(|reason| GeoError::Open {
             path: path.to_owned(),
             reason,
         })?;
-        Reader::from_source(bytes).map_err(|reason| GeoError::Invalid {
+        let reader = Reader::from_source(bytes).map_err(|reason| GeoError::Invalid {
             path: path.to_owned(),
             reason,
-        })
+        })?;
+        verify(&reader).map_err(|reason| GeoError::Corrupt {
+            path: path.to_owned(),
+            reason,
+        })?;
+        Ok(reader)
     }
 
     fn open(path: &Path, expect: &str) -> Result<LoadedDb, GeoError> {
@@ -196,6 +210,85 @@ impl LoadedDb {
             build_epoch: meta.build_epoch,
         }
     }
+}
+
+/// How many of a database's first networks [`verify`] looks up again.
+const VERIFY_SAMPLE: usize = 64;
+
+/// Checks a database before it goes into service: the reader's own
+/// verification (the search tree walks without cycles or pointers out of
+/// bounds, every record it reaches decodes, the data section separator is
+/// intact), then lookups that must find records. Metadata can be intact
+/// over a corrupt tree, and a tree can be well-formed but point nowhere
+/// (every lookup empty), so the first [`VERIFY_SAMPLE`] networks that hold
+/// data are looked up by address and must resolve to the same record, and
+/// that record must decode; a database without a single such network is
+/// refused too.
+///
+/// The reader's verification also insists on a non-empty `description`
+/// and `database_type` in the metadata, which some writers (`mmdb-writer`)
+/// leave empty. Such a file is not corrupt, so for it the same walk is done
+/// here: every network of the tree, each distinct record decoded once.
+fn verify(reader: &Reader<Vec<u8>>) -> Result<(), String> {
+    match reader.verify() {
+        Ok(()) => {}
+        Err(e)
+            if ["description - Expected", "database_type - Expected"]
+                .iter()
+                .any(|m| e.to_string().contains(m)) =>
+        {
+            walk_tree(reader)?
+        }
+        Err(e) => return Err(e.to_string()),
+    }
+    let mut found = 0;
+    let networks = reader
+        .networks(maxminddb::WithinOptions::default())
+        .map_err(|e| e.to_string())?;
+    for item in networks.take(VERIFY_SAMPLE) {
+        let item = item.map_err(|e| format!("walking the networks: {e}"))?;
+        let network = item.network().map_err(|e| e.to_string())?;
+        let addr = network.network();
+        let again = reader
+            .lookup(addr)
+            .map_err(|e| format!("lookup of {addr}: {e}"))?;
+        if !again.has_data() || again.offset() != item.offset() {
+            return Err(format!(
+                "{addr} (first address of {network}, which holds a record) does not find it"
+            ));
+        }
+        again
+            .decode::<serde::de::IgnoredAny>()
+            .map_err(|e| format!("record of {addr}: {e}"))?;
+        found += 1;
+    }
+    if found == 0 {
+        return Err("no network holds a record: every lookup would be empty".into());
+    }
+    Ok(())
+}
+
+/// Walks every network of the tree (a cycle or a pointer out of bounds
+/// fails) and decodes each distinct record once.
+fn walk_tree(reader: &Reader<Vec<u8>>) -> Result<(), String> {
+    let cap = (reader.metadata().node_count as usize).saturating_mul(3);
+    let mut seen = std::collections::HashSet::new();
+    let all = reader
+        .networks(maxminddb::WithinOptions::default().include_networks_without_data())
+        .map_err(|e| e.to_string())?;
+    for (i, item) in all.enumerate() {
+        if i > cap {
+            return Err("the search tree has a cycle".into());
+        }
+        let item = item.map_err(|e| e.to_string())?;
+        if let Some(offset) = item.offset()
+            && seen.insert(offset)
+        {
+            item.decode::<serde::de::IgnoredAny>()
+                .map_err(|e| format!("record at {offset}: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// One loaded immutable set of databases. Cheap to look up from many threads at once.

@@ -45,6 +45,8 @@ pub struct Geo {
     /// front of this one know when their answers went stale.
     generation: AtomicU64,
     capacity: u64,
+    /// Why the last reload failed, until one succeeds (for `/deepcheck`).
+    reload_error: std::sync::Mutex<Option<String>>,
     hits: Counter,
     misses: Counter,
 }
@@ -73,6 +75,7 @@ impl Geo {
             current: ArcSwap::from_pointee(Generation::new(db, capacity)),
             generation: AtomicU64::new(next_generation()),
             capacity,
+            reload_error: std::sync::Mutex::new(None),
             hits: Counter::new(),
             misses: Counter::new(),
         }
@@ -107,9 +110,26 @@ impl Geo {
 
     /// Loads `paths` completely and only then swaps it in, with an empty cache. On error the
     /// current databases stay in service.
+    /// The failure is kept for [`Geo::reload_error`] until a reload succeeds.
     pub fn reload(&self, paths: &GeoPaths) -> Result<(), GeoError> {
-        self.replace(GeoDb::open(paths)?);
-        Ok(())
+        match GeoDb::open(paths) {
+            Ok(db) => {
+                self.replace(db);
+                Ok(())
+            }
+            Err(e) => {
+                if let Ok(mut last) = self.reload_error.lock() {
+                    *last = Some(e.to_string());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Why the last reload failed (the previous databases still serve),
+    /// until a reload succeeds.
+    pub fn reload_error(&self) -> Option<String> {
+        self.reload_error.lock().ok().and_then(|e| e.clone())
     }
 
     /// Puts an already loaded database set in service, with an empty cache.
@@ -117,6 +137,9 @@ impl Geo {
         self.current
             .store(Arc::new(Generation::new(db, self.capacity)));
         self.generation.store(next_generation(), Ordering::Release);
+        if let Ok(mut last) = self.reload_error.lock() {
+            *last = None;
+        }
         tracing::info!("geo databases reloaded");
     }
 

@@ -61,7 +61,7 @@ impl Geo {
                 }
                 let Some(geo) = geo.upgrade() else { return };
                 if let Err(e) = geo.reload(&paths) {
-                    tracing::warn!("geo reload failed, keeping the previous databases: {e}");
+                    tracing::error!("geo reload failed, keeping the previous databases: {e}");
                 }
             }
             Err(errors) => {

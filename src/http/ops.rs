@@ -149,6 +149,13 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr)
                 &serde_json::json!({ "reloaded": true, "apps": state.apps.snapshot().apps.len() }),
             )
         }
+        (Method::DELETE, p) if quarantine_path(p).is_some() => {
+            if let Err(r) = authorize(&state, &req) {
+                return r;
+            }
+            let app = quarantine_path(p).unwrap_or_default().to_string();
+            lift_quarantine(&state, app).await
+        }
         (Method::GET, p) if p.starts_with("/api/applications/") => {
             application(&state, &p["/api/applications/".len()..])
         }
@@ -212,6 +219,36 @@ async fn push_fusion(state: &State, alias: &str, req: Request<Incoming>) -> Http
     )
 }
 
+/// The app of `/api/apps/{app}/quarantine`.
+fn quarantine_path(p: &str) -> Option<&str> {
+    p.strip_prefix("/api/apps/")?
+        .strip_suffix("/quarantine")
+        .filter(|a| !a.is_empty() && !a.contains('/'))
+}
+
+/// `DELETE /api/apps/{app}/quarantine`: an operator lifts a quarantine;
+/// the app's current version is loaded again and runs.
+async fn lift_quarantine(state: &Arc<State>, app: String) -> HttpResponse {
+    let Some(entry) = state.quarantine.lift(&app) else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            format!("app '{app}' is not quarantined"),
+        );
+    };
+    let s = state.clone();
+    let _ = tokio::task::spawn_blocking(move || s.apps.reload()).await;
+    let status = state
+        .apps
+        .snapshot()
+        .apps
+        .get(&app)
+        .map(|a| if a.runnable() { "ok" } else { "error" });
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "app": app, "lifted": entry, "status": status }),
+    )
+}
+
 fn known(p: &str) -> bool {
     matches!(
         p,
@@ -226,6 +263,7 @@ fn known(p: &str) -> bool {
             | "/api/feeds"
     ) || p.starts_with("/api/applications/")
         || p.starts_with("/api/fusion/")
+        || quarantine_path(p).is_some()
 }
 
 fn verdict(ok: Vec<String>, failed: Vec<String>) -> HttpResponse {
@@ -294,6 +332,11 @@ async fn deepcheck(state: &State) -> HttpResponse {
                 db.database_type
             )),
         }
+    }
+    if let Some(e) = state.geo.reload_error() {
+        failed.push(format!(
+            "geo: the last reload failed, the previous databases still serve: {e}"
+        ));
     }
     let apps = state.apps.snapshot();
     if apps.errors.is_empty() {
@@ -806,7 +849,7 @@ fn app_summary(state: &State, name: &str) -> serde_json::Value {
             "time_ms": unix_ms(e.at),
         })),
         "quarantine": app.and_then(|a| a.quarantine.as_ref()).map(|q| serde_json::json!({
-            "reason": q.reason, "since_ms": q.since_ms,
+            "reason": q.reason, "since_ms": q.since_ms, "evidence": q.evidence,
         })),
         "providers": app.map(|a| a.meta.providers.clone()).unwrap_or_default(),
         "cors": app.and_then(|a| a.meta.cors.clone()),

@@ -1,5 +1,6 @@
 //! The operator's side of the inventory API: `switchyard providers`,
-//! `switchyard route` and `switchyard shape`, so nobody hand-writes JSON.
+//! `switchyard route` and `switchyard shape`, so nobody hand-writes JSON;
+//! and `switchyard quarantine`, which speaks the same API the same way.
 //! The admin URL and token come from flags or the environment
 //! (`SWITCHYARD_ADMIN_URL`, `SWITCHYARD_TOKEN`); without a token, the one
 //! the configuration sets, else the one `serve` generated in the data
@@ -99,6 +100,29 @@ pub enum ProvidersCommand {
         id: String,
         /// Labels, `k=v` comma-separated.
         labels: String,
+    },
+}
+
+/// `switchyard quarantine ...`.
+#[derive(Debug, Args)]
+pub struct QuarantineArgs {
+    /// API location and token.
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: QuarantineCommand,
+}
+
+/// The `quarantine` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// List the quarantined apps with the reason and the evidence.
+    List,
+    /// Lift an app's quarantine: its current version runs again.
+    Lift {
+        /// App name.
+        app: String,
     },
 }
 
@@ -233,6 +257,40 @@ pub fn providers(args: &ProvidersArgs) -> anyhow::Result<()> {
                 Some(json!({ "labels": labels })),
             )?;
             println!("{id}: labels {}", labels_text(&v["labels"]));
+        }
+    }
+    Ok(())
+}
+
+/// Runs `switchyard quarantine ...`.
+pub fn quarantine(args: &QuarantineArgs) -> anyhow::Result<()> {
+    let api = Api::new(&args.api)?;
+    match &args.command {
+        QuarantineCommand::List => {
+            let v = api.call(reqwest::Method::GET, "/api/applications", None)?;
+            for app in v["applications"].as_array().into_iter().flatten() {
+                let q = &app["quarantine"];
+                if q.is_object() {
+                    println!(
+                        "{}\t{}\t{}",
+                        app["name"].as_str().unwrap_or("-"),
+                        q["evidence"]["kind"].as_str().unwrap_or("-"),
+                        q["reason"].as_str().unwrap_or("-")
+                    );
+                }
+            }
+        }
+        QuarantineCommand::Lift { app } => {
+            let v = api.call(
+                reqwest::Method::DELETE,
+                &format!("/api/apps/{app}/quarantine"),
+                None,
+            )?;
+            println!(
+                "{app}: quarantine lifted ({}); status {}",
+                v["lifted"]["reason"].as_str().unwrap_or("-"),
+                v["status"].as_str().unwrap_or("-")
+            );
         }
     }
     Ok(())

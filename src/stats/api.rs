@@ -3,9 +3,9 @@
 //!
 //! | method | path | |
 //! |---|---|---|
-//! | POST | `/api/post_stats` | HMAC-signed record → 200 `ok` |
+//! | POST | `/api/post_stats` | HMAC-signed record → 200 `ok`; optional `Idempotency-Key` header |
 //! | GET | `/api/aggregated_stats` | `orchestrator`, `region`, `since`, `until` |
-//! | GET | `/api/raw_stats` | `orchestrator` (required), `region`, `since`, `until` |
+//! | GET | `/api/raw_stats` | `orchestrator` (required), `region`, `since`, `until`, `limit`, `cursor` → plus `next` |
 //! | GET | `/api/regions` | the configured regions |
 //!
 //! Wiring: for a path where [`owns`] is true, either call
@@ -24,7 +24,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::store::{Filter, StatsStore, StoreError, normalise};
+use super::store::{Filter, Idempotent, RawCursor, StatsStore, StoreError, normalise};
 use super::{RegionSet, Window, parse_post, unix_now, verify_hmac};
 
 /// Largest accepted post body (the spec's 64 KiB); larger → 413.
@@ -50,6 +50,18 @@ pub const UNAUTHENTICATED: &str = "request can not be authenticated";
 /// a Switchyard reading another one as its remote probe source asks for it,
 /// since `getProbe('http_rtt')` is that mean and no public score gives it back.
 pub const INCLUDE_ROUND_TRIP_TIME: &str = "round_trip_time";
+
+/// Records per `/api/raw_stats` page when the request gives no `limit`.
+pub const RAW_DEFAULT_LIMIT: usize = 1000;
+
+/// The largest `limit` of a `/api/raw_stats` page.
+pub const RAW_MAX_LIMIT: usize = 10_000;
+
+/// The header a post may carry so that a retry is stored once.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The longest idempotency key accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// Reads may be cached briefly by browsers and CDNs: scores move on the
 /// scale of test rounds (minutes), not seconds.
@@ -239,6 +251,10 @@ async fn post(api: &StatsApi, headers: &HeaderMap, body: &Bytes) -> StatsRespons
         );
         return error(StatusCode::FORBIDDEN, UNAUTHENTICATED);
     }
+    let key = match idempotency_key(headers) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
     let record = match parse_post(body, &api.regions, unix_now()) {
         Ok(r) => r,
         Err(e) => {
@@ -246,19 +262,71 @@ async fn post(api: &StatsApi, headers: &HeaderMap, body: &Bytes) -> StatsRespons
             return error(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
-    match api.store.insert(&record).await {
-        // Producers check only the status; the body is the spec's literal `ok`.
-        Ok(()) => {
-            let mut r = Response::new(Full::new(Bytes::from_static(b"ok")));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            r.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            r
-        }
+    let Some(key) = key else {
+        return match api.store.insert(&record).await {
+            Ok(()) => stored(false),
+            Err(e) => internal(&e),
+        };
+    };
+    let hash = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(body))
+    };
+    match api.store.insert_idempotent(&record, key, &hash).await {
+        Ok(Idempotent::Stored) => stored(false),
+        // A retry: answered as the first post was, and stored once.
+        Ok(Idempotent::Replayed) => stored(true),
+        Ok(Idempotent::Conflict) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "this Idempotency-Key was already used with a different body",
+        ),
         Err(e) => internal(&e),
+    }
+}
+
+/// The reply to a stored post (the spec's literal `ok`: producers check
+/// only the status). A replayed one says so in `Idempotent-Replayed`.
+fn stored(replayed: bool) -> StatsResponse {
+    let mut r = Response::new(Full::new(Bytes::from_static(b"ok")));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if replayed {
+        h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    r
+}
+
+/// The post's `Idempotency-Key`, if it has one: 1 to 255 visible ASCII
+/// characters, given once.
+#[allow(clippy::result_large_err)] // the error is the response itself, built once
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, StatsResponse> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(v) = values.next() else {
+        return Ok(None);
+    };
+    let bad = || {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Idempotency-Key must be given once, as 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+            ),
+        )
+    };
+    if values.next().is_some() {
+        return Err(bad());
+    }
+    match v.to_str() {
+        Ok(k)
+            if (1..=MAX_IDEMPOTENCY_KEY).contains(&k.len())
+                && k.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(k))
+        }
+        _ => Err(bad()),
     }
 }
 
@@ -270,6 +338,8 @@ struct Params {
     since: Option<String>,
     until: Option<String>,
     include: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
 }
 
 fn params(query: Option<&str>) -> Params {
@@ -281,6 +351,8 @@ fn params(query: Option<&str>) -> Params {
             "since" => &mut p.since,
             "until" => &mut p.until,
             "include" => &mut p.include,
+            "limit" => &mut p.limit,
+            "cursor" => &mut p.cursor,
             _ => continue,
         };
         if slot.is_none() {
@@ -342,7 +414,11 @@ pub fn aggregated_json(rows: &super::Aggregated, with_round_trip_time: bool) -> 
     out.into()
 }
 
-/// `GET /api/raw_stats`.
+/// `GET /api/raw_stats`: `{REGION: [records, newest first]}` of one page,
+/// plus `"next": CURSOR` when another page follows (ask again with
+/// `cursor=CURSOR`; keyset paging, so rows posted meanwhile never shift a
+/// page). A page holds at most `limit` records ([`RAW_DEFAULT_LIMIT`],
+/// at most [`RAW_MAX_LIMIT`]).
 async fn raw(api: &StatsApi, query: Option<&str>) -> StatsResponse {
     let p = params(query);
     let Some(orchestrator) = normalise(p.orchestrator.as_deref()) else {
@@ -355,9 +431,38 @@ async fn raw(api: &StatsApi, query: Option<&str>) -> StatsResponse {
         Ok(w) => w,
         Err(r) => return r,
     };
-    match api.store.raw(orchestrator, p.region.as_deref(), &w).await {
-        Ok(raw) => match serde_json::to_value(raw) {
-            Ok(v) => read_ok(v),
+    let limit = match p.limit.as_deref().map(str::parse::<usize>) {
+        None => RAW_DEFAULT_LIMIT,
+        Some(Ok(n)) if (1..=RAW_MAX_LIMIT).contains(&n) => n,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("limit must be a whole number from 1 to {RAW_MAX_LIMIT}"),
+            );
+        }
+    };
+    let after = match p.cursor.as_deref().map(RawCursor::parse) {
+        None => None,
+        Some(Some(c)) => Some(c),
+        Some(None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "cursor must be the `next` value of a previous page",
+            );
+        }
+    };
+    match api
+        .store
+        .raw(orchestrator, p.region.as_deref(), &w, limit, after)
+        .await
+    {
+        Ok(page) => match serde_json::to_value(page.records) {
+            Ok(mut v) => {
+                if let (Some(next), Some(obj)) = (page.next, v.as_object_mut()) {
+                    obj.insert("next".into(), next.encode().into());
+                }
+                read_ok(v)
+            }
             Err(e) => internal(&StoreError::Encode(e)),
         },
         Err(e) => internal(&e),
@@ -411,7 +516,7 @@ fn preflight(path: &str) -> StatsResponse {
     );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("authorization, content-type"),
+        HeaderValue::from_static("authorization, content-type, idempotency-key"),
     );
     h.insert(
         header::ACCESS_CONTROL_MAX_AGE,

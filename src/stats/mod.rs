@@ -31,7 +31,10 @@ use sha2::Sha256;
 
 pub use api::{StatsApi, handle, handle_request};
 pub use regions::{GLOBAL, Region, RegionError, RegionSet};
-pub use store::{Aggregated, Filter, RawRecords, StatsStore, StoreError, open_store};
+pub use store::{
+    Aggregated, Filter, Idempotent, RawCursor, RawPage, RawRecords, StatsStore, StoreError,
+    open_store,
+};
 
 /// One test result, as posted and as stored (normalised: region upper-case,
 /// orchestrator lower-case, timestamp filled in).
@@ -83,6 +86,11 @@ pub enum PostError {
     /// The body is not JSON (or not UTF-8, or a number overflows f64).
     #[error("body is not valid JSON: {0}")]
     BadJson(String),
+    /// An object of the body names one key twice: JSON parsers disagree on
+    /// which value wins (serde_json takes the last, others the first), so
+    /// what was signed is ambiguous.
+    #[error("body names the key {0:?} twice in one object")]
+    DuplicateKey(String),
     /// The body is JSON but not an object.
     #[error("body must be a JSON object")]
     NotAnObject,
@@ -107,9 +115,70 @@ impl PostError {
     pub fn field(&self) -> Option<&str> {
         match self {
             Self::BadJson(_) | Self::NotAnObject => None,
+            Self::DuplicateKey(k) => Some(k),
             Self::Missing(f) => Some(f),
             Self::Invalid { field, .. } => Some(field),
             Self::UnknownRegion(_) => Some("region"),
+        }
+    }
+}
+
+/// The first key named twice in one object of `body` (valid JSON), if any.
+fn duplicate_key(body: &[u8]) -> Option<String> {
+    struct Unique;
+    struct Visitor;
+    const MARK: &str = "\u{0}duplicate key:";
+    impl<'de> serde::Deserialize<'de> for Unique {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Unique, D::Error> {
+            d.deserialize_any(Visitor)
+        }
+    }
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Unique;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_unit<E>(self) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Unique, A::Error> {
+            while a.next_element::<Unique>()?.is_some() {}
+            Ok(Unique)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Unique, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = a.next_key::<String>()? {
+                a.next_value::<Unique>()?;
+                if !seen.insert(key.clone()) {
+                    return Err(serde::de::Error::custom(format!("{MARK}{key}")));
+                }
+            }
+            Ok(Unique)
+        }
+    }
+    match serde_json::from_slice::<Unique>(body) {
+        Ok(Unique) => None,
+        Err(e) => {
+            let text = e.to_string();
+            let rest = text.split_once(MARK)?.1;
+            // serde_json appends " at line L column C".
+            let key = rest.rsplit_once(" at line ").map_or(rest, |(k, _)| k);
+            Some(key.to_string())
         }
     }
 }
@@ -124,6 +193,9 @@ const MAX_ORCHESTRATOR_LEN: usize = 256;
 pub fn parse_post(body: &[u8], regions: &RegionSet, now: f64) -> Result<StatsRecord, PostError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| PostError::BadJson(e.to_string()))?;
+    if let Some(key) = duplicate_key(body) {
+        return Err(PostError::DuplicateKey(truncate(&key, 64)));
+    }
     let Value::Object(obj) = value else {
         return Err(PostError::NotAnObject);
     };

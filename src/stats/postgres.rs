@@ -17,8 +17,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgPool, Postgres, QueryBuilder, Row, SqlSafeStr};
 
 use super::store::{
-    Aggregated, BATCH_ROWS, Filter, RawRecords, StatsStore, StoreError, aggregate_rows, group_raw,
-    normalise, payload, redact_url,
+    Aggregated, BATCH_ROWS, Filter, IDEMPOTENCY_KEEP_SECS, Idempotent, RawCursor, RawPage,
+    StatsStore, StoreError, aggregate_rows, normalise, page_raw, payload, redact_url,
 };
 use super::{StatsRecord, Window, unix_now};
 
@@ -63,6 +63,11 @@ fn migrator() -> Migrator {
             6,
             "token_admin",
             include_str!("../../migrations/postgres/0006_token_admin.sql"),
+        ),
+        m(
+            7,
+            "stats_idempotency",
+            include_str!("../../migrations/postgres/0007_stats_idempotency.sql"),
         ),
     ])
 }
@@ -278,6 +283,60 @@ impl StatsStore for PostgresStore {
         Ok(())
     }
 
+    async fn insert_idempotent(
+        &self,
+        record: &StatsRecord,
+        key: &str,
+        body_sha256: &str,
+    ) -> Result<Idempotent, StoreError> {
+        let text = payload(record)?;
+        let now = unix_now();
+        let mut tx = self.pool.begin().await?;
+        let mut qb = insert_query(
+            std::slice::from_ref(record),
+            std::slice::from_ref(&text),
+            now,
+        );
+        qb.push(" RETURNING id");
+        let id: i64 = qb.build().fetch_one(&mut *tx).await?.try_get(0)?;
+        let stored = sqlx::query(
+            "INSERT INTO stats_idempotency (key, body_sha256, event_id, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(body_sha256)
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if stored == 0 {
+            // The key is taken (committed, or this waited for the
+            // transaction that took it): the event goes with the rollback.
+            tx.rollback().await?;
+            let first: Option<String> =
+                sqlx::query_scalar("SELECT body_sha256 FROM stats_idempotency WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            return Ok(if first.as_deref() == Some(body_sha256) {
+                Idempotent::Replayed
+            } else {
+                Idempotent::Conflict
+            });
+        }
+        // Forget old keys now and then (one post in 64), in the same
+        // transaction, so the table holds about a day of keyed posts.
+        if id % 64 == 0 {
+            sqlx::query("DELETE FROM stats_idempotency WHERE created_at < $1")
+                .bind(now - IDEMPOTENCY_KEEP_SECS)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Idempotent::Stored)
+    }
+
     async fn aggregated(&self, filter: &Filter) -> Result<Aggregated, StoreError> {
         // Whole hours come from `stats_hourly`, the partial hours at the
         // edges from the events; the sums of both are added per pair.
@@ -346,9 +405,11 @@ impl StatsStore for PostgresStore {
         orchestrator: &str,
         region: Option<&str>,
         window: &Window,
-    ) -> Result<RawRecords, StoreError> {
+        limit: usize,
+        after: Option<RawCursor>,
+    ) -> Result<RawPage, StoreError> {
         let mut qb = QueryBuilder::<Postgres>::new(
-            "SELECT id, region, payload FROM stats_events WHERE orchestrator = ",
+            "SELECT id, ts, region, payload FROM stats_events WHERE orchestrator = ",
         );
         qb.push_bind(orchestrator.trim().to_lowercase())
             .push(" AND");
@@ -356,13 +417,30 @@ impl StatsStore for PostgresStore {
         if let Some(r) = normalise(region) {
             qb.push(" AND region = ").push_bind(r.to_uppercase());
         }
-        qb.push(" ORDER BY ts DESC, id DESC");
+        if let Some(c) = after {
+            qb.push(" AND (ts < ")
+                .push_bind(c.ts)
+                .push(" OR (ts = ")
+                .push_bind(c.ts)
+                .push(" AND id < ")
+                .push_bind(c.id)
+                .push("))");
+        }
+        qb.push(" ORDER BY ts DESC, id DESC LIMIT ")
+            .push_bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1));
         let rows = qb.build().fetch_all(&self.pool).await?;
         let rows = rows
             .iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .map(|row| {
+                Ok((
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    row.try_get(3)?,
+                ))
+            })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        group_raw(rows)
+        page_raw(rows, limit)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

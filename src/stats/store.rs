@@ -23,6 +23,57 @@ pub type Aggregated = BTreeMap<String, BTreeMap<String, AggRow>>;
 /// `{ REGION: [record, newest first] }`.
 pub type RawRecords = BTreeMap<String, Vec<Value>>;
 
+/// Where a page of raw records starts: after the row with this timestamp
+/// and id (rows are ordered newest first, ties by id). An opaque
+/// `TS_ID` string to clients.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RawCursor {
+    /// The timestamp of the last row of the previous page.
+    pub ts: f64,
+    /// Its row id.
+    pub id: i64,
+}
+
+impl RawCursor {
+    /// The cursor as clients see it.
+    pub fn encode(&self) -> String {
+        format!("{}_{}", self.ts, self.id)
+    }
+
+    /// Parses what [`Self::encode`] gave; `None` for anything else.
+    pub fn parse(s: &str) -> Option<RawCursor> {
+        let (ts, id) = s.split_once('_')?;
+        let ts: f64 = ts.parse().ok()?;
+        Some(RawCursor {
+            ts: ts.is_finite().then_some(ts)?,
+            id: id.parse().ok()?,
+        })
+    }
+}
+
+/// One page of a raw read.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RawPage {
+    /// The page's records per region, newest first.
+    pub records: RawRecords,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<RawCursor>,
+}
+
+/// What a post with an idempotency key did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idempotent {
+    /// First use of the key: the record is stored.
+    Stored,
+    /// The key was stored before with the same body: nothing new stored.
+    Replayed,
+    /// The key was stored before with another body: nothing stored.
+    Conflict,
+}
+
+/// How long an idempotency key is remembered (seconds).
+pub const IDEMPOTENCY_KEEP_SECS: f64 = 24.0 * 3600.0;
+
 /// What an aggregated read selects. Build it with [`Filter::new`], which
 /// normalises case the way posts are stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,14 +176,28 @@ pub trait StatsStore: Send + Sync {
     /// pairs with rows appear.
     async fn aggregated(&self, filter: &Filter) -> Result<Aggregated, StoreError>;
 
-    /// One orchestrator's records per region, newest first.
+    /// Stores `record` once per idempotency `key`: in one transaction with
+    /// the key and the SHA-256 of the posted body (`body_sha256`), unless
+    /// the key is already stored (then nothing is, and the stored hash says
+    /// whether this is a retry of the same post).
+    async fn insert_idempotent(
+        &self,
+        record: &StatsRecord,
+        key: &str,
+        body_sha256: &str,
+    ) -> Result<Idempotent, StoreError>;
+
+    /// One orchestrator's records per region, newest first (ties by row
+    /// id), at most `limit` of them after `after`.
     /// `orchestrator` and `region` are matched case-insensitively.
     async fn raw(
         &self,
         orchestrator: &str,
         region: Option<&str>,
         window: &Window,
-    ) -> Result<RawRecords, StoreError>;
+        limit: usize,
+        after: Option<RawCursor>,
+    ) -> Result<RawPage, StoreError>;
 
     /// A round trip to the database, for `/deepcheck`.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -210,17 +275,25 @@ pub(crate) fn aggregate_rows(rows: impl IntoIterator<Item = MeanRow>) -> Aggrega
     out
 }
 
-/// Groups `(id, region, payload)` rows, already newest first, by region.
-pub(crate) fn group_raw(
-    rows: impl IntoIterator<Item = (i64, String, String)>,
-) -> Result<RawRecords, StoreError> {
-    let mut out = RawRecords::new();
-    for (id, region, payload) in rows {
+/// Groups `(id, ts, region, payload)` rows, already newest first, by
+/// region: a page of `limit` rows, from a query that asked for one more to
+/// know whether another page follows.
+pub(crate) fn page_raw(
+    rows: Vec<(i64, f64, String, String)>,
+    limit: usize,
+) -> Result<RawPage, StoreError> {
+    let more = rows.len() > limit;
+    let mut page = RawPage::default();
+    for (id, ts, region, payload) in rows.into_iter().take(limit) {
         let v: Value =
             serde_json::from_str(&payload).map_err(|source| StoreError::Corrupt { id, source })?;
-        out.entry(region).or_default().push(v);
+        page.records.entry(region).or_default().push(v);
+        page.next = Some(RawCursor { ts, id });
     }
-    Ok(out)
+    if !more {
+        page.next = None;
+    }
+    Ok(page)
 }
 
 /// The JSON kept in `payload`.

@@ -49,6 +49,9 @@ pub struct Options {
     /// Data directory to use instead of a fresh one (a restart test
     /// starts a second server on the first one's data).
     pub data_dir: Option<PathBuf>,
+    /// The `switchyard` binary to run instead of the built one (an upgrade
+    /// test runs a copy it can replace).
+    pub binary: Option<PathBuf>,
 }
 
 /// The admin token line every test config has in `[server]`: the shipped
@@ -108,7 +111,11 @@ impl Server {
         std::fs::write(&config, format!("{shipped}\n{}\n", opts.extra_config))
             .expect("write config");
 
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        let mut cmd = Command::new(
+            opts.binary
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_switchyard"))),
+        );
         cmd.current_dir(root())
             .args(["serve", "--config"])
             .arg(&config)
