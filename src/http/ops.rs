@@ -150,7 +150,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr)
             )
         }
         (Method::DELETE, p) if quarantine_path(p).is_some() => {
-            if let Err(r) = authorize(&state, &req) {
+            if let Err(r) = super::auth::authorize(&state, &req) {
                 return r;
             }
             let app = quarantine_path(p).unwrap_or_default().to_string();
