@@ -9,7 +9,7 @@
 //! one attacker usually holds a whole block.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
 /// How clients are grouped and how many connections each group may hold.
@@ -37,27 +37,35 @@ impl PerClient {
     /// The network `ip` is counted in: its address with the bits past the
     /// prefix cleared (an IPv4-mapped IPv6 address counts as IPv4).
     pub fn network(&self, ip: IpAddr) -> IpAddr {
-        match ip.to_canonical() {
-            IpAddr::V4(v4) => {
-                let bits = u32::from(v4);
-                let keep = u32::from(self.ipv4_prefix.min(32));
-                let mask = if keep == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - keep)
-                };
-                IpAddr::V4((bits & mask).into())
-            }
-            IpAddr::V6(v6) => {
-                let bits = u128::from(v6);
-                let keep = u32::from(self.ipv6_prefix.min(128));
-                let mask = if keep == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - keep)
-                };
-                IpAddr::V6((bits & mask).into())
-            }
+        let ip = ip.to_canonical();
+        let prefix = match ip {
+            IpAddr::V4(_) => self.ipv4_prefix,
+            IpAddr::V6(_) => self.ipv6_prefix,
+        };
+        masked(ip, prefix)
+    }
+}
+
+/// Mask `addr` to its first `prefix` bits.
+pub fn masked(addr: IpAddr, prefix: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let bits = u32::from(a);
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix.min(32)))
+            };
+            IpAddr::V4(Ipv4Addr::from(bits & mask))
+        }
+        IpAddr::V6(a) => {
+            let bits = u128::from(a);
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix.min(128)))
+            };
+            IpAddr::V6(Ipv6Addr::from(bits & mask))
         }
     }
 }

@@ -27,7 +27,7 @@ pub mod udp;
 mod wire;
 mod zones;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -140,30 +140,6 @@ pub fn decision_records(
         .collect()
 }
 
-/// Mask `addr` to its first `prefix` bits.
-fn masked(addr: IpAddr, prefix: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => {
-            let bits = u32::from(a);
-            let mask = if prefix == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(prefix.min(32)))
-            };
-            IpAddr::V4(Ipv4Addr::from(bits & mask))
-        }
-        IpAddr::V6(a) => {
-            let bits = u128::from(a);
-            let mask = if prefix == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(prefix.min(128)))
-            };
-            IpAddr::V6(Ipv6Addr::from(bits & mask))
-        }
-    }
-}
-
 /// The client subnet of a query, checked as RFC 7871 §6 asks: "A server
 /// receiving an ECS option that uses either too few or too many ADDRESS
 /// octets, or that has non-zero ADDRESS bits set beyond SOURCE
@@ -183,7 +159,7 @@ pub fn check_ecs(cs: &ClientSubnet, raw_len: Option<usize>) -> Result<(), &'stat
     if raw_len.is_some_and(|n| n != 4 + octets) {
         return Err("address octets past the source prefix");
     }
-    if masked(cs.addr(), cs.source_prefix()) != cs.addr() {
+    if crate::clients::masked(cs.addr(), cs.source_prefix()) != cs.addr() {
         return Err("address bits set beyond the source prefix");
     }
     if cs.scope_prefix() != 0 {

@@ -580,12 +580,16 @@ impl AppInstance {
     /// [`Self::remove_fixture_fields`].
     fn add_fixture_fields(&mut self, fx: &FixtureRequest) -> Result<Vec<JsString>, AppError> {
         let mut names = Vec::new();
-        let extra = fx
+        let mut extra = fx
             .fields
             .iter()
-            .filter(|(k, _)| !host::REQUEST_FIELDS.contains(&k.as_str()));
+            .filter(|(k, _)| !host::REQUEST_FIELDS.contains(&k.as_str()))
+            .peekable();
+        if extra.peek().is_none() {
+            return Ok(names);
+        }
+        let request = self.request_object();
         for (name, value) in extra {
-            let request = self.request_object();
             let key = JsString::from(name.as_str());
             let set = super::fixture_value(value, &mut self.ctx)
                 .and_then(|v| request.create_data_property_or_throw(key.clone(), v, &mut self.ctx));
