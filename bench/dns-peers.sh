@@ -10,6 +10,9 @@
 #   switchyard-app     Switchyard with the shipped config serving apps/best-rtt.js
 #                      (exact decision memoisation on, the default)
 #   switchyard-app-nomemo  the same with server.memoise = false: every query runs the app
+#   switchyard-app-rrl the same as switchyard-app with loopback not exempt from
+#                      response rate limiting, so every reply goes through RRL
+#                      (none is over its rate) and DNS cookies on (the defaults)
 #   switchyard-static  Switchyard with the same names as static CNAME records
 #
 # Every server gets the same query file (bench/dns-peers/gen_queries.rs:
@@ -23,7 +26,7 @@
 #
 # Usage: bench/dns-peers.sh            (about 4 minutes with the defaults, build aside)
 # Environment: DURATION=10 LAT_DURATION=4 ROUNDS=2 CLIENTS=16 OUTSTANDING=100 PORT_BASE=15350
-#              SAMPLE=48 SERVERS="nsd gdnsd pdns-lua pdns-lua-shared switchyard-app switchyard-app-nomemo switchyard-static"
+#              SAMPLE=48 SERVERS="nsd gdnsd pdns-lua pdns-lua-shared switchyard-app switchyard-app-rrl switchyard-app-nomemo switchyard-static"
 #              NO_INSTALL=1 (never run apt-get) NO_BUILD=1 (use target/release/switchyard as is)
 # Every server listens on 127.0.0.1:PORT_BASE+n (never port 53); everything it
 # writes is under target/bench/dns-peers/; on exit it stops exactly the
@@ -40,7 +43,7 @@ CLIENTS=${CLIENTS:-16}
 OUTSTANDING=${OUTSTANDING:-100}
 PORT_BASE=${PORT_BASE:-15350}
 SAMPLE=${SAMPLE:-48}
-SERVERS=${SERVERS:-nsd gdnsd pdns-lua pdns-lua-shared switchyard-app switchyard-app-nomemo switchyard-static}
+SERVERS=${SERVERS:-nsd gdnsd pdns-lua pdns-lua-shared switchyard-app switchyard-app-rrl switchyard-app-nomemo switchyard-static}
 ZONE=switchyard.test
 CITY=$ROOT/geo/Switchyard-City-Test.mmdb
 CONFIG=$ROOT/examples/switchyard.toml
@@ -220,6 +223,10 @@ for s in "${SERVER_LIST[@]}"; do
       sed 's/^memoise = true/memoise = false/' "$CONFIG" >"$OUT/$s/switchyard.toml"
       grep -q '^memoise = false' "$OUT/$s/switchyard.toml" || die "no 'memoise = true' line in $CONFIG"
       start_switchyard switchyard-app-nomemo "$OUT/$s/switchyard.toml" ;;
+    switchyard-app-rrl)
+      sed 's|^exempt = \[.*|exempt = []|' "$CONFIG" >"$OUT/$s/switchyard.toml"
+      grep -q '^exempt = \[\]' "$OUT/$s/switchyard.toml" || die "no '[rrl] exempt' line in $CONFIG"
+      start_switchyard switchyard-app-rrl "$OUT/$s/switchyard.toml" ;;
     switchyard-static)
       static_config >"$OUT/$s/switchyard.toml"
       grep -q 'q9999.best-rtt' "$OUT/$s/switchyard.toml" || die "no 'records = [' line in $CONFIG"
@@ -352,6 +359,7 @@ version() {
     pdns-lua) echo "PowerDNS $(dpkg-query -W -f='${Version}' pdns-server), lua-records=yes" ;;
     pdns-lua-shared) echo "PowerDNS $(dpkg-query -W -f='${Version}' pdns-server), lua-records=shared" ;;
     switchyard-app) echo "Switchyard, apps/best-rtt.js, memoised" ;;
+    switchyard-app-rrl) echo "Switchyard, apps/best-rtt.js, memoised, every reply through RRL" ;;
     switchyard-app-nomemo) echo "Switchyard, apps/best-rtt.js, every query runs it" ;;
     switchyard-static) echo "Switchyard, static CNAMEs" ;;
   esac
@@ -386,6 +394,8 @@ p99_ratio() { # p99_ratio A B: A's p99 latency over B's
   ratio switchyard-app pdns-lua
   ratio switchyard-app pdns-lua-shared
   ratio switchyard-app gdnsd
+  ratio switchyard-app-rrl nsd
+  ratio switchyard-app-rrl switchyard-app
   ratio switchyard-app-nomemo nsd
   ratio switchyard-app-nomemo switchyard-static
   ratio switchyard-app-nomemo pdns-lua
@@ -395,6 +405,7 @@ p99_ratio() { # p99_ratio A B: A's p99 latency over B's
   echo "| p99 latency ratio | |"
   echo "|---|---:|"
   p99_ratio switchyard-app nsd
+  p99_ratio switchyard-app-rrl nsd
   p99_ratio switchyard-app-nomemo nsd
   p99_ratio switchyard-static nsd
   if [[ -n "$VARS" ]]; then

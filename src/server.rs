@@ -173,6 +173,31 @@ pub fn resolve_api_token(config: &mut Config) -> anyhow::Result<Option<(PathBuf,
     Ok(file)
 }
 
+/// The file in the data directory that holds the generated DNS cookie
+/// secret.
+pub const COOKIE_SECRET_FILE: &str = "cookie_secret";
+
+/// Resolves the DNS cookie secret for serving: when cookies are on and
+/// `[cookies] secret` is not set, the one in `data_dir/cookie_secret`
+/// (128 random bits made at first start, mode 0600). Every node of a fleet
+/// must share it for each to accept the others' cookies: set it in the file
+/// or copy this one. Returns the file when it was created now.
+pub fn resolve_cookie_secret(config: &mut Config) -> anyhow::Result<Option<PathBuf>> {
+    if !config.cookies.enabled || config.cookies.secret.is_some() {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let path = config.data_dir.join(COOKIE_SECRET_FILE);
+    let (hex, created) = tokens::secret_file(&path, 16, |s| {
+        crate::config::parse_secret("cookie secret", s).map(|_| ())
+    })
+    .map_err(|e| anyhow!(e))?;
+    config.cookies.secret =
+        Some(crate::config::parse_secret("cookie secret", &hex).map_err(|e| anyhow!(e))?);
+    Ok(created.then_some(path))
+}
+
 /// Logs, once per `serve`, where the admin token comes from (never the
 /// token), and warns when the admin listener is reachable from other hosts
 /// while its reads need no token.
@@ -281,6 +306,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
         workers: workers.clone(),
         max_payload: config.max_udp_payload,
         counters: counters.clone(),
+        shield: ArcSwap::from_pointee(crate::dns::Shield::from_config(&config, None)),
     });
     Ok(Arc::new(State {
         config: ArcSwap::from_pointee(config),
@@ -475,6 +501,9 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         check_startup(&config)?;
         let token_file = resolve_api_token(&mut config)?;
         log_api_access(&config, token_file);
+        if let Some(path) = resolve_cookie_secret(&mut config)? {
+            tracing::info!(path = %path.display(), "generated the DNS cookie secret ([cookies] secret is not set); a fleet shares one: copy this file or set the secret");
+        }
         return crate::supervisor::supervise(config);
     }
     if let Err(e) = serve_worker(args) {
@@ -489,6 +518,7 @@ fn serve_worker(args: &ServeArgs) -> anyhow::Result<()> {
     crate::logging::log_panics();
     let mut config = args.config.load()?;
     resolve_api_token(&mut config)?;
+    resolve_cookie_secret(&mut config)?;
     let listeners = match Listeners::from_env()? {
         Some(l) => l,
         None => Listeners::bind(
@@ -675,7 +705,7 @@ pub async fn reload_config(state: &Arc<State>, config_args: &crate::cli::ConfigA
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    if let Err(e) = resolve_api_token(&mut config) {
+    if let Err(e) = resolve_api_token(&mut config).and(resolve_cookie_secret(&mut config)) {
         return fail(&e);
     }
     let zones = match ZoneSet::from_config(&config) {
@@ -719,6 +749,8 @@ pub async fn reload_config(state: &Arc<State>, config_args: &crate::cli::ConfigA
     }
     state.hub.set_static_probes(probes);
     state.dns.zones.store(Arc::new(zones));
+    let shield = crate::dns::Shield::from_config(&config, Some(&state.dns.shield.load()));
+    state.dns.shield.store(Arc::new(shield));
     state.hub.set_providers(config.providers.clone());
     state
         .inventory

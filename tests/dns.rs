@@ -2690,3 +2690,493 @@ fn tcp_hogs_hold_their_share_and_no_longer() {
         "closed after {total:?}"
     );
 }
+
+// ------------------------------------------------------- rate limiting (#24)
+//
+// As Knot's RRL tests do: one source sends UDP queries above the rate for a
+// while; what came back (answered, truncated "slips", nothing) is checked
+// against the configured rate and slip, and against the server's counters.
+// Sources other than 127.0.0.1 on loopback stand in for other clients; the
+// tests exempt only 127.0.0.1 (the harness's own warm-up queries).
+
+/// The rate the RRL tests configure, per source network and answer.
+const RATE: usize = 20;
+
+/// A server with RRL at [`RATE`] per second, a 2-second window, `slip`, and
+/// `more` config edits (applied after these); only 127.0.0.1 exempt.
+fn limited(slip: u8, more: &[(&str, &str)]) -> Running {
+    let mut edits: Vec<(String, String)> = vec![
+        (
+            "responses_per_second = 200".into(),
+            format!("responses_per_second = {RATE}"),
+        ),
+        (
+            "nxdomains_per_second = 200".into(),
+            format!("nxdomains_per_second = {RATE}"),
+        ),
+        ("window_secs = 15".into(), "window_secs = 2".into()),
+        ("slip = 2 ".into(), format!("slip = {slip} ")),
+        (
+            r#"exempt = ["127.0.0.0/8", "::1/128"]"#.into(),
+            r#"exempt = ["127.0.0.1/32"]"#.into(),
+        ),
+    ];
+    edits.extend(more.iter().map(|(a, b)| (a.to_string(), b.to_string())));
+    start(
+        Options {
+            apps: Some(shipped_apps()),
+            config_edits: edits,
+            ..Options::default()
+        },
+        warm_shipped,
+    )
+}
+
+/// What a flood got back.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Flood {
+    sent: usize,
+    answered: usize,
+    slipped: usize,
+    dropped: usize,
+    /// Replies with another rcode than the first answered one had.
+    other: usize,
+    bytes_out: usize,
+    bytes_in: usize,
+}
+
+/// Sends `n` queries made by `make(id)` from `source` over UDP, one every
+/// `pace`, reading replies as they come, then waits until 500 ms pass with
+/// nothing more. A reply with TC set is a slip; a query with no reply was
+/// dropped. `answered` counts full replies whose rcode is `rcode`.
+fn flood(
+    server: SocketAddr,
+    source: &str,
+    n: usize,
+    pace: Duration,
+    rcode: ResponseCode,
+    make: impl Fn(u16) -> Message,
+) -> Flood {
+    let sock = UdpSocket::bind(format!("{source}:0")).expect("bind source address");
+    sock.connect(server).expect("connect");
+    sock.set_nonblocking(true).unwrap();
+    let mut got = Flood::default();
+    let mut seen = std::collections::HashSet::new();
+    let mut buf = vec![0u8; 65_535];
+    let mut read = |got: &mut Flood, seen: &mut std::collections::HashSet<u16>| {
+        while let Ok(len) = sock.recv(&mut buf) {
+            let m = decode(&buf[..len], "flood reply");
+            if !seen.insert(m.metadata.id) {
+                continue;
+            }
+            got.bytes_in += len;
+            if m.metadata.truncation {
+                got.slipped += 1;
+                assert!(m.answers.is_empty(), "a slip carries no answers: {m:?}");
+            } else if m.metadata.response_code == rcode {
+                got.answered += 1;
+            } else {
+                got.other += 1;
+            }
+        }
+    };
+    let started = Instant::now();
+    for i in 0..n {
+        let bytes = make(i as u16 + 1).to_vec().expect("encode");
+        got.bytes_out += bytes.len();
+        sock.send(&bytes).expect("send");
+        got.sent += 1;
+        read(&mut got, &mut seen);
+        let next = started + pace * (i as u32 + 1);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    let mut quiet_since = Instant::now();
+    let mut before = seen.len();
+    while quiet_since.elapsed() < Duration::from_millis(500) {
+        std::thread::sleep(Duration::from_millis(20));
+        read(&mut got, &mut seen);
+        if seen.len() != before {
+            before = seen.len();
+            quiet_since = Instant::now();
+        }
+    }
+    got.dropped = n - seen.len();
+    got
+}
+
+/// `query` with id `id`.
+fn with_id(mut m: Message, id: u16) -> Message {
+    m.metadata.id = id;
+    m
+}
+
+/// The RRL counters of `/debug/vars` for `class`: (slipped, dropped, would_limit).
+fn rrl_counts(s: &Running, class: &str) -> (u64, u64, u64) {
+    let vars = common::http_json(s.admin.expect("admin"), "/debug/vars").1;
+    let c = &vars["rrl"]["limited"][class];
+    let n = |k: &str| {
+        c[k].as_u64()
+            .unwrap_or_else(|| panic!("rrl.limited.{class}.{k}: {vars}"))
+    };
+    (n("slipped"), n("dropped"), n("would_limit"))
+}
+
+const FLOOD: usize = 300;
+const PACE: Duration = Duration::from_millis(3);
+
+fn static_a(id: u16) -> Message {
+    with_id(query("static.switchyard.test.", RecordType::A), id)
+}
+
+#[test]
+fn rrl_answers_a_flood_at_its_rate_and_slips_every_second_reply() {
+    let s = limited(2, &[]);
+    let f = flood(
+        s.dns,
+        "127.0.1.1",
+        FLOOD,
+        PACE,
+        ResponseCode::NoError,
+        static_a,
+    );
+    // A fresh account holds one second of replies; a flood that goes on
+    // past it owes the window and gets nothing more but slips.
+    let limited = FLOOD - RATE;
+    assert_eq!(
+        (f.answered, f.slipped, f.dropped, f.other),
+        (RATE, limited / 2, limited / 2, 0),
+        "{f:?}"
+    );
+    assert_eq!(
+        rrl_counts(&s, "answer"),
+        ((limited / 2) as u64, (limited / 2) as u64, 0)
+    );
+    // Another source network is not affected; neither is another name from
+    // the flooded one.
+    let other = flood(
+        s.dns,
+        "127.0.2.1",
+        10,
+        PACE,
+        ResponseCode::NoError,
+        static_a,
+    );
+    assert_eq!(other.answered, 10, "{other:?}");
+    let apex = flood(s.dns, "127.0.1.1", 10, PACE, ResponseCode::NoError, |id| {
+        with_id(query("switchyard.test.", RecordType::SOA), id)
+    });
+    assert_eq!(apex.answered, 10, "{apex:?}");
+    // The top limited prefix is the flood's.
+    let vars = common::http_json(s.admin.unwrap(), "/debug/vars").1;
+    assert_eq!(
+        vars["rrl"]["top_limited_prefixes"][0]["prefix"], "127.0.1.0/24",
+        "{vars}"
+    );
+    // The amplification the flood achieved: at most what it sent.
+    assert!(f.bytes_in <= f.bytes_out, "{f:?}");
+    // After the window and a second, the source is answered again.
+    std::thread::sleep(Duration::from_secs(4));
+    let again = flood(s.dns, "127.0.1.1", 5, PACE, ResponseCode::NoError, static_a);
+    assert_eq!(again.answered, 5, "{again:?}");
+    no_crash(&s);
+}
+
+#[test]
+fn rrl_slip_zero_drops_every_limited_reply_and_slip_one_truncates_them_all() {
+    let s = limited(0, &[]);
+    let f = flood(
+        s.dns,
+        "127.0.1.1",
+        FLOOD,
+        PACE,
+        ResponseCode::NoError,
+        static_a,
+    );
+    assert_eq!(
+        (f.answered, f.slipped, f.dropped),
+        (RATE, 0, FLOOD - RATE),
+        "{f:?}"
+    );
+    assert_eq!(rrl_counts(&s, "answer"), (0, (FLOOD - RATE) as u64, 0));
+    drop(s);
+    let s = limited(1, &[]);
+    let f = flood(
+        s.dns,
+        "127.0.1.1",
+        FLOOD,
+        PACE,
+        ResponseCode::NoError,
+        static_a,
+    );
+    assert_eq!(
+        (f.answered, f.slipped, f.dropped),
+        (RATE, FLOOD - RATE, 0),
+        "{f:?}"
+    );
+    assert_eq!(rrl_counts(&s, "answer"), ((FLOOD - RATE) as u64, 0, 0));
+}
+
+#[test]
+fn rrl_spares_exempt_sources_tcp_and_counts_only_in_dry_run() {
+    // 127.0.3.0/24 exempt besides 127.0.0.1.
+    let s = limited(
+        2,
+        &[(
+            r#"exempt = ["127.0.0.1/32"]"#,
+            r#"exempt = ["127.0.0.1/32", "127.0.3.0/24"]"#,
+        )],
+    );
+    let f = flood(
+        s.dns,
+        "127.0.3.9",
+        FLOOD,
+        PACE,
+        ResponseCode::NoError,
+        static_a,
+    );
+    assert_eq!((f.answered, f.dropped), (FLOOD, 0), "exempt: {f:?}");
+    // TCP from a source that UDP limits: every query answered.
+    let _ = flood(
+        s.dns,
+        "127.0.1.1",
+        FLOOD,
+        PACE,
+        ResponseCode::NoError,
+        static_a,
+    );
+    let mut conn = tcp_connect_from("127.0.1.1", s.dns);
+    for id in 1..=100u16 {
+        tcp_send(&mut conn, &static_a(id).to_vec().unwrap());
+        let r = decode(&tcp_recv(&mut conn), "TCP under RRL");
+        expect_answer(&r, "TCP under RRL", &["A 20 192.0.2.53"]);
+    }
+    drop(s);
+
+    let s = limited(2, &[("dry_run = false", "dry_run = true")]);
+    let f = flood(
+        s.dns,
+        "127.0.1.1",
+        FLOOD,
+        PACE,
+        ResponseCode::NoError,
+        static_a,
+    );
+    assert_eq!(
+        (f.answered, f.slipped, f.dropped),
+        (FLOOD, 0, 0),
+        "dry run: {f:?}"
+    );
+    assert_eq!(rrl_counts(&s, "answer"), (0, 0, (FLOOD - RATE) as u64));
+}
+
+#[test]
+fn rrl_counts_nxdomain_per_zone_and_errors_per_source() {
+    let s = limited(0, &[]);
+    // Random names under the zone share one account.
+    let f = flood(
+        s.dns,
+        "127.0.1.1",
+        100,
+        PACE,
+        ResponseCode::NXDomain,
+        |id| {
+            with_id(
+                query(&format!("nope-{id}.switchyard.test."), RecordType::A),
+                id,
+            )
+        },
+    );
+    assert_eq!((f.answered, f.dropped), (RATE, 100 - RATE), "{f:?}");
+    assert_eq!(rrl_counts(&s, "nxdomain"), (0, (100 - RATE) as u64, 0));
+    // Names outside every zone: REFUSED, per source.
+    let f = flood(s.dns, "127.0.2.1", 100, PACE, ResponseCode::Refused, |id| {
+        with_id(query(&format!("x{id}.example.org."), RecordType::A), id)
+    });
+    // errors_per_second defaults to responses_per_second (200).
+    assert_eq!((f.answered, f.dropped), (100, 0), "{f:?}");
+    no_crash(&s);
+}
+
+/// A query carrying the COOKIE option `cookie`.
+fn cookie_query(id: u16, cookie: &[u8]) -> Message {
+    let mut m = with_id(
+        edns_query("static.switchyard.test.", RecordType::A, 1232),
+        id,
+    );
+    m.edns
+        .as_mut()
+        .unwrap()
+        .options_mut()
+        .insert(EdnsOption::Unknown(10, cookie.to_vec()));
+    m
+}
+
+/// The COOKIE option of a reply.
+fn cookie_of(m: &Message) -> Option<Vec<u8>> {
+    match m.edns.as_ref()?.option(EdnsCode::Cookie)? {
+        EdnsOption::Unknown(10, c) => Some(c.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_valid_server_cookie_is_never_limited() {
+    let s = limited(2, &[]);
+    let client = [0x24, 0x64, 0xc4, 0xab, 0xcf, 0x10, 0xc9, 0x57];
+    let sock = UdpSocket::bind("127.0.5.1:0").unwrap();
+    sock.connect(s.dns).unwrap();
+    sock.send(&cookie_query(7, &client).to_vec().unwrap())
+        .unwrap();
+    let first = decode(&recv_id(&sock, 7, WAIT).expect("reply"), "cookie");
+    expect_answer(&first, "client cookie only", &["A 20 192.0.2.53"]);
+    let full = cookie_of(&first).expect("a server cookie comes back");
+    assert_eq!(full.len(), 24);
+    assert_eq!(full[..8], client, "the client cookie is echoed");
+    assert_eq!(full[8], 1, "version 1 server cookie (RFC 9018)");
+    // With our cookie, a flood from the same address is answered in full.
+    let f = flood(
+        s.dns,
+        "127.0.5.1",
+        FLOOD,
+        PACE,
+        ResponseCode::NoError,
+        |id| cookie_query(id, &full),
+    );
+    assert_eq!((f.answered, f.slipped, f.dropped), (FLOOD, 0, 0), "{f:?}");
+    // The same cookie from another address is not ours for it: limited.
+    let f = flood(
+        s.dns,
+        "127.0.6.1",
+        FLOOD,
+        PACE,
+        ResponseCode::NoError,
+        |id| cookie_query(id, &full),
+    );
+    assert_eq!(f.answered, RATE, "{f:?}");
+    // A COOKIE option of a bad length is FORMERR.
+    sock.send(&cookie_query(9, &[1; 9]).to_vec().unwrap())
+        .unwrap();
+    let bad = decode(&recv_id(&sock, 9, WAIT).expect("reply"), "bad cookie");
+    assert_eq!(bad.metadata.response_code, ResponseCode::FormErr);
+    let vars = common::http_json(s.admin.unwrap(), "/debug/vars").1;
+    let c = &vars["cookies"];
+    assert_eq!(
+        (
+            c["client_only"].as_u64(),
+            c["valid"].as_u64(),
+            c["invalid"].as_u64(),
+            c["malformed"].as_u64()
+        ),
+        (Some(1), Some(FLOOD as u64), Some(FLOOD as u64), Some(1)),
+        "{vars}"
+    );
+}
+
+#[test]
+fn require_cookies_answers_a_limited_cookie_client_with_badcookie() {
+    let s = limited(0, &[("require_cookies = false", "require_cookies = true")]);
+    let client = [9u8; 8];
+    let f = flood(s.dns, "127.0.7.1", 100, PACE, ResponseCode::NoError, |id| {
+        cookie_query(id, &client)
+    });
+    // Within the rate: answers; past it: BADCOOKIE (with our cookie), not
+    // silence, so the client learns the cookie and comes back with it.
+    assert_eq!(
+        (f.answered, f.other, f.dropped),
+        (RATE, 100 - RATE, 0),
+        "{f:?}"
+    );
+    let sock = UdpSocket::bind("127.0.7.1:0").unwrap();
+    sock.connect(s.dns).unwrap();
+    sock.send(&cookie_query(4242, &client).to_vec().unwrap())
+        .unwrap();
+    let bad = decode(&recv_id(&sock, 4242, WAIT).expect("reply"), "badcookie");
+    assert_eq!(bad.metadata.response_code, ResponseCode::BADCOOKIE);
+    let full = cookie_of(&bad).expect("BADCOOKIE carries our cookie");
+    sock.send(&cookie_query(4243, &full).to_vec().unwrap())
+        .unwrap();
+    let ok = decode(&recv_id(&sock, 4243, WAIT).expect("reply"), "cookie back");
+    expect_answer(&ok, "with the cookie from BADCOOKIE", &["A 20 192.0.2.53"]);
+    // A source that sends no cookie is limited as usual.
+    let f = flood(
+        s.dns,
+        "127.0.8.1",
+        100,
+        PACE,
+        ResponseCode::NoError,
+        static_a,
+    );
+    assert_eq!((f.answered, f.dropped), (RATE, 100 - RATE), "{f:?}");
+}
+
+#[test]
+fn any_over_udp_is_one_rrset_and_over_tcp_everything() {
+    let s = shipped();
+    let q = query("switchyard.test.", RecordType::ANY);
+    let u = udp(s.dns, &q);
+    let types: std::collections::BTreeSet<RecordType> =
+        u.answers.iter().map(Record::record_type).collect();
+    assert_eq!(types.len(), 1, "ANY over UDP: {}", describe(&u));
+    assert!(types.contains(&RecordType::SOA), "{}", describe(&u));
+    let t = tcp(s.dns, &q);
+    let types: std::collections::BTreeSet<RecordType> =
+        t.answers.iter().map(Record::record_type).collect();
+    assert!(
+        types.contains(&RecordType::SOA) && types.contains(&RecordType::NS),
+        "ANY over TCP: {}",
+        describe(&t)
+    );
+}
+
+/// `dig +cookie`: the server cookie comes back, and dig sending it back
+/// gets it accepted (echoed, counted valid).
+#[test]
+fn dig_cookie_round_trip() {
+    if std::process::Command::new("dig")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        assert!(std::env::var_os("CI").is_none(), "dig is missing on CI");
+        eprintln!("SKIPPED: dig is not installed (bind9-dnsutils)");
+        return;
+    }
+    let s = shipped();
+    let dig = |cookie: &str| {
+        let out = std::process::Command::new("dig")
+            .args([
+                "@127.0.0.1",
+                "-p",
+                &s.dns.port().to_string(),
+                "+norec",
+                "+time=3",
+                "+tries=1",
+                cookie,
+                "static.switchyard.test.",
+                "A",
+            ])
+            .output()
+            .expect("dig");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let first = dig("+cookie");
+    let line = first
+        .lines()
+        .find_map(|l| l.strip_prefix("; COOKIE: "))
+        .unwrap_or_else(|| panic!("no COOKIE in dig's output:\n{first}"));
+    assert!(line.ends_with("(good)"), "dig says: {line}");
+    let cookie = line.split_whitespace().next().unwrap();
+    assert_eq!(
+        cookie.len(),
+        48,
+        "client (16 hex) + server (32 hex): {cookie}"
+    );
+    let second = dig(&format!("+cookie={cookie}"));
+    assert!(
+        second.contains(&format!("; COOKIE: {cookie} (good)")),
+        "{second}"
+    );
+    assert!(second.contains("status: NOERROR"), "{second}");
+    let vars = common::http_json(s.admin.unwrap(), "/debug/vars").1;
+    assert_eq!(vars["cookies"]["valid"], 1, "{vars}");
+}

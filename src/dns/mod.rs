@@ -20,8 +20,10 @@
 //!    runs on the JS workers ([`Handled::Pending`], finished by
 //!    [`DnsHandler::decide`]), and [`decision_records`] turns it into records.
 
+pub mod cookies;
 mod locate;
 mod mmsg;
+pub mod rrl;
 pub mod tcp;
 pub mod udp;
 mod wire;
@@ -41,12 +43,14 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, B
 
 use crate::apps::{AppRegistry, LoadedApp};
 use crate::geo::Geo;
-use crate::metrics::Counters;
+use crate::metrics::{CookieEvent, Counters, RrlAction};
 use crate::openmix::{Answer, DataSnapshot, Request as AppRequest};
 use crate::steer::{Outcome, Steered};
 use crate::workers::Workers;
 
 pub use zones::{Plan, ZoneData, ZoneSet};
+
+use rrl::{Class, RateLimiter, Subject, Verdict};
 
 /// The transport a query came over: it sets how large the reply may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +111,65 @@ struct Reply {
     edns: Option<Edns>,
     /// The query's client subnet, checked; echoed with a scope.
     ecs: Option<ClientSubnet>,
+    /// Where the reply goes and what may stop it.
+    to: Delivery,
+}
+
+/// Where a reply goes, and what response rate limiting and cookies need
+/// to know about it once it is written ([`DnsHandler::deliver`]).
+#[derive(Debug, Clone, Copy)]
+struct Delivery {
+    src: IpAddr,
     transport: Transport,
+    /// Rate limiting applies: UDP, a source not exempt, no valid server
+    /// cookie.
+    limited: bool,
+    /// The account key of what the reply is about ([`RateLimiter::subject`]).
+    subject: u64,
+    /// The COOKIE option for the reply (client cookie and ours).
+    cookie: Option<[u8; 24]>,
+    /// The query had a client cookie but no valid server cookie of ours.
+    unproven: bool,
+}
+
+/// The defences of UDP replies against reflection: response rate limiting
+/// and DNS Cookies, swapped as a whole on SIGHUP.
+pub struct Shield {
+    /// `[rrl]`, when enabled.
+    pub rrl: Option<Arc<RateLimiter>>,
+    /// `[cookies]`'s secrets, when enabled.
+    pub cookies: Option<cookies::Secrets>,
+    /// `[cookies] require_cookies`.
+    pub require_cookies: bool,
+}
+
+impl Shield {
+    /// The shield `config` asks for. The rate limiter of `old` is kept
+    /// (with its accounts) when `[rrl]` did not change. Cookies need their
+    /// secret resolved first (`serve` does: generated when not set).
+    pub fn from_config(config: &crate::config::Config, old: Option<&Shield>) -> Shield {
+        let rrl = config.rrl.enabled.then(|| {
+            old.and_then(|o| o.rrl.clone())
+                .filter(|l| *l.settings() == config.rrl)
+                .unwrap_or_else(|| Arc::new(RateLimiter::new(config.rrl.clone())))
+        });
+        let c = &config.cookies;
+        Shield {
+            rrl,
+            cookies: c
+                .secret
+                .filter(|_| c.enabled)
+                .map(|s| cookies::Secrets::new(s, c.previous_secret)),
+            require_cookies: c.require_cookies,
+        }
+    }
+}
+
+/// Unix time in seconds, as a cookie's timestamp holds it.
+fn unix_secs() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32)
 }
 
 /// Records for a decision, for query type `qtype`, owned by `owner`
@@ -231,18 +293,13 @@ fn canonical(addr: IpAddr, prefix: u8) -> (IpAddr, u8) {
 }
 
 impl Reply {
-    fn to(
-        query: &Metadata,
-        queries: Vec<Query>,
-        edns: Option<Edns>,
-        transport: Transport,
-    ) -> Reply {
+    fn to(query: &Metadata, queries: Vec<Query>, edns: Option<Edns>, to: Delivery) -> Reply {
         Reply {
             metadata: Metadata::response_from_request(query),
             queries,
             edns,
             ecs: None,
-            transport,
+            to,
         }
     }
 }
@@ -263,6 +320,8 @@ pub struct DnsHandler {
     pub max_payload: u16,
     /// Counters.
     pub counters: Arc<Counters>,
+    /// Rate limiting and cookies (swapped on SIGHUP).
+    pub shield: ArcSwap<Shield>,
 }
 
 impl DnsHandler {
@@ -283,29 +342,35 @@ impl DnsHandler {
         if header.metadata.message_type == MessageType::Response {
             return Handled::Drop;
         }
+        let shield = self.shield.load();
+        let mut to = Delivery {
+            src: src.ip(),
+            transport,
+            limited: transport == Transport::Udp
+                && shield.rrl.as_ref().is_some_and(|l| !l.exempt(src.ip())),
+            subject: 0,
+            cookie: None,
+            unproven: false,
+        };
         // The opcode comes before anything else is read: another opcode may
         // give the rest of the message another meaning (NSD's words), so
         // neither its counts nor its sections can make it a FORMERR.
         if header.metadata.op_code != OpCode::Query {
             not_implemented(packet, out);
-            self.counters
-                .dns_response(transport == Transport::Tcp, ResponseCode::NotImp);
-            return Handled::Reply;
+            return self.deliver(&to, ResponseCode::NotImp, out);
         }
         // A query has exactly one question; checked before decoding, since
         // the decoder reserves room for as many as the header claims.
         if header.counts.queries != 1 {
-            let reply = Reply::to(&header.metadata, Vec::new(), None, transport);
-            self.emit(reply, ResponseCode::FormErr, None, &[], None, out);
-            return Handled::Reply;
+            let reply = Reply::to(&header.metadata, Vec::new(), None, to);
+            return self.emit(reply, ResponseCode::FormErr, None, &[], None, out);
         }
         let message = match Message::read(&mut BinDecoder::new(packet)) {
             Ok(m) => m,
             Err(e) => {
                 tracing::debug!(%src, error = %e, "malformed DNS message");
-                let reply = Reply::to(&header.metadata, Vec::new(), None, transport);
-                self.emit(reply, ResponseCode::FormErr, None, &[], None, out);
-                return Handled::Reply;
+                let reply = Reply::to(&header.metadata, Vec::new(), None, to);
+                return self.emit(reply, ResponseCode::FormErr, None, &[], None, out);
             }
         };
         // Response EDNS: only when the query had it; payload = the client's,
@@ -324,11 +389,38 @@ impl DnsHandler {
             edns,
             ..
         } = message;
-        let mut reply = Reply::to(&metadata, queries, resp_edns, transport);
         if edns.as_ref().is_some_and(|e| e.version() > 0) {
-            self.emit(reply, ResponseCode::BADVERS, None, &[], None, out);
-            return Handled::Reply;
+            let reply = Reply::to(&metadata, queries, resp_edns, to);
+            return self.emit(reply, ResponseCode::BADVERS, None, &[], None, out);
         }
+        // DNS Cookies (RFC 7873 §5.2): a bad length is FORMERR; a client
+        // cookie gets ours back; a valid server cookie exempts the query
+        // from rate limiting.
+        let cookie_option = edns.as_ref().and_then(|e| e.option(EdnsCode::Cookie));
+        if let (Some(secrets), Some(EdnsOption::Unknown(_, data))) =
+            (shield.cookies.as_ref(), cookie_option)
+        {
+            match cookies::parse(data) {
+                Err(why) => {
+                    tracing::debug!(%src, why, "malformed COOKIE option");
+                    self.counters.cookie(CookieEvent::Malformed);
+                    let reply = Reply::to(&metadata, queries, resp_edns, to);
+                    return self.emit(reply, ResponseCode::FormErr, None, &[], None, out);
+                }
+                Ok(presented) => {
+                    let checked = secrets.check(presented, src.ip(), unix_secs());
+                    to.cookie = Some(checked.reply);
+                    self.counters.cookie(match (checked.valid, presented) {
+                        (true, _) => CookieEvent::Valid,
+                        (false, cookies::Presented::Client(_)) => CookieEvent::ClientOnly,
+                        (false, cookies::Presented::Both(..)) => CookieEvent::Invalid,
+                    });
+                    to.limited &= !checked.valid;
+                    to.unproven = !checked.valid;
+                }
+            }
+        }
+        let mut reply = Reply::to(&metadata, queries, resp_edns, to);
         let question = &reply.queries[0];
         let qtype = question.query_type();
         let owner = question.name().clone();
@@ -337,16 +429,14 @@ impl DnsHandler {
         if question.query_class() != DNSClass::IN
             || matches!(qtype, RecordType::AXFR | RecordType::IXFR)
         {
-            self.emit(reply, ResponseCode::Refused, None, &[], None, out);
-            return Handled::Reply;
+            return self.emit(reply, ResponseCode::Refused, None, &[], None, out);
         }
         // The client subnet, checked; `None` when absent.
         if let Some(EdnsOption::Subnet(cs)) = edns.as_ref().and_then(|e| e.option(EdnsCode::Subnet))
         {
             if let Err(why) = check_ecs(cs, ecs_option_len(packet)) {
                 tracing::debug!(%src, why, "malformed ECS option");
-                self.emit(reply, ResponseCode::FormErr, None, &[], None, out);
-                return Handled::Reply;
+                return self.emit(reply, ResponseCode::FormErr, None, &[], None, out);
             }
             reply.ecs = Some(*cs);
         }
@@ -354,15 +444,30 @@ impl DnsHandler {
 
         let zones = self.zones.load();
         let apps = self.apps.current();
-        match zones.plan(&qname, qtype, &apps) {
-            Plan::Refused => {
-                self.emit(reply, ResponseCode::Refused, Some(0), &[], None, out);
-            }
+        let plan = zones.plan(&qname, qtype, &apps);
+        if let (true, Some(limiter)) = (reply.to.limited, shield.rrl.as_ref()) {
+            reply.to.subject = match &plan {
+                Plan::Refused => 0,
+                Plan::NxDomain(zone) => limiter.subject(Subject::Zone(zone.origin())),
+                Plan::Records(..) => limiter.subject(Subject::Name(&qname, qtype)),
+                Plan::App { app, .. } => limiter.subject(Subject::App(&app.code.name, qtype)),
+            };
+        }
+        match plan {
+            Plan::Refused => self.emit(reply, ResponseCode::Refused, Some(0), &[], None, out),
             Plan::NxDomain(zone) => {
                 let soa = Some(&zone.soa);
-                self.emit(reply, ResponseCode::NXDomain, Some(0), &[], soa, out);
+                self.emit(reply, ResponseCode::NXDomain, Some(0), &[], soa, out)
             }
             Plan::Records(zone, mut records) => {
+                // ANY over UDP gets one RRset (RFC 8482 §4.1), never every
+                // record of the name: TCP, which a spoofer cannot use,
+                // still gets them all.
+                if qtype == RecordType::ANY && transport == Transport::Udp {
+                    if let Some(first) = records.first().map(Record::record_type) {
+                        records.retain(|r| r.record_type() == first);
+                    }
+                }
                 // Answer in the question's case (0x20 randomisation).
                 for r in records.iter_mut() {
                     if LowerName::from(&r.name) == qname {
@@ -370,7 +475,7 @@ impl DnsHandler {
                     }
                 }
                 let soa = records.is_empty().then_some(&zone.soa);
-                self.emit(reply, ResponseCode::NoError, Some(0), &records, soa, out);
+                self.emit(reply, ResponseCode::NoError, Some(0), &records, soa, out)
             }
             Plan::App { zone, app, prefix } => {
                 let qt = match qtype {
@@ -379,8 +484,7 @@ impl DnsHandler {
                     RecordType::CNAME => "CNAME",
                     _ => {
                         let soa = Some(&zone.soa);
-                        self.emit(reply, ResponseCode::NoError, Some(0), &[], soa, out);
-                        return Handled::Reply;
+                        return self.emit(reply, ResponseCode::NoError, Some(0), &[], soa, out);
                     }
                 };
                 let (request, scope) = self.app_request(src.ip(), reply.ecs, prefix, qt);
@@ -395,10 +499,9 @@ impl DnsHandler {
                         owner: &owner,
                         soa: &zone.soa,
                     };
-                    self.finish(reply, steered, how, out);
-                    return Handled::Reply;
+                    return self.finish(reply, steered, how, out);
                 }
-                return Handled::Pending(Box::new(Pending {
+                Handled::Pending(Box::new(Pending {
                     app: app.clone(),
                     request,
                     data: arc_swap::Guard::into_inner(data),
@@ -409,15 +512,15 @@ impl DnsHandler {
                     soa: zone.soa.clone(),
                     question: question.map(<[u8]>::to_vec),
                     reply,
-                }));
+                }))
             }
         }
-        Handled::Reply
     }
 
     /// Runs a pending query's app on a JS worker and writes its reply into
-    /// `out`.
-    pub async fn decide(&self, pending: Box<Pending>, out: &mut Vec<u8>) {
+    /// `out`: [`Handled::Reply`] to send it, [`Handled::Drop`] when rate
+    /// limiting drops it.
+    pub async fn decide(&self, pending: Box<Pending>, out: &mut Vec<u8>) -> Handled {
         let Pending {
             app,
             request,
@@ -442,12 +545,18 @@ impl DnsHandler {
             owner: &owner,
             soa: &soa,
         };
-        self.finish(reply, steered, how, out);
+        self.finish(reply, steered, how, out)
     }
 
     /// The reply to a decision: the fast form when it applies, else the
     /// general encoder.
-    fn finish(&self, reply: Reply, steered: Steered, how: Answering<'_>, out: &mut Vec<u8>) {
+    fn finish(
+        &self,
+        reply: Reply,
+        steered: Steered,
+        how: Answering<'_>,
+        out: &mut Vec<u8>,
+    ) -> Handled {
         // A fallback does not depend on the client: scope 0.
         let scope = if steered.outcome == Outcome::App {
             how.scope
@@ -455,16 +564,16 @@ impl DnsHandler {
             0
         };
         if let Outcome::Failed(_) = steered.outcome {
-            self.emit(reply, ResponseCode::ServFail, Some(scope), &[], None, out);
-            return;
+            return self.emit(reply, ResponseCode::ServFail, Some(scope), &[], None, out);
         }
         if let (false, Some(question)) = (steered.decision.empty, how.question) {
             let opt = reply.edns.as_ref().map(|e| wire::Opt {
                 payload: e.max_payload(),
                 dnssec_ok: e.flags().dnssec_ok,
                 ecs: reply.ecs.map(|cs| (cs, scope)),
+                cookie: reply.to.cookie,
             });
-            let limit = match reply.transport {
+            let limit = match reply.to.transport {
                 Transport::Udp => reply.edns.as_ref().map_or(512, Edns::max_payload),
                 Transport::Tcp => u16::MAX,
             };
@@ -481,9 +590,7 @@ impl DnsHandler {
                 usize::from(limit),
             );
             if fast {
-                self.counters
-                    .dns_response(reply.transport == Transport::Tcp, ResponseCode::NoError);
-                return;
+                return self.deliver(&reply.to, ResponseCode::NoError, out);
             }
         }
         let records = if steered.decision.empty {
@@ -499,11 +606,12 @@ impl DnsHandler {
             &records,
             soa,
             out,
-        );
+        )
     }
 
-    /// Encodes a reply into `out` and counts it. `scope`: echo the query's
-    /// client subnet with this scope (when it had one).
+    /// Encodes a reply into `out` and delivers it ([`DnsHandler::deliver`]).
+    /// `scope`: echo the query's client subnet with this scope (when it had
+    /// one).
     fn emit(
         &self,
         mut reply: Reply,
@@ -512,13 +620,17 @@ impl DnsHandler {
         answers: &[Record],
         soa: Option<&Record>,
         out: &mut Vec<u8>,
-    ) {
+    ) -> Handled {
         if let (Some(e), Some(cs), Some(scope)) = (reply.edns.as_mut(), reply.ecs, scope) {
             e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
                 cs.addr(),
                 cs.source_prefix(),
                 scope,
             )));
+        }
+        if let (Some(e), Some(cookie)) = (reply.edns.as_mut(), reply.to.cookie) {
+            e.options_mut()
+                .insert(EdnsOption::Unknown(cookies::OPTION_CODE, cookie.to_vec()));
         }
         let mut metadata = reply.metadata;
         metadata.response_code = rcode;
@@ -528,11 +640,10 @@ impl DnsHandler {
         );
         out.clear();
         let mut encoder = BinEncoder::new(out);
-        encoder.set_max_size(match reply.transport {
+        encoder.set_max_size(match reply.to.transport {
             Transport::Udp => reply.edns.as_ref().map_or(512, Edns::max_payload),
             Transport::Tcp => u16::MAX,
         });
-        let tcp = reply.transport == Transport::Tcp;
         let emitted = emit_message_parts(
             &metadata,
             &mut reply.queries.iter(),
@@ -564,9 +675,9 @@ impl DnsHandler {
                     None,
                     &mut encoder,
                 );
-                self.counters.dns_response(tcp, rcode);
+                self.deliver(&reply.to, rcode, out)
             }
-            Ok(_) => self.counters.dns_response(tcp, rcode),
+            Ok(_) => self.deliver(&reply.to, rcode, out),
             Err(e) => {
                 // As hickory-server does: a bare SERVFAIL header.
                 tracing::error!(error = %e, "cannot encode a DNS reply; answering SERVFAIL");
@@ -578,9 +689,53 @@ impl DnsHandler {
                     counts: Default::default(),
                 };
                 let _ = header.emit(&mut BinEncoder::new(out));
-                self.counters.dns_response(tcp, ResponseCode::ServFail);
+                self.deliver(&reply.to, ResponseCode::ServFail, out)
             }
         }
+    }
+
+    /// Counts the reply in `out` and says whether it goes out, after
+    /// response rate limiting: a limited reply is truncated in place (a
+    /// slip), answered with BADCOOKIE (`require_cookies`, a client that
+    /// sent a cookie but not ours) or dropped. TCP replies, exempt sources
+    /// and queries with a valid server cookie are never limited.
+    fn deliver(&self, to: &Delivery, rcode: ResponseCode, out: &mut Vec<u8>) -> Handled {
+        let tcp = to.transport == Transport::Tcp;
+        let shield = self.shield.load();
+        if let (true, Some(limiter)) = (to.limited, shield.rrl.as_ref()) {
+            let class = match rcode {
+                ResponseCode::NoError => Class::Answer,
+                ResponseCode::NXDomain => Class::NxDomain,
+                ResponseCode::Refused => Class::Refused,
+                _ => Class::Error,
+            };
+            match limiter.check(to.src, class, to.subject) {
+                Verdict::Send => {}
+                _ if limiter.settings().dry_run => {
+                    self.counters.rrl(class, RrlAction::WouldLimit);
+                }
+                _ if shield.require_cookies && to.unproven => {
+                    // RFC 7873 §5.2.3: under attack, a client that sent a
+                    // cookie gets BADCOOKIE and ours, no larger than its
+                    // query, and is exempt once it sends ours back.
+                    let cookie = to.cookie.expect("unproven implies a cookie");
+                    wire::bad_cookie(out, self.max_payload, cookie);
+                    self.counters.cookie(CookieEvent::BadCookie);
+                    self.counters.dns_response(tcp, ResponseCode::BADCOOKIE);
+                    return Handled::Reply;
+                }
+                Verdict::Slip => {
+                    wire::slip(out);
+                    self.counters.rrl(class, RrlAction::Slipped);
+                }
+                Verdict::Drop => {
+                    self.counters.rrl(class, RrlAction::Dropped);
+                    return Handled::Drop;
+                }
+            }
+        }
+        self.counters.dns_response(tcp, rcode);
+        Handled::Reply
     }
 
     /// Builds the app's request: resolver fields from the packet source,

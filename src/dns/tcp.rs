@@ -125,7 +125,12 @@ async fn connection(
         match handler.handle(&message, src, Transport::Tcp, &mut out) {
             Handled::Reply => {}
             Handled::Drop => continue,
-            Handled::Pending(pending) => handler.decide(pending, &mut out).await,
+            Handled::Pending(pending) => {
+                // Over TCP nothing is rate limited: this is always a reply.
+                if let Handled::Drop = handler.decide(pending, &mut out).await {
+                    continue;
+                }
+            }
         }
         let Ok(n) = u16::try_from(out.len()) else {
             return;

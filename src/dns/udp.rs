@@ -78,7 +78,9 @@ pub async fn serve(socket: UdpSocket, handler: Arc<DnsHandler>, shutdown: Cancel
                     let socket = socket.clone();
                     waiting.spawn(async move {
                         let mut out = Vec::with_capacity(512);
-                        handler.decide(pending, &mut out).await;
+                        if let Handled::Drop = handler.decide(pending, &mut out).await {
+                            return;
+                        }
                         if let Err(e) = socket.send_to(&out, src).await {
                             tracing::debug!(error = %e, dest = %src, "cannot send a DNS reply");
                         }

@@ -28,6 +28,8 @@ pub struct Opt {
     pub dnssec_ok: bool,
     /// The query's client subnet and the reply's scope prefix.
     pub ecs: Option<(ClientSubnet, u8)>,
+    /// The COOKIE option: the client's cookie and our server cookie.
+    pub cookie: Option<[u8; 24]>,
 }
 
 /// The records of a decision to write: its answers, for the type asked,
@@ -168,37 +170,91 @@ fn push_name(out: &mut Vec<u8>, name: &str) -> bool {
     true
 }
 
-/// The OPT pseudo-record (RFC 6891): version 0, no flags, and the client
-/// subnet option (RFC 7871 §6) when there is one.
+/// The OPT pseudo-record (RFC 6891): version 0, the DO flag, the client
+/// subnet option (RFC 7871 §6) and the COOKIE option (RFC 7873) when there
+/// are.
 fn push_opt(out: &mut Vec<u8>, opt: Opt) {
     out.push(0);
     out.extend_from_slice(&u16::from(RecordType::OPT).to_be_bytes());
     out.extend_from_slice(&opt.payload.to_be_bytes());
     // TTL: extended rcode 0, version 0, then the flags (DO is the top bit).
     out.extend_from_slice(&[0, 0, if opt.dnssec_ok { 0x80 } else { 0 }, 0]);
-    let Some((cs, scope)) = opt.ecs else {
-        out.extend_from_slice(&[0, 0]);
+    let rdlen_at = out.len();
+    out.extend_from_slice(&[0, 0]);
+    if let Some((cs, scope)) = opt.ecs {
+        let source = cs.source_prefix();
+        let (family, octets): (u16, [u8; 16]) = match cs.addr() {
+            IpAddr::V4(a) => {
+                let mut o = [0u8; 16];
+                o[..4].copy_from_slice(&a.octets());
+                (1, o)
+            }
+            IpAddr::V6(a) => (2, a.octets()),
+        };
+        let addr_len = usize::from(source)
+            .div_ceil(8)
+            .min(if family == 1 { 4 } else { 16 });
+        out.extend_from_slice(&8u16.to_be_bytes());
+        out.extend_from_slice(&(4 + addr_len as u16).to_be_bytes());
+        out.extend_from_slice(&family.to_be_bytes());
+        out.push(source);
+        out.push(scope);
+        out.extend_from_slice(&octets[..addr_len]);
+    }
+    if let Some(cookie) = opt.cookie {
+        out.extend_from_slice(&super::cookies::OPTION_CODE.to_be_bytes());
+        out.extend_from_slice(&(cookie.len() as u16).to_be_bytes());
+        out.extend_from_slice(&cookie);
+    }
+    let rdlen = (out.len() - rdlen_at - 2) as u16;
+    out[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+}
+
+/// Turns the reply in `out` into its truncated form for a rate-limited
+/// "slip": the header with TC set and the question, nothing else, so a
+/// real client retries over TCP and a spoofed victim gets no more bytes
+/// than the query had.
+pub fn slip(out: &mut Vec<u8>) {
+    if out.len() < 12 {
         return;
+    }
+    let questions = u16::from_be_bytes([out[4], out[5]]);
+    let end = match questions {
+        1 => question_end(out).unwrap_or(12),
+        _ => 12,
     };
-    let source = cs.source_prefix();
-    let addr_len = usize::from(source).div_ceil(8);
-    let (family, octets): (u16, [u8; 16]) = match cs.addr() {
-        IpAddr::V4(a) => {
-            let mut o = [0u8; 16];
-            o[..4].copy_from_slice(&a.octets());
-            (1, o)
-        }
-        IpAddr::V6(a) => (2, a.octets()),
-    };
-    let addr_len = addr_len.min(if family == 1 { 4 } else { 16 });
-    let option_len = 4 + addr_len as u16;
-    out.extend_from_slice(&(4 + option_len).to_be_bytes());
-    out.extend_from_slice(&8u16.to_be_bytes());
-    out.extend_from_slice(&option_len.to_be_bytes());
-    out.extend_from_slice(&family.to_be_bytes());
-    out.push(source);
-    out.push(scope);
-    out.extend_from_slice(&octets[..addr_len]);
+    out.truncate(end);
+    if end == 12 {
+        out[4..6].fill(0);
+    }
+    out[2] |= 0x02;
+    out[6..12].fill(0);
+}
+
+/// Turns the reply in `out` into BADCOOKIE (RFC 7873 §5.2.3): header and
+/// question, RCODE 23 (its high bits in the OPT record) and an OPT record
+/// carrying `cookie`, the client's cookie and a fresh one of ours.
+pub fn bad_cookie(out: &mut Vec<u8>, payload: u16, cookie: [u8; 24]) {
+    const BADCOOKIE: u16 = 23;
+    slip(out);
+    if out.len() < 12 {
+        return;
+    }
+    out[2] &= !0x02;
+    out[3] = (out[3] & 0xF0) | (BADCOOKIE & 0x0F) as u8;
+    out[10..12].copy_from_slice(&1u16.to_be_bytes());
+    let at = out.len();
+    push_opt(
+        out,
+        Opt {
+            payload,
+            dnssec_ok: false,
+            ecs: None,
+            cookie: Some(cookie),
+        },
+    );
+    // The OPT record's TTL starts with the extended RCODE (RFC 6891 §6.1.3).
+    out[at + 5] = (BADCOOKIE >> 4) as u8;
 }
 
 #[cfg(test)]
@@ -275,6 +331,7 @@ mod tests {
                 payload: 1232,
                 dnssec_ok: true,
                 ecs: Some((cs, scope)),
+                cookie: Some([7; 24]),
             };
             let m = reply(&q, &answers, RecordType::A, Some(opt));
             let got: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
@@ -290,7 +347,54 @@ mod tests {
                 }
                 other => panic!("{other:?}"),
             }
+            match edns.option(EdnsCode::Cookie) {
+                Some(EdnsOption::Unknown(10, c)) => assert_eq!(c, &[7; 24]),
+                other => panic!("{other:?}"),
+            }
         }
+    }
+
+    #[test]
+    fn bad_cookie_carries_rcode_23_and_the_cookie() {
+        let q = query("www.switchyard.test.", RecordType::A);
+        let mut out = q.clone();
+        out[2] |= 0x80;
+        bad_cookie(&mut out, 1232, [9; 24]);
+        let m = Message::from_vec(&out).unwrap();
+        assert_eq!(
+            m.metadata.response_code,
+            hickory_proto::op::ResponseCode::BADCOOKIE
+        );
+        assert!(!m.metadata.truncation);
+        assert_eq!(m.queries.len(), 1);
+        match m.edns.as_ref().unwrap().option(EdnsCode::Cookie) {
+            Some(EdnsOption::Unknown(10, c)) => assert_eq!(c, &[9; 24]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_slip_is_header_and_question_with_tc() {
+        let q = query("www.switchyard.test.", RecordType::A);
+        let m = reply(
+            &q,
+            &[Answer::A("192.0.2.1".parse().unwrap())],
+            RecordType::A,
+            Some(Opt {
+                payload: 1232,
+                dnssec_ok: false,
+                ecs: None,
+                cookie: None,
+            }),
+        );
+        let mut out = m.to_vec().unwrap();
+        slip(&mut out);
+        assert_eq!(out.len(), q.len());
+        let s = Message::from_vec(&out).unwrap();
+        assert!(s.metadata.truncation && s.metadata.authoritative);
+        assert_eq!(s.metadata.id, 0x4242);
+        assert_eq!(s.queries.len(), 1);
+        assert!(s.answers.is_empty() && s.additionals.is_empty() && s.edns.is_none());
     }
 
     #[test]

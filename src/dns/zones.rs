@@ -58,6 +58,13 @@ fn name(s: &str) -> Result<Name, String> {
     Name::from_ascii(s).map_err(|e| format!("'{s}': {e}"))
 }
 
+impl ZoneData {
+    /// The zone's apex name.
+    pub fn origin(&self) -> &LowerName {
+        &self.origin
+    }
+}
+
 impl ZoneSet {
     /// Builds the zones of `config` (already validated).
     pub fn from_config(config: &Config) -> Result<ZoneSet, String> {

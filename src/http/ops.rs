@@ -43,6 +43,14 @@ fn describe_metrics() {
         "DNS responses sent, by transport protocol and response code."
     );
     describe_counter!(
+        "switchyard_rrl_responses_total",
+        "UDP replies response rate limiting limited, by class (answer, nxdomain, error, refused) and action (slipped: sent truncated; dropped; would_limit: dry_run)."
+    );
+    describe_counter!(
+        "switchyard_dns_cookies_total",
+        "Queries carrying a DNS COOKIE option, by result (client_only, valid, invalid, malformed, badcookie_sent)."
+    );
+    describe_counter!(
         "switchyard_decisions_total",
         "Decisions answered, by app, provider and reason code (fallbacks included)."
     );
@@ -434,6 +442,50 @@ fn vars(state: &State) -> serde_json::Value {
         "reloads": state.apps.reload_count(),
         "memory": { "rss_bytes": rss_bytes() },
         "memo": memo_vars(state),
+        "rrl": rrl_vars(state),
+        "cookies": c.cookie_counts().into_iter().collect::<BTreeMap<_, _>>(),
+    })
+}
+
+/// Response rate limiting: its settings in force, what it limited per
+/// class, and the source prefixes it limited most.
+fn rrl_vars(state: &State) -> serde_json::Value {
+    let shield = state.dns.shield.load();
+    let mut limited = serde_json::Map::new();
+    for (class, slipped, dropped, would) in state.counters.rrl_counts() {
+        limited.insert(
+            class.to_string(),
+            serde_json::json!({ "slipped": slipped, "dropped": dropped, "would_limit": would }),
+        );
+    }
+    let (settings, top) = match &shield.rrl {
+        Some(l) => {
+            let s = l.settings();
+            let top: Vec<_> = l
+                .top_limited(10)
+                .into_iter()
+                .map(|(prefix, n)| serde_json::json!({ "prefix": prefix, "limited": n }))
+                .collect();
+            (
+                serde_json::json!({
+                    "responses_per_second": s.responses_per_second,
+                    "nxdomains_per_second": s.nxdomains_per_second,
+                    "errors_per_second": s.errors_per_second,
+                    "slip": s.slip,
+                    "window_secs": s.window_secs,
+                    "dry_run": s.dry_run,
+                    "exempt": s.exempt.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                }),
+                top,
+            )
+        }
+        None => (serde_json::Value::Null, Vec::new()),
+    };
+    serde_json::json!({
+        "enabled": shield.rrl.is_some(),
+        "settings": settings,
+        "limited": limited,
+        "top_limited_prefixes": top,
     })
 }
 
@@ -469,6 +521,19 @@ fn render_metrics(state: &State) -> String {
     for (proto, rcode, n) in c.dns_responses() {
         metrics::counter!("switchyard_dns_responses_total", "protocol" => proto, "rcode" => rcode)
             .absolute(n);
+    }
+    for (class, slipped, dropped, would) in c.rrl_counts() {
+        for (action, n) in [
+            ("slipped", slipped),
+            ("dropped", dropped),
+            ("would_limit", would),
+        ] {
+            metrics::counter!("switchyard_rrl_responses_total", "class" => class, "action" => action)
+                .absolute(n);
+        }
+    }
+    for (result, n) in c.cookie_counts() {
+        metrics::counter!("switchyard_dns_cookies_total", "result" => result).absolute(n);
     }
     for ((app, provider, reason), n) in c.decisions() {
         metrics::counter!("switchyard_decisions_total", "app" => app, "provider" => provider, "reason" => reason).absolute(n);

@@ -47,34 +47,50 @@ pub fn admin_fingerprint(admin_token: &str) -> String {
 /// Returns the token, the file's path and whether it was created now.
 pub fn admin_token_file(data_dir: &Path) -> Result<(String, PathBuf, bool), String> {
     let path = data_dir.join(ADMIN_TOKEN_FILE);
+    let (token, created) = secret_file(&path, 32, |t| {
+        (t.len() >= MIN_EXPOSED_TOKEN_LEN && !t.chars().any(char::is_whitespace))
+            .then_some(())
+            .ok_or_else(|| {
+                format!("not a token (one line of at least {MIN_EXPOSED_TOKEN_LEN} characters)")
+            })
+    })?;
+    Ok((token, path, created))
+}
+
+/// A secret kept in a file: read (and checked by `valid`) when the file is
+/// there, else `bytes` random bytes in hex written to a new file of mode
+/// 0600. Returns the secret and whether the file was created now. A file
+/// other users can read is used, with a warning.
+pub fn secret_file(
+    path: &Path,
+    bytes: usize,
+    valid: impl Fn(&str) -> Result<(), String>,
+) -> Result<(String, bool), String> {
     let shown = path.display().to_string();
     let open = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&path);
+        .open(path);
     match open {
         Ok(mut f) => {
-            let token = random_hex(32).map_err(|e| format!("cannot read random bytes: {e}"))?;
-            f.write_all(format!("{token}\n").as_bytes())
+            let secret = random_hex(bytes).map_err(|e| format!("cannot read random bytes: {e}"))?;
+            f.write_all(format!("{secret}\n").as_bytes())
                 .and_then(|()| f.sync_all())
                 .map_err(|e| format!("{shown}: cannot write: {e}"))?;
-            Ok((token, path, true))
+            Ok((secret, true))
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let text =
-                std::fs::read_to_string(&path).map_err(|e| format!("{shown}: cannot read: {e}"))?;
-            let token = text.trim().to_string();
-            if token.len() < MIN_EXPOSED_TOKEN_LEN || token.chars().any(char::is_whitespace) {
-                return Err(format!(
-                    "{shown}: not a token (one line of at least {MIN_EXPOSED_TOKEN_LEN} characters); delete it to have a new one generated"
-                ));
-            }
-            let mode = std::fs::metadata(&path).map_or(0, |m| m.permissions().mode());
+                std::fs::read_to_string(path).map_err(|e| format!("{shown}: cannot read: {e}"))?;
+            let secret = text.trim().to_string();
+            valid(&secret)
+                .map_err(|why| format!("{shown}: {why}; delete it to have a new one generated"))?;
+            let mode = std::fs::metadata(path).map_or(0, |m| m.permissions().mode());
             if mode & 0o077 != 0 {
-                tracing::warn!(path = %shown, mode = format!("{:o}", mode & 0o777), "the API token file can be read by other users; chmod 600 it");
+                tracing::warn!(path = %shown, mode = format!("{:o}", mode & 0o777), "a secret file can be read by other users; chmod 600 it");
             }
-            Ok((token, path, false))
+            Ok((secret, false))
         }
         Err(e) => Err(format!("{shown}: cannot create: {e}")),
     }

@@ -241,3 +241,40 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// GET on the operations address; (status, JSON body or Null).
+pub fn http_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        // The operations socket belongs to the supervisor, so it accepts
+        // during a restart; retry while no serving process answers yet.
+        let attempt = (|| -> std::io::Result<(u16, serde_json::Value)> {
+            let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            let (head, body) = out
+                .split_once("\r\n\r\n")
+                .ok_or_else(|| std::io::Error::other("no response"))?;
+            let status = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            Ok((
+                status,
+                serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+            ))
+        })();
+        match attempt {
+            Ok(r) => return r,
+            Err(e) if Instant::now() > deadline => panic!("GET {path}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
