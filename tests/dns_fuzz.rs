@@ -118,6 +118,17 @@ fn seeds() -> Vec<Vec<u8>> {
     );
     bad_version.edns.as_mut().unwrap().set_version(1);
     v.push(bad_version);
+    // DNS Cookies: a client cookie alone, with a (made-up) server cookie,
+    // and of a bad length; mutations take them to every other length.
+    for cookie in [vec![0x24; 8], vec![0x42; 24], vec![1; 9], vec![7; 40]] {
+        let mut m = query("static.switchyard.test.", RecordType::A, Some((1232, None)));
+        m.edns
+            .as_mut()
+            .unwrap()
+            .options_mut()
+            .insert(EdnsOption::Unknown(10, cookie));
+        v.push(m);
+    }
     let mut out: Vec<Vec<u8>> = v.iter().map(|m| m.to_vec().unwrap()).collect();
     // A query with a compressed name in a second question.
     let mut two = out[0].clone();

@@ -18,7 +18,10 @@
 //!    name, nothing) without any I/O;
 //! 3. for app names, the decision comes from the memo (answered at once) or
 //!    runs on the JS workers ([`Handled::Pending`], finished by
-//!    [`DnsHandler::decide`]), and [`decision_records`] turns it into records.
+//!    [`DnsHandler::decide`]), and [`decision_records`] turns it into records;
+//! 4. every reply passes [`DnsHandler::deliver`], where response rate
+//!    limiting ([`rrl`]) may truncate or drop a UDP reply. A valid DNS
+//!    cookie ([`cookies`], checked in step 1) exempts its query.
 
 pub mod cookies;
 mod locate;
