@@ -196,8 +196,8 @@ fn check_rrl(raw: RawRrl) -> Result<Rrl, String> {
         ("nxdomains_per_second", rrl.nxdomains_per_second),
         ("errors_per_second", rrl.errors_per_second),
     ] {
-        if !(1..=100_000).contains(&rate) {
-            return Err(format!("rrl.{key}: {rate} is not 1 to 100000"));
+        if !(1..=1_000_000).contains(&rate) {
+            return Err(format!("rrl.{key}: {rate} is not 1 to 1000000"));
         }
     }
     if !(1..=3600).contains(&rrl.window_secs) {
