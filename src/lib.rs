@@ -17,18 +17,21 @@
 //! - [`report`]: decision reports, nodes and the fleet view (API and dashboard).
 //! - [`steer`]: one decision with fallback rules, shared by every front end,
 //!   and the backoff of apps whose calls run away.
+//! - [`startup`]: what `serve` checks and resolves before serving (files,
+//!   the admin token, the DNS cookie secret).
 //! - [`server`]: the serving process: listeners, feeds, reload.
 //! - [`quarantine`]: in-flight slots, and the quarantine of apps that
 //!   crashed the server, on evidence only (a runaway, a failed allocation,
 //!   a crash in the call).
-//! - [`supervisor`]: `serve`'s parent process that owns the sockets, restarts the server
-//!   from the binary it started from, and upgrades it on SIGUSR2.
-//! - [`cli`]: the `switchyard` subcommands; [`apptest`]: `switchyard test`.
+//! - [`supervisor`]: `serve`'s parent process that owns the sockets
+//!   ([`sockets`]), restarts the server from the binary it started from, and
+//!   upgrades it on SIGUSR2.
+//! - [`cli`]: the `switchyard` subcommands, one file each (`switchyard test`
+//!   in [`cli::test`]).
 
 #![warn(missing_docs)]
 
 pub mod apps;
-pub mod apptest;
 pub mod cli;
 pub mod clients;
 pub mod config;
@@ -44,6 +47,8 @@ pub mod quarantine;
 pub mod report;
 pub mod server;
 pub mod shard;
+pub mod sockets;
+pub mod startup;
 pub mod stats;
 pub mod steer;
 pub mod supervisor;

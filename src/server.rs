@@ -1,5 +1,6 @@
-//! `switchyard serve`: binds the listeners, starts the background tasks
-//! (app and GeoIP watchers), and runs until SIGTERM or SIGINT.
+//! The serving process of `switchyard serve` (whose flags the command line
+//! reads): binds the listeners, starts the background tasks (app and GeoIP
+//! watchers), and runs until SIGTERM or SIGINT.
 //!
 //! DNS runs on one current-thread tokio runtime per core, each with its own
 //! `SO_REUSEPORT` UDP socket and TCP listener on the same address: the
@@ -9,19 +10,16 @@
 //! ([`crate::workers`]).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow};
 use arc_swap::ArcSwap;
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
 use crate::apps::AppRegistry;
-use crate::cli::ServeArgs;
-use crate::config::{Config, TokenSetting};
+use crate::config::{Config, ConfigSource};
 use crate::data::DataHub;
 use crate::dns::{DnsHandler, ZoneSet};
 use crate::geo::{Geo, GeoDb, GeoPaths, GeoWatcher};
@@ -109,123 +107,6 @@ impl State {
     }
 }
 
-/// The GeoIP paths a configuration names.
-pub fn geo_paths(config: &Config) -> GeoPaths {
-    GeoPaths {
-        city: config.geo_city.clone(),
-        asn: config.geo_asn.clone(),
-        overrides: config.geo_overrides.clone(),
-    }
-}
-
-/// Checks what would stop the serving process from starting (GeoIP files, the static
-/// probe table, zones, the apps and data directories), so that `serve` can refuse at once
-/// with one error naming the file instead of the supervisor restarting a process that
-/// fails the same way every time. The stats store is not checked: a database server that
-/// is not up yet is the serving process's to retry (see [`crate::supervisor`]).
-pub fn check_startup(config: &Config) -> anyhow::Result<()> {
-    GeoDb::check(&geo_paths(config))?;
-    if let Some(p) = &config.static_probes {
-        crate::data::probes::load_static(p).map_err(|e| anyhow!("data.probes: {e}"))?;
-    }
-    ZoneSet::from_config(config).map_err(|e| anyhow!("{}: {e}", config.source))?;
-    if !config.apps_dir.is_dir() {
-        return Err(anyhow!(
-            "apps directory {} does not exist",
-            config.apps_dir.display()
-        ));
-    }
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    Ok(())
-}
-
-/// Resolves the admin `api_token` for serving: an unset one becomes the
-/// generated token in `data_dir/api_token` (made at first start, mode
-/// 0600), and a token shorter than [`tokens::MIN_EXPOSED_TOKEN_LEN`] (the
-/// old example's `change-me`, a word) is refused when the admin listener
-/// is not loopback. Returns the token file and whether it was made now,
-/// when the token comes from one.
-pub fn resolve_api_token(config: &mut Config) -> anyhow::Result<Option<(PathBuf, bool)>> {
-    let file = if config.api_token_setting == TokenSetting::Unset {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!("cannot create data directory {}", config.data_dir.display())
-        })?;
-        let (token, path, created) =
-            tokens::admin_token_file(&config.data_dir).map_err(|e| anyhow!(e))?;
-        config.api_token = Some(token);
-        Some((path, created))
-    } else {
-        None
-    };
-    if let Some(token) = &config.api_token
-        && !config.admin.ip().is_loopback()
-        && token.chars().count() < tokens::MIN_EXPOSED_TOKEN_LEN
-    {
-        bail!(
-            "{}: server.api_token: a token shorter than {} characters (such as \"change-me\") is refused on the admin listener {}, which is not loopback; remove api_token to have a random one generated in {}, or set a long random one",
-            config.source,
-            tokens::MIN_EXPOSED_TOKEN_LEN,
-            config.admin,
-            config.data_dir.join(tokens::ADMIN_TOKEN_FILE).display()
-        );
-    }
-    Ok(file)
-}
-
-/// The file in the data directory that holds the generated DNS cookie
-/// secret.
-pub const COOKIE_SECRET_FILE: &str = "cookie_secret";
-
-/// Resolves the DNS cookie secret for serving: when cookies are on and
-/// `[cookies] secret` is not set, the one in `data_dir/cookie_secret`
-/// (128 random bits made at first start, mode 0600). Every node of a fleet
-/// must share it for each to accept the others' cookies: set it in the file
-/// or copy this one. Returns the file when it was created now.
-pub fn resolve_cookie_secret(config: &mut Config) -> anyhow::Result<Option<PathBuf>> {
-    if !config.cookies.enabled || config.cookies.secret.is_some() {
-        return Ok(None);
-    }
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let path = config.data_dir.join(COOKIE_SECRET_FILE);
-    let (hex, created) = tokens::secret_file(&path, 16, |s| {
-        crate::config::parse_secret("cookie secret", s).map(|_| ())
-    })
-    .map_err(|e| anyhow!(e))?;
-    config.cookies.secret =
-        Some(crate::config::parse_secret("cookie secret", &hex).map_err(|e| anyhow!(e))?);
-    Ok(created.then_some(path))
-}
-
-/// Logs, once per `serve`, where the admin token comes from (never the
-/// token), and warns when the admin listener is reachable from other hosts
-/// while its reads need no token.
-fn log_api_access(config: &Config, file: Option<(PathBuf, bool)>) {
-    match (file, config.api_token_setting) {
-        (Some((path, true)), _) => tracing::info!(
-            path = %path.display(),
-            "generated the admin API token (server.api_token is not set); it is in this file, mode 0600; the CLI reads it with --data-dir"
-        ),
-        (Some((path, false)), _) => tracing::info!(
-            path = %path.display(),
-            "admin API token read from this file (server.api_token is not set)"
-        ),
-        (None, TokenSetting::Off) => {
-            tracing::info!(
-                "the token API is off (server.api_token = \"\"): every /api/* write is refused"
-            )
-        }
-        (None, _) => {}
-    }
-    if !config.admin.ip().is_loopback() && !config.admin_reads_need_token {
-        tracing::warn!(
-            addr = %config.admin,
-            "the operations listener is not on a loopback address and GET /api/* needs no token there; set [server] admin_reads_need_token = true to require one"
-        );
-    }
-}
-
 /// Builds the shared state from a configuration (no sockets yet).
 pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
     // Installed first, so histogram handles taken by workers are live ones.
@@ -242,7 +123,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
         )
         .with_default_window(config.leaderboard.window),
     );
-    let geo = Arc::new(Geo::new(GeoDb::open(&geo_paths(&config))?));
+    let geo = Arc::new(Geo::new(GeoDb::open(&config.geo_paths())?));
     let static_probes = match &config.static_probes {
         Some(p) => crate::data::probes::load_static(p).map_err(|e| anyhow!("data.probes: {e}"))?,
         None => Default::default(),
@@ -337,8 +218,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
 /// ([`crate::quarantine::after_abnormal_exit`]), and starts the slots'
 /// heartbeat.
 fn open_quarantine(config: &Config) -> anyhow::Result<(Arc<Slots>, Arc<Quarantine>)> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    crate::startup::create_data_dir(config)?;
     let slots_path = config.data_dir.join(crate::supervisor::slots_file());
     let (slots, in_flight) = Slots::open(&slots_path)
         .with_context(|| format!("cannot open {}", slots_path.display()))?;
@@ -349,61 +229,6 @@ fn open_quarantine(config: &Config) -> anyhow::Result<(Arc<Slots>, Arc<Quarantin
     slots.watch_allocation_failures();
     slots.watch_crashes();
     Ok((slots, Arc::new(quarantine)))
-}
-
-/// Binds a UDP socket with `SO_REUSEPORT`, so every DNS runtime can have one.
-fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    s.set_reuse_port(true)?;
-    s.set_nonblocking(true)?;
-    // Room for bursts while a runtime is busy (the kernel may cap it).
-    let _ = s.set_recv_buffer_size(4 << 20);
-    s.bind(&addr.into())?;
-    Ok(s.into())
-}
-
-/// Binds a TCP listener with `SO_REUSEPORT`.
-fn tcp_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    s.listen(1024)?;
-    Ok(s.into())
-}
-
-/// The DNS sockets of one address: `copies` UDP sockets and TCP listeners
-/// on one port (port 0 picks a free port shared by all of them).
-pub fn bind_dns(
-    addr: SocketAddr,
-    copies: usize,
-) -> anyhow::Result<Vec<(std::net::UdpSocket, std::net::TcpListener)>> {
-    // With port 0, the first UDP bind picks the port; retry a few times in
-    // case its TCP twin is taken.
-    for _ in 0..20 {
-        let first = udp_socket(addr).with_context(|| format!("cannot bind DNS UDP {addr}"))?;
-        let bound = first.local_addr()?;
-        let tcp = match tcp_listener(bound) {
-            Ok(t) => t,
-            Err(_) if addr.port() == 0 => continue,
-            Err(e) => return Err(anyhow!("cannot bind DNS TCP {bound}: {e}")),
-        };
-        let mut out = vec![(first, tcp)];
-        for _ in 1..copies {
-            let u = udp_socket(bound).with_context(|| format!("cannot bind DNS UDP {bound}"))?;
-            let t = tcp_listener(bound).with_context(|| format!("cannot bind DNS TCP {bound}"))?;
-            out.push((u, t));
-        }
-        return Ok(out);
-    }
-    Err(anyhow!("cannot find a free port for DNS on {addr}"))
 }
 
 /// Starts the DNS servers on their own threads; returns the bound addresses.
@@ -488,37 +313,13 @@ pub fn start_dns(
     Ok(threads)
 }
 
-/// `switchyard serve`: the supervisor, or with `--worker` the serving
-/// process itself (on the supervisor's sockets when it passed them, else on
-/// sockets of its own).
-///
-/// The serving process returns only once it has served (`Ok`); when it cannot start, it
-/// logs why and exits with [`crate::supervisor::EXIT_STARTUP`], so that the supervisor can
-/// tell a process that will never start from one that crashed while serving.
-pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    if !args.worker {
-        let mut config = args.config.load()?;
-        check_startup(&config)?;
-        let token_file = resolve_api_token(&mut config)?;
-        log_api_access(&config, token_file);
-        if let Some(path) = resolve_cookie_secret(&mut config)? {
-            tracing::info!(path = %path.display(), "generated the DNS cookie secret ([cookies] secret is not set); a fleet shares one: copy this file or set the secret");
-        }
-        return crate::supervisor::supervise(config);
-    }
-    if let Err(e) = serve_worker(args) {
-        tracing::error!("the serving process cannot start: {e:#}");
-        std::process::exit(crate::supervisor::EXIT_STARTUP);
-    }
-    Ok(())
-}
-
-/// The serving process: everything that fails here fails before it is ready.
-fn serve_worker(args: &ServeArgs) -> anyhow::Result<()> {
+/// The serving process: everything that fails here fails before it is
+/// ready. `source` is read now and again on every SIGHUP.
+pub fn serve_worker(source: ConfigSource) -> anyhow::Result<()> {
     crate::logging::log_panics();
-    let mut config = args.config.load()?;
-    resolve_api_token(&mut config)?;
-    resolve_cookie_secret(&mut config)?;
+    let mut config = source.load()?;
+    crate::startup::resolve_api_token(&mut config)?;
+    crate::startup::resolve_cookie_secret(&mut config)?;
     let listeners = match Listeners::from_env()? {
         Some(l) => l,
         None => Listeners::bind(
@@ -530,14 +331,10 @@ fn serve_worker(args: &ServeArgs) -> anyhow::Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    rt.block_on(run(config, listeners, args.config.clone()))
+    rt.block_on(run(config, listeners, source))
 }
 
-async fn run(
-    config: Config,
-    listeners: Listeners,
-    config_args: crate::cli::ConfigArgs,
-) -> anyhow::Result<()> {
+async fn run(config: Config, listeners: Listeners, source: ConfigSource) -> anyhow::Result<()> {
     let state = build_state(config).await?;
     let sockets = listeners.dns;
     let bound: Vec<SocketAddr> = sockets
@@ -594,7 +391,7 @@ async fn run(
         .geo_watcher
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner()) =
-        watch_geo(&state.geo, geo_paths(&state.config.load()));
+        watch_geo(&state.geo, state.config.load().geo_paths());
     for addr in &bound {
         tracing::info!(%addr, "listening for DNS over UDP");
         tracing::info!(%addr, "listening for DNS over TCP");
@@ -604,7 +401,7 @@ async fn run(
     tracing::info!(addr = %admin_addr, "listening for operations");
     tracing::info!(apps = state.apps.snapshot().apps.len(), "switchyard ready");
     crate::supervisor::notify_ready();
-    wait_for_signals(&state, &config_args).await;
+    wait_for_signals(&state, &source).await;
     tracing::info!("shutting down");
     shutdown.cancel();
     let _ = http_task.await;
@@ -673,7 +470,7 @@ fn start_feeds(state: &Arc<State>, stop: CancellationToken) {
 }
 
 /// Waits for SIGTERM/SIGINT; reloads the configuration on SIGHUP.
-async fn wait_for_signals(state: &Arc<State>, config_args: &crate::cli::ConfigArgs) {
+async fn wait_for_signals(state: &Arc<State>, source: &ConfigSource) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -688,7 +485,7 @@ async fn wait_for_signals(state: &Arc<State>, config_args: &crate::cli::ConfigAr
         tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
-            _ = hup.recv() => reload_config(state, config_args).await,
+            _ = hup.recv() => reload_config(state, source).await,
         }
     }
 }
@@ -697,15 +494,17 @@ async fn wait_for_signals(state: &Arc<State>, config_args: &crate::cli::ConfigAr
 /// one. Zones, providers, static probes, app settings and budgets, GeoIP paths and the
 /// per-request HTTP settings apply at once; each changed key that is only read at startup
 /// gets a warning (see [`restart_only_changes`]).
-pub async fn reload_config(state: &Arc<State>, config_args: &crate::cli::ConfigArgs) {
+pub async fn reload_config(state: &Arc<State>, source: &ConfigSource) {
     let fail = |e: &dyn std::fmt::Display| {
         tracing::warn!(error = %e, "config reload failed; keeping the current configuration");
     };
-    let mut config = match config_args.load() {
+    let mut config = match source.load() {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    if let Err(e) = resolve_api_token(&mut config).and(resolve_cookie_secret(&mut config)) {
+    if let Err(e) = crate::startup::resolve_api_token(&mut config)
+        .and(crate::startup::resolve_cookie_secret(&mut config))
+    {
         return fail(&e);
     }
     let zones = match ZoneSet::from_config(&config) {
@@ -720,8 +519,8 @@ pub async fn reload_config(state: &Arc<State>, config_args: &crate::cli::ConfigA
         None => Default::default(),
     };
     let old = state.config.load_full();
-    let paths = geo_paths(&config);
-    let geo = if paths == geo_paths(&old) {
+    let paths = config.geo_paths();
+    let geo = if paths == old.geo_paths() {
         None
     } else {
         match GeoDb::open(&paths) {

@@ -20,7 +20,7 @@
 //! configuration it cannot load, a stats store it cannot reach) is retried a few times
 //! with a growing pause, in case the cause is passing, and then the supervisor gives up
 //! and exits non-zero instead of restarting it forever. `serve` checks the configuration's
-//! files before starting the supervisor ([`crate::server::check_startup`]), so most such
+//! files before starting the supervisor ([`crate::startup::check_startup`]), so most such
 //! errors are reported before any serving process runs.
 
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
@@ -78,7 +78,7 @@ impl Listeners {
     pub fn bind(config: &Config, copies: usize) -> anyhow::Result<Listeners> {
         let mut dns = Vec::new();
         for addr in &config.dns {
-            dns.push(crate::server::bind_dns(*addr, copies)?);
+            dns.push(crate::sockets::bind_dns(*addr, copies)?);
         }
         let http = std::net::TcpListener::bind(config.http)
             .with_context(|| format!("cannot bind HTTP {}", config.http))?;

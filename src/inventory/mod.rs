@@ -6,7 +6,6 @@
 //! - [`selector`]: label selectors (`tier=edge,region!=eu`).
 //! - [`store`]: the storage seam; [`sqlite`] and [`postgres`] beside it.
 //! - [`tokens`]: issued bearer tokens, stored hashed.
-//! - [`client`]: the `providers` / `route` / `shape` CLI, over the API.
 //!
 //! [`Inventory`] ties them together: providers come from the config
 //! (`[providers.<id>]`) with the fields changed through the API laid over
@@ -17,7 +16,6 @@
 //! commits, and polling it every [`POLL_INTERVAL`] in case a notification
 //! was lost.
 
-pub mod client;
 pub mod model;
 pub mod postgres;
 pub mod selector;

@@ -18,8 +18,8 @@ use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
 use serde::Deserialize;
 
-use crate::cli::ConfigArgs;
-use crate::config::{AppSettings, Config, RawAppSettings};
+use super::ConfigArgs;
+use crate::config::{AppSettings, Config, RawAppSettings, read_sidecar};
 use crate::geo::GeoDb;
 use crate::openmix::engine::TestScripts;
 use crate::openmix::host::REQUEST_FIELDS;
@@ -125,7 +125,7 @@ pub struct TestResult {
 pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     let config = args.config.load()?;
     let decision_budget = args.budget_ms.map(|ms| Duration::from_millis(ms.max(1)));
-    let geo = GeoDb::open(&crate::server::geo_paths(&config)).ok();
+    let geo = GeoDb::open(&config.geo_paths()).ok();
     let mut files = Vec::new();
     for p in &args.paths {
         collect(p, &mut files)?;
@@ -263,11 +263,10 @@ pub fn run_file(
 /// config, replaced by the sidecar `NAME.toml` next to the app when there
 /// is one.
 fn app_settings(app: &Path, name: &str, config: &Config) -> Result<AppSettings, String> {
-    let side = app.with_extension("toml");
-    let Ok(text) = std::fs::read_to_string(&side) else {
+    let Some(text) = read_sidecar(app).map_err(|e| e.to_string())? else {
         return Ok(config.app_settings(name));
     };
-    let what = side.display().to_string();
+    let what = app.with_extension("toml").display().to_string();
     let raw: RawAppSettings =
         toml::from_str(&text).map_err(|e| format!("{what}: {}", e.to_string().trim()))?;
     raw.check(config.budget, &what)

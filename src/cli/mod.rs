@@ -1,0 +1,72 @@
+//! The `switchyard` command line: the flags, and each subcommand in its
+//! own file. `anyhow` is used here and in `main.rs` only: the library
+//! returns typed errors, the command line adds context and prints them.
+
+use clap::{Parser, Subcommand};
+
+pub mod api;
+pub mod app;
+pub mod args;
+pub mod check;
+pub mod decide;
+pub mod geo;
+pub mod providers;
+pub mod quarantine;
+pub mod route;
+pub mod serve;
+pub mod shape;
+pub mod test;
+
+pub use args::ConfigArgs;
+pub use check::lint;
+
+/// Scriptable traffic steering: authoritative DNS and HTTP decisions from Openmix apps.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands (parsed once per process: the size difference of the
+/// variants does not matter).
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)]
+pub enum Command {
+    /// Run the DNS and HTTP servers.
+    Serve(serve::ServeArgs),
+    /// Run one decision of an app and print it as JSON.
+    Decide(decide::DecideArgs),
+    /// Compile an app, run its init, and report errors with line numbers.
+    Check(check::CheckArgs),
+    /// Print what the GeoIP databases say about an address.
+    Geo(geo::GeoArgs),
+    /// Run app test fixtures on the real runtime.
+    Test(test::TestArgs),
+    /// List, drain and undrain providers of a running server.
+    Providers(providers::ProvidersArgs),
+    /// Add a weighted route to an endpoint of a running server.
+    Route(route::RouteArgs),
+    /// Set the weights of an endpoint's routes together: `shape APP route000=80 route001=20`.
+    Shape(shape::ShapeArgs),
+    /// List quarantined apps of a running server, or lift a quarantine.
+    Quarantine(quarantine::QuarantineArgs),
+}
+
+impl Command {
+    /// Runs the subcommand.
+    pub fn run(&self) -> anyhow::Result<()> {
+        match self {
+            Command::Serve(args) => serve::serve(args),
+            Command::Decide(args) => decide::decide(args),
+            Command::Check(args) => check::check(args),
+            Command::Geo(args) => geo::geo(args),
+            Command::Test(args) => test::run(args),
+            Command::Providers(args) => providers::providers(args),
+            Command::Route(args) => route::route(args),
+            Command::Shape(args) => shape::shape(args),
+            Command::Quarantine(args) => quarantine::quarantine(args),
+        }
+    }
+}

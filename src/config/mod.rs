@@ -1,0 +1,318 @@
+//! Configuration: a serde mirror of `switchyard.toml`, then checks.
+//!
+//! Two stages, as ripgrep does with its flags: [`RawConfig`] is what the TOML
+//! says, [`Config`] is validated and ready (addresses parsed, zones checked,
+//! fallbacks classified). Every error names the file and the key. With no
+//! file, the built-in defaults are `examples/switchyard.toml`, compiled in.
+//!
+//! Each section has its file (`server`, `zones`, `geo`, `budget`, `apps`,
+//! `providers`, `feeds`, `leaderboard`, `reports`, `rrl`, `cookies`) with
+//! its raw and checked forms; [`Config::parse`] runs them in order. The
+//! environment variables that win over the file are read once, in `env`;
+//! `source` knows the file and the command-line overrides.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::openmix::{Budget, ProviderInfo};
+
+mod apps;
+mod budget;
+mod cookies;
+mod env;
+mod feeds;
+mod geo;
+mod leaderboard;
+mod providers;
+mod reports;
+mod rrl;
+mod server;
+mod source;
+mod zones;
+
+pub use apps::{AppSettings, RawAppSettings, SidecarError, StringOrList, read_sidecar};
+pub use cookies::{Cookies, SecretError, parse_secret};
+pub use feeds::{FusionFeed, SonarCheck};
+pub use leaderboard::{Leaderboard, ProbeSource};
+pub use reports::{ReportsConfig, hostname};
+pub use rrl::{RRL_MAX_DEBT, Rrl};
+pub use server::TokenSetting;
+pub use source::{ConfigSource, Overrides};
+pub use zones::{Soa, StaticRecord, Zone, fqdn};
+
+/// The configuration used when no file is given.
+pub const DEFAULT_CONFIG: &str = include_str!("../../examples/switchyard.toml");
+
+/// A configuration error, naming the file and key.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    /// The file (or `<built-in defaults>`).
+    pub file: String,
+    /// What is wrong, starting with the key.
+    pub message: String,
+}
+
+/// `switchyard.toml` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    server: server::RawServer,
+    #[serde(default)]
+    geo: geo::RawGeo,
+    #[serde(default)]
+    budget: budget::RawBudget,
+    #[serde(default, rename = "zone")]
+    zones: Vec<zones::RawZone>,
+    #[serde(default)]
+    providers: BTreeMap<String, ProviderInfo>,
+    #[serde(default)]
+    apps: BTreeMap<String, RawAppSettings>,
+    #[serde(default)]
+    data: feeds::RawData,
+    #[serde(default)]
+    fusion: Vec<FusionFeed>,
+    #[serde(default)]
+    sonar: Vec<SonarCheck>,
+    #[serde(default)]
+    leaderboard: leaderboard::RawLeaderboard,
+    #[serde(default)]
+    reports: reports::RawReports,
+    #[serde(default)]
+    rrl: rrl::RawRrl,
+    #[serde(default)]
+    cookies: cookies::RawCookies,
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from.
+    pub source: String,
+    /// DNS listen addresses (UDP and TCP each).
+    pub dns: Vec<SocketAddr>,
+    /// Public HTTP decision endpoint.
+    pub http: SocketAddr,
+    /// Operations and `/api/*`.
+    pub admin: SocketAddr,
+    /// Apps directory.
+    pub apps_dir: PathBuf,
+    /// Data directory (SQLite, quarantine slots).
+    pub data_dir: PathBuf,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Largest UDP response payload offered.
+    pub max_udp_payload: u16,
+    /// The admin bearer token of `/api/*` (the API is off without one).
+    /// `None` before `serve` resolves an unset one ([`TokenSetting::Unset`])
+    /// to the generated token in `data_dir/api_token`.
+    pub api_token: Option<String>,
+    /// How the file set `server.api_token`.
+    pub api_token_setting: TokenSetting,
+    /// Every `GET /api/*` needs a bearer token too
+    /// (`server.admin_reads_need_token`, default off).
+    pub admin_reads_need_token: bool,
+    /// Most open HTTP connections per listener.
+    pub max_connections: usize,
+    /// What one client network may hold open on each listener that keeps
+    /// connections (both HTTP listeners, DNS over TCP).
+    pub per_client: crate::clients::PerClient,
+    /// How long an HTTP connection may stay open with no request in flight.
+    pub idle_timeout: Duration,
+    /// How long one HTTP request may take, body included.
+    pub request_timeout: Duration,
+    /// Largest HTTP request body accepted.
+    pub max_body_bytes: usize,
+    /// Time a client has to send its request headers.
+    pub header_timeout: Duration,
+    /// Address-space cap of the serving process, in bytes (the supervisor
+    /// restarts it when a runaway hits the cap).
+    pub memory_limit: Option<u64>,
+    /// How long a JS worker may stay in one decision before the watchdog
+    /// answers its query from the fallback and retires the thread.
+    pub hard_limit: Duration,
+    /// Reuse decisions of apps proven stateless for requests that read the
+    /// same values (`server.memoise`, default on; see `openmix::memo`).
+    pub memoise: bool,
+    /// GeoIP City database.
+    pub geo_city: Option<PathBuf>,
+    /// GeoIP ASN database.
+    pub geo_asn: Option<PathBuf>,
+    /// Code override table.
+    pub geo_overrides: Option<PathBuf>,
+    /// Default budgets.
+    pub budget: Budget,
+    /// Zones served.
+    pub zones: Vec<Zone>,
+    /// Configured providers, in name order.
+    pub providers: Vec<(String, ProviderInfo)>,
+    /// The same providers as the inventory reads them (host, labels,
+    /// location, state, load), checked.
+    pub inventory_providers: Vec<crate::inventory::model::Provider>,
+    /// `[apps.NAME]` settings (a sidecar file overrides them).
+    pub apps: BTreeMap<String, RawAppSettings>,
+    /// Static probe values (JSON file in the Openmix `getProbe` shape).
+    pub static_probes: Option<PathBuf>,
+    /// Age after which a feed without a fresh value is reported stale.
+    pub stale_after: Duration,
+    /// Fusion feeds.
+    pub fusion: Vec<FusionFeed>,
+    /// Sonar checks.
+    pub sonar: Vec<SonarCheck>,
+    /// The leaderboard stats store and probe refresher.
+    pub leaderboard: Leaderboard,
+    /// Decision reports and the fleet.
+    pub reports: ReportsConfig,
+    /// Response rate limiting.
+    pub rrl: Rrl,
+    /// DNS Cookies.
+    pub cookies: Cookies,
+}
+
+impl Config {
+    /// Loads `path`, or the built-in defaults when `path` is `None`, and
+    /// applies the command-line overrides.
+    pub fn load(path: Option<&Path>, over: &Overrides) -> Result<Config, ConfigError> {
+        let (text, source) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p).map_err(|e| ConfigError {
+                    file: p.display().to_string(),
+                    message: format!("cannot read: {e}"),
+                })?,
+                p.display().to_string(),
+            ),
+            None => (
+                DEFAULT_CONFIG.to_string(),
+                "<built-in defaults>".to_string(),
+            ),
+        };
+        Self::parse(&text, &source, over)
+    }
+
+    /// Parses and checks configuration text; `source` names it in errors.
+    /// The environment variables that win over the file are read here, once.
+    pub fn parse(text: &str, source: &str, over: &Overrides) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError {
+            file: source.to_string(),
+            message,
+        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| err(e.to_string().trim().to_string()))?;
+        let env = env::Env::read();
+        let server = server::check(&raw.server, over).map_err(err)?;
+        let budget = budget::check(&raw.budget).map_err(err)?;
+        let zones = zones::check(raw.zones, over.zone.as_deref()).map_err(err)?;
+        for (name, settings) in &raw.apps {
+            settings
+                .check(budget, &format!("apps.{name}"))
+                .map_err(err)?;
+        }
+        let providers = providers::check(&raw.providers).map_err(err)?;
+        feeds::check_fusion(&raw.fusion).map_err(err)?;
+        feeds::check_sonar(&raw.sonar).map_err(err)?;
+        let leaderboard = leaderboard::check(raw.leaderboard, &env).map_err(err)?;
+        let reports = reports::check(raw.reports, &env).map_err(err)?;
+        let per_client = server::per_client(&raw.server).map_err(err)?;
+        let rrl = rrl::check(raw.rrl).map_err(err)?;
+        let cookies = cookies::check(raw.cookies).map_err(err)?;
+        let geo = geo::check(raw.geo, over);
+        let data = feeds::check_data(raw.data);
+        Ok(Config {
+            source: source.to_string(),
+            dns: server.dns,
+            http: server.http,
+            admin: server.admin,
+            apps_dir: server.apps_dir,
+            data_dir: server.data_dir,
+            trusted_proxies: server.trusted_proxies,
+            max_udp_payload: server.max_udp_payload,
+            api_token: server.api_token,
+            api_token_setting: server.api_token_setting,
+            admin_reads_need_token: server.admin_reads_need_token,
+            max_connections: server.max_connections,
+            per_client,
+            idle_timeout: server.idle_timeout,
+            request_timeout: server.request_timeout,
+            max_body_bytes: server.max_body_bytes,
+            header_timeout: server.header_timeout,
+            memory_limit: server.memory_limit,
+            hard_limit: server.hard_limit,
+            memoise: server.memoise,
+            geo_city: geo.city,
+            geo_asn: geo.asn,
+            geo_overrides: geo.overrides,
+            budget,
+            zones,
+            providers: providers.list,
+            inventory_providers: providers.inventory,
+            apps: raw.apps,
+            static_probes: data.static_probes,
+            stale_after: data.stale_after,
+            fusion: raw.fusion,
+            sonar: raw.sonar,
+            leaderboard,
+            reports,
+            rrl,
+            cookies,
+        })
+    }
+
+    /// Settings for app `name` from `[apps.NAME]` (defaults when absent).
+    pub fn app_settings(&self, name: &str) -> AppSettings {
+        self.apps
+            .get(name)
+            .and_then(|s| s.check(self.budget, name).ok())
+            .unwrap_or_else(|| AppSettings {
+                budget: self.budget,
+                ..AppSettings::default()
+            })
+    }
+
+    /// The default TTL of the first zone (used by `decide`).
+    pub fn default_ttl(&self) -> u32 {
+        self.zones.first().map_or(20, |z| z.ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let c = Config::load(None, &Overrides::default()).unwrap();
+        assert_eq!(c.zones[0].name, "switchyard.test.");
+        assert_eq!(c.dns, vec!["127.0.0.1:5353".parse().unwrap()]);
+    }
+
+    #[test]
+    fn errors_name_key() {
+        let e = Config::parse("[server]\nhttp = 'nope'\n", "x.toml", &Overrides::default())
+            .unwrap_err();
+        assert!(e.to_string().contains("x.toml: server.http"), "{e}");
+        let e = Config::parse(
+            "[[zone]]\nname='a.test'\n[[zone.records]]\nname='w'\ntype='A'\nvalue='1.2.3'\n",
+            "y.toml",
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("zone[0].records[0].value"), "{e}");
+        let e = Config::parse("bogus = 1\n", "z.toml", &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let e = Config::parse(
+            "[providers.cdn_x]\ncname = 'not a host!'\n",
+            "p.toml",
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("p.toml: providers.cdn_x.cname"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,223 @@
+//! `[[zone]]`: the zones served, their SOA and static records.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawZone {
+    name: String,
+    ttl: Option<u32>,
+    #[serde(default)]
+    ns: Vec<String>,
+    #[serde(default)]
+    soa: RawSoa,
+    #[serde(default)]
+    records: Vec<RawRecord>,
+}
+
+impl RawZone {
+    /// A zone with nothing but a name (and a TTL): `--zone`, or the default.
+    fn bare(name: String, ttl: Option<u32>) -> RawZone {
+        RawZone {
+            name,
+            ttl,
+            ns: Vec::new(),
+            soa: RawSoa::default(),
+            records: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSoa {
+    mname: Option<String>,
+    rname: Option<String>,
+    serial: Option<u32>,
+    refresh: Option<i32>,
+    retry: Option<i32>,
+    expire: Option<i32>,
+    minimum: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecord {
+    name: String,
+    #[serde(rename = "type")]
+    rtype: String,
+    value: String,
+    ttl: Option<u32>,
+    priority: Option<u16>,
+}
+
+/// A static record served without any app.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaticRecord {
+    /// Fully qualified, lower-case owner name with trailing dot.
+    pub name: String,
+    /// Record type: A, AAAA, CNAME, TXT or MX.
+    pub rtype: String,
+    /// Value as written (address, name, text).
+    pub value: String,
+    /// TTL.
+    pub ttl: u32,
+    /// MX preference.
+    pub priority: u16,
+}
+
+/// SOA fields of a zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Soa {
+    /// Primary name server.
+    pub mname: String,
+    /// Responsible mailbox, as a name.
+    pub rname: String,
+    /// Serial.
+    pub serial: u32,
+    /// Refresh seconds.
+    pub refresh: i32,
+    /// Retry seconds.
+    pub retry: i32,
+    /// Expire seconds.
+    pub expire: i32,
+    /// Negative-answer TTL.
+    pub minimum: u32,
+}
+
+/// A checked zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Zone {
+    /// Lower-case name with trailing dot, e.g. `switchyard.test.`.
+    pub name: String,
+    /// Default TTL of app answers in this zone.
+    pub ttl: u32,
+    /// Name servers.
+    pub ns: Vec<String>,
+    /// Start of authority.
+    pub soa: Soa,
+    /// Static records.
+    pub records: Vec<StaticRecord>,
+}
+
+/// Lower-cases and adds the trailing dot.
+pub fn fqdn(name: &str) -> String {
+    let mut n = name.trim().to_ascii_lowercase();
+    if !n.ends_with('.') {
+        n.push('.');
+    }
+    n
+}
+
+/// Checks the zones; `--zone` (`over_zone`) replaces them with one of that
+/// name, and with none configured, `switchyard.test.` is served.
+pub(super) fn check(raw: Vec<RawZone>, over_zone: Option<&str>) -> Result<Vec<Zone>, String> {
+    let mut raw_zones = raw;
+    if let Some(z) = over_zone {
+        raw_zones = vec![RawZone::bare(
+            z.to_string(),
+            raw_zones.first().and_then(|z| z.ttl),
+        )];
+    }
+    if raw_zones.is_empty() {
+        raw_zones.push(RawZone::bare("switchyard.test.".into(), None));
+    }
+    let mut zones = Vec::new();
+    for (i, z) in raw_zones.into_iter().enumerate() {
+        zones.push(check_zone(z, i)?);
+    }
+    for (i, a) in zones.iter().enumerate() {
+        if zones[..i].iter().any(|b| b.name == a.name) {
+            return Err(format!("zone: '{}' is configured twice", a.name));
+        }
+    }
+    Ok(zones)
+}
+
+fn check_zone(z: RawZone, i: usize) -> Result<Zone, String> {
+    let key = format!("zone[{i}]");
+    let name = fqdn(&z.name);
+    crate::openmix::decision::check_hostname(&name).map_err(|e| format!("{key}.name: {e}"))?;
+    let ns: Vec<String> = if z.ns.is_empty() {
+        vec![format!("ns1.{name}")]
+    } else {
+        z.ns.iter().map(|n| fqdn(n)).collect()
+    };
+    for n in &ns {
+        crate::openmix::decision::check_hostname(n).map_err(|e| format!("{key}.ns: {e}"))?;
+    }
+    let soa = Soa {
+        mname: z
+            .soa
+            .mname
+            .as_deref()
+            .map(fqdn)
+            .unwrap_or_else(|| ns[0].clone()),
+        rname: z
+            .soa
+            .rname
+            .as_deref()
+            .map(fqdn)
+            .unwrap_or_else(|| format!("hostmaster.{name}")),
+        serial: z.soa.serial.unwrap_or(1),
+        refresh: z.soa.refresh.unwrap_or(3600),
+        retry: z.soa.retry.unwrap_or(600),
+        expire: z.soa.expire.unwrap_or(604_800),
+        minimum: z.soa.minimum.unwrap_or(60),
+    };
+    let ttl = z.ttl.unwrap_or(20);
+    let mut records = Vec::new();
+    for (j, r) in z.records.into_iter().enumerate() {
+        records.push(check_record(r, &format!("{key}.records[{j}]"), &name, ttl)?);
+    }
+    Ok(Zone {
+        name,
+        ttl,
+        ns,
+        soa,
+        records,
+    })
+}
+
+fn check_record(r: RawRecord, rkey: &str, zone: &str, ttl: u32) -> Result<StaticRecord, String> {
+    let owner = if r.name == "@" {
+        zone.to_string()
+    } else if r.name.ends_with('.') {
+        fqdn(&r.name)
+    } else {
+        fqdn(&format!("{}.{zone}", r.name))
+    };
+    if !owner.ends_with(zone) {
+        return Err(format!("{rkey}.name: '{owner}' is outside zone '{zone}'"));
+    }
+    let rtype = r.rtype.to_ascii_uppercase();
+    match rtype.as_str() {
+        "A" => {
+            r.value
+                .parse::<std::net::Ipv4Addr>()
+                .map_err(|_| format!("{rkey}.value: '{}' is not an IPv4 address", r.value))?;
+        }
+        "AAAA" => {
+            r.value
+                .parse::<std::net::Ipv6Addr>()
+                .map_err(|_| format!("{rkey}.value: '{}' is not an IPv6 address", r.value))?;
+        }
+        "CNAME" | "MX" => {
+            crate::openmix::decision::check_hostname(&r.value)
+                .map_err(|e| format!("{rkey}.value: {e}"))?;
+        }
+        "TXT" => {}
+        other => {
+            return Err(format!(
+                "{rkey}.type: '{other}' is not one of A, AAAA, CNAME, TXT, MX"
+            ));
+        }
+    }
+    Ok(StaticRecord {
+        name: owner,
+        rtype,
+        value: r.value,
+        ttl: r.ttl.unwrap_or(ttl),
+        priority: r.priority.unwrap_or(10),
+    })
+}
