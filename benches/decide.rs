@@ -106,7 +106,7 @@ fn bench(c: &mut Criterion) {
     for name in ["best-rtt", "geo-map"] {
         let path = Path::new("apps").join(format!("{name}.js"));
         let src = std::fs::read_to_string(&path).expect("app source");
-        let sidecar = std::fs::read_to_string(path.with_extension("toml")).ok();
+        let sidecar = switchyard::config::read_sidecar(&path).expect("sidecar");
         let app =
             switchyard::apps::load_app(name, &path, &src, sidecar.as_deref(), &config, &data, 100)
                 .expect("loads");

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::budget::bounded;
 use crate::openmix::decision::classify_host;
 use crate::openmix::{Answer, Budget};
 
@@ -59,16 +60,11 @@ impl RawAppSettings {
     pub fn check(&self, base: Budget, what: &str) -> Result<AppSettings, String> {
         let mut budget = base;
         if let Some(ms) = self.budget_ms {
-            if ms == 0 || ms > 10_000 {
-                return Err(format!("{what}: budget_ms must be 1..=10000, got {ms}"));
-            }
+            let ms = bounded(ms, 10_000, &format!("{what}: budget_ms"))?;
             budget.decision = Duration::from_millis(ms);
         }
         if let Some(mb) = self.memory_mb {
-            if mb == 0 || mb > 4096 {
-                return Err(format!("{what}: memory_mb must be 1..=4096, got {mb}"));
-            }
-            budget.memory = (mb as usize) << 20;
+            budget.memory = (bounded(mb, 4096, &format!("{what}: memory_mb"))? as usize) << 20;
         }
         let fallback = match &self.fallback {
             None => Vec::new(),

@@ -14,25 +14,24 @@ pub(super) struct RawBudget {
     memory_mb: Option<u64>,
 }
 
+/// `value` when it is 1 to `max`; `key` names the setting in the error.
+pub(super) fn bounded(value: u64, max: u64, key: &str) -> Result<u64, String> {
+    if value == 0 || value > max {
+        return Err(format!("{key} must be 1..={max}, got {value}"));
+    }
+    Ok(value)
+}
+
 pub(super) fn check(raw: &RawBudget) -> Result<Budget, String> {
     let mut budget = Budget::default();
     if let Some(ms) = raw.decision_ms {
-        if ms == 0 || ms > 10_000 {
-            return Err(format!("budget.decision_ms: must be 1..=10000, got {ms}"));
-        }
-        budget.decision = Duration::from_millis(ms);
+        budget.decision = Duration::from_millis(bounded(ms, 10_000, "budget.decision_ms:")?);
     }
     if let Some(ms) = raw.load_ms {
-        if ms == 0 || ms > 60_000 {
-            return Err(format!("budget.load_ms: must be 1..=60000, got {ms}"));
-        }
-        budget.load = Duration::from_millis(ms);
+        budget.load = Duration::from_millis(bounded(ms, 60_000, "budget.load_ms:")?);
     }
     if let Some(mb) = raw.memory_mb {
-        if mb == 0 || mb > 4096 {
-            return Err(format!("budget.memory_mb: must be 1..=4096, got {mb}"));
-        }
-        budget.memory = (mb as usize) << 20;
+        budget.memory = (bounded(mb, 4096, "budget.memory_mb:")? as usize) << 20;
     }
     Ok(budget)
 }

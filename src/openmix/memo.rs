@@ -477,7 +477,7 @@ mod tests {
             for app_name in ["best-rtt", "geo-map"] {
                 let path = dir.join(format!("{app_name}.js"));
                 let source = std::fs::read_to_string(&path).unwrap();
-                let sidecar = std::fs::read_to_string(path.with_extension("toml")).ok();
+                let sidecar = crate::config::read_sidecar(&path).unwrap();
                 let first = Arc::new(snapshot(1, &snaps[0].0, &snaps[0].1));
                 let mut app = crate::apps::load_app(app_name, &path, &source, sidecar.as_deref(), &config, &first, 1).unwrap();
                 // The test compares answers, not speed: a loaded machine
