@@ -31,10 +31,82 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::sockets::BindError;
+
+/// Why the supervisor cannot bind, start or upgrade a serving process.
+/// The underlying reason is part of the message rather than a `source()`,
+/// as in [`crate::geo::GeoError`]: the upgrade path logs the error itself.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// A DNS socket.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// The HTTP or operations listener.
+    #[error("cannot bind {what} {addr}: {reason}")]
+    Listen {
+        /// `HTTP` or `operations`.
+        what: &'static str,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        reason: std::io::Error,
+    },
+    /// A listening socket cannot be passed on.
+    #[error("cannot make socket {fd} inheritable: {reason}")]
+    Inheritable {
+        /// The descriptor.
+        fd: RawFd,
+        /// Why.
+        reason: std::io::Error,
+    },
+    /// The sockets passed in the environment are not readable.
+    #[error("{FDS_ENV}: {0}")]
+    FdsEnv(serde_json::Error),
+    /// The supervisor's own executable cannot be found or opened.
+    #[error("cannot {what} the switchyard executable: {reason}")]
+    OwnExecutable {
+        /// `find` or `open`.
+        what: &'static str,
+        /// Why.
+        reason: std::io::Error,
+    },
+    /// The executable to upgrade to cannot be opened.
+    #[error("cannot open {}: {reason}", path.display())]
+    Open {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        reason: std::io::Error,
+    },
+    /// The file to upgrade to is not an executable file.
+    #[error("{} is not an executable file", .0.display())]
+    NotExecutable(PathBuf),
+    /// A serving process cannot be started.
+    #[error("cannot start the serving process from {} (inode {inode}): {reason}", path.display())]
+    Spawn {
+        /// The binary.
+        path: PathBuf,
+        /// Its inode.
+        inode: u64,
+        /// Why.
+        reason: std::io::Error,
+    },
+    /// The serving process exited as unable to start too many times.
+    #[error(
+        "the serving process failed to start {0} times in a row (its error is logged above); giving up"
+    )]
+    GaveUp(u32),
+    /// Anything else the operating system refused (a runtime, a signal
+    /// handler, a pipe, a thread, a file's metadata).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The descriptors cannot be written for the serving process.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
 
 /// Environment variable carrying the inherited socket descriptors.
 pub const FDS_ENV: &str = "SWITCHYARD_LISTEN_FDS";
@@ -75,15 +147,20 @@ pub struct Listeners {
 
 impl Listeners {
     /// Binds every listener the configuration names.
-    pub fn bind(config: &Config, copies: usize) -> anyhow::Result<Listeners> {
+    pub fn bind(config: &Config, copies: usize) -> Result<Listeners, SupervisorError> {
         let mut dns = Vec::new();
         for addr in &config.dns {
             dns.push(crate::sockets::bind_dns(*addr, copies)?);
         }
-        let http = std::net::TcpListener::bind(config.http)
-            .with_context(|| format!("cannot bind HTTP {}", config.http))?;
-        let admin = std::net::TcpListener::bind(config.admin)
-            .with_context(|| format!("cannot bind operations {}", config.admin))?;
+        let listen = |what, addr| {
+            std::net::TcpListener::bind(addr).map_err(|reason| SupervisorError::Listen {
+                what,
+                addr,
+                reason,
+            })
+        };
+        let http = listen("HTTP", config.http)?;
+        let admin = listen("operations", config.admin)?;
         for l in [&http, &admin] {
             l.set_nonblocking(true)?;
         }
@@ -91,7 +168,7 @@ impl Listeners {
     }
 
     /// Their descriptors, made inheritable.
-    fn inheritable_fds(&self) -> anyhow::Result<ListenFds> {
+    fn inheritable_fds(&self) -> Result<ListenFds, SupervisorError> {
         let mut fds = ListenFds {
             dns: Vec::new(),
             http: self.http.as_raw_fd(),
@@ -113,21 +190,21 @@ impl Listeners {
         for fd in all {
             // SAFETY: fcntl on a descriptor we own; clearing FD_CLOEXEC only.
             if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
-                return Err(anyhow!(
-                    "cannot make socket {fd} inheritable: {}",
-                    std::io::Error::last_os_error()
-                ));
+                return Err(SupervisorError::Inheritable {
+                    fd,
+                    reason: std::io::Error::last_os_error(),
+                });
             }
         }
         Ok(fds)
     }
 
     /// Takes the sockets passed in `FDS_ENV` (in the serving process).
-    pub fn from_env() -> anyhow::Result<Option<Listeners>> {
+    pub fn from_env() -> Result<Option<Listeners>, SupervisorError> {
         let Ok(text) = std::env::var(FDS_ENV) else {
             return Ok(None);
         };
-        let fds: ListenFds = serde_json::from_str(&text).map_err(|e| anyhow!("{FDS_ENV}: {e}"))?;
+        let fds: ListenFds = serde_json::from_str(&text).map_err(SupervisorError::FdsEnv)?;
         // SAFETY: the supervisor passed these descriptors to this process
         // alone, open and of these types; each is taken exactly once here.
         let take = |fd: RawFd| -> RawFd {
@@ -227,28 +304,38 @@ pub struct Executable {
 
 impl Executable {
     /// The supervisor's own executable (`/proc/self/exe`).
-    pub fn current() -> anyhow::Result<Executable> {
-        let link = std::fs::read_link("/proc/self/exe")
-            .context("cannot find the switchyard executable")?;
+    pub fn current() -> Result<Executable, SupervisorError> {
+        let link = std::fs::read_link("/proc/self/exe").map_err(|reason| {
+            SupervisorError::OwnExecutable {
+                what: "find",
+                reason,
+            }
+        })?;
         let text = link.to_string_lossy();
         let path = PathBuf::from(text.strip_suffix(" (deleted)").unwrap_or(&text));
-        let file = std::fs::File::open("/proc/self/exe")
-            .context("cannot open the switchyard executable")?;
+        let file = std::fs::File::open("/proc/self/exe").map_err(|reason| {
+            SupervisorError::OwnExecutable {
+                what: "open",
+                reason,
+            }
+        })?;
         Executable::from_file(file, path)
     }
 
     /// The file at `path` now (what SIGUSR2 upgrades to).
-    pub fn open(path: &Path) -> anyhow::Result<Executable> {
-        let file =
-            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    pub fn open(path: &Path) -> Result<Executable, SupervisorError> {
+        let file = std::fs::File::open(path).map_err(|reason| SupervisorError::Open {
+            path: path.to_path_buf(),
+            reason,
+        })?;
         let meta = file.metadata()?;
         if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-            return Err(anyhow!("{} is not an executable file", path.display()));
+            return Err(SupervisorError::NotExecutable(path.to_path_buf()));
         }
         Executable::from_file(file, path.to_path_buf())
     }
 
-    fn from_file(file: std::fs::File, path: PathBuf) -> anyhow::Result<Executable> {
+    fn from_file(file: std::fs::File, path: PathBuf) -> Result<Executable, SupervisorError> {
         let inode = file.metadata()?.ino();
         Ok(Executable {
             fd: file.into(),
@@ -326,15 +413,13 @@ fn start(
     memory_limit: Option<u64>,
     slots_file: &str,
     ready: Option<RawFd>,
-) -> anyhow::Result<Child> {
+) -> Result<Child, SupervisorError> {
     let child = child_command(exe, fds, restarts, memory_limit, slots_file, ready)
         .spawn()
-        .with_context(|| {
-            format!(
-                "cannot start the serving process from {} (inode {})",
-                exe.path.display(),
-                exe.inode
-            )
+        .map_err(|reason| SupervisorError::Spawn {
+            path: exe.path.clone(),
+            inode: exe.inode,
+            reason,
         })?;
     tracing::info!(
         pid = child.id(),
@@ -381,7 +466,7 @@ impl Upgrade {
         restarts: u32,
         memory_limit: Option<u64>,
         slots_file: &'static str,
-    ) -> anyhow::Result<Upgrade> {
+    ) -> Result<Upgrade, SupervisorError> {
         let exe = Executable::open(path)?;
         let (mut read, write) = pipe()?;
         let child = start(
@@ -440,7 +525,7 @@ impl Upgrade {
 /// answers what it has read), and restarts use the new binary from then on.
 /// A new process that fails to become ready is stopped and the old one
 /// keeps serving. The supervisor's own code is not replaced by an upgrade.
-pub fn supervise(config: Config) -> anyhow::Result<()> {
+pub fn supervise(config: Config) -> Result<(), SupervisorError> {
     let copies = std::thread::available_parallelism().map_or(2, |n| n.get());
     // The listeners live as long as this function: the supervisor holds
     // them while serving processes come and go.
@@ -536,10 +621,7 @@ pub fn supervise(config: Config) -> anyhow::Result<()> {
                 failed_starts += 1;
                 if failed_starts >= STARTUP_ATTEMPTS {
                     stop(upgrade.map(|u| u.child).into_iter().chain(draining).collect()).await;
-                    return Err(anyhow!(
-                        "the serving process failed to start {failed_starts} times in a row \
-                         (its error is logged above); giving up"
-                    ));
+                    return Err(SupervisorError::GaveUp(failed_starts));
                 }
                 restarts += 1;
                 tracing::error!(pid, %status, restarts, "serving process could not start; retrying");

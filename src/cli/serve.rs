@@ -34,7 +34,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         if let Some(path) = startup::resolve_cookie_secret(&mut config)? {
             tracing::info!(path = %path.display(), "generated the DNS cookie secret ([cookies] secret is not set); a fleet shares one: copy this file or set the secret");
         }
-        return crate::supervisor::supervise(config);
+        return Ok(crate::supervisor::supervise(config)?);
     }
     if let Err(e) = server::serve_worker(source) {
         tracing::error!("the serving process cannot start: {e:#}");
