@@ -9,9 +9,9 @@ use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Overrides};
+use crate::engine::steer::{self, Outcome};
 use crate::geo::{GeoDb, GeoPaths};
 use crate::openmix::{DataSnapshot, Request};
-use crate::steer::{self, Outcome};
 
 /// Scriptable traffic steering: authoritative DNS and HTTP decisions from Openmix apps.
 #[derive(Debug, Parser)]
@@ -229,12 +229,12 @@ fn load_one(
     app: &str,
     config: &Config,
     data: &Arc<DataSnapshot>,
-) -> anyhow::Result<crate::apps::LoadedApp> {
+) -> anyhow::Result<crate::engine::apps::LoadedApp> {
     let (name, path) = app_path(app, config)?;
     let source = std::fs::read_to_string(&path)
         .with_context(|| format!("{}: cannot read", path.display()))?;
     let sidecar = std::fs::read_to_string(path.with_extension("toml")).ok();
-    crate::apps::load_app(&name, &path, &source, sidecar.as_deref(), config, data, 1)
+    crate::engine::apps::load_app(&name, &path, &source, sidecar.as_deref(), config, data, 1)
         .map_err(|f| anyhow!("{f}"))
 }
 
@@ -268,7 +268,7 @@ pub fn decide(args: &DecideArgs) -> anyhow::Result<()> {
     }
     let request = build_request(args, &config, qtype)?;
     let shown = request.clone();
-    let steered = steer::steer(&app, request, &data, config.default_ttl());
+    let steered = steer::decide(&app, request, &data, config.default_ttl());
     let mut out = serde_json::json!({
         "app": app.code.name,
         "provider": steered.decision.provider,
@@ -310,7 +310,7 @@ fn build_request(args: &DecideArgs, config: &Config, qtype: String) -> anyhow::R
         None
     };
     let locate = |ip: Option<IpAddr>| match (&geo, ip) {
-        (Some(g), Some(ip)) => std::sync::Arc::new(steer::location(g.lookup(ip))),
+        (Some(g), Some(ip)) => std::sync::Arc::new(crate::openmix::Location::from(g.lookup(ip))),
         _ => Default::default(),
     };
     let client_ip = args.ecs.map(|n| n.network()).or(args.ip);

@@ -86,7 +86,7 @@ struct RawCookies {
 }
 
 /// `[rrl]`: response rate limiting of UDP replies, as BIND, NSD and Knot
-/// do it (see [`crate::dns::rrl`]).
+/// do it (src/dns/rrl.rs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rrl {
     /// Off: every UDP query is answered.

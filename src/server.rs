@@ -6,7 +6,7 @@
 //! kernel spreads queries across them and no runtime waits on another
 //! (shared/notes/js-host.md measured one runtime per core as the faster
 //! layout). Decisions that need an app run on the JS workers
-//! ([`crate::workers`]).
+//! ([`crate::engine::workers`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,18 +19,18 @@ use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
-use crate::apps::AppRegistry;
 use crate::cli::ServeArgs;
 use crate::config::{Config, TokenSetting};
 use crate::data::DataHub;
 use crate::dns::{DnsHandler, ZoneSet};
+use crate::engine::apps::AppRegistry;
+use crate::engine::quarantine::{Quarantine, Slots};
+use crate::engine::workers::Workers;
 use crate::geo::{Geo, GeoDb, GeoPaths, GeoWatcher};
 use crate::inventory::tokens;
 use crate::metrics::Counters;
 use crate::openmix::DataSnapshot;
-use crate::quarantine::{Quarantine, Slots};
 use crate::supervisor::Listeners;
-use crate::workers::Workers;
 
 /// Everything the front ends share.
 pub struct State {
@@ -307,6 +307,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
         max_payload: config.max_udp_payload,
         counters: counters.clone(),
         shield: ArcSwap::from_pointee(crate::dns::Shield::from_config(&config, None)),
+        rrl_counts: Default::default(),
+        cookie_counts: Default::default(),
     });
     Ok(Arc::new(State {
         config: ArcSwap::from_pointee(config),
@@ -334,7 +336,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
 
 /// Opens the in-flight slots and the quarantine list in the data directory,
 /// quarantining the apps the last process's abnormal exit has evidence against
-/// ([`crate::quarantine::after_abnormal_exit`]), and starts the slots'
+/// ([`crate::engine::quarantine::after_abnormal_exit`]), and starts the slots'
 /// heartbeat.
 fn open_quarantine(config: &Config) -> anyhow::Result<(Arc<Slots>, Arc<Quarantine>)> {
     std::fs::create_dir_all(&config.data_dir)
@@ -343,7 +345,7 @@ fn open_quarantine(config: &Config) -> anyhow::Result<(Arc<Slots>, Arc<Quarantin
     let (slots, in_flight) = Slots::open(&slots_path)
         .with_context(|| format!("cannot open {}", slots_path.display()))?;
     let quarantine = Quarantine::load(config.data_dir.join("quarantine.json"));
-    crate::quarantine::after_abnormal_exit(&in_flight, &quarantine);
+    crate::engine::quarantine::after_abnormal_exit(&in_flight, &quarantine);
     let slots = Arc::new(slots);
     slots.start_heartbeat();
     slots.watch_allocation_failures();

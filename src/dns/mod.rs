@@ -44,16 +44,17 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 
-use crate::apps::{AppRegistry, LoadedApp};
+use crate::engine::apps::{AppRegistry, LoadedApp};
+use crate::engine::steer::{Outcome, Steered};
+use crate::engine::workers::Workers;
 use crate::geo::Geo;
-use crate::metrics::{CookieEvent, Counters, RrlAction};
+use crate::metrics::Counters;
 use crate::openmix::{Answer, DataSnapshot, Request as AppRequest};
-use crate::steer::{Outcome, Steered};
-use crate::workers::Workers;
 
 pub use zones::{Plan, ZoneData, ZoneSet};
 
-use rrl::{Class, RateLimiter, Subject, Verdict};
+use cookies::Event as CookieEvent;
+use rrl::{Action as RrlAction, Class, RateLimiter, Subject, Verdict};
 
 /// The transport a query came over: it sets how large the reply may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,6 +326,10 @@ pub struct DnsHandler {
     pub counters: Arc<Counters>,
     /// Rate limiting and cookies (swapped on SIGHUP).
     pub shield: ArcSwap<Shield>,
+    /// Replies rate limiting limited.
+    pub rrl_counts: rrl::Counts,
+    /// COOKIE options seen.
+    pub cookie_counts: cookies::Counts,
 }
 
 impl DnsHandler {
@@ -406,14 +411,14 @@ impl DnsHandler {
             match cookies::parse(data) {
                 Err(why) => {
                     tracing::debug!(%src, why, "malformed COOKIE option");
-                    self.counters.cookie(CookieEvent::Malformed);
+                    self.cookie_counts.add(CookieEvent::Malformed);
                     let reply = Reply::to(&metadata, queries, resp_edns, to);
                     return self.emit(reply, ResponseCode::FormErr, None, &[], None, out);
                 }
                 Ok(presented) => {
                     let checked = secrets.check(presented, src.ip(), unix_secs());
                     to.cookie = Some(checked.reply);
-                    self.counters.cookie(match (checked.valid, presented) {
+                    self.cookie_counts.add(match (checked.valid, presented) {
                         (true, _) => CookieEvent::Valid,
                         (false, cookies::Presented::Client(_)) => CookieEvent::ClientOnly,
                         (false, cookies::Presented::Both(..)) => CookieEvent::Invalid,
@@ -493,8 +498,8 @@ impl DnsHandler {
                 let (request, scope) = self.app_request(src.ip(), reply.ecs, prefix, qt);
                 let question = wire::question_end(packet).map(|end| &packet[12..end]);
                 let data = self.data.load();
-                if let Some(steered) = self.workers.steer_inline(app, &request, &data, zone.ttl) {
-                    self.counters.decision(app, &steered);
+                if let Some(steered) = self.workers.decide_inline(app, &request, &data, zone.ttl) {
+                    self.counters.decision(steered.counted(app));
                     let how = Answering {
                         question,
                         scope,
@@ -538,9 +543,9 @@ impl DnsHandler {
         } = *pending;
         let steered = self
             .workers
-            .steer_on_worker(app.clone(), request, data, zone_ttl)
+            .decide_on_worker(app.clone(), request, data, zone_ttl)
             .await;
-        self.counters.decision(&app, &steered);
+        self.counters.decision(steered.counted(&app));
         let how = Answering {
             question: question.as_deref(),
             scope,
@@ -715,7 +720,7 @@ impl DnsHandler {
             match limiter.check(to.src, class, to.subject) {
                 Verdict::Send => {}
                 _ if limiter.settings().dry_run => {
-                    self.counters.rrl(class, RrlAction::WouldLimit);
+                    self.rrl_counts.add(class, RrlAction::WouldLimit);
                 }
                 _ if shield.require_cookies && to.unproven => {
                     // RFC 7873 §5.2.3: under attack, a client that sent a
@@ -723,16 +728,16 @@ impl DnsHandler {
                     // query, and is exempt once it sends ours back.
                     let cookie = to.cookie.expect("unproven implies a cookie");
                     wire::bad_cookie(out, self.max_payload, cookie);
-                    self.counters.cookie(CookieEvent::BadCookie);
+                    self.cookie_counts.add(CookieEvent::BadCookie);
                     self.counters.dns_response(tcp, ResponseCode::BADCOOKIE);
                     return Handled::Reply;
                 }
                 Verdict::Slip => {
                     wire::slip(out);
-                    self.counters.rrl(class, RrlAction::Slipped);
+                    self.rrl_counts.add(class, RrlAction::Slipped);
                 }
                 Verdict::Drop => {
-                    self.counters.rrl(class, RrlAction::Dropped);
+                    self.rrl_counts.add(class, RrlAction::Dropped);
                     return Handled::Drop;
                 }
             }

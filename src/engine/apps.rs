@@ -23,6 +23,19 @@ use crate::config::{AppSettings, Config, RawAppSettings};
 use crate::openmix::memo::Memo;
 use crate::openmix::{AppCode, AppInstance, AppMeta, DataSnapshot};
 
+/// Whether an app version's first error was logged. It lives in the
+/// version ([`LoadedApp::error_logged`]) and goes with it: a process-wide
+/// set of logged versions grew by one entry per reload of a failing app.
+#[derive(Debug, Default)]
+pub struct ErrorLogged(std::sync::atomic::AtomicBool);
+
+impl ErrorLogged {
+    /// True the first time it is called for this version.
+    pub fn first(&self) -> bool {
+        !self.0.swap(true, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// One app version that compiled and passed `init`.
 #[derive(Debug)]
 pub struct LoadedApp {
@@ -43,7 +56,7 @@ pub struct LoadedApp {
     /// Hash of source and sidecar (quarantine is keyed by it).
     pub hash: u64,
     /// Set when this version is quarantined: it is not run.
-    pub quarantine: Option<crate::quarantine::Entry>,
+    pub quarantine: Option<crate::engine::quarantine::Entry>,
     /// The decision memo, when this version is proven stateless and did not
     /// call `Math.random` while loading (see [`crate::openmix::memo`]).
     pub memo: Option<Arc<Memo>>,
@@ -54,9 +67,9 @@ pub struct LoadedApp {
     /// (or SERVFAIL / 503 without one) instead of as unknown names.
     pub load_error: Option<String>,
     /// The backoff of this version after runaways.
-    pub runaway: crate::steer::Runaway,
+    pub runaway: super::backoff::Runaway,
     /// Set once this version's first error is logged.
-    pub error_logged: crate::steer::ErrorLogged,
+    pub error_logged: ErrorLogged,
 }
 
 impl LoadedApp {
@@ -197,9 +210,9 @@ pub fn load_app_checked(
     config: &Config,
     data: &Arc<DataSnapshot>,
     version: u64,
-    quarantine: Option<&crate::quarantine::Quarantine>,
+    quarantine: Option<&crate::engine::quarantine::Quarantine>,
 ) -> Result<LoadedApp, LoadFailure> {
-    let hash = crate::quarantine::version_hash(source, sidecar);
+    let hash = crate::engine::quarantine::version_hash(source, sidecar);
     let fail = |line: Option<u32>, message: String| LoadFailure::new(path, line, message, hash);
     let mut settings = config.app_settings(name);
     if let Some(text) = sidecar {
@@ -306,8 +319,8 @@ pub struct AppRegistry {
     current: ArcSwap<AppSet>,
     next_version: AtomicU64,
     reloads: AtomicU64,
-    quarantine: Option<Arc<crate::quarantine::Quarantine>>,
-    slots: Option<Arc<crate::quarantine::Slots>>,
+    quarantine: Option<Arc<crate::engine::quarantine::Quarantine>>,
+    slots: Option<Arc<crate::engine::quarantine::Slots>>,
     retrying: std::sync::atomic::AtomicBool,
     /// One reload at a time (watcher, retry thread, API, SIGHUP).
     reload_lock: std::sync::Mutex<()>,
@@ -328,7 +341,7 @@ fn retryable(e: &LoadFailure) -> bool {
     e.message.contains("time budget") || e.message.starts_with(LOADER_BUSY)
 }
 
-/// Which loader slots ([`crate::quarantine::LOADER_SLOT`] onwards) a
+/// Which loader slots ([`crate::engine::quarantine::LOADER_SLOT`] onwards) a
 /// loader thread holds, as a bit mask.
 #[derive(Default)]
 struct LoaderSlots(AtomicU64);
@@ -338,14 +351,14 @@ impl LoaderSlots {
     fn take(&self) -> Option<usize> {
         let mut held = self.0.load(Ordering::Acquire);
         loop {
-            let i = (0..crate::quarantine::LOADER_SLOTS).find(|i| held & (1 << i) == 0)?;
+            let i = (0..crate::engine::quarantine::LOADER_SLOTS).find(|i| held & (1 << i) == 0)?;
             match self.0.compare_exchange(
                 held,
                 held | (1 << i),
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return Some(crate::quarantine::LOADER_SLOT + i),
+                Ok(_) => return Some(crate::engine::quarantine::LOADER_SLOT + i),
                 Err(now) => held = now,
             }
         }
@@ -353,7 +366,7 @@ impl LoaderSlots {
 
     /// Releases `slot`.
     fn free(&self, slot: usize) {
-        let i = slot - crate::quarantine::LOADER_SLOT;
+        let i = slot - crate::engine::quarantine::LOADER_SLOT;
         self.0.fetch_and(!(1 << i), Ordering::AcqRel);
     }
 }
@@ -364,8 +377,8 @@ impl AppRegistry {
     pub fn open(
         config: Config,
         data: Arc<ArcSwap<DataSnapshot>>,
-        quarantine: Option<Arc<crate::quarantine::Quarantine>>,
-        slots: Option<Arc<crate::quarantine::Slots>>,
+        quarantine: Option<Arc<crate::engine::quarantine::Quarantine>>,
+        slots: Option<Arc<crate::engine::quarantine::Slots>>,
     ) -> Result<Arc<AppRegistry>, String> {
         let dir = config.apps_dir.clone();
         if !dir.is_dir() {
@@ -519,7 +532,7 @@ impl AppRegistry {
                 }
                 continue;
             }
-            let hash = crate::quarantine::version_hash(&source, sidecar.as_deref());
+            let hash = crate::engine::quarantine::version_hash(&source, sidecar.as_deref());
             // An unchanged file that failed would fail the same way again:
             // do not run its init again (it would slow every other edit).
             // Only the retry thread retries loads that ran out of time.
@@ -634,7 +647,7 @@ impl AppRegistry {
     ) -> Result<LoadedApp, LoadFailure> {
         let Some(slot) = self.loader_slots.take() else {
             tracing::error!(
-                abandoned = crate::quarantine::LOADER_SLOTS,
+                abandoned = crate::engine::quarantine::LOADER_SLOTS,
                 "abandoned app loads still running hold every loader slot"
             );
             if let Some(restart) = self.on_loader_cap.get() {
@@ -645,7 +658,7 @@ impl AppRegistry {
                 None,
                 format!(
                     "{LOADER_BUSY}: {} abandoned loads are still running",
-                    crate::quarantine::LOADER_SLOTS
+                    crate::engine::quarantine::LOADER_SLOTS
                 ),
                 hash,
             ));
@@ -711,7 +724,7 @@ impl AppRegistry {
         match rx.recv_timeout(limit) {
             Ok(Ok(r)) => r,
             _ => {
-                crate::workers::lower_priority(tid);
+                super::priority::lower_priority(tid);
                 Err(LoadFailure::new(
                     path,
                     None,

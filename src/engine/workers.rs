@@ -18,12 +18,12 @@
 //! queue and the stuck one is left to finish (its CPU cannot be
 //! reclaimed). Past a cap of retired threads the serving process exits,
 //! the supervisor starts a new one, and the app that was in flight is
-//! quarantined ([`crate::quarantine`]).
+//! quarantined ([`crate::engine::quarantine`]).
 //!
 //! So that building an instance is rarely on a query's path, each worker
 //! builds every runnable app when it starts and after each reload, and
 //! rebuilds an instance its call poisoned right after answering (unless the
-//! app is backing off after runaways, [`crate::steer::Runaway`]). A panic
+//! app is backing off after runaways, [`crate::engine::steer::Runaway`]). A panic
 //! in a call is caught: the query gets the fallback and a fresh worker
 //! replaces the thread, whose engine state cannot be trusted any more.
 
@@ -35,11 +35,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
 use tokio::sync::oneshot;
 
-use crate::apps::{AppRegistry, LoadedApp};
+use crate::engine::apps::{AppRegistry, LoadedApp};
+use crate::engine::quarantine::Slots;
+use crate::engine::steer::{self, Steered};
 use crate::metrics::Counters;
 use crate::openmix::{AppError, DataSnapshot, Phase, Request, runtime};
-use crate::quarantine::Slots;
-use crate::steer::{self, Steered};
 
 /// Most decisions waiting for a worker; past this, queries get the fallback.
 const QUEUE_DEPTH: usize = 8192;
@@ -60,20 +60,6 @@ enum Job {
         reply: oneshot::Sender<Steered>,
     },
     Ping(oneshot::Sender<()>),
-}
-
-/// Moves a thread to `SCHED_IDLE`: it runs only when a core is otherwise idle.
-pub fn lower_priority(tid: i32) {
-    if tid <= 0 {
-        return;
-    }
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: sched_setscheduler on a thread id of this process, with a
-    // valid parameter; failure only leaves the priority unchanged.
-    let rc = unsafe { libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) };
-    if rc != 0 {
-        tracing::debug!(tid, error = %std::io::Error::last_os_error(), "cannot lower a retired thread's priority");
-    }
 }
 
 /// The query a worker is deciding, so the watchdog can answer it from the
@@ -199,7 +185,7 @@ impl Workers {
             .lock()
             .map(|w| w.iter().map(|x| x.slot).collect())
             .unwrap_or_default();
-        (0..crate::quarantine::LOADER_SLOT).find(|i| !held.contains(i))
+        (0..crate::engine::quarantine::LOADER_SLOT).find(|i| !held.contains(i))
     }
 
     /// Marks the slots of workers that are not stuck idle, so that only the
@@ -335,7 +321,7 @@ impl Workers {
                     }
                     me.answer_at.store(answer_at, Ordering::Release);
                     let decided = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        self.decide(me, slot, &app, request, &data, zone_ttl, start)
+                        self.run_job(me, slot, &app, request, &data, zone_ttl, start)
                     }));
                     me.answer_at.store(0, Ordering::Release);
                     self.counters
@@ -397,7 +383,7 @@ impl Workers {
     /// has none (watched with the load budget on top of the hard limit),
     /// then runs it (watched with its own limit).
     #[allow(clippy::too_many_arguments)]
-    fn decide(
+    fn run_job(
         &self,
         me: &Worker,
         slot: usize,
@@ -418,7 +404,7 @@ impl Workers {
         }
         let budget = app.settings.budget.decision;
         self.busy(me, slot, app, budget, limit, self.now_ms());
-        let out = steer::steer(app, request, data, zone_ttl);
+        let out = steer::run(app, request, data, steer::default_ttl(app, zone_ttl));
         self.idle(me, slot);
         out
     }
@@ -626,7 +612,7 @@ impl Workers {
             // The stuck thread keeps its CPU until its call ends: let it run
             // only when nothing else wants the CPU, so healthy workers are
             // not starved by it.
-            lower_priority(w.tid.load(Ordering::Acquire));
+            super::priority::lower_priority(w.tid.load(Ordering::Acquire));
             if n > RETIRED_CAP {
                 tracing::error!(retired_last_minute = n, app = %app, "too many stuck JS workers; restarting the serving process");
                 // Only stuck calls count as in flight: bystanders on healthy
@@ -646,59 +632,51 @@ impl Workers {
         }
     }
 
-    /// Runs `app` for `request`: answered at once when [`Workers::steer_inline`]
+    /// Decides for `request`: answered at once when [`Workers::decide_inline`]
     /// can, else on a worker.
-    pub async fn steer(
+    pub async fn decide(
         &self,
         app: Arc<LoadedApp>,
         request: Request,
         data: Arc<DataSnapshot>,
         zone_ttl: u32,
     ) -> Steered {
-        if let Some(now) = self.steer_inline(&app, &request, &data, zone_ttl) {
+        if let Some(now) = self.decide_inline(&app, &request, &data, zone_ttl) {
             return now;
         }
-        self.steer_on_worker(app, request, data, zone_ttl).await
+        self.decide_on_worker(app, request, data, zone_ttl).await
     }
 
-    /// The answer that needs no worker, on the calling thread: a
-    /// quarantined, never-loaded or backing-off app's fallback, or a
-    /// memoised decision.
-    /// `None`: the app must run ([`Workers::steer_on_worker`]).
-    pub fn steer_inline(
+    /// The answer that needs no worker, on the calling thread
+    /// ([`steer::without_running`]); a memo hit's time is recorded.
+    /// `None`: the app must run ([`Workers::decide_on_worker`]).
+    pub fn decide_inline(
         &self,
         app: &LoadedApp,
         request: &Request,
         data: &DataSnapshot,
         zone_ttl: u32,
     ) -> Option<Steered> {
-        let default_ttl = app.settings.ttl.unwrap_or(zone_ttl);
-        if app.quarantine.is_some() {
-            return Some(steer::quarantined(app, default_ttl));
-        }
-        if let Some(message) = &app.load_error {
-            return Some(steer::not_loaded(app, message, default_ttl));
-        }
         let started = std::time::Instant::now();
-        if let Some(hit) = steer::memoised(app, request, data, default_ttl) {
+        let answer = steer::without_running(app, request, data, steer::default_ttl(app, zone_ttl))?;
+        if answer.outcome == steer::Outcome::App {
             self.counters
                 .decision_time(&app.code.name, started.elapsed());
-            return Some(hit);
         }
-        // A runaway app backing off gets its fallback at once.
-        steer::backing_off(app, default_ttl)
+        Some(answer)
     }
 
-    /// Runs `app` for `request` on a worker and waits for the answer (the
-    /// app's fallback if none comes by the hard limit).
-    pub async fn steer_on_worker(
+    /// Runs `app` for `request` on a worker (after [`Workers::decide_inline`]
+    /// said it must) and waits for the answer (the app's fallback if none
+    /// comes by the hard limit).
+    pub async fn decide_on_worker(
         &self,
         app: Arc<LoadedApp>,
         request: Request,
         data: Arc<DataSnapshot>,
         zone_ttl: u32,
     ) -> Steered {
-        let default_ttl = app.settings.ttl.unwrap_or(zone_ttl);
+        let default_ttl = steer::default_ttl(&app, zone_ttl);
         let (reply, rx) = oneshot::channel();
         let job = Job::Decide {
             app: app.clone(),
