@@ -13,7 +13,7 @@
 //! - [`clients`]: what one client network may hold open on the listeners.
 //! - [`http`]: the HTTP decision endpoint and the operations listener.
 //! - [`inventory`]: providers, routes and weights (live traffic shaping).
-//! - [`metrics`]: live counters ([`shard`]: counters threads add to without contention).
+//! - [`metrics`]: live counters ([`counter`]: a counter threads add to without contention).
 //! - [`report`]: decision reports, nodes and the fleet view (API and dashboard).
 //! - [`server`]: the serving process: listeners, feeds, reload.
 //! - [`supervisor`]: `serve`'s parent process that owns the sockets, restarts the server
@@ -26,6 +26,7 @@ pub mod apptest;
 pub mod cli;
 pub mod clients;
 pub mod config;
+pub mod counter;
 pub mod data;
 pub mod dns;
 pub mod engine;
@@ -37,7 +38,6 @@ pub mod metrics;
 pub mod openmix;
 pub mod report;
 pub mod server;
-pub mod shard;
 pub mod stats;
 pub mod supervisor;
 

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 
+use crate::counter::Counter;
 use crate::report::buckets::Counts;
 use crate::report::counters::Tally;
-use crate::shard::Counter;
 
 /// Key of a decision count: app, provider, reason.
 pub type DecisionKey = (String, String, String);

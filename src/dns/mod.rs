@@ -17,7 +17,7 @@
 //! 2. [`ZoneSet::plan`] decides what the name is (apex, static record, app
 //!    name, nothing) without any I/O;
 //! 3. for app names, the decision comes from the memo (answered at once) or
-//!    runs on the JS workers ([`Handled::Pending`], finished by
+//!    runs on the JS workers ([`Handled::Undecided`], finished by
 //!    [`DnsHandler::decide`]), and [`decision_records`] turns it into records;
 //! 4. every reply passes [`DnsHandler::deliver`], where response rate
 //!    limiting ([`rrl`]) may truncate or drop a UDP reply. A valid DNS
@@ -74,11 +74,11 @@ pub enum Handled {
     Drop,
     /// The app must run on a JS worker first: pass this to
     /// [`DnsHandler::decide`] for the reply.
-    Pending(Box<Pending>),
+    Undecided(Box<Undecided>),
 }
 
 /// A query waiting for its app's decision, with what its reply needs.
-pub struct Pending {
+pub struct Undecided {
     app: Arc<LoadedApp>,
     request: AppRequest,
     data: Arc<DataSnapshot>,
@@ -471,10 +471,11 @@ impl DnsHandler {
                 // ANY over UDP gets one RRset (RFC 8482 §4.1), never every
                 // record of the name: TCP, which a spoofer cannot use,
                 // still gets them all.
-                if qtype == RecordType::ANY && transport == Transport::Udp {
-                    if let Some(first) = records.first().map(Record::record_type) {
-                        records.retain(|r| r.record_type() == first);
-                    }
+                if qtype == RecordType::ANY
+                    && transport == Transport::Udp
+                    && let Some(first) = records.first().map(Record::record_type)
+                {
+                    records.retain(|r| r.record_type() == first);
                 }
                 // Answer in the question's case (0x20 randomisation).
                 for r in records.iter_mut() {
@@ -509,7 +510,7 @@ impl DnsHandler {
                     };
                     return self.finish(reply, steered, how, out);
                 }
-                Handled::Pending(Box::new(Pending {
+                Handled::Undecided(Box::new(Undecided {
                     app: app.clone(),
                     request,
                     data: arc_swap::Guard::into_inner(data),
@@ -528,8 +529,8 @@ impl DnsHandler {
     /// Runs a pending query's app on a JS worker and writes its reply into
     /// `out`: [`Handled::Reply`] to send it, [`Handled::Drop`] when rate
     /// limiting drops it.
-    pub async fn decide(&self, pending: Box<Pending>, out: &mut Vec<u8>) -> Handled {
-        let Pending {
+    pub async fn decide(&self, pending: Box<Undecided>, out: &mut Vec<u8>) -> Handled {
+        let Undecided {
             app,
             request,
             data,

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hickory_proto::rr::{LowerName, RecordType};
 
 use crate::config::Rrl as Settings;
-use crate::shard::Counter;
+use crate::counter::Counter;
 
 /// The kind of reply an account counts, as RRL defines them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use crate::engine::apps::LoadedApp;
-use crate::openmix::memo::View;
+use crate::openmix::memo::Inputs;
 use crate::openmix::{AppError, CallOptions, DataSnapshot, Decision, Request, runtime};
 
 /// The reason code of a fallback answer.
@@ -163,7 +163,7 @@ pub fn memoised(
     default_ttl: u32,
 ) -> Option<Steered> {
     let memo = app.memo.as_ref()?;
-    let view = View {
+    let view = Inputs {
         request,
         data,
         scope: data.scope(&app.code.name, &app.declared),

@@ -64,7 +64,7 @@ enum Job {
 
 /// The query a worker is deciding, so the watchdog can answer it from the
 /// fallback the moment it retires the worker.
-struct Pending {
+struct Waiting {
     reply: oneshot::Sender<Steered>,
     app: Arc<LoadedApp>,
     ttl: u32,
@@ -80,11 +80,11 @@ struct Worker {
     limit_ms: AtomicU64,
     /// When (ms since the pool started) the waiting query is answered from
     /// the fallback if the call has not answered it; 0: no query waits.
-    /// (A hint for the watchdog's sleep; [`Pending::answer_at`] decides.)
+    /// (A hint for the watchdog's sleep; [`Waiting::answer_at`] decides.)
     answer_at: AtomicU64,
     retired: AtomicBool,
     app: Mutex<String>,
-    pending: Mutex<Option<Pending>>,
+    pending: Mutex<Option<Waiting>>,
     /// Kernel thread id, to lower a retired thread's priority.
     tid: std::sync::atomic::AtomicI32,
     /// In-flight slot index.
@@ -312,7 +312,7 @@ impl Workers {
                     let start = self.now_ms();
                     let answer_at = start + self.limit_for(&app).as_millis() as u64;
                     if let Ok(mut p) = me.pending.lock() {
-                        *p = Some(Pending {
+                        *p = Some(Waiting {
                             reply,
                             app: app.clone(),
                             ttl,

@@ -48,14 +48,14 @@ pub struct Reports {
     pub store: Arc<dyn ReportStore>,
     /// Unix ms this process started.
     pub started: i64,
-    view: Mutex<View>,
+    view: Mutex<FleetState>,
     /// One refresh at a time: a slower one that read the store earlier
     /// must not overwrite the node list of a newer one.
     refreshing: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
-struct View {
+struct FleetState {
     buckets: FleetBuckets,
     nodes: Vec<NodeRow>,
     /// The largest bucket id read from the store: the next poll reads the
@@ -69,7 +69,7 @@ impl Reports {
         Reports {
             store,
             started: now_ms(),
-            view: Mutex::new(View::default()),
+            view: Mutex::new(FleetState::default()),
             refreshing: tokio::sync::Mutex::new(()),
         }
     }
