@@ -33,6 +33,7 @@ pub mod cli;
 pub mod clients;
 pub mod config;
 pub mod data;
+pub mod db;
 pub mod dns;
 pub mod geo;
 pub mod http;
