@@ -28,6 +28,7 @@ pub mod clients;
 pub mod config;
 pub mod counter;
 pub mod data;
+pub mod db;
 pub mod dns;
 pub mod engine;
 pub mod geo;

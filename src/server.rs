@@ -55,7 +55,7 @@ pub struct State {
     /// Quarantined app versions.
     pub quarantine: Arc<Quarantine>,
     /// The leaderboard stats store and its HTTP API.
-    pub stats: Arc<crate::stats::StatsApi>,
+    pub stats: Arc<crate::http::stats::StatsApi>,
     /// The provider inventory and its routes.
     pub inventory: Arc<crate::inventory::Inventory>,
     /// Decision reports: the fleet's buckets and nodes.
@@ -230,12 +230,15 @@ fn log_api_access(config: &Config, file: Option<(PathBuf, bool)>) {
 pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
     // Installed first, so histogram handles taken by workers are live ones.
     crate::http::ops::prometheus();
-    let (store, inventory_store, report_store) =
-        crate::inventory::store::open(&config.data_dir, config.leaderboard.postgres.as_deref())
-            .await
-            .map_err(|e| anyhow!("stats store: {e}"))?;
+    let crate::db::Stores {
+        stats: store,
+        inventory: inventory_store,
+        reports: report_store,
+    } = crate::db::open(&config.data_dir, config.leaderboard.postgres.as_deref())
+        .await
+        .map_err(|e| anyhow!("stats store: {e}"))?;
     let stats = Arc::new(
-        crate::stats::StatsApi::new(
+        crate::http::stats::StatsApi::new(
             store,
             config.leaderboard.secret.clone(),
             config.leaderboard.regions.clone(),

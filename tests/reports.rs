@@ -1096,14 +1096,9 @@ fn prune_keeps_an_hour_and_two_days_sqlite() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = rt
-        .block_on(switchyard::stats::sqlite::SqliteStore::open(dir.path()))
+        .block_on(switchyard::db::sqlite::open(dir.path()))
         .unwrap();
-    prune_story(
-        Arc::new(switchyard::report::sqlite::SqliteReports::new(
-            store.pool().clone(),
-        )),
-        &rt,
-    );
+    prune_story(store.stores().reports, &rt);
 }
 
 #[test]
@@ -1113,17 +1108,9 @@ fn prune_keeps_an_hour_and_two_days_postgres() {
     };
     let store = pg
         .rt
-        .block_on(switchyard::stats::postgres::PostgresStore::open(
-            &pg.url,
-            Some(&pg.schema),
-        ))
+        .block_on(switchyard::db::postgres::open(&pg.url, Some(&pg.schema)))
         .unwrap();
-    prune_story(
-        Arc::new(switchyard::report::postgres::PgReports::new(
-            store.pool().clone(),
-        )),
-        &pg.rt,
-    );
+    prune_story(store.stores().reports, &pg.rt);
 }
 
 /// SIGKILLs a node: the supervisor first (so it restarts nothing), then

@@ -11,9 +11,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use serde_json::{Value, json};
-use switchyard::stats::api::{self, StatsApi};
-use switchyard::stats::postgres::PostgresStore;
-use switchyard::stats::{AggRow, RegionSet, StatsStore, open_store, sign, unix_now};
+use switchyard::db::{self, postgres};
+use switchyard::http::stats::{self as api, StatsApi};
+use switchyard::stats::{AggRow, RegionSet, StatsStore, sign, unix_now};
 
 const SECRET: &str = "story-secret";
 const A: &str = "0xaaa";
@@ -903,13 +903,16 @@ fn skipped_loudly() {
 async fn story_sqlite() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("nested/data");
-    let store = open_store(&data, None).await.expect("open SQLite store");
+    let store = db::open(&data, None)
+        .await
+        .expect("open SQLite store")
+        .stats;
     assert_eq!(store.backend(), "sqlite");
     assert!(data.join("stats.db").exists(), "stats.db in the data dir");
     story(store).await;
 
     // Reopening keeps the rows and does not re-run the migration.
-    let again = open_store(&data, None).await.expect("reopen");
+    let again = db::open(&data, None).await.expect("reopen").stats;
     assert!(again.count().await.unwrap() >= 8);
 }
 
@@ -927,7 +930,7 @@ async fn story_postgres() {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let schema = format!("switchyard_test_{}_{}", std::process::id(), nanos);
-    let store = PostgresStore::open(&url, Some(&schema))
+    let store = postgres::open(&url, Some(&schema))
         .await
         .expect("open PostgreSQL store");
     let pool = store.pool().clone();
@@ -936,7 +939,7 @@ async fn story_postgres() {
     // Catch the panic so the schema is dropped either way.
     let outcome = tokio::spawn(story(store.clone())).await;
     // Opening the same schema again is a no-op migration.
-    let again = PostgresStore::open(&url, Some(&schema))
+    let again = postgres::open(&url, Some(&schema))
         .await
         .map(|s| s.pool().clone());
     let drop = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -953,7 +956,7 @@ async fn story_postgres() {
 
 #[tokio::test]
 async fn bad_postgres_settings_are_typed_and_redacted() {
-    let err = open_store(
+    let err = db::open(
         std::path::Path::new("unused"),
         Some("postgres://u:hunter2@127.0.0.1:1/x"),
     )
@@ -965,12 +968,12 @@ async fn bad_postgres_settings_are_typed_and_redacted() {
         msg.contains("REDACTED") && !msg.contains("hunter2"),
         "{msg}"
     );
-    let err = PostgresStore::open("postgres://u:hunter2@127.0.0.1:1/x", Some("Bad-Schema"))
+    let err = postgres::open("postgres://u:hunter2@127.0.0.1:1/x", Some("Bad-Schema"))
         .await
         .map(|_| ())
         .expect_err("bad schema");
     assert!(err.to_string().contains("Bad-Schema"), "{err}");
-    let err = PostgresStore::open("nonsense://::", None)
+    let err = postgres::open("nonsense://::", None)
         .await
         .map(|_| ())
         .expect_err("bad url");
@@ -990,13 +993,13 @@ async fn backends_agree_on_random_windows() {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let sqlite = open_store(dir.path(), None).await.expect("SQLite");
+    let sqlite = db::open(dir.path(), None).await.expect("SQLite").stats;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let schema = format!("switchyard_test_agree_{}_{}", std::process::id(), nanos);
-    let pg = PostgresStore::open(&url, Some(&schema))
+    let pg = postgres::open(&url, Some(&schema))
         .await
         .expect("PostgreSQL");
     let pool = pg.pool().clone();

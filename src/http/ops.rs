@@ -125,8 +125,8 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr)
     if let Some(refused) = super::auth::gate_read(&state, &req, &path) {
         return refused;
     }
-    if crate::stats::api::owns(&path) {
-        return crate::stats::handle_request(&state.stats, req).await;
+    if super::stats::owns(&path) {
+        return super::stats::handle_request(&state.stats, req).await;
     }
     if super::inventory::owns(&path) {
         return super::inventory::handle(state, req, &path).await;

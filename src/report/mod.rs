@@ -8,7 +8,7 @@
 //! - [`buckets`]: timed buckets keyed by stop time, the minute and hour
 //!   windows over them, and the per-slot series the dashboard draws.
 //! - [`store`]: payloads, their validation, and the [`store::ReportStore`]
-//!   seam with [`sqlite`] and [`postgres`] beside it.
+//!   seam (implemented by the database layer, `crate::db`).
 //!
 //! Every interval each node registers itself and writes the bucket it
 //! counted, then reads the rows the fleet wrote since its last poll (by
@@ -19,8 +19,6 @@
 
 pub mod buckets;
 pub mod counters;
-pub mod postgres;
-pub mod sqlite;
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -1,5 +1,6 @@
-//! The stats endpoints as plain async functions, so the server's router,
-//! the tests and the load bench all call the same code without a socket:
+//! The stats endpoints over [`crate::stats`], as plain async functions, so
+//! the server's router, the tests and the load bench all call the same
+//! code without a socket:
 //!
 //! | method | path | |
 //! |---|---|---|
@@ -24,8 +25,10 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::store::{Filter, Idempotent, RawCursor, StatsStore, StoreError, normalise};
-use super::{RegionSet, Window, parse_post, unix_now, verify_hmac};
+use crate::stats::store::{Filter, Idempotent, RawCursor, StatsStore, StoreError, normalise};
+use crate::stats::{
+    INCLUDE_ROUND_TRIP_TIME, RegionSet, Window, aggregated_json, parse_post, unix_now, verify_hmac,
+};
 
 /// Largest accepted post body (the spec's 64 KiB); larger → 413.
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
@@ -44,12 +47,6 @@ pub const PATHS: [&str; 4] = [
 /// The reply to a post that is unsigned, wrongly signed, or sent while
 /// posting is off: the same words in every case, so a prober cannot tell them apart.
 pub const UNAUTHENTICATED: &str = "request can not be authenticated";
-
-/// The `include` value of `GET /api/aggregated_stats` that adds each row's
-/// mean `round_trip_time` (seconds). The spec's public row leaves it out;
-/// a Switchyard reading another one as its remote probe source asks for it,
-/// since `getProbe('http_rtt')` is that mean and no public score gives it back.
-pub const INCLUDE_ROUND_TRIP_TIME: &str = "round_trip_time";
 
 /// Records per `/api/raw_stats` page when the request gives no `limit`.
 pub const RAW_DEFAULT_LIMIT: usize = 1000;
@@ -389,29 +386,6 @@ async fn aggregated(api: &StatsApi, query: Option<&str>) -> StatsResponse {
         Ok(agg) => read_ok(aggregated_json(&agg, with_rtt)),
         Err(e) => internal(&e),
     }
-}
-
-/// The aggregate as `{orch: {REGION: row}}` JSON. With `with_round_trip_time`
-/// each row also carries its mean `round_trip_time` in seconds (left out
-/// when no post of the window measured one, as `http_rtt` would then be 0 ms).
-pub fn aggregated_json(rows: &super::Aggregated, with_round_trip_time: bool) -> Value {
-    let mut out = serde_json::Map::new();
-    for (orch, regions) in rows {
-        let mut by_region = serde_json::Map::new();
-        for (region, row) in regions {
-            // An AggRow is plain finite numbers; encoding it cannot fail.
-            let mut v = serde_json::to_value(row).unwrap_or_default();
-            if with_round_trip_time
-                && row.round_trip_time > 0.0
-                && let Some(obj) = v.as_object_mut()
-            {
-                obj.insert(INCLUDE_ROUND_TRIP_TIME.into(), row.round_trip_time.into());
-            }
-            by_region.insert(region.clone(), v);
-        }
-        out.insert(orch.clone(), by_region.into());
-    }
-    out.into()
 }
 
 /// `GET /api/raw_stats`: `{REGION: [records, newest first]}` of one page,

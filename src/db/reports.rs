@@ -1,33 +1,38 @@
-//! The report tables in SQLite, sharing the stats store's database file.
-//!
-//! Bucket ids are AUTOINCREMENT (migration 0005), so a pruned row's id is
-//! never handed out again; SQLite has one writer at a time, so ids also
-//! grow in commit order.
+//! The report tables' SQL (migrations `0004_reports.sql` and
+//! `0005_report_ids.sql`), one text for both backends; only how a bucket
+//! gets its id differs ([`Backend::insert_bucket`]). Every bucket wakes
+//! the fleet's other nodes ([`CHANNEL`]), which read it at once rather
+//! than at their next poll.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use sqlx::{Row, SqlitePool};
+use sqlx::{ColumnIndex, Encode, Executor, Row, Type};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
-use super::buckets::StoredBucket;
-use super::store::{
+use super::Db;
+use super::backend::{Backend, Column};
+use crate::report::buckets::StoredBucket;
+use crate::report::store::{
     BucketReport, NodeRow, Registration, ReportError, ReportStore, apps_json, parse_apps,
     parse_counts,
 };
 
-/// The report tables of a SQLite database.
-#[derive(Debug, Clone)]
-pub struct SqliteReports {
-    pool: SqlitePool,
-}
-
-impl SqliteReports {
-    /// Over a pool whose database has been migrated by the stats store.
-    pub fn new(pool: SqlitePool) -> Self {
-        SqliteReports { pool }
-    }
-}
+/// The wake-up channel of new buckets (detail: the fleet).
+pub const CHANNEL: &str = "switchyard_reports";
 
 #[async_trait]
-impl ReportStore for SqliteReports {
+impl<DB: Backend> ReportStore for Db<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Column<DB>,
+    String: Column<DB>,
+    Option<String>: Column<DB>,
+    Option<i64>: Column<DB>,
+{
     async fn register(
         &self,
         r: &Registration,
@@ -36,58 +41,48 @@ impl ReportStore for SqliteReports {
     ) -> Result<(), ReportError> {
         sqlx::query(
             "INSERT INTO report_nodes (fleet, node, ip, apps, started, interval_ms, config_hash, \
-             snapshots, created_at, last_seen, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             snapshots, created_at, last_seen, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (fleet, node) DO UPDATE SET ip = COALESCE(excluded.ip, report_nodes.ip), \
              apps = excluded.apps, started = excluded.started, interval_ms = excluded.interval_ms, \
              config_hash = excluded.config_hash, snapshots = excluded.snapshots, \
              last_seen = excluded.last_seen, version = excluded.version",
         )
-        .bind(&r.fleet)
-        .bind(&r.node)
-        .bind(ip)
+        .bind(r.fleet.as_str())
+        .bind(r.node.as_str())
+        .bind(ip.map(str::to_owned))
         .bind(apps_json(&r.apps))
         .bind(r.started)
         .bind(r.interval_ms)
-        .bind(&r.config_hash)
+        .bind(r.config_hash.clone())
         .bind(serde_json::Value::Object(r.snapshots.clone()).to_string())
         .bind(now)
         .bind(now)
-        .bind(&r.version)
+        .bind(r.version.clone())
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     async fn insert_bucket(&self, b: &BucketReport, now: i64) -> Result<i64, ReportError> {
+        let counts = serde_json::to_string(&b.counts).unwrap_or_else(|_| "{}".into());
         let mut tx = self.pool.begin().await?;
-        let id: i64 = sqlx::query(
-            "INSERT INTO report_buckets (fleet, node, start_ms, stop_ms, received_at, counts) \
-             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(&b.fleet)
-        .bind(&b.node)
-        .bind(b.start)
-        .bind(b.stop)
-        .bind(now)
-        .bind(serde_json::to_string(&b.counts).unwrap_or_else(|_| "{}".into()))
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
+        let id = DB::insert_bucket(&mut tx, b, &counts, now).await?;
         // A node that pushes before it registers is still listed.
         sqlx::query(
             "INSERT INTO report_nodes (fleet, node, apps, started, interval_ms, snapshots, \
-             created_at, last_seen, last_push) VALUES (?, ?, '[]', ?, 10000, '{}', ?, ?, ?) \
+             created_at, last_seen, last_push) VALUES ($1, $2, '[]', $3, 10000, '{}', $4, $5, $6) \
              ON CONFLICT (fleet, node) DO UPDATE SET last_seen = excluded.last_seen, \
              last_push = excluded.last_push",
         )
-        .bind(&b.fleet)
-        .bind(&b.node)
+        .bind(b.fleet.as_str())
+        .bind(b.node.as_str())
         .bind(b.start)
         .bind(now)
         .bind(now)
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        DB::notify(&mut tx, CHANNEL, &b.fleet).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -100,7 +95,7 @@ impl ReportStore for SqliteReports {
     ) -> Result<Vec<StoredBucket>, ReportError> {
         let rows = sqlx::query(
             "SELECT id, node, start_ms, stop_ms, counts FROM report_buckets \
-             WHERE fleet = ? AND id > ? AND stop_ms > ? ORDER BY id",
+             WHERE fleet = $1 AND id > $2 AND stop_ms > $3 ORDER BY id",
         )
         .bind(fleet)
         .bind(after_id)
@@ -123,7 +118,7 @@ impl ReportStore for SqliteReports {
     async fn nodes(&self, fleet: &str) -> Result<Vec<NodeRow>, ReportError> {
         let rows = sqlx::query(
             "SELECT fleet, node, ip, apps, started, interval_ms, config_hash, snapshots, \
-             created_at, last_seen, last_push, version FROM report_nodes WHERE fleet = ? \
+             created_at, last_seen, last_push, version FROM report_nodes WHERE fleet = $1 \
              ORDER BY last_seen DESC, node",
         )
         .bind(fleet)
@@ -151,14 +146,18 @@ impl ReportStore for SqliteReports {
     }
 
     async fn prune(&self, buckets_before: i64, nodes_before: i64) -> Result<(), ReportError> {
-        sqlx::query("DELETE FROM report_buckets WHERE stop_ms < ?")
+        sqlx::query("DELETE FROM report_buckets WHERE stop_ms < $1")
             .bind(buckets_before)
             .execute(&self.pool)
             .await?;
-        sqlx::query("DELETE FROM report_nodes WHERE last_seen < ?")
+        sqlx::query("DELETE FROM report_nodes WHERE last_seen < $1")
             .bind(nodes_before)
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn listen(&self, fleet: String, wake: Arc<Notify>, stop: CancellationToken) {
+        DB::listen(&self.pool, CHANNEL, stop, wake, Some(fleet)).await;
     }
 }
