@@ -6,9 +6,11 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proptest::prelude::*;
+
+use crate::common::wait::wait_for;
 use switchyard::geo::{ClientGeo, Geo, GeoDb, GeoPaths};
 
 fn project(rel: &str) -> PathBuf {
@@ -418,20 +420,6 @@ fn replace_atomically(dest: &Path, bytes: &[u8]) {
     std::fs::rename(&tmp, dest).unwrap();
 }
 
-/// Polls `check` every 10 ms until it holds or `limit` passes.
-fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn watched_files_are_swapped_in_while_lookups_go_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -476,7 +464,7 @@ fn watched_files_are_swapped_in_while_lookups_go_on() {
 
     replace_atomically(&city, &berlin_db());
     assert!(
-        eventually(Duration::from_secs(2), || geo.lookup(probe).country == "DE"),
+        wait_for(Duration::from_secs(2), || geo.lookup(probe).country == "DE"),
         "new City database not in service within 2 s"
     );
     assert_eq!(
@@ -486,7 +474,7 @@ fn watched_files_are_swapped_in_while_lookups_go_on() {
 
     replace_atomically(&overrides, b"[region]\n\"DE-R-BE\" = \"DE-R-BERLIN\"\n");
     assert!(
-        eventually(Duration::from_secs(2), || geo.lookup(probe).region
+        wait_for(Duration::from_secs(2), || geo.lookup(probe).region
             == "DE-R-BERLIN"),
         "new override table not in service within 2 s"
     );
@@ -625,7 +613,7 @@ fn a_database_with_a_corrupt_search_tree_is_refused() {
             "{how:?}: {err}"
         );
         assert!(
-            eventually(Duration::from_secs(3), || geo.reload_error().is_some()),
+            wait_for(Duration::from_secs(3), || geo.reload_error().is_some()),
             "{how:?}: the watcher did not try the corrupt file"
         );
         assert!(
@@ -638,7 +626,7 @@ fn a_database_with_a_corrupt_search_tree_is_refused() {
         // A good file again clears the error.
         replace_atomically(&city, &good);
         assert!(
-            eventually(Duration::from_secs(3), || geo.reload_error().is_none()),
+            wait_for(Duration::from_secs(3), || geo.reload_error().is_none()),
             "{how:?}: the good file did not clear the error"
         );
     }

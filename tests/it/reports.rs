@@ -10,22 +10,21 @@
 //! Windows are placed with `GET …?now=` (the documented testing aid) and
 //! buckets with explicit times in `POST /api/decisions`.
 
-mod common;
-#[path = "dnsclient/mod.rs"]
-mod dnsclient;
+use crate::common;
+use crate::common::dnsclient;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::http::{Reply, TOKEN, request};
+use common::pg::{PgSchema, unique};
 use common::{Options, Server};
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 use switchyard::report::Reports;
 use switchyard::report::store::{BucketReport, Registration, ReportStore};
-
-const TOKEN: &str = "change-me";
 
 /// Steers by the name's prefix: `b.mix` → cdn_b (reason B), else cdn_a (A).
 const MIX_APP: &str = r#"
@@ -43,70 +42,6 @@ function onRequest(request, response) {
     }
 }
 "#;
-
-struct Reply {
-    status: u16,
-    body: String,
-}
-
-impl Reply {
-    #[track_caller]
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
-    }
-
-    #[track_caller]
-    fn ok(&self) -> Value {
-        assert!(
-            (200..300).contains(&self.status),
-            "status {}: {}",
-            self.status,
-            self.body
-        );
-        self.json()
-    }
-
-    #[track_caller]
-    fn error(&self, status: u16) -> String {
-        assert_eq!(self.status, status, "{}", self.body);
-        self.json()["error"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    }
-}
-
-fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Reply {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    req.push_str(&format!(
-        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    ));
-    let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(body);
-    // A server that refuses an oversized body may close before it is all
-    // sent; its reply is still there to read.
-    let _ = s.write_all(&bytes);
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let raw = String::from_utf8_lossy(&out).to_string();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {raw:?}"));
-    Reply {
-        status,
-        body: body.to_string(),
-    }
-}
 
 fn admin(s: &Server) -> SocketAddr {
     s.admin.expect("admin listener")
@@ -126,79 +61,11 @@ fn post(s: &Server, path: &str, body: &Value) -> Reply {
     )
 }
 
-fn unique(what: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{what}_{}_{nanos}", std::process::id())
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap()
-}
-
-/// A PostgreSQL schema for one test, dropped on drop.
-struct PgSchema {
-    url: String,
-    schema: String,
-    rt: tokio::runtime::Runtime,
-    pool: sqlx::PgPool,
-}
-
-impl PgSchema {
-    /// `None` (after a loud SKIPPED line) when no PostgreSQL is configured.
-    fn new(what: &str) -> Option<PgSchema> {
-        let Some(url) = std::env::var("SWITCHYARD_TEST_POSTGRES")
-            .ok()
-            .filter(|u| !u.is_empty())
-        else {
-            let _ = std::io::stderr().write_all(
-                format!("\n*** SKIPPED: PostgreSQL {what} (set SWITCHYARD_TEST_POSTGRES) ***\n\n")
-                    .as_bytes(),
-            );
-            return None;
-        };
-        let schema = unique("switchyard_rep");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let pool = rt
-            .block_on(sqlx::PgPool::connect(&url))
-            .expect("connect to SWITCHYARD_TEST_POSTGRES");
-        rt.block_on(
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
-                .execute(&pool),
-        )
-        .expect("create schema");
-        Some(PgSchema {
-            url,
-            schema,
-            rt,
-            pool,
-        })
-    }
-
-    fn url(&self) -> String {
-        let sep = if self.url.contains('?') { '&' } else { '?' };
-        format!("{}{sep}options[search_path]={}", self.url, self.schema)
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        let _ = self.rt.block_on(
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP SCHEMA \"{}\" CASCADE",
-                self.schema
-            )))
-            .execute(&self.pool),
-        );
-    }
 }
 
 /// A node: the mix app (optionally edited), its own fleet and node id,
@@ -269,10 +136,10 @@ fn total(v: &Value) -> u64 {
 #[track_caller]
 fn wait_for(what: &str, limit: Duration, f: &mut dyn FnMut() -> bool) -> Duration {
     let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        common::wait::wait_for(limit, f),
+        "{what}: not within {limit:?}"
+    );
     start.elapsed()
 }
 
@@ -715,7 +582,7 @@ fn endpoints_on_sqlite() {
 
 #[test]
 fn endpoints_on_postgres() {
-    let Some(pg) = PgSchema::new("reports endpoints") else {
+    let Some(pg) = PgSchema::new("reports endpoints", "switchyard_rep") else {
         return;
     };
     story(Some(&pg));
@@ -881,7 +748,7 @@ fn a_node_pushes_to_another_over_http() {
 /// the exact fleet total within 25 s. Then drift and SIGKILL.
 #[test]
 fn fleet_of_three_on_postgres() {
-    let Some(pg) = PgSchema::new("reports fleet") else {
+    let Some(pg) = PgSchema::new("reports fleet", "switchyard_rep") else {
         return;
     };
     let fleet = unique("fleet");
@@ -1103,12 +970,12 @@ fn prune_keeps_an_hour_and_two_days_sqlite() {
 
 #[test]
 fn prune_keeps_an_hour_and_two_days_postgres() {
-    let Some(pg) = PgSchema::new("reports prune") else {
+    let Some(pg) = PgSchema::new("reports prune", "switchyard_rep") else {
         return;
     };
     let store = pg
         .rt
-        .block_on(switchyard::db::postgres::open(&pg.url, Some(&pg.schema)))
+        .block_on(switchyard::db::postgres::open(&pg.database, Some(&pg.schema)))
         .unwrap();
     prune_story(store.stores().reports, &pg.rt);
 }

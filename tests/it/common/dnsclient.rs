@@ -1,7 +1,5 @@
 //! A tiny DNS client for tests: one query over UDP, answers as strings.
 
-#![allow(dead_code)]
-
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 

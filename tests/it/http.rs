@@ -3,7 +3,7 @@
 //! counters, profiles, `/api/*`), as `shared/DESIGN.md` ("HTTP") and
 //! `shared/seeds/002_*` describe them.
 //!
-//! Every test starts its own `switchyard serve` (see `tests/common`) and
+//! Every test starts its own `switchyard serve` (see `tests/it/common`) and
 //! talks to it with reqwest, or with a raw `TcpStream` where the client has
 //! to misbehave (slow headers, idle connections, oversized bodies).
 //!
@@ -15,9 +15,9 @@
 //! (written per test) cover CORS for one origin, request fields, failures.
 //!
 //! Tests that find a server bug are `#[ignore = "bug: ..."]`; run them with
-//! `cargo test --test http -- --ignored`.
+//! `cargo test --release --test it http:: -- --ignored`.
 
-mod common;
+use crate::common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};

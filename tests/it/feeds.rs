@@ -3,8 +3,8 @@
 //! posted to the leaderboard API turning into probes. Each must change an
 //! example app's answer within the expected time.
 
-mod common;
-mod dnsclient;
+use crate::common;
+use crate::common::dnsclient;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -347,28 +347,6 @@ impl Flaky {
     }
 }
 
-/// `GET path` on the ops listener: (status, body).
-fn ops_get(admin: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(admin).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
-}
-
 /// Polls `/deepcheck` until `done(status, body)`; returns the last body.
 fn until_deepcheck(
     admin: SocketAddr,
@@ -378,7 +356,7 @@ fn until_deepcheck(
 ) -> String {
     let start = Instant::now();
     loop {
-        let (status, body) = ops_get(admin, "/deepcheck");
+        let common::http::Reply { status, body, .. } = common::http::get(admin, "/deepcheck");
         if done(status, &body) {
             return body;
         }
@@ -483,7 +461,7 @@ fn fusion_file_feed_steers_the_fusion_budget_app() {
     // Back under budget.
     write(r#"{"usage": {"unit": "GB", "value": "9000"}}"#);
     until(server.dns, name, "cdn-c.example.net.", limit);
-    let (_, feeds) = ops_get(server.admin.expect("admin"), "/api/feeds");
+    let feeds = common::http::get(server.admin.expect("admin"), "/api/feeds").body;
     assert!(feeds.contains("fusion cdn_c"), "{feeds}");
 }
 

@@ -37,22 +37,24 @@
 //! The tests after those guard containment holes this suite found (each
 //! says what failed before it was fixed).
 //!
-//! Run: `cargo test --test hostile -- --nocapture` (prints latencies and
-//! how each runaway was contained). The tests run one at a time (a lock):
-//! the timings are about the server, not about tests competing for CPU.
+//! Run: `cargo test --release --test it hostile:: -- --nocapture` (prints
+//! latencies and how each runaway was contained). The tests run one at a
+//! time (a lock): the timings are about the server, not about tests
+//! competing for CPU.
 
-mod common;
-mod dnsclient;
+use crate::common;
+use crate::common::dnsclient;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::http_json;
+use common::http::{Request, TOKEN, http_json};
+use common::wait::wait_for;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde_json::Value;
@@ -386,25 +388,6 @@ impl Drop for Running {
     }
 }
 
-/// GET on the operations address; the body as text.
-fn http_text(addr: SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(3)))
-        .expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
 // ------------------------------------------------------------- queries
 
 static NEXT_ID: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
@@ -463,20 +446,6 @@ fn until_answer(dns: SocketAddr, name: &str, want: &str, limit: Duration) -> Dur
             "{name} did not answer {want} within {limit:?}"
         );
         std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Waits until `cond` holds; false on timeout.
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -1685,34 +1654,17 @@ fn startup_with_an_init_that_never_ends_becomes_ready() {
     let root = env!("CARGO_MANIFEST_DIR");
     let config = dir.path().join("switchyard.toml");
     std::fs::copy(format!("{root}/examples/switchyard.toml"), &config).unwrap();
-    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .current_dir(root)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .args([
-            "--dns",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--apps",
-        ])
-        .arg(&apps)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start switchyard");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let mut child = common::server::serve_command(
+        Path::new(env!("CARGO_BIN_EXE_switchyard")),
+        &config,
+        "127.0.0.1:0",
+        &dir.path().join("data"),
+    )
+    .arg("--apps")
+    .arg(&apps)
+    .spawn()
+    .expect("start switchyard");
+    let (_, rx) = common::server::follow_stderr(&mut child);
     let start = Instant::now();
     let mut ready = false;
     while start.elapsed() < Duration::from_secs(10) {
@@ -1725,15 +1677,7 @@ fn startup_with_an_init_that_never_ends_becomes_ready() {
     }
     eprintln!("[startup] ready: {ready} after {:?}", start.elapsed());
     let pids = descendants(child.id());
-    let _ = Command::new("kill")
-        .args(["-s", "TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    common::server::stop(&mut child);
     kill_leftovers(&pids);
     assert!(
         ready,
@@ -2216,27 +2160,6 @@ fn rss_kb(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
-        .unwrap_or(0)
-}
-
-/// PUT on the operations address with the shipped bearer token; the status.
-fn http_put(addr: SocketAddr, path: &str, body: &str) -> u16 {
-    use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(3)))
-        .expect("timeout");
-    write!(
-        s,
-        "PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer change-me\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("write");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
         .unwrap_or(0)
 }
 
@@ -2994,32 +2917,6 @@ fn sigusr2_upgrades_to_the_binary_at_the_path_without_losing_a_query() {
     until_answer(r.dns(), &qname("good"), GOOD, Duration::from_secs(2));
 }
 
-/// Sends `method path` with the admin token (when given); status and JSON.
-fn http_call(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
-    use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
 /// Issue 29: ten `kill -9`s of the serving process while a healthy, never
 /// memoised app (`busy`, 30 ms calls from two clients: always in flight)
 /// answers a steady stream. A kill from outside is no evidence against
@@ -3147,4 +3044,31 @@ fn kill_9_of_the_serving_process_never_quarantines_a_healthy_app() {
         404
     );
     assert!(!cli(&["quarantine", "lift", "busy"]).status.success());
+}
+
+/// GET on the operations address; the body as text.
+fn http_text(addr: SocketAddr, path: &str) -> String {
+    Request::new(addr, "GET", path)
+        .timeout(Duration::from_secs(3))
+        .send()
+        .body
+}
+
+/// PUT on the operations address with the shipped bearer token; the status.
+fn http_put(addr: SocketAddr, path: &str, body: &str) -> u16 {
+    Request::new(addr, "PUT", path)
+        .token(Some(TOKEN))
+        .json(body.as_bytes())
+        .timeout(Duration::from_secs(3))
+        .send()
+        .status
+}
+
+/// Sends `method path` with the admin token (when given); status and JSON.
+fn http_call(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
+    let r = Request::new(addr, method, path)
+        .token(token)
+        .timeout(Duration::from_secs(5))
+        .send();
+    (r.status, r.json_or_null())
 }

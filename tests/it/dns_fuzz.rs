@@ -7,9 +7,9 @@
 //! answer correctly, and never have logged a panic.
 //!
 //! Bounded (a few hundred cases, no persistence files) so it runs in
-//! seconds with `cargo test --test dns_fuzz`.
+//! seconds with `cargo test --release --test it dns_fuzz::`.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
@@ -23,31 +23,6 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 const WAIT: Duration = Duration::from_secs(5);
-
-/// The shipped apps (apps/*.js and sidecars) with a generous decision
-/// budget (`budget_ms` in each sidecar), so a loaded debug build on a busy
-/// machine answers from the app, not from its fallback. Everything else in
-/// the sidecars (ttl, fallback, providers) is unchanged.
-fn shipped_apps() -> Vec<(String, String)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("apps");
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(&dir).expect("shipped apps") {
-        let p = e.expect("entry").path();
-        let file = p.file_name().unwrap().to_string_lossy().to_string();
-        let mut text = std::fs::read_to_string(&p).expect("read app");
-        match p.extension().and_then(|x| x.to_str()) {
-            Some("js") => {}
-            Some("toml") => {
-                if !text.contains("budget_ms") {
-                    text.push_str("\nbudget_ms = 2000\n");
-                }
-            }
-            _ => continue,
-        }
-        out.push((file, text));
-    }
-    out
-}
 
 fn query(qname: &str, qtype: RecordType, edns: Option<(u16, Option<ClientSubnet>)>) -> Message {
     let mut m = Message::query();
@@ -373,7 +348,7 @@ fn tcp_fuzz_never_breaks_the_server() {
 /// Queries geo-map until it answers steadily: one query at a time until 4
 /// in a row get the app's answer, then batches of 8 concurrent queries
 /// until two batches in a row do. Every JS worker has then built its
-/// context (see `warm` in tests/dns.rs for why the first decision per
+/// context (see `warm` in tests/it/dns.rs for why the first decision per
 /// worker can be late), so the final check tests the steady state.
 fn warm(server: &Server) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -416,13 +391,13 @@ fn warm(server: &Server) {
 }
 
 /// Serializes the two tests' server start-ups and warm-ups (start-up is
-/// the heaviest moment; see tests/dns.rs `STARTING`).
+/// the heaviest moment; see tests/it/dns.rs `STARTING`).
 static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn start() -> Server {
     let _one_at_a_time = STARTING.lock().unwrap_or_else(|e| e.into_inner());
     let server = Server::start_with(common::Options {
-        apps: Some(shipped_apps()),
+        apps: Some(common::apps::shipped_with_budget()),
         ..Default::default()
     });
     warm(&server);

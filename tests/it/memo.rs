@@ -3,8 +3,8 @@
 //! replaces them at once, and apps that keep state, read the clock or
 //! break ties with `Math.random` are run for every query.
 
-mod common;
-mod dnsclient;
+use crate::common;
+use crate::common::dnsclient;
 
 use std::time::{Duration, Instant};
 
@@ -15,22 +15,6 @@ fn ask(dns: std::net::SocketAddr, name: &str, id: u16) -> Vec<String> {
     dnsclient::query(&sock, dns, name, RecordType::A, id)
         .expect("an answer")
         .answers
-}
-
-fn vars(server: &common::Server) -> serde_json::Value {
-    use std::io::{Read, Write};
-    let admin = server.admin.expect("operations address");
-    let mut s = std::net::TcpStream::connect(admin).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET /debug/vars HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
 const PURE: &str = "function onRequest(request, response) {\n  'use strict';\n  response.addARecord(request.hostname_prefix === 'b' ? '192.0.2.2' : '192.0.2.1');\n}\n";
@@ -71,7 +55,7 @@ fn stateless_decisions_are_reused_and_stateful_ones_never() {
         assert_eq!(ask(dns, "pure.switchyard.test.", 10 + i), ["192.0.2.1"]);
         assert_eq!(ask(dns, "b.pure.switchyard.test.", 40 + i), ["192.0.2.2"]);
     }
-    let v = vars(&server);
+    let v = server.debug_vars();
     let pure = &v["memo"]["apps"]["pure"];
     assert_eq!(pure["memoised"], true, "{v}");
     assert_eq!(
@@ -96,7 +80,7 @@ fn stateless_decisions_are_reused_and_stateful_ones_never() {
             let distinct: std::collections::BTreeSet<_> = answers.iter().collect();
             assert!(distinct.len() >= 3, "{app} answers repeated: {answers:?}");
         }
-        let info = &vars(&server)["memo"]["apps"][app];
+        let info = &server.debug_vars()["memo"]["apps"][app];
         assert_eq!(info["memoised"], false, "{app}: {info}");
         assert!(
             info["why_not"].as_str().is_some_and(|w| w.contains(why)),
@@ -108,7 +92,7 @@ fn stateless_decisions_are_reused_and_stateful_ones_never() {
         .map(|i| ask(dns, "dice.switchyard.test.", 200 + i))
         .collect();
     assert!(answers.len() > 5, "dice answers repeated: {answers:?}");
-    let dice = &vars(&server)["memo"]["apps"]["dice"];
+    let dice = &server.debug_vars()["memo"]["apps"]["dice"];
     assert_eq!(dice["memoised"], true, "{dice}");
     assert_eq!(dice["stats"]["hits"], 0, "{dice}");
     assert_eq!(dice["stats"]["entries"], 0, "{dice}");

@@ -4,122 +4,21 @@
 //! (each run in a fresh schema through the URL's `options[search_path]`,
 //! so parallel runs never meet).
 
-mod common;
-#[path = "dnsclient/mod.rs"]
-mod dnsclient;
+use crate::common;
+use crate::common::dnsclient;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::http::{Reply, Request, TOKEN, request};
+use common::pg::PgSchema;
 use common::{Options, Server, TEST_TOKEN_LINE};
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
-
-const TOKEN: &str = "change-me";
-
-struct Reply {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl Reply {
-    /// The `WWW-Authenticate` header, if any.
-    fn challenge(&self) -> Option<String> {
-        self.head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("www-authenticate")
-                .then(|| v.trim().to_string())
-        })
-    }
-
-    /// A 401 whose challenge says `invalid_token` (RFC 6750 §3.1).
-    #[track_caller]
-    fn assert_invalid_token(&self, what: &str) {
-        assert_eq!(self.status, 401, "{what}: {}", self.body);
-        let c = self.challenge().unwrap_or_default();
-        assert!(
-            c.starts_with("Bearer realm=\"switchyard\"") && c.contains("error=\"invalid_token\""),
-            "{what}: {c:?}"
-        );
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
-    }
-
-    #[track_caller]
-    fn ok(&self) -> Value {
-        assert!(
-            (200..300).contains(&self.status),
-            "status {}: {}",
-            self.status,
-            self.body
-        );
-        self.json()
-    }
-
-    #[track_caller]
-    fn error(&self, status: u16) -> String {
-        assert_eq!(self.status, status, "{}", self.body);
-        self.json()["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error string: {}", self.body))
-            .to_string()
-    }
-}
-
-/// One HTTP/1.1 request on a fresh connection.
-fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Reply {
-    request_with(addr, method, path, token, &[], body)
-}
-
-/// As [`request`], with extra headers.
-fn request_with(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Reply {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    req.push_str(&format!(
-        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    ));
-    let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(body);
-    s.write_all(&bytes).expect("send");
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).expect("read");
-    let raw = String::from_utf8_lossy(&out).to_string();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {raw:?}"));
-    Reply {
-        status,
-        head: head.to_string(),
-        body: body.to_string(),
-    }
-}
 
 fn admin(s: &Server) -> SocketAddr {
     s.admin.expect("admin listener")
@@ -132,19 +31,7 @@ fn api(s: &Server, method: &str, path: &str, body: Option<Value>) -> Reply {
 
 /// The shipped apps with a generous budget (the machine runs other builds).
 fn apps() -> Vec<(String, String)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("apps");
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(&dir).expect("shipped apps") {
-        let p = e.expect("entry").path();
-        let file = p.file_name().unwrap().to_string_lossy().to_string();
-        let mut text = std::fs::read_to_string(&p).expect("read app");
-        match p.extension().and_then(|x| x.to_str()) {
-            Some("js") => {}
-            Some("toml") => text.push_str("\nbudget_ms = 2000\n"),
-            _ => continue,
-        }
-        out.push((file, text));
-    }
+    let mut out = common::apps::shipped_with_budget();
     out.push(("inspect.js".into(), INSPECT_APP.into()));
     // It declares no provider: the operator assigns it two (it sees no other).
     out.push((
@@ -211,74 +98,6 @@ fn options(env: Vec<(String, String)>, data_dir: Option<PathBuf>) -> Options {
 /// A server on SQLite (POSTGRES forced empty).
 fn sqlite_server() -> Server {
     Server::start_with(options(vec![("POSTGRES".into(), String::new())], None))
-}
-
-/// A PostgreSQL schema for one test, dropped on drop.
-struct PgSchema {
-    url: String,
-    schema: String,
-    rt: tokio::runtime::Runtime,
-    pool: sqlx::PgPool,
-}
-
-impl PgSchema {
-    /// `None` (after a loud SKIPPED line) when no PostgreSQL is configured.
-    fn new(what: &str) -> Option<PgSchema> {
-        let Some(url) = std::env::var("SWITCHYARD_TEST_POSTGRES")
-            .ok()
-            .filter(|u| !u.is_empty())
-        else {
-            let _ = std::io::stderr().write_all(
-                format!("\n*** SKIPPED: PostgreSQL {what} (set SWITCHYARD_TEST_POSTGRES) ***\n\n")
-                    .as_bytes(),
-            );
-            return None;
-        };
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let schema = format!("switchyard_inv_{}_{}", std::process::id(), nanos);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let pool = rt
-            .block_on(sqlx::PgPool::connect(&url))
-            .expect("connect to SWITCHYARD_TEST_POSTGRES");
-        rt.block_on(
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
-                .execute(&pool),
-        )
-        .expect("create schema");
-        Some(PgSchema {
-            url,
-            schema,
-            rt,
-            pool,
-        })
-    }
-
-    /// The server's environment: POSTGRES pointing into the schema.
-    fn env(&self) -> Vec<(String, String)> {
-        let sep = if self.url.contains('?') { '&' } else { '?' };
-        vec![(
-            "POSTGRES".into(),
-            format!("{}{sep}options[search_path]={}", self.url, self.schema),
-        )]
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        let _ = self.rt.block_on(
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP SCHEMA \"{}\" CASCADE",
-                self.schema
-            )))
-            .execute(&self.pool),
-        );
-    }
 }
 
 /// The first answer to `name` A over UDP (CNAME target).
@@ -387,7 +206,7 @@ fn drain_while_streaming_queries_sqlite() {
 
 #[test]
 fn drain_while_streaming_queries_postgres() {
-    let Some(pg) = PgSchema::new("drain") else {
+    let Some(pg) = PgSchema::new("drain", "switchyard_inv") else {
         return;
     };
     drain_story(&Server::start_with(options(pg.env(), None)));
@@ -673,7 +492,7 @@ fn restart_keeps_every_change_sqlite() {
 
 #[test]
 fn restart_keeps_every_change_postgres() {
-    let Some(pg) = PgSchema::new("inventory restart") else {
+    let Some(pg) = PgSchema::new("inventory restart", "switchyard_inv") else {
         return;
     };
     restart_story(pg.env(), false);
@@ -795,7 +614,7 @@ fn concurrent_shapes_never_mix_sqlite() {
 
 #[test]
 fn concurrent_shapes_never_mix_postgres() {
-    let Some(pg) = PgSchema::new("concurrent shapes") else {
+    let Some(pg) = PgSchema::new("concurrent shapes", "switchyard_inv") else {
         return;
     };
     concurrent_story(&Server::start_with(options(pg.env(), None)));
@@ -808,7 +627,7 @@ fn bad_requests_change_nothing_sqlite() {
 
 #[test]
 fn bad_requests_change_nothing_postgres() {
-    let Some(pg) = PgSchema::new("bad requests") else {
+    let Some(pg) = PgSchema::new("bad requests", "switchyard_inv") else {
         return;
     };
     bad_requests_story(&Server::start_with(options(pg.env(), None)));
@@ -1013,14 +832,10 @@ fn apps_see_inventory_weights_and_state() {
     let s = Server::start_with(opts);
     let http = s.http.expect("http");
     let inspect = || -> Value {
-        let r = request_with(
-            http,
-            "GET",
-            "/apps/inspect/decision",
-            None,
-            &[("X-Forwarded-For", "198.51.100.7")],
-            b"",
-        );
+        let r = Request::new(http, "GET", "/apps/inspect/decision")
+            .header("X-Forwarded-For", "198.51.100.7")
+            .json(b"")
+            .send();
         r.ok()["providers"][0]["custom"].clone()
     };
     let km =
@@ -1289,7 +1104,7 @@ fn rotating_the_admin_token_revokes_issued_tokens_sqlite() {
 
 #[test]
 fn rotating_the_admin_token_revokes_issued_tokens_postgres() {
-    let Some(pg) = PgSchema::new("token rotation") else {
+    let Some(pg) = PgSchema::new("token rotation", "switchyard_inv") else {
         return;
     };
     let unbind = |_: &std::path::Path| {
@@ -1351,7 +1166,7 @@ fn sighup_during_changes_keeps_both() {
 
 #[test]
 fn fleet_sharing_postgres_follows_within_a_second() {
-    let Some(pg) = PgSchema::new("inventory fleet") else {
+    let Some(pg) = PgSchema::new("inventory fleet", "switchyard_inv") else {
         return;
     };
     let a = Server::start_with(options(pg.env(), None));

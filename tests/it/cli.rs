@@ -3,9 +3,10 @@
 //! start on a configuration it cannot serve; the admin token `serve`
 //! generates and the CLI finds.
 
-mod common;
+use crate::common;
+use common::http::Request;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Read;
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -745,19 +746,11 @@ function onRequest(request, response) {
 
 /// A request on the operations listener with a bearer token: the status.
 fn admin_status(addr: std::net::SocketAddr, method: &str, path: &str, token: &str) -> u16 {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    Request::new(addr, method, path)
+        .token(Some(token))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .status
 }
 
 /// Issue #20.5: with no `api_token` configured, `serve` generates one into
@@ -862,32 +855,15 @@ fn serve_until(server_lines: &str, admin: &str, until: &str) -> (Option<ExitStat
         .replacen("admin_reads_need_token = false", "", 1)
         .replacen("[server]\n", &format!("[server]\n{server_lines}\n"), 1);
     std::fs::write(&config, text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .current_dir(root)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .args([
-            "--dns",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--admin",
-            admin,
-        ])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start switchyard");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let mut child = common::server::serve_command(
+        std::path::Path::new(env!("CARGO_BIN_EXE_switchyard")),
+        &config,
+        admin,
+        &dir.path().join("data"),
+    )
+    .spawn()
+    .expect("start switchyard");
+    let (_, rx) = common::server::follow_stderr(&mut child);
     let mut log = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {

@@ -893,12 +893,6 @@ async fn duplicate_keys_pages_and_retries(api: &StatsApi, store: &Arc<dyn StatsS
 /// Says the PostgreSQL half did not run. Written to the stderr handle
 /// itself: libtest captures `eprintln!` of passing tests, and a skip must
 /// be seen.
-fn skipped_loudly() {
-    use std::io::Write;
-    let _ = std::io::stderr()
-        .write_all(b"\n*** SKIPPED: PostgreSQL store tests (set SWITCHYARD_TEST_POSTGRES) ***\n\n");
-}
-
 #[tokio::test]
 async fn story_sqlite() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -918,18 +912,10 @@ async fn story_sqlite() {
 
 #[tokio::test]
 async fn story_postgres() {
-    let Some(url) = std::env::var("SWITCHYARD_TEST_POSTGRES")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        skipped_loudly();
+    let Some(url) = crate::common::pg::url_or_skip("store tests") else {
         return;
     };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let schema = format!("switchyard_test_{}_{}", std::process::id(), nanos);
+    let schema = crate::common::pg::unique("switchyard_test");
     let store = postgres::open(&url, Some(&schema))
         .await
         .expect("open PostgreSQL store");
@@ -985,20 +971,12 @@ async fn bad_postgres_settings_are_typed_and_redacted() {
 /// events at the window's edges), so: same records, many windows, same answers.
 #[tokio::test]
 async fn backends_agree_on_random_windows() {
-    let Some(url) = std::env::var("SWITCHYARD_TEST_POSTGRES")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        skipped_loudly();
+    let Some(url) = crate::common::pg::url_or_skip("store tests") else {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
     let sqlite = db::open(dir.path(), None).await.expect("SQLite").stats;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let schema = format!("switchyard_test_agree_{}_{}", std::process::id(), nanos);
+    let schema = crate::common::pg::unique("switchyard_test_agree");
     let pg = postgres::open(&url, Some(&schema))
         .await
         .expect("PostgreSQL");

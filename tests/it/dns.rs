@@ -3,13 +3,13 @@
 //! TTLs, error rcodes, EDNS payload/truncation, BADVERS, ECS steering with
 //! the shipped GeoIP test networks, fallback and SERVFAIL.
 //!
-//! Every test starts its own `switchyard serve` (tests/common) on port 0 and
+//! Every test starts its own `switchyard serve` (tests/it/common) on port 0 and
 //! talks to it with a raw `UdpSocket` / `TcpStream` and hickory-proto's
 //! `Message` codec (or hand-built bytes where a malformed packet is needed).
 //! Expected values come from apps/*.js, apps/README.md, geo/README.md and
 //! examples/switchyard.toml.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
@@ -353,31 +353,6 @@ fn still_serving(dns: SocketAddr) {
 
 // ------------------------------------------------------------------ tests
 
-/// The shipped apps (apps/*.js and sidecars) with a generous decision
-/// budget (`budget_ms` in each sidecar), so a loaded debug build on a busy
-/// machine answers from the app, not from its fallback. Everything else in
-/// the sidecars (ttl, fallback, providers) is unchanged.
-fn shipped_apps() -> Vec<(String, String)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("apps");
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(&dir).expect("shipped apps") {
-        let p = e.expect("entry").path();
-        let file = p.file_name().unwrap().to_string_lossy().to_string();
-        let mut text = std::fs::read_to_string(&p).expect("read app");
-        match p.extension().and_then(|x| x.to_str()) {
-            Some("js") => {}
-            Some("toml") => {
-                if !text.contains("budget_ms") {
-                    text.push_str("\nbudget_ms = 2000\n");
-                }
-            }
-            _ => continue,
-        }
-        out.push((file, text));
-    }
-    out
-}
-
 /// Queries `qname`/`qtype` (with ECS `sub` when given) until the app
 /// answers steadily: first one query at a time until 4 in a row are `good`
 /// (so cold workers build their contexts one after the other, not
@@ -565,7 +540,7 @@ fn shipped() -> Running {
 fn shipped_with(extra_config: String) -> Running {
     start(
         Options {
-            apps: Some(shipped_apps()),
+            apps: Some(common::apps::shipped_with_budget()),
             extra_config,
             ..Options::default()
         },
@@ -2362,69 +2337,37 @@ struct V6Server {
 
 impl Drop for V6Server {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-s", "TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::server::stop(&mut self.child);
     }
 }
 
 #[test]
 fn ipv6_loopback_listener() {
-    use std::io::BufRead;
     if UdpSocket::bind("[::1]:0").is_err() || std::net::TcpListener::bind("[::1]:0").is_err() {
         eprintln!("skipping: cannot bind [::1]");
         return;
     }
     let starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
-    let root = env!("CARGO_MANIFEST_DIR");
     let dir = tempfile::tempdir().unwrap();
     let apps = dir.path().join("apps");
     std::fs::create_dir_all(&apps).unwrap();
-    for (file, text) in shipped_apps() {
+    for (file, text) in common::apps::shipped_with_budget() {
         if file.starts_with("geo-map.") {
             std::fs::write(apps.join(file), text).unwrap();
         }
     }
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .current_dir(root)
-        .args([
-            "serve",
-            "--config",
-            "examples/switchyard.toml",
-            "--dns",
-            "[::1]:0",
-            "--dns",
-            "127.0.0.1:0",
-        ])
-        .args(["--http", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--apps"])
-        .arg(&apps)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start switchyard");
-    let stderr = child.stderr.take().unwrap();
+    let mut child = common::server::serve_command(
+        std::path::Path::new(env!("CARGO_BIN_EXE_switchyard")),
+        std::path::Path::new("examples/switchyard.toml"),
+        "127.0.0.1:0",
+        &dir.path().join("data"),
+    )
+    .args(["--dns", "[::1]:0", "--apps"])
+    .arg(&apps)
+    .spawn()
+    .expect("start switchyard");
+    let (_, rx) = common::server::follow_stderr(&mut child);
     let server = V6Server { child, _dir: dir };
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut v6: Option<SocketAddr> = None;
     let mut log = Vec::new();
@@ -2640,7 +2583,7 @@ fn closed_within(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
 fn tcp_hogs_hold_their_share_and_no_longer() {
     let s = start(
         Options {
-            apps: Some(shipped_apps()),
+            apps: Some(common::apps::shipped_with_budget()),
             config_edits: vec![
                 (
                     "connections_per_client = 64".into(),
@@ -2724,7 +2667,7 @@ fn limited(slip: u8, more: &[(&str, &str)]) -> Running {
     edits.extend(more.iter().map(|(a, b)| (a.to_string(), b.to_string())));
     start(
         Options {
-            apps: Some(shipped_apps()),
+            apps: Some(common::apps::shipped_with_budget()),
             config_edits: edits,
             ..Options::default()
         },
@@ -2832,7 +2775,7 @@ fn with_id(mut m: Message, id: u16) -> Message {
 
 /// The RRL counters of `/debug/vars` for `class`: (slipped, dropped, would_limit).
 fn rrl_counts(s: &Running, class: &str) -> (u64, u64, u64) {
-    let vars = common::http_json(s.admin.expect("admin"), "/debug/vars").1;
+    let vars = common::http::http_json(s.admin.expect("admin"), "/debug/vars").1;
     let c = &vars["rrl"]["limited"][class];
     let n = |k: &str| {
         c[k].as_u64()
@@ -2885,7 +2828,7 @@ fn rrl_answers_a_flood_at_its_rate_and_slips_every_second_reply() {
     });
     assert_eq!(apex.answered, 10, "{apex:?}");
     // The top limited prefix is the flood's.
-    let vars = common::http_json(s.admin.unwrap(), "/debug/vars").1;
+    let vars = common::http::http_json(s.admin.unwrap(), "/debug/vars").1;
     assert_eq!(
         vars["rrl"]["top_limited_prefixes"][0]["prefix"], "127.0.1.0/24",
         "{vars}"
@@ -3080,7 +3023,7 @@ fn a_valid_server_cookie_is_never_limited() {
         .unwrap();
     let bad = decode(&recv_id(&sock, 9, WAIT).expect("reply"), "bad cookie");
     assert_eq!(bad.metadata.response_code, ResponseCode::FormErr);
-    let vars = common::http_json(s.admin.unwrap(), "/debug/vars").1;
+    let vars = common::http::http_json(s.admin.unwrap(), "/debug/vars").1;
     let c = &vars["cookies"];
     assert_eq!(
         (
@@ -3196,6 +3139,6 @@ fn dig_cookie_round_trip() {
         "{second}"
     );
     assert!(second.contains("status: NOERROR"), "{second}");
-    let vars = common::http_json(s.admin.unwrap(), "/debug/vars").1;
+    let vars = common::http::http_json(s.admin.unwrap(), "/debug/vars").1;
     assert_eq!(vars["cookies"]["valid"], 1, "{vars}");
 }

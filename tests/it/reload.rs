@@ -6,8 +6,8 @@
 //! whole from one version, a new version must answer within a second of the
 //! write, and nothing reloads while nothing changes.
 
-mod common;
-mod dnsclient;
+use crate::common;
+use crate::common::dnsclient;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -158,7 +158,7 @@ fn edits_take_effect_within_a_second_and_nothing_drops() {
         Duration::from_millis(200),
     );
     if let Some(admin) = server.admin {
-        let body = http_get(admin, "/api/applications/v");
+        let body = common::http::get(admin, "/api/applications/v").body;
         assert!(
             body.contains("previous version serving") && body.contains("v.js:3"),
             "{body}"
@@ -268,20 +268,6 @@ fn sidecar_and_sighup_reload() {
     assert_eq!(ttl(5), Some(33), "a bad config must keep the old one");
 }
 
-fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
 /// Checks what a [`Stream`] saw: every query answered, whole, by one of `versions`.
 fn assert_whole_answers(seen: &[(Instant, Option<dnsclient::Reply>)], versions: &[&str]) {
     assert!(seen.len() > 20, "too few queries: {}", seen.len());
@@ -367,17 +353,6 @@ fn a_burst_of_partial_writes_ends_with_the_final_content() {
     assert_eq!(last.answers[0], "192.0.2.5", "{last:?}");
 }
 
-/// `/debug/vars` on the operations listener, as JSON.
-fn debug_vars(server: &common::Server) -> serde_json::Value {
-    let admin = server.admin.expect("an operations listener");
-    let response = http_get(admin, "/debug/vars");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"))
-}
-
 /// How many log lines contain `needle`.
 fn log_count(server: &common::Server, needle: &str) -> usize {
     server
@@ -393,7 +368,7 @@ fn log_count(server: &common::Server, needle: &str) -> usize {
 fn nothing_reloads_while_nothing_changes() {
     let server = serve_v1();
     let dns = server.dns;
-    let before = debug_vars(&server)["reloads"].as_u64().expect("reloads");
+    let before = server.debug_vars()["reloads"].as_u64().expect("reloads");
     let path = server.apps.join("v.js");
     std::fs::write(&path, app(2)).unwrap();
     until_answer(
@@ -405,7 +380,7 @@ fn nothing_reloads_while_nothing_changes() {
     );
     // Let the debounce window of the write pass (with room for a busy machine).
     std::thread::sleep(Duration::from_secs(1));
-    let after_write = debug_vars(&server)["reloads"].as_u64().unwrap();
+    let after_write = server.debug_vars()["reloads"].as_u64().unwrap();
     assert!(
         after_write > before,
         "the write was not counted as a reload"
@@ -432,7 +407,7 @@ fn nothing_reloads_while_nothing_changes() {
     std::thread::sleep(Duration::from_millis(500));
     assert_whole_answers(&stream.finish(), &["2"]);
     assert_eq!(
-        debug_vars(&server)["reloads"].as_u64().unwrap(),
+        server.debug_vars()["reloads"].as_u64().unwrap(),
         after_write,
         "the reload counter moved while no app changed; log since:\n{}",
         since_mark()
@@ -503,7 +478,7 @@ fn sighup_applies_geo_paths_warns_on_restart_only_keys_and_keeps_an_invalid_conf
         1,
         "only that key"
     );
-    let deepcheck = http_get(admin, "/deepcheck");
+    let deepcheck = common::http::get(admin, "/deepcheck").body;
     assert!(
         deepcheck.contains(&format!("geo city: {}", city.display())),
         "{deepcheck}"
@@ -545,7 +520,7 @@ fn sighup_applies_geo_paths_warns_on_restart_only_keys_and_keeps_an_invalid_conf
     }
     assert!(server.logged("geo database /nonexistent/City.mmdb: cannot open"));
     assert_eq!(ttl(4), Some(33));
-    let deepcheck = http_get(admin, "/deepcheck");
+    let deepcheck = common::http::get(admin, "/deepcheck").body;
     assert!(
         deepcheck.contains(&format!("geo city: {}", city.display())),
         "{deepcheck}"
@@ -584,7 +559,7 @@ fn an_app_that_never_loaded_answers_its_fallback() {
         Duration::from_secs(1),
     );
     if let Some(admin) = server.admin {
-        let body = http_get(admin, "/api/applications/fb");
+        let body = common::http::get(admin, "/api/applications/fb").body;
         assert!(body.contains(r#""status":"error""#), "{body}");
         assert!(body.contains(r#""version":null"#), "{body}");
         assert!(body.contains("no config"), "{body}");

@@ -5,11 +5,11 @@
 //! Signed posts go in, hand-computed aggregates come out, and every kind of
 //! bad post is refused with nothing stored.
 
-mod common;
+use crate::common;
+use common::http::{Reply, Request};
+use common::pg::PgSchema;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::SocketAddr;
 
 use serde_json::{Value, json};
 
@@ -20,72 +20,15 @@ const B: &str = "0xbbb0000000000000000000000000000000000002";
 /// Only ever in refused posts.
 const REJECTED: &str = "0xdead000000000000000000000000000000000003";
 
-struct Reply {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}{}", self.head, self.body))
-    }
-
-    /// Asserts `{"error": ...}` with `status`; returns the message.
-    #[track_caller]
-    fn error(&self, status: u16) -> String {
-        assert_eq!(self.status, status, "{}{}", self.head, self.body);
-        self.json()["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error string: {}", self.body))
-            .to_string()
-    }
-}
-
-fn parse(raw: &str) -> Reply {
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {raw:?}"));
-    Reply {
-        status,
-        head: format!("{head}\r\n\r\n"),
-        body: body.to_string(),
-    }
-}
-
-/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Reply {
-    let mut s = TcpStream::connect(addr).expect("connect to the ops listener");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(body);
-    s.write_all(&bytes).expect("send request");
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).expect("read response");
-    parse(&String::from_utf8_lossy(&out))
-}
-
 fn post_raw(addr: SocketAddr, auth: Option<&str>, body: &[u8]) -> Reply {
     let mut headers = vec![("Content-Type", "application/json")];
     if let Some(a) = auth {
         headers.push(("Authorization", a));
     }
-    request(addr, "POST", "/api/post_stats", &headers, body)
+    Request::new(addr, "POST", "/api/post_stats")
+        .headers(&headers)
+        .body(body)
+        .send()
 }
 
 /// Posts `body` signed with the right secret.
@@ -97,7 +40,7 @@ fn post(addr: SocketAddr, body: &str) -> Reply {
 /// A 200 JSON read, with the spec's headers.
 #[track_caller]
 fn get(addr: SocketAddr, path: &str) -> Value {
-    let r = request(addr, "GET", path, &[], b"");
+    let r = Request::new(addr, "GET", path).send();
     assert_eq!(r.status, 200, "GET {path}: {}{}", r.head, r.body);
     let head = r.head.to_ascii_lowercase();
     assert!(head.contains("access-control-allow-origin: *"), "{head}");
@@ -250,13 +193,7 @@ fn story(server: &common::Server) {
         get(ops, "/api/aggregated_stats?orchestrator=0xnobody"),
         json!({})
     );
-    let bad = request(
-        ops,
-        "GET",
-        "/api/aggregated_stats?since=yesterday",
-        &[],
-        b"",
-    );
+    let bad = Request::new(ops, "GET", "/api/aggregated_stats?since=yesterday").send();
     assert!(bad.error(400).contains("since"), "{}", bad.body);
 
     // Raw records, newest first, per region.
@@ -289,7 +226,7 @@ fn story(server: &common::Server) {
         ts(&raw_all["FRA"]),
         [(now - 600) as f64, (now - 2 * 86_400) as f64]
     );
-    let missing = request(ops, "GET", "/api/raw_stats", &[], b"");
+    let missing = Request::new(ops, "GET", "/api/raw_stats").send();
     assert_eq!(missing.error(400), "orchestrator is a required parameter");
 
     // Regions: the default list.
@@ -339,7 +276,10 @@ fn pages_and_retries(ops: SocketAddr, now: u64) {
         ("Idempotency-Key", "client-7-post-42"),
     ];
     for attempt in 0..3 {
-        let r = request(ops, "POST", "/api/post_stats", &headers, body.as_bytes());
+        let r = Request::new(ops, "POST", "/api/post_stats")
+            .headers(&headers)
+            .body(body.as_bytes())
+            .send();
         assert_eq!(
             (r.status, r.body.as_str()),
             (200, "ok"),
@@ -492,59 +432,29 @@ fn http_story_sqlite() {
 
 #[test]
 fn http_story_postgres() {
-    let Some(url) = std::env::var("SWITCHYARD_TEST_POSTGRES")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        let _ = std::io::stderr().write_all(
-            b"\n*** SKIPPED: PostgreSQL HTTP story (set SWITCHYARD_TEST_POSTGRES) ***\n\n",
-        );
+    let Some(pg) = PgSchema::new("HTTP story", "switchyard_http") else {
         return;
     };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let schema = format!("switchyard_http_{}_{}", std::process::id(), nanos);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let pool = rt
-        .block_on(sqlx::PgPool::connect(&url))
-        .expect("connect to SWITCHYARD_TEST_POSTGRES");
-    let sql = |q: String| {
-        rt.block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(q)).execute(&pool))
-            .map(|_| ())
-    };
-    sql(format!("CREATE SCHEMA \"{schema}\"")).expect("create test schema");
-    // The server itself opens the store with no schema of its own: the
-    // URL's search_path puts its table (and sqlx's bookkeeping) in ours.
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let server_url = format!("{url}{sep}options[search_path]={schema}");
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let server = start(vec![("POSTGRES".into(), server_url.clone())]);
-        assert!(
-            server.logged("stats store: PostgreSQL"),
-            "{:?}",
-            server.log.lock().unwrap()
-        );
-        story(&server);
-    }));
+    let server = start(pg.env());
+    assert!(
+        server.logged("stats store: PostgreSQL"),
+        "{:?}",
+        server.log.lock().unwrap()
+    );
+    story(&server);
     // The rows really are in the test schema: 5 story posts, 1 accepted at
     // the end of the refusals, 1 posted three times with one idempotency key.
-    let counted: Result<i64, _> = rt.block_on(
-        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM \"{schema}\".stats_events"
-        )))
-        .fetch_one(&pool),
-    );
-    let dropped = sql(format!("DROP SCHEMA \"{schema}\" CASCADE"));
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-    assert_eq!(counted.expect("count rows"), 7);
-    dropped.expect("drop test schema");
+    let counted: i64 = pg
+        .rt
+        .block_on(
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM \"{}\".stats_events",
+                pg.schema
+            )))
+            .fetch_one(&pg.pool),
+        )
+        .expect("count rows");
+    assert_eq!(counted, 7);
 }
 
 /// `leaderboard.window_secs` is the default read window, and

@@ -1,16 +1,15 @@
 //! Test harness: the real `switchyard` binary on ephemeral loopback ports.
 //!
-//! [`Server::start`] copies the shipped apps (or the given ones) into a
+//! [`Server::start_with`] copies the shipped apps (or the given ones) into a
 //! fresh directory, runs `switchyard serve` with every listener on port 0,
 //! waits for its "listening" log lines to learn the ports, and kills the
 //! process when dropped. Tests then talk to it over real sockets.
-
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,7 +30,7 @@ pub struct Server {
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
-/// Options for [`Server::start_with`].
+/// What a test changes from the shipped config and apps.
 #[derive(Default)]
 pub struct Options {
     /// Extra TOML appended to the shipped example config.
@@ -71,31 +70,14 @@ fn root() -> &'static Path {
 }
 
 impl Server {
-    /// Starts a server with the shipped config and apps.
-    pub fn start() -> Server {
-        Self::start_with(Options::default())
-    }
-
     /// Starts a server with options.
     pub fn start_with(opts: Options) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let apps = dir.path().join("apps");
         std::fs::create_dir_all(&apps).expect("apps dir");
-        match &opts.apps {
-            Some(list) => {
-                for (name, text) in list {
-                    std::fs::write(apps.join(name), text).expect("write app");
-                }
-            }
-            None => {
-                for e in std::fs::read_dir(root().join("apps")).expect("shipped apps") {
-                    let p = e.expect("entry").path();
-                    if matches!(p.extension().and_then(|x| x.to_str()), Some("js" | "toml")) {
-                        std::fs::copy(&p, apps.join(p.file_name().expect("name")))
-                            .expect("copy app");
-                    }
-                }
-            }
+        let files = opts.apps.clone().unwrap_or_else(super::apps::shipped);
+        for (name, text) in files {
+            std::fs::write(apps.join(name), text).expect("write app");
         }
         let mut shipped = std::fs::read_to_string(root().join("examples/switchyard.toml"))
             .expect("example config")
@@ -111,49 +93,21 @@ impl Server {
         std::fs::write(&config, format!("{shipped}\n{}\n", opts.extra_config))
             .expect("write config");
 
-        let mut cmd = Command::new(
-            opts.binary
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_switchyard"))),
-        );
-        cmd.current_dir(root())
-            .args(["serve", "--config"])
-            .arg(&config)
-            .args([
-                "--dns",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-                "--apps",
-            ])
-            .arg(&apps)
-            .arg("--data-dir")
-            .arg(
-                opts.data_dir
-                    .clone()
-                    .unwrap_or_else(|| dir.path().join("data")),
-            )
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let binary = opts
+            .binary
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_switchyard")));
+        let data_dir = opts
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("data"));
+        let mut cmd = serve_command(&binary, &config, "127.0.0.1:0", &data_dir);
+        cmd.arg("--apps").arg(&apps);
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start switchyard");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    log.lock().unwrap().push(line.clone());
-                    let _ = tx.send(line);
-                }
-            });
-        }
+        let (log, rx) = follow_stderr(&mut child);
         let deadline = Instant::now() + Duration::from_secs(30);
         let (mut dns, mut http, mut admin) = (None, None, None);
         while Instant::now() < deadline {
@@ -221,6 +175,12 @@ impl Server {
             .status();
     }
 
+    /// `/debug/vars` on the operations listener, as JSON.
+    pub fn debug_vars(&self) -> serde_json::Value {
+        let admin = self.admin.expect("an operations listener");
+        super::http::get(admin, "/debug/vars").json()
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -229,52 +189,63 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.signal("TERM");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
 }
 
-/// GET on the operations address; (status, JSON body or Null).
-pub fn http_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
-    use std::io::{Read, Write};
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        // The operations socket belongs to the supervisor, so it accepts
-        // during a restart; retry while no serving process answers yet.
-        let attempt = (|| -> std::io::Result<(u16, serde_json::Value)> {
-            let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-            s.set_read_timeout(Some(Duration::from_secs(3)))?;
-            write!(
-                s,
-                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            )?;
-            let mut out = String::new();
-            s.read_to_string(&mut out)?;
-            let (head, body) = out
-                .split_once("\r\n\r\n")
-                .ok_or_else(|| std::io::Error::other("no response"))?;
-            let status = head
-                .split_whitespace()
-                .nth(1)
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0);
-            Ok((
-                status,
-                serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-            ))
-        })();
-        match attempt {
-            Ok(r) => return r,
-            Err(e) if Instant::now() > deadline => panic!("GET {path}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+/// `switchyard serve` with `config`, DNS and HTTP on loopback port 0, the
+/// operations listener on `admin`, data in `data_dir` and info logs on a
+/// piped stderr: the command line every test server starts from.
+pub fn serve_command(binary: &Path, config: &Path, admin: &str, data_dir: &Path) -> Command {
+    let mut cmd = Command::new(binary);
+    cmd.current_dir(root())
+        .args(["serve", "--config"])
+        .arg(config)
+        .args([
+            "--dns",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--admin",
+            admin,
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Reads the child's stderr on a thread: every line is kept in the log and
+/// sent on the channel, so a test can both wait for a line and look back.
+pub fn follow_stderr(child: &mut Child) -> (Arc<Mutex<Vec<String>>>, Receiver<String>) {
+    let stderr = child.stderr.take().expect("stderr");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let kept = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            kept.lock().unwrap().push(line.clone());
+            let _ = tx.send(line);
         }
+    });
+    (log, rx)
+}
+
+/// Stops a server: SIGTERM (so the supervisor stops its serving process
+/// too), then SIGKILL after 5 s.
+pub fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-s", "TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = child.kill();
+    let _ = child.wait();
 }
