@@ -71,7 +71,7 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 for c in dnsperf nsd gdnsd pdns_server dig jq curl; do command -v "$c" >/dev/null || die "$c not found"; done
-dnsperf -h 2>&1 | grep -q -- '-B ' || die "dnsperf $(dpkg-query -W -f='${Version}' dnsperf) cannot read binary query files (-B): 2.5 or later needed"
+dnsperf -h 2>&1 | grep -- '-B ' >/dev/null || die "dnsperf $(dpkg-query -W -f='${Version}' dnsperf) cannot read binary query files (-B): 2.5 or later needed"
 PDNS_LIB=$(dirname "$(dpkg -L pdns-backend-bind | grep 'libbindbackend.so$' | head -1)")
 
 # ---------------------------------------------------------------- build

@@ -107,9 +107,16 @@ fn bench(c: &mut Criterion) {
         let path = Path::new("apps").join(format!("{name}.js"));
         let src = std::fs::read_to_string(&path).expect("app source");
         let sidecar = switchyard::config::read_sidecar(&path).expect("sidecar");
-        let app =
-            switchyard::apps::load_app(name, &path, &src, sidecar.as_deref(), &config, &data, 100)
-                .expect("loads");
+        let app = switchyard::engine::apps::load_app(
+            name,
+            &path,
+            &src,
+            sidecar.as_deref(),
+            &config,
+            &data,
+            100,
+        )
+        .expect("loads");
         assert!(app.memo.is_some(), "{name} is memoisable");
         group.bench_function(format!("{name} (reads logged)"), |b| {
             b.iter(|| {
@@ -120,9 +127,11 @@ fn bench(c: &mut Criterion) {
                 runtime::decide(&app.code, request(), &data, options).expect("decides")
             })
         });
-        switchyard::steer::steer(&app, request(), &data, 20);
+        switchyard::engine::steer::decide(&app, request(), &data, 20);
         group.bench_function(format!("{name} (memo hit)"), |b| {
-            b.iter(|| switchyard::steer::memoised(&app, &request(), &data, 20).expect("a hit"))
+            b.iter(|| {
+                switchyard::engine::steer::memoised(&app, &request(), &data, 20).expect("a hit")
+            })
         });
     }
     group.finish();

@@ -27,9 +27,8 @@ use bytes::Bytes;
 use clap::Parser;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, StatusCode};
-use switchyard::stats::api::{self, StatsApi};
-use switchyard::stats::postgres::PostgresStore;
-use switchyard::stats::sqlite::SqliteStore;
+use switchyard::db::{postgres, sqlite};
+use switchyard::http::stats::{self as api, StatsApi};
 use switchyard::stats::{
     ErrorCount, Filter, RegionSet, StatsRecord, StatsStore, Window, sign, unix_now,
 };
@@ -82,7 +81,7 @@ async fn main() -> Result<(), BoxError> {
 
     if !args.no_sqlite {
         let dir = tempfile::tempdir()?;
-        let store = SqliteStore::open(dir.path()).await?;
+        let store = sqlite::open(dir.path()).await?;
         run("sqlite", Arc::new(store), &args, &codes).await?;
     }
     let url = args
@@ -94,7 +93,7 @@ async fn main() -> Result<(), BoxError> {
     match url {
         Some(url) => {
             let schema = format!("switchyard_bench_{}", std::process::id());
-            let store = PostgresStore::open(&url, Some(&schema)).await?;
+            let store = postgres::open(&url, Some(&schema)).await?;
             let pool = store.pool().clone();
             let result = run("postgres", Arc::new(store), &args, &codes).await;
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(

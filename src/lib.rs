@@ -4,25 +4,20 @@
 //!
 //! - [`config`]: the TOML configuration, checked, with built-in defaults.
 //! - [`geo`]: client address → asn, market, country, region, state.
-//! - [`apps`]: the app registry: load `apps/`, validate, hot reload.
 //! - [`openmix`]: the JavaScript runtime running Openmix apps (and the
 //!   memo that reuses the decisions of apps proven stateless).
 //! - [`data`]: probe, Fusion and Sonar feeds → one data snapshot.
-//! - [`workers`]: the JS worker threads decisions run on.
+//! - [`engine`]: the decision core: the app registry, the JS workers, the
+//!   rules around a decision (fallback, memo, backoff) and the quarantine.
 //! - [`dns`]: the authoritative DNS front end.
 //! - [`clients`]: what one client network may hold open on the listeners.
 //! - [`http`]: the HTTP decision endpoint and the operations listener.
 //! - [`inventory`]: providers, routes and weights (live traffic shaping).
-//! - [`metrics`]: live counters ([`shard`]: counters threads add to without contention).
+//! - [`metrics`]: live counters ([`counter`]: a counter threads add to without contention).
 //! - [`report`]: decision reports, nodes and the fleet view (API and dashboard).
-//! - [`steer`]: one decision with fallback rules, shared by every front end,
-//!   and the backoff of apps whose calls run away.
 //! - [`startup`]: what `serve` checks and resolves before serving (files,
 //!   the admin token, the DNS cookie secret).
 //! - [`server`]: the serving process: listeners, feeds, reload.
-//! - [`quarantine`]: in-flight slots, and the quarantine of apps that
-//!   crashed the server, on evidence only (a runaway, a failed allocation,
-//!   a crash in the call).
 //! - [`supervisor`]: `serve`'s parent process that owns the sockets
 //!   ([`sockets`]), restarts the server from the binary it started from, and
 //!   upgrades it on SIGUSR2.
@@ -31,28 +26,26 @@
 
 #![warn(missing_docs)]
 
-pub mod apps;
 pub mod cli;
 pub mod clients;
 pub mod config;
+pub mod counter;
 pub mod data;
+pub mod db;
 pub mod dns;
+pub mod engine;
 pub mod geo;
 pub mod http;
 pub mod inventory;
 pub mod logging;
 pub mod metrics;
 pub mod openmix;
-pub mod quarantine;
 pub mod report;
 pub mod server;
-pub mod shard;
 pub mod sockets;
 pub mod startup;
 pub mod stats;
-pub mod steer;
 pub mod supervisor;
-pub mod workers;
 
 /// Counts allocations per thread: the memory half of an app's budget
 /// (see [`openmix::alloc`]).

@@ -17,11 +17,9 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 
-use crate::apps::LoadedApp;
+use crate::counter::Counter;
 use crate::report::buckets::Counts;
 use crate::report::counters::Tally;
-use crate::shard::Counter;
-use crate::steer::{Outcome, Steered};
 
 /// Key of a decision count: app, provider, reason.
 pub type DecisionKey = (String, String, String);
@@ -62,59 +60,25 @@ pub struct Counters {
     /// Bumped by every DNS thread for every reply: sharded.
     dns: [[Counter; 24]; 2],
     dns_panics: AtomicU64,
-    /// Response rate limiting: class × (slipped, dropped, would limit).
-    rrl: [[Counter; 3]; 4],
-    /// DNS Cookies seen, by [`CookieEvent`].
-    cookies: [Counter; 5],
     tally: Tally,
     merged: Mutex<Merged>,
     times: DecisionTimes,
 }
 
-/// What became of a query's COOKIE option (counted in `/metrics`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CookieEvent {
-    /// A client cookie alone: a fresh server cookie was sent.
-    ClientOnly,
-    /// A valid server cookie.
-    Valid,
-    /// A server cookie that was not ours, too old or for another address.
-    Invalid,
-    /// A COOKIE option of a bad length: FORMERR.
-    Malformed,
-    /// BADCOOKIE sent (`require_cookies`, a source over its rate).
-    BadCookie,
-}
-
-impl CookieEvent {
-    const ALL: [CookieEvent; 5] = [
-        CookieEvent::ClientOnly,
-        CookieEvent::Valid,
-        CookieEvent::Invalid,
-        CookieEvent::Malformed,
-        CookieEvent::BadCookie,
-    ];
-
-    fn name(self) -> &'static str {
-        match self {
-            CookieEvent::ClientOnly => "client_only",
-            CookieEvent::Valid => "valid",
-            CookieEvent::Invalid => "invalid",
-            CookieEvent::Malformed => "malformed",
-            CookieEvent::BadCookie => "badcookie_sent",
-        }
-    }
-}
-
-/// What response rate limiting did with a reply it limited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RrlAction {
-    /// Sent truncated.
-    Slipped,
-    /// Not sent.
-    Dropped,
-    /// Sent whole: `dry_run` is on.
-    WouldLimit,
+/// One decision as the counters see it (built by
+/// the engine: `Steered::counted`).
+#[derive(Debug, Clone, Copy)]
+pub struct Decided<'a> {
+    /// The app.
+    pub app: &'a str,
+    /// Its version.
+    pub version: u64,
+    /// The provider answered (empty for none).
+    pub provider: &'a str,
+    /// The reason code.
+    pub reason: &'a str,
+    /// The failure kind, when the app failed.
+    pub failure: Option<&'static str>,
 }
 
 #[derive(Default)]
@@ -135,8 +99,6 @@ impl Default for Counters {
             started: Instant::now(),
             dns: std::array::from_fn(|_| std::array::from_fn(|_| Counter::new())),
             dns_panics: AtomicU64::new(0),
-            rrl: std::array::from_fn(|_| std::array::from_fn(|_| Counter::new())),
-            cookies: std::array::from_fn(|_| Counter::new()),
             tally: Tally::default(),
             merged: Mutex::new(Merged {
                 pending_start: crate::report::buckets::now_ms(),
@@ -171,35 +133,6 @@ impl Counters {
         self.dns_panics.load(Ordering::Relaxed)
     }
 
-    /// Counts a reply that response rate limiting limited.
-    pub fn rrl(&self, class: crate::dns::rrl::Class, action: RrlAction) {
-        self.rrl[class as usize][action as usize].add(1);
-    }
-
-    /// Replies limited, per class: (class, slipped, dropped, would limit).
-    pub fn rrl_counts(&self) -> Vec<(&'static str, u64, u64, u64)> {
-        crate::dns::rrl::Class::ALL
-            .iter()
-            .map(|c| {
-                let n = &self.rrl[*c as usize];
-                (c.name(), n[0].get(), n[1].get(), n[2].get())
-            })
-            .collect()
-    }
-
-    /// Counts a query's COOKIE option.
-    pub fn cookie(&self, event: CookieEvent) {
-        self.cookies[event as usize].add(1);
-    }
-
-    /// COOKIE options seen, by what became of them.
-    pub fn cookie_counts(&self) -> Vec<(&'static str, u64)> {
-        CookieEvent::ALL
-            .iter()
-            .map(|e| (e.name(), self.cookies[*e as usize].get()))
-            .collect()
-    }
-
     /// Counts one DNS response.
     pub fn dns_response(&self, tcp: bool, rcode: ResponseCode) {
         let p = usize::from(tcp);
@@ -211,18 +144,9 @@ impl Counters {
     /// calling thread's own counters. Always, `[reports] enabled = false`
     /// included: that only stops reporting to the store and the fleet, and
     /// failures and overruns are health signals besides.
-    pub fn decision(&self, app: &LoadedApp, s: &Steered) {
-        let failure = match &s.outcome {
-            Outcome::Fallback(e) | Outcome::Failed(e) => Some(e.kind()),
-            _ => None,
-        };
-        self.tally.record(
-            &app.code.name,
-            app.code.version,
-            s.decision.provider.as_deref().unwrap_or(""),
-            &s.reason,
-            failure,
-        );
+    pub fn decision(&self, d: Decided<'_>) {
+        self.tally
+            .record(d.app, d.version, d.provider, d.reason, d.failure);
     }
 
     /// Folds every thread's counts into the merged views: totals, this

@@ -7,7 +7,7 @@
 //! kernel spreads queries across them and no runtime waits on another
 //! (shared/notes/js-host.md measured one runtime per core as the faster
 //! layout). Decisions that need an app run on the JS workers
-//! ([`crate::workers`]).
+//! ([`crate::engine::workers`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,17 +18,17 @@ use anyhow::{Context as _, anyhow};
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
-use crate::apps::AppRegistry;
 use crate::config::{Config, ConfigSource};
 use crate::data::DataHub;
 use crate::dns::{DnsHandler, ZoneSet};
+use crate::engine::apps::AppRegistry;
+use crate::engine::quarantine::{Quarantine, Slots};
+use crate::engine::workers::Workers;
 use crate::geo::{Geo, GeoDb, GeoPaths, GeoWatcher};
 use crate::inventory::tokens;
 use crate::metrics::Counters;
 use crate::openmix::DataSnapshot;
-use crate::quarantine::{Quarantine, Slots};
 use crate::supervisor::Listeners;
-use crate::workers::Workers;
 
 /// Everything the front ends share.
 pub struct State {
@@ -53,7 +53,7 @@ pub struct State {
     /// Quarantined app versions.
     pub quarantine: Arc<Quarantine>,
     /// The leaderboard stats store and its HTTP API.
-    pub stats: Arc<crate::stats::StatsApi>,
+    pub stats: Arc<crate::http::stats::StatsApi>,
     /// The provider inventory and its routes.
     pub inventory: Arc<crate::inventory::Inventory>,
     /// Decision reports: the fleet's buckets and nodes.
@@ -111,12 +111,15 @@ impl State {
 pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
     // Installed first, so histogram handles taken by workers are live ones.
     crate::http::ops::prometheus();
-    let (store, inventory_store, report_store) =
-        crate::inventory::store::open(&config.data_dir, config.leaderboard.postgres.as_deref())
-            .await
-            .map_err(|e| anyhow!("stats store: {e}"))?;
+    let crate::db::Stores {
+        stats: store,
+        inventory: inventory_store,
+        reports: report_store,
+    } = crate::db::open(&config.data_dir, config.leaderboard.postgres.as_deref())
+        .await
+        .map_err(|e| anyhow!("stats store: {e}"))?;
     let stats = Arc::new(
-        crate::stats::StatsApi::new(
+        crate::http::stats::StatsApi::new(
             store,
             config.leaderboard.secret.clone(),
             config.leaderboard.regions.clone(),
@@ -188,6 +191,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
         max_payload: config.max_udp_payload,
         counters: counters.clone(),
         shield: ArcSwap::from_pointee(crate::dns::Shield::from_config(&config, None)),
+        rrl_counts: Default::default(),
+        cookie_counts: Default::default(),
     });
     Ok(Arc::new(State {
         config: ArcSwap::from_pointee(config),
@@ -215,7 +220,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<Arc<State>> {
 
 /// Opens the in-flight slots and the quarantine list in the data directory,
 /// quarantining the apps the last process's abnormal exit has evidence against
-/// ([`crate::quarantine::after_abnormal_exit`]), and starts the slots'
+/// ([`crate::engine::quarantine::after_abnormal_exit`]), and starts the slots'
 /// heartbeat.
 fn open_quarantine(config: &Config) -> anyhow::Result<(Arc<Slots>, Arc<Quarantine>)> {
     crate::startup::create_data_dir(config)?;
@@ -223,7 +228,7 @@ fn open_quarantine(config: &Config) -> anyhow::Result<(Arc<Slots>, Arc<Quarantin
     let (slots, in_flight) = Slots::open(&slots_path)
         .with_context(|| format!("cannot open {}", slots_path.display()))?;
     let quarantine = Quarantine::load(config.data_dir.join("quarantine.json"));
-    crate::quarantine::after_abnormal_exit(&in_flight, &quarantine);
+    crate::engine::quarantine::after_abnormal_exit(&in_flight, &quarantine);
     let slots = Arc::new(slots);
     slots.start_heartbeat();
     slots.watch_allocation_failures();

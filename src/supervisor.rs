@@ -6,7 +6,7 @@
 //! cannot stop everything. Because the sockets outlive the serving process,
 //! queries that arrive during a restart wait in the kernel's socket buffers
 //! instead of being refused, and the new process quarantines the app that
-//! was running when the old one died ([`crate::quarantine`]).
+//! was running when the old one died ([`crate::engine::quarantine`]).
 //! SIGTERM/SIGINT stop both gracefully; SIGHUP is passed on (config reload).
 //!
 //! Binary upgrades: a restart always runs the binary the serving process
@@ -355,7 +355,7 @@ impl Executable {
     }
 }
 
-/// In-flight slot files ([`crate::quarantine::Slots`]) in the data
+/// In-flight slot files ([`crate::engine::quarantine::Slots`]) in the data
 /// directory: a serving process and its restarts use one, an upgrade's
 /// new serving process the other, so that the old process, still draining
 /// beside it, never writes into the new one's slots.

@@ -33,11 +33,11 @@ pub fn load_one(
     app: &str,
     config: &Config,
     data: &Arc<DataSnapshot>,
-) -> anyhow::Result<crate::apps::LoadedApp> {
+) -> anyhow::Result<crate::engine::apps::LoadedApp> {
     let (name, path) = app_path(app, config)?;
     let source = std::fs::read_to_string(&path)
         .with_context(|| format!("{}: cannot read", path.display()))?;
     let sidecar = read_sidecar(&path)?;
-    crate::apps::load_app(&name, &path, &source, sidecar.as_deref(), config, data, 1)
+    crate::engine::apps::load_app(&name, &path, &source, sidecar.as_deref(), config, data, 1)
         .map_err(|f| anyhow!("{f}"))
 }

@@ -9,8 +9,8 @@ use clap::Args;
 
 use super::ConfigArgs;
 use crate::config::Config;
+use crate::engine::steer::{self, Outcome};
 use crate::openmix::{DataSnapshot, Request};
-use crate::steer::{self, Outcome};
 
 /// `decide` flags.
 #[derive(Debug, Args)]
@@ -104,7 +104,7 @@ pub fn decide(args: &DecideArgs) -> anyhow::Result<()> {
     }
     let request = build_request(args, &config, qtype)?;
     let shown = request.clone();
-    let steered = steer::steer(&app, request, &data, config.default_ttl());
+    let steered = steer::decide(&app, request, &data, config.default_ttl());
     let mut out = serde_json::json!({
         "app": app.code.name,
         "provider": steered.decision.provider,
@@ -146,7 +146,7 @@ fn build_request(args: &DecideArgs, config: &Config, qtype: String) -> anyhow::R
         None
     };
     let locate = |ip: Option<IpAddr>| match (&geo, ip) {
-        (Some(g), Some(ip)) => std::sync::Arc::new(steer::location(g.lookup(ip))),
+        (Some(g), Some(ip)) => std::sync::Arc::new(crate::openmix::Location::from(g.lookup(ip))),
         _ => Default::default(),
     };
     let client_ip = args.ecs.map(|n| n.network()).or(args.ip);

@@ -222,7 +222,7 @@ pub fn run_file(
             ));
         }
     };
-    let name = crate::apps::app_name(&app_path).unwrap_or_else(|| {
+    let name = crate::engine::apps::app_name(&app_path).unwrap_or_else(|| {
         app_path
             .file_stem()
             .and_then(|s| s.to_str())

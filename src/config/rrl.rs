@@ -21,7 +21,7 @@ pub(super) struct RawRrl {
 }
 
 /// `[rrl]`: response rate limiting of UDP replies, as BIND, NSD and Knot
-/// do it (see [`crate::dns::rrl`]).
+/// do it (src/dns/rrl.rs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rrl {
     /// Off: every UDP query is answered.

@@ -142,14 +142,14 @@ async fn fetch_rows(
                 },
             };
             let rows = store.aggregated(&filter).await.map_err(|e| e.to_string())?;
-            Ok(crate::stats::api::aggregated_json(&rows, true))
+            Ok(crate::stats::aggregated_json(&rows, true))
         }
         ProbeSource::Remote(base) => {
             // `include` is Switchyard's opt-in for the mean round-trip time;
             // other leaderboards ignore it, and `map_rows` estimates instead.
             let url = format!(
                 "{base}/api/aggregated_stats?since={since:.0}&include={}",
-                crate::stats::api::INCLUDE_ROUND_TRIP_TIME
+                crate::stats::INCLUDE_ROUND_TRIP_TIME
             );
             let resp = client
                 .get(&url)

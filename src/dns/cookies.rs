@@ -3,7 +3,7 @@
 //! A client that sends a cookie proves, the second time, that it really is
 //! at its source address: only a host that received our earlier reply
 //! knows the server cookie in it. Such queries are exempt from rate
-//! limiting ([`super::rrl`]), so a resolver whose /24 is being spoofed in a
+//! limiting (rrl.rs), so a resolver whose /24 is being spoofed in a
 //! flood keeps its answers.
 //!
 //! The server cookie is RFC 9018's version 1, so every node with the same
@@ -19,6 +19,8 @@ use std::hash::Hasher as _;
 use std::net::IpAddr;
 
 use siphasher::sip::SipHasher24;
+
+use crate::counter::Counter;
 
 /// The EDNS option code of COOKIE (RFC 7873 §4).
 pub const OPTION_CODE: u16 = 10;
@@ -39,6 +41,60 @@ pub enum Presented<'a> {
     /// A client cookie and what claims to be our server cookie (8 to 32
     /// bytes), not yet checked.
     Both([u8; 8], &'a [u8]),
+}
+
+/// What became of a query's COOKIE option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A client cookie alone: a fresh server cookie was sent.
+    ClientOnly,
+    /// A valid server cookie.
+    Valid,
+    /// A server cookie that was not ours, too old or for another address.
+    Invalid,
+    /// A COOKIE option of a bad length: FORMERR.
+    Malformed,
+    /// BADCOOKIE sent (`require_cookies`, a source over its rate).
+    BadCookie,
+}
+
+impl Event {
+    const ALL: [Event; 5] = [
+        Event::ClientOnly,
+        Event::Valid,
+        Event::Invalid,
+        Event::Malformed,
+        Event::BadCookie,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Event::ClientOnly => "client_only",
+            Event::Valid => "valid",
+            Event::Invalid => "invalid",
+            Event::Malformed => "malformed",
+            Event::BadCookie => "badcookie_sent",
+        }
+    }
+}
+
+/// COOKIE options seen since the server started, by [`Event`].
+#[derive(Default)]
+pub struct Counts([Counter; 5]);
+
+impl Counts {
+    /// Counts one.
+    pub fn add(&self, event: Event) {
+        self.0[event as usize].add(1);
+    }
+
+    /// (result, count) for each [`Event`].
+    pub fn get(&self) -> Vec<(&'static str, u64)> {
+        Event::ALL
+            .iter()
+            .map(|e| (e.name(), self.0[*e as usize].get()))
+            .collect()
+    }
 }
 
 /// Reads a COOKIE option's data: 8 bytes (client cookie), or 16 to 40

@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use crate::geo::Geo;
 use crate::openmix::Location;
-use crate::steer;
 
 /// Addresses one thread remembers before it starts over.
 const CAPACITY: usize = 4096;
@@ -46,7 +45,7 @@ pub fn locate(geo: &Geo, ip: IpAddr) -> (Arc<Location>, u8) {
         }
         let g = geo.lookup(ip);
         let prefix = g.prefix_len;
-        let loc = Arc::new(steer::location(g));
+        let loc = Arc::new(crate::openmix::Location::from(g));
         c.located.insert(ip, (loc.clone(), prefix));
         (loc, prefix)
     })

@@ -17,7 +17,7 @@
 //! 2. [`ZoneSet::plan`] decides what the name is (apex, static record, app
 //!    name, nothing) without any I/O;
 //! 3. for app names, the decision comes from the memo (answered at once) or
-//!    runs on the JS workers ([`Handled::Pending`], finished by
+//!    runs on the JS workers ([`Handled::Undecided`], finished by
 //!    [`DnsHandler::decide`]), and [`decision_records`] turns it into records;
 //! 4. every reply passes [`DnsHandler::deliver`], where response rate
 //!    limiting ([`rrl`]) may truncate or drop a UDP reply. A valid DNS
@@ -44,16 +44,17 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 
-use crate::apps::{AppRegistry, LoadedApp};
+use crate::engine::apps::{AppRegistry, LoadedApp};
+use crate::engine::steer::{Outcome, Steered};
+use crate::engine::workers::Workers;
 use crate::geo::Geo;
-use crate::metrics::{CookieEvent, Counters, RrlAction};
+use crate::metrics::Counters;
 use crate::openmix::{Answer, DataSnapshot, Request as AppRequest};
-use crate::steer::{Outcome, Steered};
-use crate::workers::Workers;
 
 pub use zones::{Plan, ZoneData, ZoneSet};
 
-use rrl::{Class, RateLimiter, Subject, Verdict};
+use cookies::Event as CookieEvent;
+use rrl::{Action as RrlAction, Class, RateLimiter, Subject, Verdict};
 
 /// The transport a query came over: it sets how large the reply may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,11 +74,11 @@ pub enum Handled {
     Drop,
     /// The app must run on a JS worker first: pass this to
     /// [`DnsHandler::decide`] for the reply.
-    Pending(Box<Pending>),
+    Undecided(Box<Undecided>),
 }
 
 /// A query waiting for its app's decision, with what its reply needs.
-pub struct Pending {
+pub struct Undecided {
     app: Arc<LoadedApp>,
     request: AppRequest,
     data: Arc<DataSnapshot>,
@@ -325,6 +326,10 @@ pub struct DnsHandler {
     pub counters: Arc<Counters>,
     /// Rate limiting and cookies (swapped on SIGHUP).
     pub shield: ArcSwap<Shield>,
+    /// Replies rate limiting limited.
+    pub rrl_counts: rrl::Counts,
+    /// COOKIE options seen.
+    pub cookie_counts: cookies::Counts,
 }
 
 impl DnsHandler {
@@ -406,14 +411,14 @@ impl DnsHandler {
             match cookies::parse(data) {
                 Err(why) => {
                     tracing::debug!(%src, why, "malformed COOKIE option");
-                    self.counters.cookie(CookieEvent::Malformed);
+                    self.cookie_counts.add(CookieEvent::Malformed);
                     let reply = Reply::to(&metadata, queries, resp_edns, to);
                     return self.emit(reply, ResponseCode::FormErr, None, &[], None, out);
                 }
                 Ok(presented) => {
                     let checked = secrets.check(presented, src.ip(), unix_secs());
                     to.cookie = Some(checked.reply);
-                    self.counters.cookie(match (checked.valid, presented) {
+                    self.cookie_counts.add(match (checked.valid, presented) {
                         (true, _) => CookieEvent::Valid,
                         (false, cookies::Presented::Client(_)) => CookieEvent::ClientOnly,
                         (false, cookies::Presented::Both(..)) => CookieEvent::Invalid,
@@ -466,10 +471,11 @@ impl DnsHandler {
                 // ANY over UDP gets one RRset (RFC 8482 §4.1), never every
                 // record of the name: TCP, which a spoofer cannot use,
                 // still gets them all.
-                if qtype == RecordType::ANY && transport == Transport::Udp {
-                    if let Some(first) = records.first().map(Record::record_type) {
-                        records.retain(|r| r.record_type() == first);
-                    }
+                if qtype == RecordType::ANY
+                    && transport == Transport::Udp
+                    && let Some(first) = records.first().map(Record::record_type)
+                {
+                    records.retain(|r| r.record_type() == first);
                 }
                 // Answer in the question's case (0x20 randomisation).
                 for r in records.iter_mut() {
@@ -493,8 +499,8 @@ impl DnsHandler {
                 let (request, scope) = self.app_request(src.ip(), reply.ecs, prefix, qt);
                 let question = wire::question_end(packet).map(|end| &packet[12..end]);
                 let data = self.data.load();
-                if let Some(steered) = self.workers.steer_inline(app, &request, &data, zone.ttl) {
-                    self.counters.decision(app, &steered);
+                if let Some(steered) = self.workers.decide_inline(app, &request, &data, zone.ttl) {
+                    self.counters.decision(steered.counted(app));
                     let how = Answering {
                         question,
                         scope,
@@ -504,7 +510,7 @@ impl DnsHandler {
                     };
                     return self.finish(reply, steered, how, out);
                 }
-                Handled::Pending(Box::new(Pending {
+                Handled::Undecided(Box::new(Undecided {
                     app: app.clone(),
                     request,
                     data: arc_swap::Guard::into_inner(data),
@@ -523,8 +529,8 @@ impl DnsHandler {
     /// Runs a pending query's app on a JS worker and writes its reply into
     /// `out`: [`Handled::Reply`] to send it, [`Handled::Drop`] when rate
     /// limiting drops it.
-    pub async fn decide(&self, pending: Box<Pending>, out: &mut Vec<u8>) -> Handled {
-        let Pending {
+    pub async fn decide(&self, pending: Box<Undecided>, out: &mut Vec<u8>) -> Handled {
+        let Undecided {
             app,
             request,
             data,
@@ -538,9 +544,9 @@ impl DnsHandler {
         } = *pending;
         let steered = self
             .workers
-            .steer_on_worker(app.clone(), request, data, zone_ttl)
+            .decide_on_worker(app.clone(), request, data, zone_ttl)
             .await;
-        self.counters.decision(&app, &steered);
+        self.counters.decision(steered.counted(&app));
         let how = Answering {
             question: question.as_deref(),
             scope,
@@ -715,7 +721,7 @@ impl DnsHandler {
             match limiter.check(to.src, class, to.subject) {
                 Verdict::Send => {}
                 _ if limiter.settings().dry_run => {
-                    self.counters.rrl(class, RrlAction::WouldLimit);
+                    self.rrl_counts.add(class, RrlAction::WouldLimit);
                 }
                 _ if shield.require_cookies && to.unproven => {
                     // RFC 7873 §5.2.3: under attack, a client that sent a
@@ -723,16 +729,16 @@ impl DnsHandler {
                     // query, and is exempt once it sends ours back.
                     let cookie = to.cookie.expect("unproven implies a cookie");
                     wire::bad_cookie(out, self.max_payload, cookie);
-                    self.counters.cookie(CookieEvent::BadCookie);
+                    self.cookie_counts.add(CookieEvent::BadCookie);
                     self.counters.dns_response(tcp, ResponseCode::BADCOOKIE);
                     return Handled::Reply;
                 }
                 Verdict::Slip => {
                     wire::slip(out);
-                    self.counters.rrl(class, RrlAction::Slipped);
+                    self.rrl_counts.add(class, RrlAction::Slipped);
                 }
                 Verdict::Drop => {
-                    self.counters.rrl(class, RrlAction::Dropped);
+                    self.rrl_counts.add(class, RrlAction::Dropped);
                     return Handled::Drop;
                 }
             }

@@ -125,7 +125,7 @@ async fn connection(
         match handler.handle(&message, src, Transport::Tcp, &mut out) {
             Handled::Reply => {}
             Handled::Drop => continue,
-            Handled::Pending(pending) => {
+            Handled::Undecided(pending) => {
                 // Over TCP nothing is rate limited: this is always a reply.
                 if let Handled::Drop = handler.decide(pending, &mut out).await {
                     continue;

@@ -73,7 +73,7 @@ pub async fn serve(socket: UdpSocket, handler: Arc<DnsHandler>, shutdown: Cancel
             match handled {
                 Ok(Handled::Reply) => dests.push(src),
                 Ok(Handled::Drop) => {}
-                Ok(Handled::Pending(pending)) => {
+                Ok(Handled::Undecided(pending)) => {
                     let handler = handler.clone();
                     let socket = socket.clone();
                     waiting.spawn(async move {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, SOA, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
-use crate::apps::{AppSet, LoadedApp};
 use crate::config::{Config, Zone};
+use crate::engine::apps::{AppSet, LoadedApp};
 
 /// One zone, with its records built once.
 #[derive(Debug)]

@@ -4,7 +4,7 @@
 //! `WWW-Authenticate: Bearer` challenge ("invalid_token" when a token was
 //! sent, §3.1); only a valid token that lacks the right gets `403`
 //! ("insufficient_scope"). The stats API's HMAC posts are not bearer
-//! calls and keep their own rules (`stats::api`).
+//! calls and keep their own rules (`http::stats`).
 
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, WWW_AUTHENTICATE};

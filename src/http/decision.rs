@@ -14,9 +14,9 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 
 use super::{HttpResponse, json, json_error, query_pairs};
+use crate::engine::steer::Outcome;
 use crate::openmix::{Answer, Decision, Request as AppRequest};
 use crate::server::State;
-use crate::steer::{self, Outcome};
 
 /// The address the decision is for. Only a trusted peer's
 /// `X-Forwarded-For` counts, and in it only what trusted proxies appended:
@@ -119,7 +119,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr)
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok());
     let ip = client_ip(peer.ip(), forwarded, &config.trusted_proxies);
-    let geo = std::sync::Arc::new(steer::location(state.geo.lookup(ip)));
+    let geo = std::sync::Arc::new(crate::openmix::Location::from(state.geo.lookup(ip)));
     let query = query_pairs(&req);
     let redirect = query
         .iter()
@@ -141,9 +141,9 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr)
     let zone_ttl = config.default_ttl();
     let steered = state
         .workers
-        .steer(app.clone(), request, state.data.load_full(), zone_ttl)
+        .decide(app.clone(), request, state.data.load_full(), zone_ttl)
         .await;
-    state.counters.decision(&app, &steered);
+    state.counters.decision(steered.counted(&app));
     if let Outcome::Failed(e) = &steered.outcome {
         let mut r = json_error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -14,6 +14,7 @@ pub mod decision;
 pub mod inventory;
 pub mod ops;
 pub mod reports;
+pub mod stats;
 
 use std::convert::Infallible;
 use std::future::Future;

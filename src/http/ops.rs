@@ -125,8 +125,8 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr)
     if let Some(refused) = super::auth::gate_read(&state, &req, &path) {
         return refused;
     }
-    if crate::stats::api::owns(&path) {
-        return crate::stats::handle_request(&state.stats, req).await;
+    if super::stats::owns(&path) {
+        return super::stats::handle_request(&state.stats, req).await;
     }
     if super::inventory::owns(&path) {
         return super::inventory::handle(state, req, &path).await;
@@ -386,7 +386,7 @@ fn vars(state: &State) -> serde_json::Value {
     let mut decisions: BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>> = BTreeMap::new();
     let mut fallbacks = 0;
     for ((app, provider, reason), n) in c.decisions() {
-        if reason == crate::steer::FALLBACK_REASON {
+        if reason == crate::engine::steer::FALLBACK_REASON {
             fallbacks += n;
         }
         *decisions
@@ -443,7 +443,7 @@ fn vars(state: &State) -> serde_json::Value {
         "memory": { "rss_bytes": rss_bytes() },
         "memo": memo_vars(state),
         "rrl": rrl_vars(state),
-        "cookies": c.cookie_counts().into_iter().collect::<BTreeMap<_, _>>(),
+        "cookies": state.dns.cookie_counts.get().into_iter().collect::<BTreeMap<_, _>>(),
     })
 }
 
@@ -452,7 +452,7 @@ fn vars(state: &State) -> serde_json::Value {
 fn rrl_vars(state: &State) -> serde_json::Value {
     let shield = state.dns.shield.load();
     let mut limited = serde_json::Map::new();
-    for (class, slipped, dropped, would) in state.counters.rrl_counts() {
+    for (class, slipped, dropped, would) in state.dns.rrl_counts.get() {
         limited.insert(
             class.to_string(),
             serde_json::json!({ "slipped": slipped, "dropped": dropped, "would_limit": would }),
@@ -522,7 +522,7 @@ fn render_metrics(state: &State) -> String {
         metrics::counter!("switchyard_dns_responses_total", "protocol" => proto, "rcode" => rcode)
             .absolute(n);
     }
-    for (class, slipped, dropped, would) in c.rrl_counts() {
+    for (class, slipped, dropped, would) in state.dns.rrl_counts.get() {
         for (action, n) in [
             ("slipped", slipped),
             ("dropped", dropped),
@@ -532,7 +532,7 @@ fn render_metrics(state: &State) -> String {
                 .absolute(n);
         }
     }
-    for (result, n) in c.cookie_counts() {
+    for (result, n) in state.dns.cookie_counts.get() {
         metrics::counter!("switchyard_dns_cookies_total", "result" => result).absolute(n);
     }
     for ((app, provider, reason), n) in c.decisions() {

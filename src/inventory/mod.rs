@@ -4,7 +4,7 @@
 //!
 //! - [`model`]: providers, routes, and the checks every change passes.
 //! - [`selector`]: label selectors (`tier=edge,region!=eu`).
-//! - [`store`]: the storage seam; [`sqlite`] and [`postgres`] beside it.
+//! - [`store`]: the storage seam (implemented by `crate::db`).
 //! - [`tokens`]: issued bearer tokens, stored hashed.
 //!
 //! [`Inventory`] ties them together: providers come from the config
@@ -17,9 +17,7 @@
 //! was lost.
 
 pub mod model;
-pub mod postgres;
 pub mod selector;
-pub mod sqlite;
 pub mod store;
 pub mod tokens;
 

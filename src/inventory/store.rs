@@ -1,7 +1,6 @@
-//! The storage seam of the inventory: [`InventoryStore`], with a SQLite
-//! and a PostgreSQL implementation beside it ([`super::sqlite`],
-//! [`super::postgres`]), living in the same database as the stats store
-//! (their tables come from its migrations, `0003_inventory.sql`).
+//! The storage seam of the inventory: [`InventoryStore`], implemented
+//! over SQLite and PostgreSQL by the database layer (`crate::db`), in the
+//! same database as the stats store (tables from `0003_inventory.sql`).
 //!
 //! Every change is one [`Change`] committed in one transaction that first
 //! bumps the inventory version: that row lock serialises writers across a
@@ -12,7 +11,6 @@
 //! ([`InventoryStore::listen`]), with a poll as the safety net.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -21,7 +19,6 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::model::Route;
-use crate::stats::StatsStore;
 
 /// An issued API token as stored: never the secret, only its SHA-256.
 #[derive(Debug, Clone, PartialEq)]
@@ -209,35 +206,4 @@ pub fn parse_body(id: &str, text: &str) -> Option<Map<String, Value>> {
 /// Unix seconds now.
 pub fn now() -> f64 {
     crate::stats::unix_now()
-}
-
-/// The stores that share one database.
-pub type Stores = (
-    Arc<dyn StatsStore>,
-    Arc<dyn InventoryStore>,
-    Arc<dyn crate::report::store::ReportStore>,
-);
-
-/// Opens the stats, inventory and report stores over one database:
-/// PostgreSQL when `postgres_url` is given, else SQLite in `data_dir`.
-pub async fn open(
-    data_dir: &Path,
-    postgres_url: Option<&str>,
-) -> Result<Stores, crate::stats::StoreError> {
-    match postgres_url.map(str::trim).filter(|u| !u.is_empty()) {
-        Some(url) => {
-            let store = crate::stats::postgres::PostgresStore::open(url, None).await?;
-            tracing::info!(url = %crate::stats::store::redact_url(url), "stats store: PostgreSQL");
-            let inv = super::postgres::PgInventory::new(store.pool().clone());
-            let rep = crate::report::postgres::PgReports::new(store.pool().clone());
-            Ok((Arc::new(store), Arc::new(inv), Arc::new(rep)))
-        }
-        None => {
-            let store = crate::stats::sqlite::SqliteStore::open(data_dir).await?;
-            tracing::info!(path = %store.path().display(), "stats store: SQLite");
-            let inv = super::sqlite::SqliteInventory::new(store.pool().clone());
-            let rep = crate::report::sqlite::SqliteReports::new(store.pool().clone());
-            Ok((Arc::new(store), Arc::new(inv), Arc::new(rep)))
-        }
-    }
 }

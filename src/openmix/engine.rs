@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use boa_engine::{Context, JsError, JsObject, JsString, JsValue, Script, Source};
 
 use super::alloc::thread_net_bytes;
+use super::budget::Budget;
 use super::data::DataSnapshot;
 use super::decision::Decision;
 use super::host::{
@@ -34,41 +35,6 @@ const SLICE_BUDGET: u32 = 48;
 /// The clock is read every this many slices; the memory check (a
 /// thread-local read) runs after every slice.
 const CLOCK_EVERY: u32 = 4;
-
-/// Longest string a regular expression may be matched against (UTF-16
-/// units): matching runs inside one native call, which no budget check
-/// can interrupt, so long inputs are refused up front.
-pub const MAX_REGEX_INPUT: usize = 1 << 20;
-
-/// Time and memory allowed for one call into an app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Budget {
-    /// Wall time for one `onRequest` or `onFusion`.
-    pub decision: Duration,
-    /// Wall time for loading the app's top level, and for `init`.
-    pub load: Duration,
-    /// Net bytes the call may allocate.
-    pub memory: usize,
-}
-
-impl Budget {
-    /// The time budget of the first call on a fresh instance, which also
-    /// compiles the functions it reaches: ten decision budgets, at most the
-    /// load budget (50 ms by default).
-    pub fn first_call(&self) -> Duration {
-        (self.decision * 10).min(self.load).max(self.decision)
-    }
-}
-
-impl Default for Budget {
-    fn default() -> Self {
-        Budget {
-            decision: Duration::from_millis(5),
-            load: Duration::from_millis(250),
-            memory: 64 << 20,
-        }
-    }
-}
 
 /// An app's source at one version: what every thread compiles.
 #[derive(Debug, Clone)]
@@ -293,7 +259,7 @@ pub struct CallOutcome {
     /// Recorded response calls (empty unless asked for).
     pub calls: Vec<RecordedCall>,
     /// What the app read (when asked for).
-    pub reads: Option<super::memo::ReadLog>,
+    pub reads: Option<super::reads::ReadLog>,
 }
 
 enum Stop {
@@ -538,7 +504,7 @@ impl AppInstance {
             declared: self.declared.clone(),
             calls: options.record.then(Vec::new),
             reads: (options.log_reads && options.fixture.is_none())
-                .then(super::memo::ReadLog::default),
+                .then(super::reads::ReadLog::default),
             fixture: options.fixture,
             probes: self.probes.take(),
         });

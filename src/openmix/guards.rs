@@ -1,7 +1,7 @@
 //! Guards against the native operations an app could use to allocate
 //! without bound, or to overflow the thread's stack, in one step.
 //!
-//! The per-poll budget checks ([`super::engine`]) run between slices of
+//! The per-poll budget checks (in engine.rs) run between slices of
 //! bytecode; a native function (boa's `String.prototype.repeat`,
 //! `Array.prototype.sort`, `JSON.stringify`, the parser behind `eval`) runs
 //! whole inside one slice, and some of them size an allocation from a value
@@ -40,7 +40,7 @@ use boa_engine::{
     Context, JsArgs, JsNativeError, JsObject, JsResult, JsString, JsValue, NativeFunction, Source,
 };
 
-use super::engine::{Budget, MAX_REGEX_INPUT};
+use super::budget::{Budget, MAX_REGEX_INPUT};
 
 /// Stack size of every thread that runs apps (JS workers, loaders): boa's
 /// parser and several builtins recurse on the native stack, ~30 KiB per

@@ -27,7 +27,7 @@ use super::data::{DataSnapshot, ProviderScope, distance_km};
 use super::decision::{
     Answer, Decision, MAX_ADDRESS_RECORDS, ProviderHost, check_hostname, classify_host,
 };
-use super::memo::{ReadKey, ReadLog, ReadValue, ValueRef, declared_id, rows_value};
+use super::reads::{ReadKey, ReadLog, ReadValue, ValueRef, declared_id, rows_value};
 use super::request::Request;
 
 /// What `init(config)` declared.

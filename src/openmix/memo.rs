@@ -2,10 +2,10 @@
 //! the same values.
 //!
 //! While a decision runs, the host records every value the app read that
-//! can differ between requests ([`ReadLog`]: request fields, probe rows,
+//! can differ between requests (reads.rs: request fields, probe rows,
 //! headers, query parameters, in the order read) and whether it called
 //! `Math.random` or `console.log`. For an app proven stateless
-//! ([`super::purity`]), whose top level and `init` did not call
+//! (purity.rs), whose top level and `init` did not call
 //! `Math.random`, the decision is a function of those values, the app
 //! version and the data snapshot. So decisions are stored in a tree: each
 //! node names the next value the app read, each edge is one value of it,
@@ -17,139 +17,25 @@
 //! one); it empties itself when the data snapshot changes. Decisions that
 //! read randomness or logged are never stored.
 
-use std::hash::{Hash, Hasher};
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use hashbrown::{Equivalent, HashMap};
+use hashbrown::HashMap;
 
-use crate::shard::Counter;
+use crate::counter::Counter;
 
 use super::data::DataSnapshot;
 use super::decision::Decision;
 use super::host;
+use super::reads::{ReadKey, ReadLog, ReadValue, ValueRef};
 use super::request::Request;
 
 /// Leaves one app version keeps before it stops storing new decisions (an
 /// app that reads the client address would otherwise grow without bound).
 pub const MAX_ENTRIES: usize = 4096;
 
-/// Something an app read that can differ between requests.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ReadKey {
-    /// A `request` field, by its index in the Openmix API's list.
-    Field(u8),
-    /// `request.getProbe(name)`.
-    Probe(Box<str>),
-    /// `request.getHeader(name)`.
-    Header(Box<str>),
-    /// `request.getQueryString(name)`.
-    Query(Box<str>),
-}
-
-/// The value read.
-#[derive(Debug, Clone)]
-pub enum ReadValue {
-    /// A string field.
-    Str(String),
-    /// A numeric field (ASN).
-    Num(u32),
-    /// An address field (`ip_address`, `resolver_ip_address`); `None`
-    /// reads as an empty string.
-    Ip(Option<IpAddr>),
-    /// Probe rows computed for this request (`proximity_dist`): alias and
-    /// value bits (`None`: no value).
-    Rows(Vec<(String, Option<u64>)>),
-    /// A probe table of the data snapshot, by its address (0: none), and
-    /// the providers the app declared (their identity: see [`declared_id`]),
-    /// with which the rows are padded. Within one snapshot (and a memo holds
-    /// one snapshot at a time) the same table padded the same way always
-    /// gives the same rows, so comparing identities is exact, and a lookup
-    /// needs no copy of the rows.
-    Table(usize, u64),
-    /// A header or query value, or its absence.
-    Opt(Option<String>),
-}
-
-/// A read value, borrowed from the request or the snapshot: what a lookup
-/// compares, without allocating.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ValueRef<'a> {
-    /// See [`ReadValue::Str`].
-    Str(&'a str),
-    /// See [`ReadValue::Num`].
-    Num(u32),
-    /// See [`ReadValue::Ip`].
-    Ip(Option<IpAddr>),
-    /// See [`ReadValue::Rows`].
-    Rows(&'a [(String, Option<u64>)]),
-    /// See [`ReadValue::Table`].
-    Table(usize, u64),
-    /// See [`ReadValue::Opt`].
-    Opt(Option<&'a str>),
-}
-
-impl ReadValue {
-    /// The borrowed form; equality and hashing go through it, so an owned
-    /// and a borrowed value that are equal hash alike.
-    pub fn as_ref(&self) -> ValueRef<'_> {
-        match self {
-            ReadValue::Str(s) => ValueRef::Str(s),
-            ReadValue::Num(n) => ValueRef::Num(*n),
-            ReadValue::Ip(a) => ValueRef::Ip(*a),
-            ReadValue::Rows(r) => ValueRef::Rows(r),
-            ReadValue::Table(t, d) => ValueRef::Table(*t, *d),
-            ReadValue::Opt(o) => ValueRef::Opt(o.as_deref()),
-        }
-    }
-}
-
-impl ValueRef<'_> {
-    /// The owned form.
-    pub fn into_owned(self) -> ReadValue {
-        match self {
-            ValueRef::Str(s) => ReadValue::Str(s.to_string()),
-            ValueRef::Num(n) => ReadValue::Num(n),
-            ValueRef::Ip(a) => ReadValue::Ip(a),
-            ValueRef::Rows(r) => ReadValue::Rows(r.to_vec()),
-            ValueRef::Table(t, d) => ReadValue::Table(t, d),
-            ValueRef::Opt(o) => ReadValue::Opt(o.map(str::to_string)),
-        }
-    }
-}
-
-impl PartialEq for ReadValue {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_ref() == other.as_ref()
-    }
-}
-
-impl Eq for ReadValue {}
-
-impl Hash for ReadValue {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_ref().hash(state);
-    }
-}
-
-impl Equivalent<ReadValue> for ValueRef<'_> {
-    fn equivalent(&self, key: &ReadValue) -> bool {
-        *self == key.as_ref()
-    }
-}
-
-/// What one decision read, in order.
-#[derive(Debug, Default)]
-pub struct ReadLog {
-    /// Keys and values, in the order the app read them.
-    pub reads: Vec<(ReadKey, ReadValue)>,
-    /// The decision called `Math.random` or `console.log`: never stored.
-    pub impure: bool,
-}
-
 /// Everything besides the request that a read depends on.
-pub struct View<'a> {
+pub struct Inputs<'a> {
     /// The request.
     pub request: &'a Request,
     /// The data snapshot.
@@ -161,7 +47,7 @@ pub struct View<'a> {
     pub proximity: bool,
 }
 
-impl View<'_> {
+impl Inputs<'_> {
     /// The value of `key` for this request, as the host reads it, passed
     /// to `f` borrowed.
     pub fn with_value<R>(&self, key: &ReadKey, f: impl FnOnce(ValueRef<'_>) -> R) -> R {
@@ -180,29 +66,6 @@ impl View<'_> {
     pub fn read(&self, key: &ReadKey) -> ReadValue {
         self.with_value(key, |v| v.into_owned())
     }
-}
-
-/// The identity of a list of declared providers (FNV-1a of the names and
-/// their separators): instances of one app version built at different
-/// times may have declared different lists (an `init` that declares what
-/// `config.getProviders()` lists), and `getProbe` pads its rows with them.
-pub fn declared_id(declared: &[String]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for name in declared {
-        for b in name.bytes().chain(std::iter::once(0xff)) {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
-}
-
-/// Probe rows as a comparable value.
-pub fn rows_value(rows: &[(String, Option<f64>)]) -> ReadValue {
-    ReadValue::Rows(
-        rows.iter()
-            .map(|(a, v)| (a.clone(), v.map(f64::to_bits)))
-            .collect(),
-    )
 }
 
 fn addr_of(data: &DataSnapshot) -> usize {
@@ -299,7 +162,7 @@ impl Memo {
 
     /// The stored decision for this request, if the app would read exactly
     /// the values of one stored path.
-    pub fn lookup(&self, view: &View<'_>) -> Option<Arc<Decision>> {
+    pub fn lookup(&self, view: &Inputs<'_>) -> Option<Arc<Decision>> {
         if self.disabled.load(Ordering::Relaxed) {
             return None;
         }
@@ -313,7 +176,7 @@ impl Memo {
         found
     }
 
-    fn find(&self, view: &View<'_>) -> Option<Arc<Decision>> {
+    fn find(&self, view: &Inputs<'_>) -> Option<Arc<Decision>> {
         let tree = self.tree.read().ok()?;
         if tree.data_version != view.data.version || tree.data_addr != addr_of(view.data) {
             return None;
@@ -397,111 +260,6 @@ impl Memo {
             impure: self.impure.get(),
             entries: self.tree.read().map_or(0, |t| t.entries),
             disabled: self.disabled.load(Ordering::Relaxed),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    //! Memoised decisions against fresh ones, over random requests and
-    //! snapshots, on the shipped apps and the real runtime.
-
-    use std::path::Path;
-    use std::sync::Arc;
-
-    use proptest::prelude::*;
-
-    use crate::config::{Config, Overrides};
-    use crate::openmix::{CallOptions, DataSnapshot, Location, Request, runtime};
-
-    const MARKETS: [&str; 7] = ["EU", "NA", "SA", "AS", "OC", "AF", ""];
-    const COUNTRIES: [&str; 6] = ["DE", "US", "BR", "JP", "AU", ""];
-    const CDNS: [&str; 4] = ["cdn_a", "cdn_b", "cdn_c", "origin"];
-
-    fn request(market: usize, country: usize, asn: u32, prefix: bool, aaaa: bool) -> Request {
-        Request {
-            client: std::sync::Arc::new(Location {
-                market: MARKETS[market].into(),
-                country: COUNTRIES[country].into(),
-                asn,
-                ..Location::default()
-            }),
-            hostname_prefix: if prefix { "www".into() } else { String::new() },
-            query_type: if aaaa { "AAAA".into() } else { "A".into() },
-            ..Request::default()
-        }
-    }
-
-    /// A snapshot whose probe values come from a small domain, so that
-    /// ties (Math.random) and missing values both happen.
-    fn snapshot(version: u64, avail: &[Option<u8>], rtt: &[Option<u8>]) -> DataSnapshot {
-        let rows = |vals: &[Option<u8>], scale: f64| {
-            CDNS.iter()
-                .zip(vals)
-                .filter_map(|(a, v)| v.map(|v| (a.to_string(), Some(f64::from(v) * scale))))
-                .collect::<Vec<_>>()
-        };
-        let mut data = DataSnapshot {
-            version,
-            ..DataSnapshot::default()
-        };
-        data.probes.insert("avail".into(), rows(avail, 10.0));
-        data.probes.insert("http_rtt".into(), rows(rtt, 20.0));
-        data
-    }
-
-    type Req = (usize, usize, u32, bool, bool);
-
-    fn requests() -> impl Strategy<Value = Vec<Req>> {
-        prop::collection::vec(
-            (0..7usize, 0..6usize, 0..3u32, any::<bool>(), any::<bool>()),
-            1..60,
-        )
-    }
-
-    fn values() -> impl Strategy<Value = Vec<Option<u8>>> {
-        prop::collection::vec(prop::option::weighted(0.8, 7..11u8), 4)
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
-
-        #[test]
-        fn memoised_decisions_equal_fresh_ones(
-            reqs in requests(),
-            snaps in prop::collection::vec((values(), values()), 1..4),
-        ) {
-            let config = Config::load(None, &Overrides::default()).unwrap();
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("apps");
-            let mut hits = 0;
-            for app_name in ["best-rtt", "geo-map"] {
-                let path = dir.join(format!("{app_name}.js"));
-                let source = std::fs::read_to_string(&path).unwrap();
-                let sidecar = crate::config::read_sidecar(&path).unwrap();
-                let first = Arc::new(snapshot(1, &snaps[0].0, &snaps[0].1));
-                let mut app = crate::apps::load_app(app_name, &path, &source, sidecar.as_deref(), &config, &first, 1).unwrap();
-                // The test compares answers, not speed: a loaded machine
-                // must not turn a fresh decision into a timeout.
-                app.code.budget.decision = std::time::Duration::from_secs(2);
-                prop_assert!(app.memo.is_some(), "{} not memoised: {:?}", app_name, app.memo_off);
-                for (v, (avail, rtt)) in snaps.iter().enumerate() {
-                    let data = Arc::new(snapshot(v as u64 + 1, avail, rtt));
-                    // Twice over, so the second pass finds what the first stored.
-                    for (m, c, asn, prefix, aaaa) in reqs.iter().chain(reqs.iter()) {
-                        let req = request(*m, *c, *asn, *prefix, *aaaa);
-                        let memo = crate::steer::memoised(&app, &req, &data, 20);
-                        let fresh = runtime::decide(&app.code, req.clone(), &data, CallOptions::default());
-                        if let Some(hit) = memo {
-                            hits += 1;
-                            let fresh = fresh.expect("a memoised decision's app must decide");
-                            prop_assert_eq!(&hit.decision, &fresh.decision, "{} {:?}", app_name, req);
-                        }
-                        crate::steer::steer(&app, req, &data, 20);
-                    }
-                }
-                prop_assert!(!app.memo.as_ref().unwrap().stats().disabled);
-            }
-            prop_assert!(hits > 0, "no decision was ever memoised");
         }
     }
 }

@@ -17,6 +17,7 @@
 //! - [`request`], [`decision`], [`data`]: the plain types crossing the boundary.
 
 pub mod alloc;
+pub mod budget;
 pub mod data;
 pub mod decision;
 pub mod engine;
@@ -25,12 +26,14 @@ pub mod guards;
 pub mod host;
 pub mod memo;
 pub mod purity;
+pub mod reads;
 pub mod request;
 pub mod runtime;
 
+pub use budget::Budget;
 pub use data::{DataSnapshot, ProviderInfo, ProviderScope};
 pub use decision::{Answer, Decision, ProviderHost};
-pub use engine::{AppCode, AppError, AppInstance, Budget, CallOptions, CallOutcome, Phase};
+pub use engine::{AppCode, AppError, AppInstance, CallOptions, CallOutcome, Phase};
 pub use host::{AppMeta, FixtureRequest, RecordedCall};
 pub use request::{Location, Request};
 

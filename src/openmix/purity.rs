@@ -1,6 +1,6 @@
 //! A static proof, from the app's source, that no decision can change
 //! state that outlives it: the condition for memoising its decisions
-//! ([`super::memo`]).
+//! (memo.rs).
 //!
 //! Sticky apps keep caches in globals or closures, and a memoised decision
 //! would skip the write a fresh one makes. So an app is memoisable only if
@@ -129,7 +129,7 @@ pub fn analyse(source: &str) -> Result<(), String> {
         .parse_script(&Scope::new_global(), &mut interner)
         .map_err(|e| format!("does not parse: {e}"))?;
     let program = Program::survey(script.statements().statements(), &interner)?;
-    let mut queue: Vec<Pending<'_>> = Vec::new();
+    let mut queue: Vec<Unchecked<'_>> = Vec::new();
     // The top level runs at load: free to write, nested functions queued.
     let top = Frame::load_only();
     let mut check = Check::new(&program, &top, &interner, &mut queue);
@@ -148,7 +148,7 @@ pub fn analyse(source: &str) -> Result<(), String> {
 }
 
 /// A function waiting to be checked.
-struct Pending<'a> {
+struct Unchecked<'a> {
     params: &'a FormalParameterList,
     body: &'a FunctionBody,
     load_only: bool,
@@ -487,7 +487,7 @@ struct Check<'p, 'f, 'i, 'q, 'ast> {
     program: &'p Program,
     frame: &'f Frame,
     interner: &'i Interner,
-    queue: &'q mut Vec<Pending<'ast>>,
+    queue: &'q mut Vec<Unchecked<'ast>>,
     error: Option<String>,
 }
 
@@ -496,7 +496,7 @@ impl<'p, 'f, 'i, 'q, 'ast> Check<'p, 'f, 'i, 'q, 'ast> {
         program: &'p Program,
         frame: &'f Frame,
         interner: &'i Interner,
-        queue: &'q mut Vec<Pending<'ast>>,
+        queue: &'q mut Vec<Unchecked<'ast>>,
     ) -> Self {
         Check {
             program,
@@ -532,7 +532,7 @@ impl<'p, 'f, 'i, 'q, 'ast> Check<'p, 'f, 'i, 'q, 'ast> {
         body: &'ast FunctionBody,
         at: usize,
     ) -> ControlFlow<()> {
-        self.queue.push(Pending {
+        self.queue.push(Unchecked {
             params,
             body,
             load_only: self.program.load_only.contains(&at),

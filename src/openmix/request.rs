@@ -26,6 +26,22 @@ pub struct Location {
     pub longitude: Option<f64>,
 }
 
+impl From<crate::geo::ClientGeo> for Location {
+    /// The request fields of a GeoIP result (its prefix length is the
+    /// front end's, for the ECS scope).
+    fn from(g: crate::geo::ClientGeo) -> Location {
+        Location {
+            asn: g.asn,
+            market: g.market,
+            country: g.country,
+            region: g.region,
+            state: g.state,
+            latitude: g.latitude,
+            longitude: g.longitude,
+        }
+    }
+}
+
 /// Everything `onRequest` can read about one request.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Request {

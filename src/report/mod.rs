@@ -8,7 +8,7 @@
 //! - [`buckets`]: timed buckets keyed by stop time, the minute and hour
 //!   windows over them, and the per-slot series the dashboard draws.
 //! - [`store`]: payloads, their validation, and the [`store::ReportStore`]
-//!   seam with [`sqlite`] and [`postgres`] beside it.
+//!   seam (implemented by the database layer, `crate::db`).
 //!
 //! Every interval each node registers itself and writes the bucket it
 //! counted, then reads the rows the fleet wrote since its last poll (by
@@ -19,8 +19,6 @@
 
 pub mod buckets;
 pub mod counters;
-pub mod postgres;
-pub mod sqlite;
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -48,14 +46,14 @@ pub struct Reports {
     pub store: Arc<dyn ReportStore>,
     /// Unix ms this process started.
     pub started: i64,
-    view: Mutex<View>,
+    view: Mutex<FleetState>,
     /// One refresh at a time: a slower one that read the store earlier
     /// must not overwrite the node list of a newer one.
     refreshing: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
-struct View {
+struct FleetState {
     buckets: FleetBuckets,
     nodes: Vec<NodeRow>,
     /// The largest bucket id read from the store: the next poll reads the
@@ -69,7 +67,7 @@ impl Reports {
         Reports {
             store,
             started: now_ms(),
-            view: Mutex::new(View::default()),
+            view: Mutex::new(FleetState::default()),
             refreshing: tokio::sync::Mutex::new(()),
         }
     }

@@ -1,7 +1,7 @@
 //! The reports' payloads, their validation, and the storage seam
-//! [`ReportStore`] with SQLite ([`super::sqlite`]) and PostgreSQL
-//! ([`super::postgres`]) beside it, in the stats store's database
-//! (tables from migrations `0004_reports.sql` and `0005_report_ids.sql`).
+//! [`ReportStore`], implemented over SQLite and PostgreSQL by the
+//! database layer (`crate::db`), in the stats store's database (tables
+//! from migrations `0004_reports.sql` and `0005_report_ids.sql`).
 //!
 //! A payload is checked whole before anything is written, and each write
 //! is one transaction: a bad or half-sent payload stores nothing.

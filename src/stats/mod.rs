@@ -6,20 +6,13 @@
 //!   checked parser [`parse_post`], the post signature [`verify_hmac`], the
 //!   query [`Window`], and the score math ([`AggRow`]);
 //! - [`regions`]: the configured [`RegionSet`];
-//! - [`store`]: the [`StatsStore`] trait, with [`sqlite`] and [`postgres`]
-//!   beside it and [`open_store`] choosing between them;
-//! - [`api`]: the HTTP handlers, plain functions the server's router calls;
-//! - [`notify`]: LISTEN/NOTIFY wake-ups between nodes sharing PostgreSQL
-//!   (the inventory and the reports use them).
+//! - [`store`]: the [`StatsStore`] trait (its SQLite and PostgreSQL
+//!   implementation is the database layer's, `crate::db`);
 
 // Everything public here is the lead's and the probe refresher's API: keep it documented.
 #![warn(missing_docs)]
 
-pub mod api;
-pub mod notify;
-pub mod postgres;
 pub mod regions;
-pub mod sqlite;
 pub mod store;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -29,11 +22,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
-pub use api::{StatsApi, handle, handle_request};
 pub use regions::{GLOBAL, Region, RegionError, RegionSet};
 pub use store::{
     Aggregated, Filter, Idempotent, RawCursor, RawPage, RawRecords, StatsStore, StoreError,
-    open_store,
 };
 
 /// One test result, as posted and as stored (normalised: region upper-case,
@@ -464,7 +455,7 @@ pub struct AggRow {
     pub round_trip_score: f64,
     /// Mean round-trip time in seconds. Not part of the public
     /// `aggregated_stats` row (the spec fixes its keys) unless a reader asks
-    /// with `include=round_trip_time` ([`api::aggregated_json`]): the probe
+    /// with `include=round_trip_time` ([`aggregated_json`]): the probe
     /// refresher does, locally or from a remote Switchyard, for `getProbe('http_rtt')`.
     #[serde(skip)]
     pub round_trip_time: f64,
@@ -515,6 +506,35 @@ pub fn round_trip_score(seg_duration: f64, round_trip_time: f64) -> f64 {
 
 fn finite_or_zero(x: f64) -> f64 {
     if x.is_finite() { x } else { 0.0 }
+}
+
+/// The `include` value of `GET /api/aggregated_stats` that adds each row's
+/// mean `round_trip_time` (seconds). The spec's public row leaves it out;
+/// a Switchyard reading another one as its remote probe source asks for it,
+/// since `getProbe('http_rtt')` is that mean and no public score gives it back.
+pub const INCLUDE_ROUND_TRIP_TIME: &str = "round_trip_time";
+
+/// The aggregate as `{orch: {REGION: row}}` JSON. With `with_round_trip_time`
+/// each row also carries its mean `round_trip_time` in seconds (left out
+/// when no post of the window measured one, as `http_rtt` would then be 0 ms).
+pub fn aggregated_json(rows: &Aggregated, with_round_trip_time: bool) -> Value {
+    let mut out = serde_json::Map::new();
+    for (orch, regions) in rows {
+        let mut by_region = serde_json::Map::new();
+        for (region, row) in regions {
+            // An AggRow is plain finite numbers; encoding it cannot fail.
+            let mut v = serde_json::to_value(row).unwrap_or_default();
+            if with_round_trip_time
+                && row.round_trip_time > 0.0
+                && let Some(obj) = v.as_object_mut()
+            {
+                obj.insert(INCLUDE_ROUND_TRIP_TIME.into(), row.round_trip_time.into());
+            }
+            by_region.insert(region.clone(), v);
+        }
+        out.insert(orch.clone(), by_region.into());
+    }
+    out.into()
 }
 
 #[cfg(test)]

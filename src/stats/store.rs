@@ -1,16 +1,14 @@
-//! The storage seam: [`StatsStore`], one trait with a SQLite and a
-//! PostgreSQL implementation beside it ([`super::sqlite`],
-//! [`super::postgres`]), chosen by [`open_store`].
+//! The storage seam: [`StatsStore`], implemented over SQLite and
+//! PostgreSQL by the database layer (`crate::db`).
 //!
 //! The trait speaks domain types only ([`StatsRecord`], [`Window`],
-//! [`AggRow`]); sqlx stays inside the two backends. The means are taken in
+//! [`AggRow`]); queries stay in the database layer. The means are taken in
 //! SQL (one row per orchestrator and region comes back, not every event);
 //! the score math is Rust, shared by both backends ([`aggregate_rows`]), so
 //! the two cannot drift apart.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -104,7 +102,7 @@ pub(crate) fn normalise(s: Option<&str>) -> Option<&str> {
 }
 
 /// Why the store failed. Connection strings in these messages have their
-/// passwords redacted ([`redact_url`]).
+/// passwords redacted (`crate::db::postgres::redact_url`).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The data directory could not be created.
@@ -209,60 +207,8 @@ pub trait StatsStore: Send + Sync {
     fn backend(&self) -> &'static str;
 }
 
-/// Opens the configured store: PostgreSQL when `postgres_url` is given (the
-/// caller takes it from env `POSTGRES` or the config), else SQLite in
-/// `data_dir/stats.db` (the directory is created if needed). Either way the
-/// schema is created or upgraded before this returns.
-pub async fn open_store(
-    data_dir: &Path,
-    postgres_url: Option<&str>,
-) -> Result<Arc<dyn StatsStore>, StoreError> {
-    match postgres_url.map(str::trim).filter(|u| !u.is_empty()) {
-        Some(url) => {
-            let store = super::postgres::PostgresStore::open(url, None).await?;
-            tracing::info!(url = %redact_url(url), "stats store: PostgreSQL");
-            Ok(Arc::new(store))
-        }
-        None => {
-            let store = super::sqlite::SqliteStore::open(data_dir).await?;
-            tracing::info!(path = %store.path().display(), "stats store: SQLite");
-            Ok(Arc::new(store))
-        }
-    }
-}
-
-/// The URL with any password (in the userinfo or a `password=` query
-/// parameter) replaced by `REDACTED`, for logs and error messages. A URL
-/// that does not parse is not echoed at all, since it may still hold one.
-pub fn redact_url(url: &str) -> String {
-    let Ok(mut u) = url::Url::parse(url) else {
-        return "<unparseable URL>".to_owned();
-    };
-    if u.password().is_some() {
-        // Fails only for URLs that cannot have credentials, and those have no password to hide.
-        let _ = u.set_password(Some("REDACTED"));
-    }
-    if u.query_pairs()
-        .any(|(k, _)| k.eq_ignore_ascii_case("password"))
-    {
-        let pairs: Vec<(String, String)> = u
-            .query_pairs()
-            .map(|(k, v)| {
-                let v = if k.eq_ignore_ascii_case("password") {
-                    "REDACTED".to_owned()
-                } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
-            })
-            .collect();
-        u.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    u.to_string()
-}
-
 /// One row of the aggregate query: orchestrator, region and the three means.
-pub(crate) type MeanRow = (String, String, f64, f64, f64);
+pub type MeanRow = (String, String, f64, f64, f64);
 
 /// Turns per-(orchestrator, region) means into the response shape.
 pub(crate) fn aggregate_rows(rows: impl IntoIterator<Item = MeanRow>) -> Aggregated {
@@ -309,23 +255,6 @@ pub(crate) const BATCH_ROWS: usize = 1000;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact_url("postgres://u:hunter2@db:5432/x"),
-            "postgres://u:REDACTED@db:5432/x"
-        );
-        assert_eq!(redact_url("postgres://u@db/x"), "postgres://u@db/x");
-        let q = redact_url("postgres://db/x?user=u&password=hunter2&sslmode=require");
-        assert!(
-            !q.contains("hunter2")
-                && q.contains("password=REDACTED")
-                && q.contains("sslmode=require"),
-            "{q}"
-        );
-        assert!(!redact_url("not a url hunter2").contains("hunter2"));
-    }
 
     #[test]
     fn filter_normalises() {

@@ -5,8 +5,7 @@
 # (GET /apps/{app}/decision, CORS, redirect, errors) and the operations
 # listener (/healthcheck, /deepcheck, /debug/vars, /metrics, /api/*).
 #
-# The binary must already be built: $SWITCHYARD_BIN when set, else
-# target/release/switchyard, else target/debug/switchyard.
+# The binary must already be built (see serve.bash).
 #
 # geo-map reads no probe data, so from 127.0.0.1 (no geo) it always answers
 # its default branch: cdn_a, reason D, 192.0.2.10 and 192.0.2.11. The other
@@ -16,65 +15,13 @@
 # Each check prints one line; the last line is "curl e2e: N passed, M failed".
 set -euo pipefail
 
-cd "$(dirname "$0")/../.."
-
-if [[ -n "${SWITCHYARD_BIN:-}" ]]; then
-  BIN="$SWITCHYARD_BIN"
-elif [[ -x target/release/switchyard ]]; then
-  BIN=target/release/switchyard
-else
-  BIN=target/debug/switchyard
-fi
-[[ -x "$BIN" ]] || { echo "curl e2e: no switchyard binary at $BIN (build first)" >&2; exit 1; }
+NAME=curl
+source "$(dirname "$0")/serve.bash"
 command -v curl >/dev/null || { echo "curl e2e: curl is not installed" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "curl e2e: python3 is not installed" >&2; exit 1; }
 
-TMP="$(mktemp -d)"
-DATA="$(mktemp -d)"
-LOG="$TMP/server.log"
-SERVER_PID=""
+serve
 
-cleanup() {
-  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 50); do
-      kill -0 "$SERVER_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  rm -rf "$TMP" "$DATA"
-}
-trap cleanup EXIT
-
-RUST_LOG=info "$BIN" serve --dns 127.0.0.1:0 --http 127.0.0.1:0 --admin 127.0.0.1:0 \
-  --data-dir "$DATA" 2>"$LOG" >/dev/null &
-SERVER_PID=$!
-
-# Wait (at most 30 s) for the ready line.
-deadline=$((SECONDS + 30))
-until grep -q 'switchyard ready' "$LOG" 2>/dev/null; do
-  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-    rc=0
-    wait "$SERVER_PID" || rc=$?
-    SERVER_PID=""
-    echo "curl e2e: $BIN exited (status $rc) before it was ready; its log:" >&2
-    cat "$LOG" >&2
-    exit 1
-  fi
-  if (( SECONDS >= deadline )); then
-    echo "curl e2e: switchyard not ready after 30 s:" >&2
-    cat "$LOG" >&2
-    exit 1
-  fi
-  sleep 0.1
-done
-
-# addr_of "listening for ..." -> host:port from that line's addr= field.
-addr_of() {
-  sed 's/\x1b\[[0-9;]*m//g' "$LOG" | grep -F "$1" | head -n1 | sed -n 's/.*addr=\([^ ]*\).*/\1/p' || true
-}
 HTTP="$(addr_of 'listening for HTTP decisions')"
 OPS="$(addr_of 'listening for operations')"
 if [[ -z "$HTTP" || -z "$OPS" ]]; then

@@ -2,8 +2,7 @@
 # End-to-end DNS checks with dig against a real `switchyard serve`, started
 # with the shipped config (examples/switchyard.toml) and the shipped apps.
 #
-# The binary must already be built: $SWITCHYARD_BIN when set, else
-# target/release/switchyard, else target/debug/switchyard.
+# The binary must already be built (see serve.bash).
 #
 # Data: the shipped config loads static probes from examples/data/probes.json
 # ([data] probes: avail cdn_a 99.5, cdn_b 98.2, cdn_c 72; http_rtt cdn_a 38,
@@ -22,59 +21,11 @@
 # Each check prints one line; the last line is "dig e2e: N passed, M failed".
 set -euo pipefail
 
-cd "$(dirname "$0")/../.."
-
-if [[ -n "${SWITCHYARD_BIN:-}" ]]; then
-  BIN="$SWITCHYARD_BIN"
-elif [[ -x target/release/switchyard ]]; then
-  BIN=target/release/switchyard
-else
-  BIN=target/debug/switchyard
-fi
-[[ -x "$BIN" ]] || { echo "dig e2e: no switchyard binary at $BIN (build first)" >&2; exit 1; }
+NAME=dig
+source "$(dirname "$0")/serve.bash"
 command -v dig >/dev/null || { echo "dig e2e: dig is not installed (bind9-dnsutils)" >&2; exit 1; }
 
-TMP="$(mktemp -d)"
-LOG="$TMP/server.log"
-SERVER_PID=""
-
-cleanup() {
-  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 50); do
-      kill -0 "$SERVER_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-RUST_LOG=info "$BIN" serve --config examples/switchyard.toml \
-  --dns 127.0.0.1:0 --http 127.0.0.1:0 --admin 127.0.0.1:0 \
-  --data-dir "$TMP/data" 2>"$LOG" >/dev/null &
-SERVER_PID=$!
-
-# Wait (at most 30 s) for the ready line.
-deadline=$((SECONDS + 30))
-until grep -q 'switchyard ready' "$LOG" 2>/dev/null; do
-  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-    rc=0
-    wait "$SERVER_PID" || rc=$?
-    SERVER_PID=""
-    echo "dig e2e: $BIN exited (status $rc) before it was ready; its log:" >&2
-    cat "$LOG" >&2
-    exit 1
-  fi
-  if (( SECONDS >= deadline )); then
-    echo "dig e2e: switchyard not ready after 30 s:" >&2
-    cat "$LOG" >&2
-    exit 1
-  fi
-  sleep 0.1
-done
+serve --config examples/switchyard.toml
 PORT="$(sed -n 's/.*listening for DNS over UDP addr=127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$LOG" | head -n1)"
 if [[ -z "$PORT" ]]; then
   echo "dig e2e: no 'listening for DNS over UDP addr=127.0.0.1:PORT' line:" >&2

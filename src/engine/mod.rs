@@ -1,0 +1,28 @@
+//! The decision core: which app serves a name, where it runs, and the rules
+//! around its answer. Every front end (DNS, HTTP, `switchyard decide`) goes
+//! through here.
+//!
+//! - [`apps`]: the app registry: load `apps/` (with sidecars), validate,
+//!   watch for changes, swap versions in.
+//! - [`steer`]: one decision and its rules: the checks that answer without
+//!   running the app (quarantined, never loaded, memoised, backing off),
+//!   the call, the fallback.
+//! - [`workers`]: the JS worker threads decisions run on, and the watchdog
+//!   that answers for a stuck one.
+//! - [`backoff`]: the backoff of apps whose calls run away.
+//! - [`quarantine`]: in-flight slots, and the quarantine of apps that
+//!   crashed the server, on evidence only.
+//! - [`priority`]: threads left running an app run at idle priority.
+//!
+//! The face: [`AppRegistry`], [`Workers`], [`Steered`].
+
+pub mod apps;
+pub mod backoff;
+pub mod priority;
+pub mod quarantine;
+pub mod steer;
+pub mod workers;
+
+pub use apps::{AppRegistry, LoadedApp};
+pub use steer::{Outcome, Steered};
+pub use workers::Workers;
