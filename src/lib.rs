@@ -15,6 +15,9 @@
 //! - [`inventory`]: providers, routes and weights (live traffic shaping).
 //! - [`metrics`]: live counters ([`counter`]: a counter threads add to without contention).
 //! - [`report`]: decision reports, nodes and the fleet view (API and dashboard).
+//! - [`stats`]: the leaderboard's stats model (posts, regions, aggregation).
+//! - [`db`]: the database layer: one pool and its migrations on SQLite or
+//!   PostgreSQL, handing out the stats, report and inventory stores.
 //! - [`startup`]: what `serve` checks and resolves before serving (files,
 //!   the admin token, the DNS cookie secret).
 //! - [`server`]: the serving process: listeners, feeds, reload.
