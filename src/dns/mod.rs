@@ -710,8 +710,11 @@ impl DnsHandler {
     /// and queries with a valid server cookie are never limited.
     fn deliver(&self, to: &Delivery, rcode: ResponseCode, out: &mut Vec<u8>) -> Handled {
         let tcp = to.transport == Transport::Tcp;
-        let shield = self.shield.load();
-        if let (true, Some(limiter)) = (to.limited, shield.rrl.as_ref()) {
+        // Only a reply rate limiting applies to loads the shield: TCP, exempt
+        // sources and valid cookies skip it.
+        let shield = to.limited.then(|| self.shield.load());
+        if let Some(limiter) = shield.as_ref().and_then(|s| s.rrl.as_ref()) {
+            let require_cookies = shield.as_ref().is_some_and(|s| s.require_cookies);
             let class = match rcode {
                 ResponseCode::NoError => Class::Answer,
                 ResponseCode::NXDomain => Class::NxDomain,
@@ -723,7 +726,7 @@ impl DnsHandler {
                 _ if limiter.settings().dry_run => {
                     self.rrl_counts.add(class, RrlAction::WouldLimit);
                 }
-                _ if shield.require_cookies && to.unproven => {
+                _ if require_cookies && to.unproven => {
                     // RFC 7873 §5.2.3: under attack, a client that sent a
                     // cookie gets BADCOOKIE and ours, no larger than its
                     // query, and is exempt once it sends ours back.

@@ -23,7 +23,7 @@
 //! So that building an instance is rarely on a query's path, each worker
 //! builds every runnable app when it starts and after each reload, and
 //! rebuilds an instance its call poisoned right after answering (unless the
-//! app is backing off after runaways, [`crate::engine::steer::Runaway`]). A panic
+//! app is backing off after runaways, [`crate::engine::backoff::Runaway`]). A panic
 //! in a call is caught: the query gets the fallback and a fresh worker
 //! replaces the thread, whose engine state cannot be trusted any more.
 

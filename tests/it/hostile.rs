@@ -1742,7 +1742,7 @@ fn a_save_right_after_a_restart_is_loaded() {
 /// Now the query is answered at the hard limit counted from when a worker
 /// took it, the build included; and from its second runaway in a row the
 /// app backs off: its queries get the fallback at once, one probe at a
-/// time runs it, see `steer::Runaway`.)
+/// time runs it, see `engine::backoff::Runaway`.)
 #[test]
 fn a_runaway_rebuilt_on_every_query_is_answered_at_the_hard_limit() {
     let _one = serial();
