@@ -28,7 +28,8 @@ use clap::Parser;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, StatusCode};
 use switchyard::db::{postgres, sqlite};
-use switchyard::http::stats::{self as api, StatsApi};
+use switchyard::http::stats as api;
+use switchyard::stats::StatsApi;
 use switchyard::stats::{
     ErrorCount, Filter, RegionSet, StatsRecord, StatsStore, Window, sign, unix_now,
 };

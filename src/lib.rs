@@ -2,37 +2,38 @@
 //!
 //! A tour of the modules, in the order a query meets them:
 //!
-//! - [`config`]: the TOML configuration, checked, with built-in defaults.
-//! - [`geo`]: client address → asn, market, country, region, state.
-//! - [`openmix`]: the JavaScript runtime running Openmix apps (and the
-//!   memo that reuses the decisions of apps proven stateless).
-//! - [`data`]: probe, Fusion and Sonar feeds → one data snapshot.
+//! - [`server`]: the serving process — start-up checks, the shared
+//!   [`state`] it builds, the DNS runtimes, the feed and report tasks,
+//!   SIGHUP reloads, and the supervisor that owns the sockets ([`net`]:
+//!   the sockets and the per-client connection bound the listeners share).
+//! - [`dns`]: the authoritative DNS front end (zones, RRL, cookies).
+//! - [`http`]: the HTTP decision endpoint and the operations listener.
 //! - [`engine`]: the decision core: the app registry, the JS workers, the
 //!   rules around a decision (fallback, memo, backoff) and the quarantine.
-//! - [`dns`]: the authoritative DNS front end.
-//! - [`clients`]: what one client network may hold open on the listeners.
-//! - [`http`]: the HTTP decision endpoint and the operations listener.
+//! - [`openmix`]: the JavaScript runtime running Openmix apps (and the
+//!   memo that reuses the decisions of apps proven stateless).
+//! - [`geo`]: client address → asn, market, country, region, state.
+//! - [`data`]: probe, Fusion and Sonar feeds → one data snapshot.
 //! - [`inventory`]: providers, routes and weights (live traffic shaping).
-//! - [`metrics`]: live counters ([`counter`]: a counter threads add to without contention).
-//! - [`report`]: decision reports, nodes and the fleet view (API and dashboard).
+//! - [`report`]: decision reports, nodes and the fleet view (model and
+//!   store seam; the loop that drives them is [`server::reporting`]).
 //! - [`stats`]: the leaderboard's stats model (posts, regions, aggregation).
 //! - [`db`]: the database layer: one pool and its migrations on SQLite or
 //!   PostgreSQL, handing out the stats, report and inventory stores.
-//! - [`startup`]: what `serve` checks and resolves before serving (files,
-//!   the admin token, the DNS cookie secret).
-//! - [`server`]: the serving process: listeners, feeds, reload.
-//! - [`supervisor`]: `serve`'s parent process that owns the sockets
-//!   ([`sockets`]), restarts the server from the binary it started from, and
-//!   upgrades it on SIGUSR2.
-//! - [`cli`]: the `switchyard` subcommands, one file each (`switchyard test`
-//!   in [`cli::test`]).
+//! - [`metrics`]: live counters and their Prometheus rendering.
+//! - [`config`]: the TOML configuration, checked, with built-in defaults;
+//!   every layer reads it.
+//! - [`cli`]: the `switchyard` subcommands, one file each.
+//!
+//! Imports go down this list's flow and never back up: front ends
+//! (`cli`, `server`, `dns`, `http`) → `engine` → `openmix`, `geo`, `data`
+//! → stores; `tests/it/layout.rs` checks that no files or folders import
+//! each other in a cycle.
 
 #![warn(missing_docs)]
 
 pub mod cli;
-pub mod clients;
 pub mod config;
-pub mod counter;
 pub mod data;
 pub mod db;
 pub mod dns;
@@ -40,15 +41,13 @@ pub mod engine;
 pub mod geo;
 pub mod http;
 pub mod inventory;
-pub mod logging;
 pub mod metrics;
+pub mod net;
 pub mod openmix;
 pub mod report;
 pub mod server;
-pub mod sockets;
-pub mod startup;
+pub mod state;
 pub mod stats;
-pub mod supervisor;
 
 /// Counts allocations per thread: the memory half of an app's budget
 /// (see [`openmix::alloc`]).

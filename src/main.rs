@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     } else {
         "warn"
     };
-    switchyard::logging::init(level);
+    switchyard::server::logging::init(level);
     match cli.command.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

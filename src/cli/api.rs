@@ -94,7 +94,7 @@ impl Api {
         Ok(Api {
             base,
             token,
-            client: crate::server::feed_client(),
+            client: crate::data::http_client(),
             rt,
         })
     }

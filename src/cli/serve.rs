@@ -4,7 +4,7 @@
 use clap::Args;
 
 use super::ConfigArgs;
-use crate::{server, startup};
+use crate::server::{self, startup};
 
 /// `serve` flags.
 #[derive(Debug, Args)]
@@ -22,7 +22,7 @@ pub struct ServeArgs {
 /// sockets of its own).
 ///
 /// The serving process returns only once it has served (`Ok`); when it cannot start, it
-/// logs why and exits with [`crate::supervisor::EXIT_STARTUP`], so that the supervisor can
+/// logs why and exits with [`crate::server::supervisor::EXIT_STARTUP`], so that the supervisor can
 /// tell a process that will never start from one that crashed while serving.
 pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let source = args.config.source();
@@ -34,11 +34,11 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         if let Some(path) = startup::resolve_cookie_secret(&mut config)? {
             tracing::info!(path = %path.display(), "generated the DNS cookie secret ([cookies] secret is not set); a fleet shares one: copy this file or set the secret");
         }
-        return Ok(crate::supervisor::supervise(config)?);
+        return Ok(crate::server::supervisor::supervise(config)?);
     }
     if let Err(e) = server::serve_worker(source) {
         tracing::error!("the serving process cannot start: {e:#}");
-        std::process::exit(crate::supervisor::EXIT_STARTUP);
+        std::process::exit(crate::server::supervisor::EXIT_STARTUP);
     }
     Ok(())
 }

@@ -5,75 +5,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::data::settings::{FusionFeed, SonarCheck};
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawData {
     probes: Option<PathBuf>,
     stale_secs: Option<u64>,
-}
-
-/// A Fusion feed: a provider's data fetched from a URL or read from a file.
-#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FusionFeed {
-    /// Provider alias the data is for.
-    pub provider: String,
-    /// HTTP(S) URL to GET.
-    pub url: Option<String>,
-    /// File to read.
-    pub file: Option<PathBuf>,
-    /// Seconds between fetches.
-    #[serde(default = "default_fusion_interval")]
-    pub interval_secs: u64,
-    /// Fetch timeout.
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-}
-
-/// A Sonar health check of one provider.
-#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SonarCheck {
-    /// Provider alias.
-    pub provider: String,
-    /// HTTP(S) URL to GET.
-    pub url: Option<String>,
-    /// Expected HTTP status (default 200).
-    #[serde(default = "default_status")]
-    pub expect_status: u16,
-    /// `host:port` to connect to over TCP, instead of a URL.
-    pub tcp: Option<String>,
-    /// Seconds between checks.
-    #[serde(default = "default_sonar_interval")]
-    pub interval_secs: u64,
-    /// Check timeout.
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    /// Consecutive successes before a down provider is up again.
-    #[serde(default = "default_rise")]
-    pub rise: u32,
-    /// Consecutive failures before an up provider is down.
-    #[serde(default = "default_fall")]
-    pub fall: u32,
-}
-
-fn default_fusion_interval() -> u64 {
-    30
-}
-fn default_sonar_interval() -> u64 {
-    5
-}
-fn default_timeout_ms() -> u64 {
-    2000
-}
-fn default_status() -> u16 {
-    200
-}
-fn default_rise() -> u32 {
-    2
-}
-fn default_fall() -> u32 {
-    3
 }
 
 /// The checked `[data]` section.

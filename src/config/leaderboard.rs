@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::env::Env;
+use crate::data::settings::{Leaderboard, ProbeSource};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,38 +21,6 @@ pub(super) struct RawLeaderboard {
     regions: Option<Vec<crate::stats::Region>>,
     #[serde(default)]
     extra_regions: Vec<crate::stats::Region>,
-}
-
-/// Where the probe refresher reads aggregated stats.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ProbeSource {
-    /// No refresher.
-    Off,
-    /// This node's own stats store.
-    Local,
-    /// Another leaderboard's base URL (`…/api/aggregated_stats` is appended).
-    Remote(String),
-}
-
-/// The leaderboard stats store and the probe mapping.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Leaderboard {
-    /// HMAC key of `POST /api/post_stats` (env `SECRET` wins); `None`: posting off.
-    pub secret: Option<String>,
-    /// PostgreSQL URL (env `POSTGRES` wins); `None`: SQLite in the data dir.
-    pub postgres: Option<String>,
-    /// Where probe values come from.
-    pub source: ProbeSource,
-    /// Seconds between refreshes.
-    pub refresh: Duration,
-    /// Window of the aggregated query: the probe refresher's, and the
-    /// stats API's default for a read with neither `since` nor `until`, so
-    /// a plain `GET /api/aggregated_stats` shows what apps' probes are built from.
-    pub window: Duration,
-    /// Orchestrator address (lower-case) → provider alias.
-    pub orchestrators: BTreeMap<String, String>,
-    /// Configured regions: `regions` (or the defaults), then `extra_regions`.
-    pub regions: crate::stats::RegionSet,
 }
 
 pub(super) fn check(lb: RawLeaderboard, env: &Env) -> Result<Leaderboard, String> {

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::data::settings::{FusionFeed, Leaderboard, SonarCheck};
 use crate::openmix::{Budget, ProviderInfo};
 
 mod apps;
@@ -36,8 +37,6 @@ mod zones;
 
 pub use apps::{AppSettings, RawAppSettings, SidecarError, StringOrList, read_sidecar};
 pub use cookies::{Cookies, SecretError, parse_secret};
-pub use feeds::{FusionFeed, SonarCheck};
-pub use leaderboard::{Leaderboard, ProbeSource};
 pub use reports::{ReportsConfig, hostname};
 pub use rrl::{RRL_MAX_DEBT, Rrl};
 pub use server::TokenSetting;
@@ -121,7 +120,7 @@ pub struct Config {
     pub max_connections: usize,
     /// What one client network may hold open on each listener that keeps
     /// connections (both HTTP listeners, DNS over TCP).
-    pub per_client: crate::clients::PerClient,
+    pub per_client: crate::net::clients::PerClient,
     /// How long an HTTP connection may stay open with no request in flight.
     pub idle_timeout: Duration,
     /// How long one HTTP request may take, body included.

@@ -157,9 +157,9 @@ pub(super) fn check(raw: &RawServer, over: &Overrides) -> Result<Server, String>
 /// `[server]`'s per-client connection bound: `connections_per_client`
 /// (default 64), counted by `client_ipv4_prefix` (24) and
 /// `client_ipv6_prefix` (56).
-pub(super) fn per_client(server: &RawServer) -> Result<crate::clients::PerClient, String> {
-    let default = crate::clients::PerClient::default();
-    let limit = crate::clients::PerClient {
+pub(super) fn per_client(server: &RawServer) -> Result<crate::net::clients::PerClient, String> {
+    let default = crate::net::clients::PerClient::default();
+    let limit = crate::net::clients::PerClient {
         max: server.connections_per_client.unwrap_or(default.max),
         ipv4_prefix: server.client_ipv4_prefix.unwrap_or(default.ipv4_prefix),
         ipv6_prefix: server.client_ipv6_prefix.unwrap_or(default.ipv6_prefix),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::DataHub;
-use crate::config::FusionFeed;
+use super::settings::FusionFeed;
 
 /// Fetches one feed body.
 pub async fn fetch(client: &reqwest::Client, feed: &FusionFeed) -> Result<String, String> {

@@ -9,6 +9,7 @@
 
 pub mod fusion;
 pub mod probes;
+pub mod settings;
 pub mod sonar;
 
 use std::collections::BTreeMap;
@@ -326,6 +327,17 @@ impl DataHub {
             .collect()
     }
 }
+
+/// The HTTP client the feeds use, and the report pushes and the API
+/// commands with them (rustls with the ring provider).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
+}
+
 
 #[cfg(test)]
 mod tests {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{DataHub, RegionalProbes};
-use crate::config::{Leaderboard, ProbeSource};
+use super::settings::{Leaderboard, ProbeSource};
 use crate::openmix::data::{RegionLocator, RegionPoint};
 use crate::stats::{Filter, RegionSet, StatsStore, Window};
 

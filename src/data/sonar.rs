@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::DataHub;
-use crate::config::SonarCheck;
+use super::settings::SonarCheck;
 
 /// Runs one check once: `Ok` when the provider answered as expected.
 pub async fn probe(client: &reqwest::Client, check: &SonarCheck) -> Result<(), String> {

@@ -20,7 +20,7 @@ use std::net::IpAddr;
 
 use siphasher::sip::SipHasher24;
 
-use crate::counter::Counter;
+use crate::metrics::counter::Counter;
 
 /// The EDNS option code of COOKIE (RFC 7873 §4).
 pub const OPTION_CODE: u16 = 10;

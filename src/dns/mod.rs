@@ -225,7 +225,7 @@ pub fn check_ecs(cs: &ClientSubnet, raw_len: Option<usize>) -> Result<(), &'stat
     if raw_len.is_some_and(|n| n != 4 + octets) {
         return Err("address octets past the source prefix");
     }
-    if crate::clients::masked(cs.addr(), cs.source_prefix()) != cs.addr() {
+    if crate::net::clients::masked(cs.addr(), cs.source_prefix()) != cs.addr() {
         return Err("address bits set beyond the source prefix");
     }
     if cs.scope_prefix() != 0 {

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hickory_proto::rr::{LowerName, RecordType};
 
 use crate::config::Rrl as Settings;
-use crate::counter::Counter;
+use crate::metrics::counter::Counter;
 
 /// The kind of reply an account counts, as RRL defines them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -297,7 +297,7 @@ impl RateLimiter {
             IpAddr::V4(_) => self.settings.ipv4_prefix,
             IpAddr::V6(_) => self.settings.ipv6_prefix,
         };
-        crate::clients::masked(src, bits)
+        crate::net::clients::masked(src, bits)
     }
 
     /// The account key of a subject: hashed once per query, when the name

@@ -3,7 +3,7 @@
 //! [`IDLE`] (or [`BUSY_IDLE`] once half the connection slots are taken:
 //! RFC 7766 §6.2.3) or one whose message does not arrive whole within the
 //! same time is closed, and one client network holds at most its share of
-//! the connections ([`crate::clients`]): past it, a new connection is
+//! the connections ([`crate::net::clients`]): past it, a new connection is
 //! closed at once.
 
 use std::net::SocketAddr;
@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{DnsHandler, Handled, Transport};
-use crate::clients::ClientSlots;
+use crate::net::clients::ClientSlots;
 
 /// How long a connection may wait for its next message, or take to send
 /// one or to take a reply.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
-use crate::counter::Counter;
+use crate::metrics::counter::Counter;
 
 use super::{ClientGeo, GeoDb, GeoError, GeoPaths, GeoStatus, canonical};
 

@@ -12,7 +12,7 @@ use hyper::{Method, Request, StatusCode};
 
 use super::{HttpResponse, json_error};
 use crate::inventory::{TokenCheck, tokens};
-use crate::server::State;
+use crate::state::State;
 
 /// The realm named in every challenge.
 const REALM: &str = "switchyard";

@@ -16,7 +16,7 @@ use hyper::{Method, Request, StatusCode};
 use super::{HttpResponse, json, json_error, query_pairs};
 use crate::engine::steer::Outcome;
 use crate::openmix::{Answer, Decision, Request as AppRequest};
-use crate::server::State;
+use crate::state::State;
 
 /// The address the decision is for. Only a trusted peer's
 /// `X-Forwarded-For` counts, and in it only what trusted proxies appended:
@@ -61,19 +61,10 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr)
         return json_error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}"));
     };
     let config = state.config.load();
-    if let Some(len) = req
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        && len > config.max_body_bytes
-    {
-        return json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "body of {len} bytes is over the limit of {}",
-                config.max_body_bytes
-            ),
-        );
+    // A decision takes no body: one declared over the limit is refused
+    // as every endpoint refuses it, and none is ever read.
+    if super::body::declared_too_large(req.headers(), config.max_body_bytes) {
+        return super::body::BodyError::TooLarge(config.max_body_bytes).response();
     }
     let Some(app) = state.apps.get(&app_name.to_ascii_lowercase()) else {
         return json_error(StatusCode::NOT_FOUND, format!("unknown app '{app_name}'"));

@@ -28,7 +28,7 @@ use crate::http::auth::{Caller, authorize, forbidden};
 use crate::inventory::model::{self, Provider};
 use crate::inventory::store::{Change, CommitError, TokenRow};
 use crate::inventory::{View, tokens};
-use crate::server::State;
+use crate::state::State;
 
 /// True for the paths this module answers.
 pub fn owns(path: &str) -> bool {
@@ -140,33 +140,6 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, path: &str) -> Ht
         ),
         _ => json_error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
-}
-
-/// Reads a JSON body within the configured size limit.
-#[allow(clippy::result_large_err)] // the error is the response itself, built once
-pub(super) async fn read_json(
-    state: &State,
-    req: Request<Incoming>,
-) -> Result<Value, HttpResponse> {
-    let limit = state.config.load().max_body_bytes;
-    let body = match http_body_util::Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return Err(json_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body over the limit of {limit} bytes"),
-            ));
-        }
-    };
-    serde_json::from_slice(&body).map_err(|e| {
-        json_error(
-            StatusCode::BAD_REQUEST,
-            format!("the body is not JSON: {e}"),
-        )
-    })
 }
 
 /// Commits, mapping failures to replies.
@@ -304,7 +277,7 @@ async fn set_provider(
     if let Err(e) = model::check_provider_id(id) {
         return json_error(StatusCode::BAD_REQUEST, e.0);
     }
-    let body = match read_json(state, req).await {
+    let body = match super::body::json(req, state.config.load().max_body_bytes).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -393,7 +366,7 @@ async fn delete_provider(state: &State, id: &str) -> HttpResponse {
 
 /// `POST /api/inventory/routes`: Backplane's `Route`.
 async fn add_route(state: &State, req: Request<Incoming>) -> HttpResponse {
-    let body = match read_json(state, req).await {
+    let body = match super::body::json(req, state.config.load().max_body_bytes).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -439,7 +412,7 @@ async fn add_route(state: &State, req: Request<Incoming>) -> HttpResponse {
 
 /// `PUT /api/inventory/endpoints/{name}/weights`: Backplane's `Shape`.
 async fn shape(state: &State, req: Request<Incoming>, name: &str) -> HttpResponse {
-    let body = match read_json(state, req).await {
+    let body = match super::body::json(req, state.config.load().max_body_bytes).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -486,7 +459,7 @@ fn admin_fingerprint(state: &State) -> String {
 /// `POST /api/tokens {"name": ...}`: Backplane's `GenToken`. The secret is
 /// in this reply only.
 async fn issue_token(state: &State, req: Request<Incoming>) -> HttpResponse {
-    let body = match read_json(state, req).await {
+    let body = match super::body::json(req, state.config.load().max_body_bytes).await {
         Ok(b) => b,
         Err(r) => return r,
     };

@@ -4,17 +4,22 @@
 //! Both share the accept loop here: a connection limit (a semaphore; past
 //! it a client gets a short 503 and the connection is closed, except for a
 //! small reserve that still answers the listener's reserved paths), a
-//! bound per client network ([`crate::clients`]), a header read timeout for
+//! bound per client network ([`crate::net::clients`]), a header read timeout for
 //! slow clients, an idle timeout for every protocol, HTTP/1.1 and h2c on
 //! one port, and graceful shutdown. Every error a client can cause is a 4xx with a JSON
 //! `{"error": "..."}` body, built by [`json_error`].
 
+pub mod apps;
 pub mod auth;
+pub mod body;
 pub mod decision;
+pub mod health;
 pub mod inventory;
 pub mod ops;
+pub mod pprof;
 pub mod reports;
 pub mod stats;
+pub mod vars;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -35,7 +40,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::clients::{ClientSlots, PerClient};
+use crate::net::clients::{ClientSlots, PerClient};
 
 /// A response with a fully buffered body.
 pub type HttpResponse = Response<Full<Bytes>>;

@@ -20,7 +20,7 @@ use crate::report::buckets::{
     Counts, HOUR_MS, MINUTE_MS, StoredBucket, format_time, now_ms, parse_time,
 };
 use crate::report::store::{NodeRow, parse_bucket, parse_registration};
-use crate::server::State;
+use crate::state::State;
 
 const INDEX_HTML: &str = include_str!("dashboard/index.html");
 const APP_JS: &str = include_str!("dashboard/app.js");
@@ -135,7 +135,7 @@ async fn register(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -
     if let Err(r) = super::auth::authorize(&state, &req) {
         return r;
     }
-    let body = match super::inventory::read_json(&state, req).await {
+    let body = match super::body::json(req, state.config.load().max_body_bytes).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -168,7 +168,7 @@ async fn decisions_post(state: Arc<State>, req: Request<Incoming>) -> HttpRespon
     if let Err(r) = super::auth::authorize(&state, &req) {
         return r;
     }
-    let body = match super::inventory::read_json(&state, req).await {
+    let body = match super::body::json(req, state.config.load().max_body_bytes).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -196,7 +196,7 @@ async fn decisions_post(state: Arc<State>, req: Request<Incoming>) -> HttpRespon
     }
     json(
         StatusCode::ACCEPTED,
-        &json!({"stored": true, "fleet": b.fleet, "node": b.node, "decisions": crate::report::total(&b.counts)}),
+        &json!({"stored": true, "fleet": b.fleet, "node": b.node, "decisions": crate::report::buckets::total(&b.counts)}),
     )
 }
 

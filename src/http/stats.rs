@@ -15,26 +15,18 @@
 //! `max_body + 1` bytes and call [`handle`], which rejects anything over
 //! `max_body` (by `Content-Length` and by the bytes it is given).
 
-use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use hyper::body::Body;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
-use crate::stats::store::{Filter, Idempotent, RawCursor, StatsStore, StoreError, normalise};
+use crate::stats::store::{Filter, Idempotent, RawCursor, StoreError, normalise};
 use crate::stats::{
-    INCLUDE_ROUND_TRIP_TIME, RegionSet, Window, aggregated_json, parse_post, unix_now, verify_hmac,
+    INCLUDE_ROUND_TRIP_TIME, StatsApi, Window, aggregated_json, parse_post, unix_now, verify_hmac,
 };
-
-/// Largest accepted post body (the spec's 64 KiB); larger → 413.
-pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
-
-/// The window of a read with neither `since` nor `until`.
-pub const DEFAULT_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Paths this module answers.
 pub const PATHS: [&str; 4] = [
@@ -66,61 +58,6 @@ const READ_CACHE: &str = "public, max-age=30, stale-while-revalidate=15";
 
 /// A response with a fully buffered body.
 pub type StatsResponse = Response<Full<Bytes>>;
-
-/// Everything the endpoints need.
-pub struct StatsApi {
-    /// Where records go and come from.
-    pub store: Arc<dyn StatsStore>,
-    /// HMAC key for posts (`SECRET` env or config); `None` turns posting off.
-    pub secret: Option<String>,
-    /// The regions a post may name, listed by `/api/regions`.
-    pub regions: RegionSet,
-    /// Largest post body in bytes.
-    pub max_body: usize,
-    /// The window of a read with neither `since` nor `until`.
-    pub default_window: Duration,
-}
-
-impl std::fmt::Debug for StatsApi {
-    // By hand: the secret must never be printed.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StatsApi")
-            .field("store", &self.store.backend())
-            .field("secret", &self.secret.as_ref().map(|_| "<set>"))
-            .field("regions", &self.regions.len())
-            .field("max_body", &self.max_body)
-            .field("default_window", &self.default_window)
-            .finish()
-    }
-}
-
-impl StatsApi {
-    /// An API with the spec's defaults (64 KiB bodies, 24 h window). An
-    /// empty secret counts as none. Without one, posting is off, and this
-    /// logs it once, here, rather than on every refused post.
-    pub fn new(store: Arc<dyn StatsStore>, secret: Option<String>, regions: RegionSet) -> Self {
-        let secret = secret.filter(|s| !s.is_empty());
-        if secret.is_none() {
-            tracing::warn!(
-                "stats posting is off: no SECRET configured; every POST /api/post_stats gets 403"
-            );
-        }
-        StatsApi {
-            store,
-            secret,
-            regions,
-            max_body: DEFAULT_MAX_BODY,
-            default_window: DEFAULT_WINDOW,
-        }
-    }
-
-    /// Sets the window of a read with neither `since` nor `until` (the
-    /// spec's "last 24 h (configurable)"; config `leaderboard.window_secs`).
-    pub fn with_default_window(mut self, window: Duration) -> Self {
-        self.default_window = window;
-        self
-    }
-}
 
 /// Whether `path` (trailing `/` ignored) is a stats endpoint.
 pub fn owns(path: &str) -> bool {
@@ -184,16 +121,9 @@ where
         return error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}"));
     }
     let bytes = if parts.method == Method::POST {
-        if declared_too_large(&parts.headers, api.max_body) {
-            return too_large(api);
-        }
-        match Limited::new(body, api.max_body).collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(api),
-            Err(e) => {
-                tracing::debug!(error = %e, "stats post: body read failed");
-                return error(StatusCode::BAD_REQUEST, "could not read the request body");
-            }
+        match super::body::read(&parts.headers, body, api.max_body).await {
+            Ok(b) => b,
+            Err(e) => return error(e.status(), e.to_string()),
         }
     } else {
         // Reads take no body; leaving it unread costs nothing (hyper drains or closes).
@@ -214,19 +144,9 @@ where
     }
 }
 
-fn declared_too_large(headers: &HeaderMap, max: usize) -> bool {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .is_some_and(|n| n > max as u64)
-}
-
 fn too_large(api: &StatsApi) -> StatsResponse {
-    error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("body is larger than {} bytes", api.max_body),
-    )
+    let e = super::body::BodyError::TooLarge(api.max_body);
+    error(e.status(), e.to_string())
 }
 
 /// `POST /api/post_stats`. Checks run cheapest first, and nothing is stored
@@ -235,7 +155,7 @@ async fn post(api: &StatsApi, headers: &HeaderMap, body: &Bytes) -> StatsRespons
     let Some(secret) = api.secret.as_deref() else {
         return error(StatusCode::FORBIDDEN, UNAUTHENTICATED);
     };
-    if declared_too_large(headers, api.max_body) || body.len() > api.max_body {
+    if super::body::declared_too_large(headers, api.max_body) || body.len() > api.max_body {
         return too_large(api);
     }
     let auth = headers

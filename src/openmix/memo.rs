@@ -22,7 +22,7 @@ use std::sync::{Arc, RwLock};
 
 use hashbrown::HashMap;
 
-use crate::counter::Counter;
+use crate::metrics::counter::Counter;
 
 use super::data::DataSnapshot;
 use super::decision::Decision;

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod regions;
+pub mod service;
 pub mod store;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,6 +24,7 @@ use serde_json::{Map, Value};
 use sha2::Sha256;
 
 pub use regions::{GLOBAL, Region, RegionError, RegionSet};
+pub use service::StatsApi;
 pub use store::{
     Aggregated, Filter, Idempotent, RawCursor, RawPage, RawRecords, StatsStore, StoreError,
 };

@@ -88,7 +88,7 @@ SG6=2001:db8:1::/48  # AS, SG, /48
 
 # --- warm-up: each JS worker builds an app's context on its first decision
 # for it, and that build counts against the 100 ms hard limit of a decision
-# (reported bug: src/server.rs HARD_LIMIT); on a busy machine the first
+# (reported bug: the serving process's HARD_LIMIT); on a busy machine the first
 # answers can be the fallback. Ask each app one query at a time until it
 # gives its own answer 6 times in a row (20 s at most), then check.
 warm() { # NAME EXPECTED DIG-ARGS...

@@ -15,6 +15,7 @@ mod geo;
 mod hostile;
 mod http;
 mod inventory;
+mod layout;
 mod memo;
 mod reload;
 mod reports;

@@ -12,7 +12,8 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use serde_json::{Value, json};
 use switchyard::db::{self, postgres};
-use switchyard::http::stats::{self as api, StatsApi};
+use switchyard::http::stats as api;
+use switchyard::stats::StatsApi;
 use switchyard::stats::{AggRow, RegionSet, StatsStore, sign, unix_now};
 
 const SECRET: &str = "story-secret";

@@ -8,6 +8,9 @@
 //! reader to be trimmed: a node nobody scrapes holds as much as one
 //! scraped every second.
 
+pub mod counter;
+pub mod prometheus;
+
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 
-use crate::counter::Counter;
+use crate::metrics::counter::Counter;
 use crate::report::buckets::Counts;
 use crate::report::counters::Tally;
 

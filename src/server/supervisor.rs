@@ -20,7 +20,7 @@
 //! configuration it cannot load, a stats store it cannot reach) is retried a few times
 //! with a growing pause, in case the cause is passing, and then the supervisor gives up
 //! and exits non-zero instead of restarting it forever. `serve` checks the configuration's
-//! files before starting the supervisor ([`crate::startup::check_startup`]), so most such
+//! files before starting the supervisor ([`crate::server::startup::check_startup`]), so most such
 //! errors are reported before any serving process runs.
 
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::sockets::BindError;
+use crate::net::sockets::BindError;
 
 /// Why the supervisor cannot bind, start or upgrade a serving process.
 /// The underlying reason is part of the message rather than a `source()`,
@@ -150,7 +150,7 @@ impl Listeners {
     pub fn bind(config: &Config, copies: usize) -> Result<Listeners, SupervisorError> {
         let mut dns = Vec::new();
         for addr in &config.dns {
-            dns.push(crate::sockets::bind_dns(*addr, copies)?);
+            dns.push(crate::net::sockets::bind_dns(*addr, copies)?);
         }
         let listen = |what, addr| {
             std::net::TcpListener::bind(addr).map_err(|reason| SupervisorError::Listen {

@@ -77,7 +77,7 @@ pub fn create_data_dir(config: &Config) -> Result<(), StartupError> {
 /// probe table, zones, the apps and data directories), so that `serve` can refuse at once
 /// with one error naming the file instead of the supervisor restarting a process that
 /// fails the same way every time. The stats store is not checked: a database server that
-/// is not up yet is the serving process's to retry (see [`crate::supervisor`]).
+/// is not up yet is the serving process's to retry (see [`crate::server::supervisor`]).
 pub fn check_startup(config: &Config) -> Result<(), StartupError> {
     GeoDb::check(&config.geo_paths())?;
     if let Some(p) = &config.static_probes {
