@@ -391,7 +391,7 @@ async fn run(config: Config, listeners: Listeners, source: ConfigSource) -> anyh
     // Stopped only once DNS and HTTP have drained (see below).
     let report_stop = CancellationToken::new();
     let report_task = tokio::spawn(crate::report::run(state.clone(), report_stop.clone()));
-    let _app_watcher = state.apps.watch().map_err(|e| anyhow!(e))?;
+    let _app_watcher = state.apps.watch()?;
     *state
         .geo_watcher
         .lock()

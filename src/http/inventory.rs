@@ -507,7 +507,7 @@ async fn issue_token(state: &State, req: Request<Incoming>) -> HttpResponse {
         _ => return json_error(StatusCode::BAD_REQUEST, "the body must be {\"name\": ...}"),
     };
     if let Err(e) = tokens::check_name(&name) {
-        return json_error(StatusCode::BAD_REQUEST, e);
+        return json_error(StatusCode::BAD_REQUEST, e.to_string());
     }
     if state.inventory.view().tokens.len() >= model::MAX_TOKENS {
         return json_error(
