@@ -269,7 +269,7 @@ fn app_settings(app: &Path, name: &str, config: &Config) -> Result<AppSettings, 
     let what = app.with_extension("toml").display().to_string();
     let raw: RawAppSettings =
         toml::from_str(&text).map_err(|e| format!("{what}: {}", e.to_string().trim()))?;
-    raw.check(config.budget, &what)
+    raw.check(config.budget, &what).map_err(|e| e.to_string())
 }
 
 fn load_fixture(file: &Path) -> anyhow::Result<Fixture> {
@@ -724,6 +724,9 @@ mod tests {
             Ok(true)
         );
         let bad = needs_special(&serde_json::json!([{"$undefined": true}, {"$number": "bogus"}]));
-        assert!(bad.unwrap_err().contains("{\"$number\":\"bogus\"}"));
+        assert_eq!(
+            bad.unwrap_err().to_string(),
+            "bad special value {\"$number\":\"bogus\"}: \"$number\" must be \"Infinity\", \"-Infinity\" or \"NaN\""
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::budget::bounded;
-use crate::openmix::decision::classify_host;
+use crate::openmix::decision::{HostError, classify_host};
 use crate::openmix::{Answer, Budget};
 
 /// Per-app settings, from `[apps.NAME]` in the config or a sidecar `NAME.toml`.
@@ -54,17 +54,50 @@ pub struct AppSettings {
     pub providers: Vec<String>,
 }
 
+/// Why per-app settings (`[apps.NAME]` or a sidecar) are refused; each
+/// message starts with the source and key.
+#[derive(Debug, thiserror::Error)]
+pub enum AppSettingsError {
+    /// A budget override outside its range.
+    #[error("{what}: {key} must be 1..={max}, got {value}")]
+    OutOfRange {
+        /// The source (`apps/foo.toml` or `apps.foo`).
+        what: String,
+        /// The setting (`budget_ms`, `memory_mb`).
+        key: &'static str,
+        /// The largest value allowed.
+        max: u64,
+        /// The value given.
+        value: u64,
+    },
+    /// A fallback that is neither an address nor a host name.
+    #[error("{what}: fallback: {error}")]
+    Fallback {
+        /// The source (`apps/foo.toml` or `apps.foo`).
+        what: String,
+        /// What is wrong with it.
+        error: HostError,
+    },
+}
+
 impl RawAppSettings {
     /// Checks the settings against the global budget; `what` names the
     /// source for messages (`apps/foo.toml` or `[apps.foo]`).
-    pub fn check(&self, base: Budget, what: &str) -> Result<AppSettings, String> {
+    pub fn check(&self, base: Budget, what: &str) -> Result<AppSettings, AppSettingsError> {
+        let range = |value: u64, max: u64, key: &'static str| {
+            bounded(value, max, key).map_err(|_| AppSettingsError::OutOfRange {
+                what: what.to_string(),
+                key,
+                max,
+                value,
+            })
+        };
         let mut budget = base;
         if let Some(ms) = self.budget_ms {
-            let ms = bounded(ms, 10_000, &format!("{what}: budget_ms"))?;
-            budget.decision = Duration::from_millis(ms);
+            budget.decision = Duration::from_millis(range(ms, 10_000, "budget_ms")?);
         }
         if let Some(mb) = self.memory_mb {
-            budget.memory = (bounded(mb, 4096, &format!("{what}: memory_mb"))? as usize) << 20;
+            budget.memory = (range(mb, 4096, "memory_mb")? as usize) << 20;
         }
         let fallback = match &self.fallback {
             None => Vec::new(),
@@ -83,8 +116,11 @@ impl RawAppSettings {
     }
 }
 
-fn parse_fallback(s: &str, what: &str) -> Result<Answer, String> {
-    classify_host(s).map_err(|e| format!("{what}: fallback: {e}"))
+fn parse_fallback(s: &str, what: &str) -> Result<Answer, AppSettingsError> {
+    classify_host(s).map_err(|error| AppSettingsError::Fallback {
+        what: what.to_string(),
+        error,
+    })
 }
 
 /// A sidecar that exists but cannot be read: reported, because serving

@@ -35,7 +35,9 @@ mod server;
 mod source;
 mod zones;
 
-pub use apps::{AppSettings, RawAppSettings, SidecarError, StringOrList, read_sidecar};
+pub use apps::{
+    AppSettings, AppSettingsError, RawAppSettings, SidecarError, StringOrList, read_sidecar,
+};
 pub use cookies::{Cookies, SecretError, parse_secret};
 pub use reports::{ReportsConfig, hostname};
 pub use rrl::{RRL_MAX_DEBT, Rrl};
@@ -209,7 +211,7 @@ impl Config {
         for (name, settings) in &raw.apps {
             settings
                 .check(budget, &format!("apps.{name}"))
-                .map_err(err)?;
+                .map_err(|e| err(e.to_string()))?;
         }
         let providers = providers::check(&raw.providers).map_err(err)?;
         feeds::check_fusion(&raw.fusion).map_err(err)?;

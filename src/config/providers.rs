@@ -27,6 +27,6 @@ pub(super) fn check(raw: &BTreeMap<String, ProviderInfo>) -> Result<Providers, S
     }
     let list: Vec<(String, ProviderInfo)> =
         raw.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let inventory = crate::inventory::config_providers(&list)?;
+    let inventory = crate::inventory::config_providers(&list).map_err(|e| e.to_string())?;
     Ok(Providers { list, inventory })
 }

@@ -338,7 +338,6 @@ pub fn http_client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,16 +2,55 @@
 //! leaderboard refresher mapping aggregated stats to per-region probes.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::openmix::DataSnapshot;
+use crate::openmix::data::ProbeDataError;
+
+/// Why a static probe file cannot be used; the message starts with the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeFileError {
+    /// The file cannot be read.
+    #[error("{}: {error}", path.display())]
+    Read {
+        /// The probe file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The file is not JSON.
+    #[error("{}: {error}", path.display())]
+    Json {
+        /// The probe file.
+        path: PathBuf,
+        /// Where and why.
+        error: serde_json::Error,
+    },
+    /// The JSON is not probe data.
+    #[error("{}: {error}", path.display())]
+    Probes {
+        /// The probe file.
+        path: PathBuf,
+        /// What is wrong.
+        error: ProbeDataError,
+    },
+}
 
 /// Reads a static probe file.
-pub fn load_static(path: &Path) -> Result<crate::openmix::data::ProbeTable, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn load_static(path: &Path) -> Result<crate::openmix::data::ProbeTable, ProbeFileError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ProbeFileError::Read {
+        path: path.to_path_buf(),
+        error,
+    })?;
     let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    DataSnapshot::probes_from_json(&json).map_err(|e| format!("{}: {e}", path.display()))
+        serde_json::from_str(&text).map_err(|error| ProbeFileError::Json {
+            path: path.to_path_buf(),
+            error,
+        })?;
+    DataSnapshot::probes_from_json(&json).map_err(|error| ProbeFileError::Probes {
+        path: path.to_path_buf(),
+        error,
+    })
 }
 
 use std::sync::Arc;
@@ -19,8 +58,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{DataHub, RegionalProbes};
 use super::settings::{Leaderboard, ProbeSource};
+use super::{DataHub, RegionalProbes};
 use crate::openmix::data::{RegionLocator, RegionPoint};
 use crate::stats::{Filter, RegionSet, StatsStore, Window};
 

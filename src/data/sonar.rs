@@ -9,8 +9,48 @@ use tokio_util::sync::CancellationToken;
 use super::DataHub;
 use super::settings::SonarCheck;
 
+/// Why a health check found its provider down.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The GET failed (connection, TLS, timeout).
+    #[error("GET {url}: {error}")]
+    Request {
+        /// The URL checked.
+        url: String,
+        /// Why.
+        error: reqwest::Error,
+    },
+    /// The GET answered with another status than the one expected.
+    #[error("GET {url}: status {status}, expected {expected}")]
+    Status {
+        /// The URL checked.
+        url: String,
+        /// The status received.
+        status: u16,
+        /// The status expected.
+        expected: u16,
+    },
+    /// The TCP connect failed.
+    #[error("connect {addr}: {error}")]
+    Connect {
+        /// The address checked.
+        addr: String,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The TCP connect did not finish within the timeout.
+    #[error("connect {addr}: timed out")]
+    ConnectTimeout {
+        /// The address checked.
+        addr: String,
+    },
+    /// The check names nothing to check.
+    #[error("check has neither url nor tcp")]
+    NoTarget,
+}
+
 /// Runs one check once: `Ok` when the provider answered as expected.
-pub async fn probe(client: &reqwest::Client, check: &SonarCheck) -> Result<(), String> {
+pub async fn probe(client: &reqwest::Client, check: &SonarCheck) -> Result<(), CheckError> {
     let timeout = Duration::from_millis(check.timeout_ms);
     if let Some(url) = &check.url {
         let resp = client
@@ -18,23 +58,29 @@ pub async fn probe(client: &reqwest::Client, check: &SonarCheck) -> Result<(), S
             .timeout(timeout)
             .send()
             .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
+            .map_err(|error| CheckError::Request {
+                url: url.clone(),
+                error,
+            })?;
         if resp.status().as_u16() != check.expect_status {
-            return Err(format!(
-                "GET {url}: status {}, expected {}",
-                resp.status().as_u16(),
-                check.expect_status
-            ));
+            return Err(CheckError::Status {
+                url: url.clone(),
+                status: resp.status().as_u16(),
+                expected: check.expect_status,
+            });
         }
         Ok(())
     } else if let Some(addr) = &check.tcp {
         match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("connect {addr}: {e}")),
-            Err(_) => Err(format!("connect {addr}: timed out")),
+            Ok(Err(error)) => Err(CheckError::Connect {
+                addr: addr.clone(),
+                error,
+            }),
+            Err(_) => Err(CheckError::ConnectTimeout { addr: addr.clone() }),
         }
     } else {
-        Err("check has neither url nor tcp".into())
+        Err(CheckError::NoTarget)
     }
 }
 

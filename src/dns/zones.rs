@@ -54,8 +54,30 @@ pub enum Plan<'z> {
     },
 }
 
-fn name(s: &str) -> Result<Name, String> {
-    Name::from_ascii(s).map_err(|e| format!("'{s}': {e}"))
+/// Why the configured zones do not make a zone set.
+#[derive(Debug, thiserror::Error)]
+pub enum ZoneError {
+    /// A name that is not a DNS name.
+    #[error("'{name}': {error}")]
+    Name {
+        /// The name as configured.
+        name: String,
+        /// Why DNS cannot carry it.
+        error: hickory_proto::ProtoError,
+    },
+    /// A static record value that is not the address its type needs.
+    #[error("{0}")]
+    Address(std::net::AddrParseError),
+    /// A static record type that is not served.
+    #[error("unsupported static record type {0}")]
+    RecordType(String),
+}
+
+fn name(s: &str) -> Result<Name, ZoneError> {
+    Name::from_ascii(s).map_err(|error| ZoneError::Name {
+        name: s.to_string(),
+        error,
+    })
 }
 
 impl ZoneData {
@@ -67,7 +89,7 @@ impl ZoneData {
 
 impl ZoneSet {
     /// Builds the zones of `config` (already validated).
-    pub fn from_config(config: &Config) -> Result<ZoneSet, String> {
+    pub fn from_config(config: &Config) -> Result<ZoneSet, ZoneError> {
         let mut zones = Vec::new();
         for z in &config.zones {
             zones.push(build_zone(z)?);
@@ -148,7 +170,7 @@ impl ZoneSet {
     }
 }
 
-fn build_zone(z: &Zone) -> Result<ZoneData, String> {
+fn build_zone(z: &Zone) -> Result<ZoneData, ZoneError> {
     let origin = name(&z.name)?;
     let soa_rdata = SOA::new(
         name(&z.soa.mname)?,
@@ -174,14 +196,17 @@ fn build_zone(z: &Zone) -> Result<ZoneData, String> {
     for r in &z.records {
         let owner = name(&r.name)?;
         let rdata = match r.rtype.as_str() {
-            "A" => RData::A(A(r.value.parse::<Ipv4Addr>().map_err(|e| e.to_string())?)),
+            "A" => RData::A(A(r
+                .value
+                .parse::<Ipv4Addr>()
+                .map_err(ZoneError::Address)?)),
             "AAAA" => RData::AAAA(AAAA(
-                r.value.parse::<Ipv6Addr>().map_err(|e| e.to_string())?,
+                r.value.parse::<Ipv6Addr>().map_err(ZoneError::Address)?,
             )),
             "CNAME" => RData::CNAME(CNAME(name(&crate::config::fqdn(&r.value))?)),
             "MX" => RData::MX(MX::new(r.priority, name(&crate::config::fqdn(&r.value))?)),
             "TXT" => RData::TXT(TXT::new(vec![r.value.clone()])),
-            other => return Err(format!("unsupported static record type {other}")),
+            other => return Err(ZoneError::RecordType(other.to_string())),
         };
         statics
             .entry(LowerName::from(&owner))

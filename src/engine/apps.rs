@@ -87,9 +87,17 @@ impl LoadedApp {
     ) -> LoadedApp {
         let side_path = path.with_extension("toml");
         let settings = sidecar
-            .and_then(|text| toml::from_str::<RawAppSettings>(text).ok())
-            .and_then(|raw| {
-                raw.check(config.budget, &side_path.display().to_string())
+            .and_then(|text| {
+                let checked = match toml::from_str::<RawAppSettings>(text) {
+                    Ok(raw) => raw
+                        .check(config.budget, &side_path.display().to_string())
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string().trim().to_string()),
+                };
+                checked
+                    .inspect_err(|error| {
+                        tracing::warn!(file = %side_path.display(), error = %error, "app sidecar is invalid; using the configuration's settings for the app");
+                    })
                     .ok()
             })
             .unwrap_or_else(|| config.app_settings(name));
@@ -222,7 +230,7 @@ pub fn load_app_checked(
         })?;
         settings = raw
             .check(config.budget, &side_path.display().to_string())
-            .map_err(|m| LoadFailure::new(&side_path, None, m, hash))?;
+            .map_err(|e| LoadFailure::new(&side_path, None, e.to_string(), hash))?;
     }
     // The proof that the app never changes state that outlives a decision
     // lets it share the snapshot's probe objects, and (unless memoisation
@@ -264,7 +272,7 @@ pub fn load_app_checked(
     } else if random_at_load {
         Some("its top level or init calls Math.random".to_string())
     } else {
-        proof.err()
+        proof.err().map(|e| e.to_string())
     };
     match &memo_off {
         None => tracing::debug!(
@@ -379,10 +387,10 @@ impl AppRegistry {
         data: Arc<ArcSwap<DataSnapshot>>,
         quarantine: Option<Arc<crate::engine::quarantine::Quarantine>>,
         slots: Option<Arc<crate::engine::quarantine::Slots>>,
-    ) -> Result<Arc<AppRegistry>, String> {
+    ) -> Result<Arc<AppRegistry>, NoAppsDir> {
         let dir = config.apps_dir.clone();
         if !dir.is_dir() {
-            return Err(format!("apps directory {} does not exist", dir.display()));
+            return Err(NoAppsDir(dir));
         }
         let reg = Arc::new(AppRegistry {
             dir,
@@ -504,7 +512,12 @@ impl AppRegistry {
                     continue;
                 }
             };
-            let sidecar = std::fs::read_to_string(path.with_extension("toml")).ok();
+            // A sidecar that is there but cannot be read fails the load: serving
+            // the app with the configuration's settings instead would hide it.
+            let (sidecar, unreadable) = match crate::config::read_sidecar(path) {
+                Ok(text) => (text, None),
+                Err(e) => (None, Some(e)),
+            };
             // A quarantine an operator lifted loads the same file again.
             let lifted = old.apps.get(name).is_some_and(|prev| {
                 prev.quarantine.is_some()
@@ -516,6 +529,7 @@ impl AppRegistry {
             if let Some(prev) = old.apps.get(name)
                 && !force
                 && !lifted
+                && unreadable.is_none()
                 && prev.load_error.is_none()
                 && *prev.code.source == *source
                 && prev.sidecar == sidecar
@@ -532,7 +546,12 @@ impl AppRegistry {
                 }
                 continue;
             }
-            let hash = crate::engine::quarantine::version_hash(&source, sidecar.as_deref());
+            // An unreadable sidecar's failure is keyed by its error, so that it
+            // is reported once, not confused with a failure of the source alone.
+            let hash = match &unreadable {
+                None => crate::engine::quarantine::version_hash(&source, sidecar.as_deref()),
+                Some(e) => crate::engine::quarantine::version_hash(&source, Some(&e.to_string())),
+            };
             // An unchanged file that failed would fail the same way again:
             // do not run its init again (it would slow every other edit).
             // Only the retry thread retries loads that ran out of time.
@@ -548,16 +567,24 @@ impl AppRegistry {
                 continue;
             }
             let version = self.next_version.fetch_add(1, Ordering::Relaxed);
-            let loaded = self.load_bounded(
-                name,
-                path,
-                &source,
-                sidecar.as_deref(),
-                &config,
-                &data,
-                version,
-                hash,
-            );
+            let loaded = match &unreadable {
+                Some(e) => Err(LoadFailure::new(
+                    &e.path,
+                    None,
+                    format!("cannot read: {}", e.source),
+                    hash,
+                )),
+                None => self.load_bounded(
+                    name,
+                    path,
+                    &source,
+                    sidecar.as_deref(),
+                    &config,
+                    &data,
+                    version,
+                    hash,
+                ),
+            };
             match loaded {
                 Ok(app) => {
                     tracing::info!(app = %name, version, providers = ?app.meta.providers, "app loaded");
@@ -571,12 +598,19 @@ impl AppRegistry {
                         .get(name)
                         .is_some_and(|e| e.message == fail.message && e.line == fail.line);
                     let serving = old.apps.get(name).is_some_and(|p| p.load_error.is_none());
-                    if !same && serving {
-                        tracing::warn!(app = %name, error = %fail, "app failed to load; previous version keeps serving");
+                    if !same {
                         changed = true;
-                    } else if !same {
-                        tracing::warn!(app = %name, error = %fail, "app failed to load and has no version that loaded; its names get its fallback");
-                        changed = true;
+                        match &unreadable {
+                            Some(e) => {
+                                tracing::warn!(app = %name, file = %e.path.display(), error = %e.source, serving, "cannot read the app's sidecar: the app fails to load");
+                            }
+                            None if serving => {
+                                tracing::warn!(app = %name, error = %fail, "app failed to load; previous version keeps serving");
+                            }
+                            None => {
+                                tracing::warn!(app = %name, error = %fail, "app failed to load and has no version that loaded; its names get its fallback");
+                            }
+                        }
                     }
                     match old.apps.get(name) {
                         Some(prev) if prev.load_error.is_none() => {
@@ -740,7 +774,7 @@ impl AppRegistry {
 
     /// Watches the apps directory and reloads after each burst of changes
     /// (300 ms debounce). Returns the guard that keeps watching.
-    pub fn watch(self: &Arc<Self>) -> Result<AppWatcher, String> {
+    pub fn watch(self: &Arc<Self>) -> Result<AppWatcher, WatchError> {
         let weak = Arc::downgrade(self);
         let mut debouncer = new_debouncer(
             Duration::from_millis(300),
@@ -774,10 +808,16 @@ impl AppRegistry {
                 }
             },
         )
-        .map_err(|e| format!("cannot watch {}: {e}", self.dir.display()))?;
+        .map_err(|error| WatchError {
+            dir: self.dir.clone(),
+            error,
+        })?;
         debouncer
             .watch(&self.dir, notify::RecursiveMode::NonRecursive)
-            .map_err(|e| format!("cannot watch {}: {e}", self.dir.display()))?;
+            .map_err(|error| WatchError {
+                dir: self.dir.clone(),
+                error,
+            })?;
         // A save between the first scan and the watch starting would be
         // missed: scan once more now that the watch is on.
         self.reload();
@@ -801,7 +841,85 @@ impl AppRegistry {
     }
 }
 
+/// The configured apps directory is not a directory.
+#[derive(Debug, thiserror::Error)]
+#[error("apps directory {} does not exist", .0.display())]
+pub struct NoAppsDir(pub PathBuf);
+
+/// Why the apps directory cannot be watched for changes.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot watch {}: {error}", dir.display())]
+pub struct WatchError {
+    /// The apps directory.
+    pub dir: PathBuf,
+    /// What the file watcher reported.
+    pub error: notify::Error,
+}
+
 /// Keeps the apps directory watched while alive.
 pub struct AppWatcher {
     _debouncer: Box<dyn std::any::Any + Send>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arc_swap::ArcSwap;
+
+    use super::AppRegistry;
+    use crate::config::{Config, Overrides};
+    use crate::openmix::DataSnapshot;
+
+    const APP: &str = "function onRequest(q, r) { r.respondEmpty(); }";
+
+    fn open(dir: &std::path::Path) -> Arc<AppRegistry> {
+        let mut config = Config::load(None, &Overrides::default()).unwrap();
+        config.apps_dir = dir.to_path_buf();
+        let data = Arc::new(ArcSwap::from_pointee(DataSnapshot::default()));
+        AppRegistry::open(config, data, None, None).unwrap()
+    }
+
+    #[test]
+    fn an_unreadable_sidecar_fails_the_load_and_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("first.js"), APP).unwrap();
+        // A directory where the sidecar goes: reading it fails, and not
+        // with NotFound.
+        let side = dir.path().join("first.toml");
+        std::fs::create_dir(&side).unwrap();
+        let reg = open(dir.path());
+        let set = reg.snapshot();
+        let app = set
+            .apps
+            .get("first")
+            .expect("an entry carrying the settings");
+        assert!(!app.runnable());
+        let error = app.load_error.as_deref().expect("a load error");
+        assert!(
+            error.starts_with(&format!("{}: cannot read: ", side.display())),
+            "{error}"
+        );
+        let failure = set.errors.get("first").expect("a recorded failure");
+        assert_eq!(failure.file, side);
+        assert_eq!(failure.to_string(), error);
+
+        // A version that loaded keeps serving, and the failure is reported.
+        std::fs::remove_dir(&side).unwrap();
+        reg.reload();
+        let set = reg.snapshot();
+        assert!(set.apps["first"].runnable() && !set.errors.contains_key("first"));
+        std::fs::create_dir(&side).unwrap();
+        reg.reload();
+        let set = reg.snapshot();
+        assert!(
+            set.apps["first"].runnable(),
+            "the loaded version keeps serving"
+        );
+        assert_eq!(set.errors.get("first").map(|f| &f.file), Some(&side));
+        // Reported once: a rescan finds the same failure and publishes nothing.
+        let reloads = reg.reload_count();
+        reg.reload();
+        assert_eq!(reg.reload_count(), reloads);
+    }
 }

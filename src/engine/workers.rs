@@ -103,6 +103,20 @@ impl Worker {
     }
 }
 
+/// Why [`Workers::ping`] found no worker picking up work.
+#[derive(Debug, thiserror::Error)]
+pub enum PingError {
+    /// The job queue is full or closed.
+    #[error("queue full or closed")]
+    Queue,
+    /// No worker answered in time.
+    #[error("no worker answered within {limit_ms} ms")]
+    NoAnswer {
+        /// The time allowed, in ms.
+        limit_ms: u128,
+    },
+}
+
 /// The pool of JS worker threads.
 pub struct Workers {
     tx: Sender<Job>,
@@ -711,18 +725,17 @@ impl Workers {
     }
 
     /// Checks that a worker picks up work: the round trip, or why not.
-    pub async fn ping(&self, limit: Duration) -> Result<Duration, String> {
+    pub async fn ping(&self, limit: Duration) -> Result<Duration, PingError> {
         let start = Instant::now();
         let (reply, rx) = oneshot::channel();
         self.tx
             .try_send(Job::Ping(reply))
-            .map_err(|_| "queue full or closed".to_string())?;
+            .map_err(|_| PingError::Queue)?;
         match tokio::time::timeout(limit, rx).await {
             Ok(Ok(())) => Ok(start.elapsed()),
-            _ => Err(format!(
-                "no worker answered within {} ms",
-                limit.as_millis()
-            )),
+            _ => Err(PingError::NoAnswer {
+                limit_ms: limit.as_millis(),
+            }),
         }
     }
 

@@ -9,10 +9,20 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 
 use super::{HttpResponse, json, json_error, query_pairs};
+
+/// Milliseconds since the Unix epoch of `t` (0 before it).
+fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 use crate::state::State;
 
 /// `PUT /api/fusion/{alias}`: an operator pushes a provider's Fusion data.
-pub(super) async fn push_fusion(state: &State, alias: &str, req: Request<Incoming>) -> HttpResponse {
+pub(super) async fn push_fusion(
+    state: &State,
+    alias: &str,
+    req: Request<Incoming>,
+) -> HttpResponse {
     if alias.is_empty() || alias.contains('/') {
         return json_error(
             StatusCode::BAD_REQUEST,
@@ -20,10 +30,11 @@ pub(super) async fn push_fusion(state: &State, alias: &str, req: Request<Incomin
         );
     }
     let (parts, body) = req.into_parts();
-    let body = match super::body::read(&parts.headers, body, state.config.load().max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => return e.response(),
-    };
+    let body =
+        match super::body::read(&parts.headers, body, state.config.load().max_body_bytes).await {
+            Ok(b) => b,
+            Err(e) => return e.response(),
+        };
     let Ok(text) = String::from_utf8(body.to_vec()) else {
         return json_error(StatusCode::BAD_REQUEST, "the body must be UTF-8 text");
     };

@@ -6,8 +6,8 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
-use hyper::{Request, StatusCode};
 use hyper::header::{self, HeaderMap};
+use hyper::{Request, StatusCode};
 
 use super::{HttpResponse, json_error};
 
@@ -60,9 +60,7 @@ where
     }
     match Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(BodyError::TooLarge(limit))
-        }
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge(limit)),
         Err(e) => {
             tracing::debug!(error = %e, "request body read failed");
             Err(BodyError::Unreadable)

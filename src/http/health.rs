@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use hyper::StatusCode;
 
-use super::{HttpResponse, text};
+use super::{HttpResponse, json};
 use crate::state::State;
 
 fn verdict(ok: Vec<String>, failed: Vec<String>) -> HttpResponse {

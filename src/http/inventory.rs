@@ -18,7 +18,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use serde_json::{Value, json};
@@ -480,7 +479,7 @@ async fn issue_token(state: &State, req: Request<Incoming>) -> HttpResponse {
         _ => return json_error(StatusCode::BAD_REQUEST, "the body must be {\"name\": ...}"),
     };
     if let Err(e) = tokens::check_name(&name) {
-        return json_error(StatusCode::BAD_REQUEST, e);
+        return json_error(StatusCode::BAD_REQUEST, e.to_string());
     }
     if state.inventory.view().tokens.len() >= model::MAX_TOKENS {
         return json_error(

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 
-use super::{HttpResponse, json, json_error, query_pairs};
+use super::vars::rss_bytes;
+use super::{HttpResponse, json, json_error, query_pairs, text};
 
 /// One profile at a time: a second request waits for the first, as the
 /// seed says.
@@ -301,9 +302,4 @@ fn heap_pprof(
         default_sample_type,
         ..Profile::default()
     }
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

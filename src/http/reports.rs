@@ -141,7 +141,7 @@ async fn register(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -
     };
     let reg = match parse_registration(&body) {
         Ok(r) => r,
-        Err(m) => return json_error(StatusCode::BAD_REQUEST, m),
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let ip = peer.ip().to_string();
     if let Err(e) = state
@@ -174,7 +174,7 @@ async fn decisions_post(state: Arc<State>, req: Request<Incoming>) -> HttpRespon
     };
     let b = match parse_bucket(&body) {
         Ok(b) => b,
-        Err(m) => return json_error(StatusCode::BAD_REQUEST, m),
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let id = match state.reports.store.insert_bucket(&b, now_ms()).await {
         Ok(id) => id,

@@ -15,7 +15,6 @@
 //! `max_body + 1` bytes and call [`handle`], which rejects anything over
 //! `max_body` (by `Content-Length` and by the bytes it is given).
 
-
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Body;

@@ -1,10 +1,13 @@
 //! `/debug/vars` (every live counter as JSON) and the gathering of a
 //! `/metrics` scrape (rendered by [`crate::metrics::prometheus`]).
 
+use std::collections::BTreeMap;
+
 use crate::metrics::prometheus::Scrape;
 use crate::state::State;
 
-fn rss_bytes() -> u64 {
+/// Resident set size of this process, from `/proc/self/statm`.
+pub(super) fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())

@@ -339,10 +339,10 @@ impl Inventory {
 /// The configured providers of a config, checked (errors name the key).
 pub fn config_providers(
     providers: &[(String, crate::openmix::ProviderInfo)],
-) -> Result<Vec<Provider>, String> {
+) -> Result<Vec<Provider>, model::Invalid> {
     providers
         .iter()
-        .map(|(id, info)| model::from_config(id, info).map_err(|e| e.0))
+        .map(|(id, info)| model::from_config(id, info))
         .collect()
 }
 

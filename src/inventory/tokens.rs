@@ -42,17 +42,61 @@ pub fn admin_fingerprint(admin_token: &str) -> String {
     hex::encode(&h.finalize()[..8])
 }
 
+/// Why a secret file (the generated admin token, the cookie secret)
+/// cannot be made or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    /// The kernel's random source cannot be read.
+    #[error("cannot read random bytes: {0}")]
+    Random(std::io::Error),
+    /// The new file cannot be made.
+    #[error("{}: cannot create: {error}", path.display())]
+    Create {
+        /// The secret file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The new secret cannot be written.
+    #[error("{}: cannot write: {error}", path.display())]
+    Write {
+        /// The secret file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The existing file cannot be read.
+    #[error("{}: cannot read: {error}", path.display())]
+    Read {
+        /// The secret file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The existing file does not hold a valid secret.
+    #[error("{}: {why}; delete it to have a new one generated", path.display())]
+    Invalid {
+        /// The secret file.
+        path: PathBuf,
+        /// What is wrong with its content.
+        why: String,
+    },
+}
+
+/// The content of the admin token file is not a token.
+#[derive(Debug, thiserror::Error)]
+#[error("not a token (one line of at least {MIN_EXPOSED_TOKEN_LEN} characters)")]
+pub struct NotAToken;
+
 /// The admin token kept in `data_dir/api_token`: read when the file is
 /// there, else 32 random bytes in hex written to a new file of mode 0600.
 /// Returns the token, the file's path and whether it was created now.
-pub fn admin_token_file(data_dir: &Path) -> Result<(String, PathBuf, bool), String> {
+pub fn admin_token_file(data_dir: &Path) -> Result<(String, PathBuf, bool), SecretFileError> {
     let path = data_dir.join(ADMIN_TOKEN_FILE);
     let (token, created) = secret_file(&path, 32, |t| {
         (t.len() >= MIN_EXPOSED_TOKEN_LEN && !t.chars().any(char::is_whitespace))
             .then_some(())
-            .ok_or_else(|| {
-                format!("not a token (one line of at least {MIN_EXPOSED_TOKEN_LEN} characters)")
-            })
+            .ok_or(NotAToken)
     })?;
     Ok((token, path, created))
 }
@@ -61,12 +105,11 @@ pub fn admin_token_file(data_dir: &Path) -> Result<(String, PathBuf, bool), Stri
 /// there, else `bytes` random bytes in hex written to a new file of mode
 /// 0600. Returns the secret and whether the file was created now. A file
 /// other users can read is used, with a warning.
-pub fn secret_file(
+pub fn secret_file<E: std::fmt::Display>(
     path: &Path,
     bytes: usize,
-    valid: impl Fn(&str) -> Result<(), String>,
-) -> Result<(String, bool), String> {
-    let shown = path.display().to_string();
+    valid: impl Fn(&str) -> Result<(), E>,
+) -> Result<(String, bool), SecretFileError> {
     let open = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -74,25 +117,35 @@ pub fn secret_file(
         .open(path);
     match open {
         Ok(mut f) => {
-            let secret = random_hex(bytes).map_err(|e| format!("cannot read random bytes: {e}"))?;
+            let secret = random_hex(bytes).map_err(SecretFileError::Random)?;
             f.write_all(format!("{secret}\n").as_bytes())
                 .and_then(|()| f.sync_all())
-                .map_err(|e| format!("{shown}: cannot write: {e}"))?;
+                .map_err(|error| SecretFileError::Write {
+                    path: path.to_path_buf(),
+                    error,
+                })?;
             Ok((secret, true))
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("{shown}: cannot read: {e}"))?;
+            let text = std::fs::read_to_string(path).map_err(|error| SecretFileError::Read {
+                path: path.to_path_buf(),
+                error,
+            })?;
             let secret = text.trim().to_string();
-            valid(&secret)
-                .map_err(|why| format!("{shown}: {why}; delete it to have a new one generated"))?;
+            valid(&secret).map_err(|why| SecretFileError::Invalid {
+                path: path.to_path_buf(),
+                why: why.to_string(),
+            })?;
             let mode = std::fs::metadata(path).map_or(0, |m| m.permissions().mode());
             if mode & 0o077 != 0 {
-                tracing::warn!(path = %shown, mode = format!("{:o}", mode & 0o777), "a secret file can be read by other users; chmod 600 it");
+                tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "a secret file can be read by other users; chmod 600 it");
             }
             Ok((secret, false))
         }
-        Err(e) => Err(format!("{shown}: cannot create: {e}")),
+        Err(error) => Err(SecretFileError::Create {
+            path: path.to_path_buf(),
+            error,
+        }),
     }
 }
 
@@ -109,10 +162,15 @@ pub fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// A token name that is empty, longer than 64 characters or not printable.
+#[derive(Debug, thiserror::Error)]
+#[error("name must be 1-64 printable characters")]
+pub struct TokenNameError;
+
 /// Checks a token name: 1–64 printable characters.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), TokenNameError> {
     if name.trim().is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-        return Err("name must be 1-64 printable characters".into());
+        return Err(TokenNameError);
     }
     Ok(())
 }
@@ -157,10 +215,12 @@ mod tests {
         let (t2, _, created) = admin_token_file(dir.path()).unwrap();
         assert!(!created && t1 == t2);
         std::fs::write(&path, "short\n").unwrap();
-        assert!(
-            admin_token_file(dir.path())
-                .unwrap_err()
-                .contains("delete it")
+        assert_eq!(
+            admin_token_file(dir.path()).unwrap_err().to_string(),
+            format!(
+                "{}: not a token (one line of at least 16 characters); delete it to have a new one generated",
+                path.display()
+            )
         );
     }
 }

@@ -181,38 +181,79 @@ fn nearest(candidates: &[RegionPoint], here: Option<Place>) -> Option<&str> {
         .map(|c| c.code.as_str())
 }
 
+/// Why JSON is not probe data ([`DataSnapshot::probes_from_json`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeDataError {
+    /// The top level is not an object.
+    #[error("probe data must be an object of probe name → provider → {{name: value}}")]
+    NotObject,
+    /// A probe name that is not one of [`PROBE_NAMES`].
+    #[error("unknown probe '{probe}' (known: {})", PROBE_NAMES.join(", "))]
+    UnknownProbe {
+        /// The probe name given.
+        probe: String,
+    },
+    /// A probe whose value is not an object keyed by provider.
+    #[error("probe '{0}' must be an object keyed by provider")]
+    ProbeNotObject(String),
+    /// A provider's `{probe: value}` whose value is not a number.
+    #[error("probe '{probe}' of '{alias}' must be a number")]
+    NotNumber {
+        /// The probe.
+        probe: String,
+        /// The provider.
+        alias: String,
+    },
+    /// A provider's value that is neither a number nor `{probe: number}`.
+    #[error("probe '{probe}' of '{alias}' must be {{\"{probe}\": number}}")]
+    BadValue {
+        /// The probe.
+        probe: String,
+        /// The provider.
+        alias: String,
+    },
+}
+
+/// Feed JSON that is not an object keyed by provider
+/// ([`DataSnapshot::feed_from_json`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} data must be an object keyed by provider")]
+pub struct FeedError {
+    /// The feed (`fusion`, `sonar`).
+    pub what: String,
+}
+
 impl DataSnapshot {
     /// Builds probe tables from the JSON shape the Openmix API shows:
     /// `{"avail": {"cdn_a": {"avail": 98.9}, "cdn_b": {}}}`.
-    pub fn probes_from_json(value: &serde_json::Value) -> Result<ProbeTable, String> {
-        let obj = value
-            .as_object()
-            .ok_or("probe data must be an object of probe name → provider → {name: value}")?;
+    pub fn probes_from_json(value: &serde_json::Value) -> Result<ProbeTable, ProbeDataError> {
+        let obj = value.as_object().ok_or(ProbeDataError::NotObject)?;
         let mut out = BTreeMap::new();
         for (probe, per_provider) in obj {
             if !PROBE_NAMES.contains(&probe.as_str()) {
-                return Err(format!(
-                    "unknown probe '{probe}' (known: {})",
-                    PROBE_NAMES.join(", ")
-                ));
+                return Err(ProbeDataError::UnknownProbe {
+                    probe: probe.clone(),
+                });
             }
             let map = per_provider
                 .as_object()
-                .ok_or_else(|| format!("probe '{probe}' must be an object keyed by provider"))?;
+                .ok_or_else(|| ProbeDataError::ProbeNotObject(probe.clone()))?;
             let mut rows = Vec::with_capacity(map.len());
             for (alias, v) in map {
                 let value = match v {
                     serde_json::Value::Object(o) => match o.get(probe) {
                         None => None,
-                        Some(n) => Some(n.as_f64().ok_or_else(|| {
-                            format!("probe '{probe}' of '{alias}' must be a number")
+                        Some(n) => Some(n.as_f64().ok_or_else(|| ProbeDataError::NotNumber {
+                            probe: probe.clone(),
+                            alias: alias.clone(),
                         })?),
                     },
                     serde_json::Value::Number(n) => n.as_f64(),
                     _ => {
-                        return Err(format!(
-                            "probe '{probe}' of '{alias}' must be {{\"{probe}\": number}}"
-                        ));
+                        return Err(ProbeDataError::BadValue {
+                            probe: probe.clone(),
+                            alias: alias.clone(),
+                        });
                     }
                 };
                 rows.push((alias.clone(), value));
@@ -227,10 +268,10 @@ impl DataSnapshot {
     pub fn feed_from_json(
         value: &serde_json::Value,
         what: &str,
-    ) -> Result<Vec<(String, String)>, String> {
-        let obj = value
-            .as_object()
-            .ok_or_else(|| format!("{what} data must be an object keyed by provider"))?;
+    ) -> Result<Vec<(String, String)>, FeedError> {
+        let obj = value.as_object().ok_or_else(|| FeedError {
+            what: what.to_string(),
+        })?;
         Ok(obj
             .iter()
             .map(|(k, v)| {
@@ -306,6 +347,19 @@ mod tests {
             vec![("a".into(), Some(98.5)), ("b".into(), None)]
         );
         assert!(DataSnapshot::probes_from_json(&serde_json::json!({"bogus": {}})).is_err());
+        let bad = |v| DataSnapshot::probes_from_json(&v).unwrap_err().to_string();
+        assert_eq!(
+            bad(serde_json::json!([])),
+            "probe data must be an object of probe name → provider → {name: value}"
+        );
+        assert_eq!(
+            bad(serde_json::json!({"avail": {"a": "x"}})),
+            "probe 'avail' of 'a' must be {\"avail\": number}"
+        );
+        assert!(
+            bad(serde_json::json!({"bogus": {}}))
+                .starts_with("unknown probe 'bogus' (known: avail, ")
+        );
     }
 
     #[test]

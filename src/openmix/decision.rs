@@ -93,13 +93,31 @@ impl Decision {
     }
 }
 
+/// Why a host string is not an address or a host name DNS can carry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// The string is empty.
+    #[error("empty host")]
+    Empty,
+    /// Digits and dots that are not a dotted-quad IPv4 address.
+    #[error("malformed IPv4 address '{0}'")]
+    Ipv4(String),
+    /// Has a `:` but is not an IPv6 address.
+    #[error("malformed IPv6 address '{0}'")]
+    Ipv6(String),
+    /// A name with an empty or too long label, a character DNS cannot
+    /// carry, or more than 253 characters.
+    #[error("invalid host name '{0}'")]
+    Name(String),
+}
+
 /// Classifies a host string the way `respond` does: an IPv4 literal gives A,
 /// an IPv6 literal AAAA, a host name CNAME. Something that looks like an
 /// address but is malformed, or a name with characters DNS cannot carry, is
-/// an error message for a `TypeError`.
-pub fn classify_host(host: &str) -> Result<Answer, String> {
+/// an error (its message is a `TypeError`'s).
+pub fn classify_host(host: &str) -> Result<Answer, HostError> {
     if host.is_empty() {
-        return Err("empty host".into());
+        return Err(HostError::Empty);
     }
     if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         return parse_ipv4(host).map(Answer::A);
@@ -108,23 +126,23 @@ pub fn classify_host(host: &str) -> Result<Answer, String> {
         return host
             .parse::<Ipv6Addr>()
             .map(Answer::Aaaa)
-            .map_err(|_| format!("malformed IPv6 address '{host}'"));
+            .map_err(|_| HostError::Ipv6(host.to_string()));
     }
     check_hostname(host).map(|()| Answer::Cname(host.trim_end_matches('.').to_string()))
 }
 
 /// Parses a dotted-quad IPv4 literal (four decimal parts, each 0–255).
-pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr, String> {
+pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr, HostError> {
     s.parse::<Ipv4Addr>()
-        .map_err(|_| format!("malformed IPv4 address '{s}'"))
+        .map_err(|_| HostError::Ipv4(s.to_string()))
 }
 
 /// Checks that `name` can be sent as a DNS name: labels of 1–63 letters,
 /// digits, `-` or `_`, 253 characters at most.
-pub fn check_hostname(name: &str) -> Result<(), String> {
+pub fn check_hostname(name: &str) -> Result<(), HostError> {
     let trimmed = name.strip_suffix('.').unwrap_or(name);
     if trimmed.is_empty() || trimmed.len() > 253 {
-        return Err(format!("invalid host name '{name}'"));
+        return Err(HostError::Name(name.to_string()));
     }
     for label in trimmed.split('.') {
         let ok = !label.is_empty()
@@ -133,7 +151,7 @@ pub fn check_hostname(name: &str) -> Result<(), String> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !ok {
-            return Err(format!("invalid host name '{name}'"));
+            return Err(HostError::Name(name.to_string()));
         }
     }
     Ok(())
@@ -160,5 +178,18 @@ mod tests {
         assert!(classify_host("bad host").is_err());
         assert!(classify_host("").is_err());
         assert!(classify_host("a..b").is_err());
+        assert_eq!(
+            classify_host("1.2.3").unwrap_err().to_string(),
+            "malformed IPv4 address '1.2.3'"
+        );
+        assert_eq!(
+            classify_host("2001:db8::zz").unwrap_err().to_string(),
+            "malformed IPv6 address '2001:db8::zz'"
+        );
+        assert_eq!(
+            classify_host("bad host").unwrap_err().to_string(),
+            "invalid host name 'bad host'"
+        );
+        assert_eq!(classify_host("").unwrap_err().to_string(), "empty host");
     }
 }

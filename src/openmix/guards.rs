@@ -159,18 +159,29 @@ impl HostHooks for SandboxHooks {
 /// Refuses an app source whose nesting could overflow this thread's stack
 /// while it is parsed (brackets only: the app's own file, not a hostile
 /// string built at run time).
-pub fn check_source(source: &str) -> Result<(), String> {
+pub fn check_source(source: &str) -> Result<(), NestingError> {
     let need = parse_stack_need(source.encode_utf16(), false);
     let left = stack_remaining().saturating_sub(STACK_MARGIN);
     if need > left {
-        return Err(format!(
-            "the source nests brackets so deeply that parsing it could need {} KiB of stack, \
-             more than the stack budget ({} KiB left)",
-            need >> 10,
-            left >> 10
-        ));
+        return Err(NestingError { need, left });
     }
     Ok(())
+}
+
+/// An app source nested so deeply that parsing it could overflow the stack
+/// ([`check_source`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the source nests brackets so deeply that parsing it could need {} KiB of stack, \
+     more than the stack budget ({} KiB left)",
+    .need >> 10,
+    .left >> 10
+)]
+pub struct NestingError {
+    /// Stack the parser could need, in bytes.
+    pub need: usize,
+    /// Stack left for it, in bytes.
+    pub left: usize,
 }
 
 /// An upper estimate of the stack boa's parser needs for `src`: the

@@ -45,7 +45,8 @@ use boa_engine::{Context, JsResult, JsValue};
 /// `TypeError` naming it (see [`needs_special`]).
 pub fn fixture_value(v: &serde_json::Value, ctx: &mut Context) -> JsResult<JsValue> {
     use serde_json::Value;
-    let special = needs_special(v).map_err(|e| boa_engine::JsNativeError::typ().with_message(e))?;
+    let special = needs_special(v)
+        .map_err(|e| boa_engine::JsNativeError::typ().with_message(e.to_string()))?;
     match v {
         Value::Object(map) if special => {
             match map.get("$number").and_then(Value::as_str) {
@@ -73,17 +74,31 @@ pub fn fixture_value(v: &serde_json::Value, ctx: &mut Context) -> JsResult<JsVal
     }
 }
 
+/// A fixture object with a `$number` or `$undefined` key that is not one of
+/// the special values ([`needs_special`]); the message shows the object.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SpecialValueError {
+    /// The object has keys besides `$number` or `$undefined`.
+    #[error("bad special value {0}: a \"$number\" or \"$undefined\" object has no other keys")]
+    OtherKeys(serde_json::Value),
+    /// `$number` is not `"Infinity"`, `"-Infinity"` or `"NaN"`.
+    #[error("bad special value {0}: \"$number\" must be \"Infinity\", \"-Infinity\" or \"NaN\"")]
+    Number(serde_json::Value),
+    /// `$undefined` is not `true`.
+    #[error("bad special value {0}: \"$undefined\" must be true")]
+    Undefined(serde_json::Value),
+}
+
 /// Whether fixture JSON holds a special value (`{"$number": ...}`,
 /// `{"$undefined": true}`) at any depth. An object with a `$number` or
 /// `$undefined` key that is not exactly one of those forms is an error
 /// naming the value.
-pub fn needs_special(v: &serde_json::Value) -> Result<bool, String> {
+pub fn needs_special(v: &serde_json::Value) -> Result<bool, SpecialValueError> {
     use serde_json::Value;
     match v {
         Value::Object(m) if m.contains_key("$number") || m.contains_key("$undefined") => {
-            let bad = |why: &str| Err(format!("bad special value {v}: {why}"));
             if m.len() != 1 {
-                return bad("a \"$number\" or \"$undefined\" object has no other keys");
+                return Err(SpecialValueError::OtherKeys(v.clone()));
             }
             match (m.get("$number"), m.get("$undefined")) {
                 (Some(Value::String(s)), _)
@@ -91,9 +106,9 @@ pub fn needs_special(v: &serde_json::Value) -> Result<bool, String> {
                 {
                     Ok(true)
                 }
-                (Some(_), _) => bad("\"$number\" must be \"Infinity\", \"-Infinity\" or \"NaN\""),
+                (Some(_), _) => Err(SpecialValueError::Number(v.clone())),
                 (_, Some(Value::Bool(true))) => Ok(true),
-                _ => bad("\"$undefined\" must be true"),
+                _ => Err(SpecialValueError::Undefined(v.clone())),
             }
         }
         // Every value is checked, so a bad one after a good one is found too.

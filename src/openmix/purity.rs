@@ -121,13 +121,96 @@ const BANNED_PROPERTIES: &[&str] = &[
 /// declares one of these names is not analysed further.
 const TRUSTED_GLOBALS: &[&str] = &["Object", "Array", "JSON", "RegExp", "Math"];
 
+/// Why an app cannot be proven stateless ([`analyse`]): the first rule it
+/// breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PurityError {
+    /// The source does not parse.
+    #[error("does not parse: {0}")]
+    Parse(String),
+    /// It declares a global the proof trusts.
+    #[error("declares `{0}`, a global the proof relies on")]
+    DeclaresTrusted(&'static str),
+    /// It assigns to a name its function does not declare.
+    #[error(
+        "assigns to `{0}`, which is not declared in the function: state kept between decisions"
+    )]
+    AssignsOuter(String),
+    /// It writes a property of an object it did not create.
+    #[error(
+        "writes a property of an object that may outlive the decision (only properties of \
+         objects the function created are provably fresh)"
+    )]
+    WritesProperty,
+    /// It destructures in a loop head.
+    #[error("destructuring assignment in a loop head")]
+    LoopDestructuring,
+    /// It destructures in an assignment.
+    #[error("destructuring assignment")]
+    Destructuring,
+    /// It calls a method by a computed name.
+    #[error("calls a method through a computed name")]
+    ComputedMethod,
+    /// It calls a mutating method on an object it did not create.
+    #[error("calls `{0}` on an object that may outlive the decision")]
+    Mutates(String),
+    /// It calls `call`, `apply` or `bind` on a function not known harmless.
+    #[error("calls `{0}` on a function it cannot prove harmless")]
+    UnprovenCall(String),
+    /// It uses a banned global.
+    #[error("uses `{0}`")]
+    Uses(String),
+    /// It uses a banned property.
+    #[error("uses `.{0}`")]
+    UsesProperty(String),
+    /// It names a mutating method outside a call.
+    #[error("names the mutating method `{0}` without calling it")]
+    NamesMutator(String),
+    /// It uses `Object` or `RegExp` as a value.
+    #[error("uses `{0}` as a value")]
+    UsesAsValue(String),
+    /// It uses `this` as a value.
+    #[error("uses `this` as a value")]
+    UsesThis,
+    /// It reads a computed property of `this` or `Object`.
+    #[error("reads a computed property of `this` or `Object`")]
+    ComputedRead,
+    /// It calls a computed method of `this` or `Object`.
+    #[error("calls a computed method of `this` or `Object`")]
+    ComputedCall,
+    /// It uses a sticky regular expression.
+    #[error("uses a sticky regular expression")]
+    StickyRegExp,
+    /// It makes a `RegExp` whose flags are not a literal.
+    #[error("makes a RegExp whose flags it cannot see")]
+    HiddenFlags,
+    /// It deletes a name.
+    #[error("`delete` of a name")]
+    DeleteName,
+    /// It uses `with`.
+    #[error("uses `with`")]
+    With,
+    /// It declares a class.
+    #[error("declares a class")]
+    Class,
+    /// It declares a generator.
+    #[error("declares a generator")]
+    Generator,
+    /// It declares an async function.
+    #[error("declares an async function")]
+    Async,
+    /// It declares an async generator.
+    #[error("declares an async generator")]
+    AsyncGenerator,
+}
+
 /// Proves that no decision of the app in `source` can change state that
 /// outlives it. `Err` says why not (the first rule broken).
-pub fn analyse(source: &str) -> Result<(), String> {
+pub fn analyse(source: &str) -> Result<(), PurityError> {
     let mut interner = Interner::default();
     let script = Parser::new(Source::from_bytes(source))
         .parse_script(&Scope::new_global(), &mut interner)
-        .map_err(|e| format!("does not parse: {e}"))?;
+        .map_err(|e| PurityError::Parse(e.to_string()))?;
     let program = Program::survey(script.statements().statements(), &interner)?;
     let mut queue: Vec<Unchecked<'_>> = Vec::new();
     // The top level runs at load: free to write, nested functions queued.
@@ -165,7 +248,7 @@ struct Program {
 }
 
 impl Program {
-    fn survey(items: &[StatementListItem], interner: &Interner) -> Result<Program, String> {
+    fn survey(items: &[StatementListItem], interner: &Interner) -> Result<Program, PurityError> {
         let mut s = Survey {
             interner,
             depth: 0,
@@ -182,7 +265,7 @@ impl Program {
         }
         for name in TRUSTED_GLOBALS {
             if s.declared.contains(*name) {
-                return Err(format!("declares `{name}`, a global the proof relies on"));
+                return Err(PurityError::DeclaresTrusted(name));
             }
         }
         let mut load_only = s.load_only_exprs;
@@ -488,7 +571,7 @@ struct Check<'p, 'f, 'i, 'q, 'ast> {
     frame: &'f Frame,
     interner: &'i Interner,
     queue: &'q mut Vec<Unchecked<'ast>>,
-    error: Option<String>,
+    error: Option<PurityError>,
 }
 
 impl<'p, 'f, 'i, 'q, 'ast> Check<'p, 'f, 'i, 'q, 'ast> {
@@ -507,12 +590,12 @@ impl<'p, 'f, 'i, 'q, 'ast> Check<'p, 'f, 'i, 'q, 'ast> {
         }
     }
 
-    fn item(&mut self, item: &'ast StatementListItem) -> Result<(), String> {
+    fn item(&mut self, item: &'ast StatementListItem) -> Result<(), PurityError> {
         let _ = item.visit_with(self);
         self.error.take().map_or(Ok(()), Err)
     }
 
-    fn params(&mut self, params: &'ast FormalParameterList) -> Result<(), String> {
+    fn params(&mut self, params: &'ast FormalParameterList) -> Result<(), PurityError> {
         let _ = params.visit_with(self);
         self.error.take().map_or(Ok(()), Err)
     }
@@ -521,7 +604,7 @@ impl<'p, 'f, 'i, 'q, 'ast> Check<'p, 'f, 'i, 'q, 'ast> {
         self.interner.resolve_expect(sym).to_string()
     }
 
-    fn fail(&mut self, why: String) -> ControlFlow<()> {
+    fn fail(&mut self, why: PurityError) -> ControlFlow<()> {
         self.error = Some(why);
         ControlFlow::Break(())
     }
@@ -553,9 +636,7 @@ impl<'p, 'f, 'i, 'q, 'ast> Check<'p, 'f, 'i, 'q, 'ast> {
             return ControlFlow::Continue(());
         }
         let n = self.name(id.sym());
-        self.fail(format!(
-            "assigns to `{n}`, which is not declared in the function: state kept between decisions"
-        ))
+        self.fail(PurityError::AssignsOuter(n))
     }
 
     fn write_access(&mut self, access: &PropertyAccess) -> ControlFlow<()> {
@@ -567,20 +648,14 @@ impl<'p, 'f, 'i, 'q, 'ast> Check<'p, 'f, 'i, 'q, 'ast> {
         {
             return ControlFlow::Continue(());
         }
-        self.fail(
-            "writes a property of an object that may outlive the decision (only properties of \
-             objects the function created are provably fresh)"
-                .into(),
-        )
+        self.fail(PurityError::WritesProperty)
     }
 
     fn loop_target(&mut self, init: &IterableLoopInitializer) -> ControlFlow<()> {
         match init {
             IterableLoopInitializer::Identifier(id) => self.write_identifier(id),
             IterableLoopInitializer::Access(a) => self.write_access(a),
-            IterableLoopInitializer::Pattern(_) => {
-                self.fail("destructuring assignment in a loop head".into())
-            }
+            IterableLoopInitializer::Pattern(_) => self.fail(PurityError::LoopDestructuring),
             _ => ControlFlow::Continue(()),
         }
     }
@@ -590,7 +665,7 @@ impl<'p, 'f, 'i, 'q, 'ast> Check<'p, 'f, 'i, 'q, 'ast> {
             return ControlFlow::Continue(());
         };
         let Some(method) = field_name(s.field(), self.interner) else {
-            return self.fail("calls a method through a computed name".into());
+            return self.fail(PurityError::ComputedMethod);
         };
         let receiver = s.target();
         let first_fresh = node.args().first().is_none_or(|a| self.fresh_local(a));
@@ -598,17 +673,13 @@ impl<'p, 'f, 'i, 'q, 'ast> Check<'p, 'f, 'i, 'q, 'ast> {
             if self.frame.load_only || self.fresh_local(receiver) {
                 return ControlFlow::Continue(());
             }
-            return self.fail(format!(
-                "calls `{method}` on an object that may outlive the decision"
-            ));
+            return self.fail(PurityError::Mutates(method));
         }
         if ARG_MUTATORS.contains(&method.as_str()) {
             if self.frame.load_only || first_fresh {
                 return ControlFlow::Continue(());
             }
-            return self.fail(format!(
-                "calls `{method}` on an object that may outlive the decision"
-            ));
+            return self.fail(PurityError::Mutates(method));
         }
         if matches!(method.as_str(), "call" | "apply" | "bind") {
             let ok = match strip(receiver) {
@@ -628,9 +699,7 @@ impl<'p, 'f, 'i, 'q, 'ast> Check<'p, 'f, 'i, 'q, 'ast> {
                 _ => false,
             };
             if !ok {
-                return self.fail(format!(
-                    "calls `{method}` on a function it cannot prove harmless"
-                ));
+                return self.fail(PurityError::UnprovenCall(method));
             }
         }
         ControlFlow::Continue(())
@@ -643,23 +712,21 @@ impl<'ast> Visitor<'ast> for Check<'_, '_, '_, '_, 'ast> {
     fn visit_identifier(&mut self, node: &'ast Identifier) -> ControlFlow<()> {
         let n = self.name(node.sym());
         if BANNED.contains(&n.as_str()) {
-            return self.fail(format!("uses `{n}`"));
+            return self.fail(PurityError::Uses(n));
         }
         if BANNED_PROPERTIES.contains(&n.as_str()) {
-            return self.fail(format!("uses `.{n}`"));
+            return self.fail(PurityError::UsesProperty(n));
         }
         if MUTATORS.contains(&n.as_str()) || ARG_MUTATORS.contains(&n.as_str()) {
             // Reached only outside a call's method position (see visit_call):
             // an alias of a mutating native could be called on anything.
-            return self.fail(format!(
-                "names the mutating method `{n}` without calling it"
-            ));
+            return self.fail(PurityError::NamesMutator(n));
         }
         if matches!(n.as_str(), "Object" | "RegExp") {
             // Reached only outside `Object.<name>` and `new RegExp(..)`: an
             // alias of `Object` reaches `assign` and its kind by a computed
             // name; a `RegExp` made elsewhere may be sticky.
-            return self.fail(format!("uses `{n}` as a value"));
+            return self.fail(PurityError::UsesAsValue(n));
         }
         ControlFlow::Continue(())
     }
@@ -668,7 +735,7 @@ impl<'ast> Visitor<'ast> for Check<'_, '_, '_, '_, 'ast> {
         // Reached only outside `this.<name>`: `this` can be the global
         // object (a sloppy function called plainly, the top level), and
         // the global object reaches every function by a computed name.
-        self.fail("uses `this` as a value".into())
+        self.fail(PurityError::UsesThis)
     }
 
     fn visit_simple_property_access(
@@ -685,16 +752,14 @@ impl<'ast> Visitor<'ast> for Check<'_, '_, '_, '_, 'ast> {
         }
         match node.field() {
             PropertyAccessField::Const(id) => self.visit_identifier(id),
-            PropertyAccessField::Expr(_) => {
-                self.fail("reads a computed property of `this` or `Object`".into())
-            }
+            PropertyAccessField::Expr(_) => self.fail(PurityError::ComputedRead),
         }
     }
 
     fn visit_reg_exp_literal(&mut self, node: &'ast RegExpLiteral) -> ControlFlow<()> {
         let flags = self.name(node.flags());
         if flags.contains('y') {
-            return self.fail("uses a sticky regular expression".into());
+            return self.fail(PurityError::StickyRegExp);
         }
         ControlFlow::Continue(())
     }
@@ -716,7 +781,7 @@ impl<'ast> Visitor<'ast> for Check<'_, '_, '_, '_, 'ast> {
             Some(_) => false,
         };
         if args.len() > 2 || !flags_ok {
-            return self.fail("makes a RegExp whose flags it cannot see".into());
+            return self.fail(PurityError::HiddenFlags);
         }
         for a in args {
             a.visit_with(self)?;
@@ -746,7 +811,7 @@ impl<'ast> Visitor<'ast> for Check<'_, '_, '_, '_, 'ast> {
                 }
                 if let PropertyAccessField::Expr(e) = s.field() {
                     if guarded {
-                        return self.fail("calls a computed method of `this` or `Object`".into());
+                        return self.fail(PurityError::ComputedCall);
                     }
                     e.visit_with(self)?;
                 }
@@ -764,7 +829,7 @@ impl<'ast> Visitor<'ast> for Check<'_, '_, '_, '_, 'ast> {
             AssignTarget::Identifier(id) => self.write_identifier(id)?,
             AssignTarget::Access(a) => self.write_access(a)?,
             AssignTarget::Pattern(_) => {
-                return self.fail("destructuring assignment".into());
+                return self.fail(PurityError::Destructuring);
             }
         }
         node.visit_with(self)
@@ -782,7 +847,7 @@ impl<'ast> Visitor<'ast> for Check<'_, '_, '_, '_, 'ast> {
         if node.op() == UnaryOp::Delete {
             match strip(node.target()) {
                 Expression::PropertyAccess(a) => self.write_access(a)?,
-                _ => return self.fail("`delete` of a name".into()),
+                _ => return self.fail(PurityError::DeleteName),
             }
         }
         node.visit_with(self)
@@ -799,7 +864,7 @@ impl<'ast> Visitor<'ast> for Check<'_, '_, '_, '_, 'ast> {
     }
 
     fn visit_with(&mut self, _: &'ast With) -> ControlFlow<()> {
-        self.fail("uses `with`".into())
+        self.fail(PurityError::With)
     }
 
     fn visit_function_declaration(&mut self, node: &'ast FunctionDeclaration) -> ControlFlow<()> {
@@ -823,51 +888,51 @@ impl<'ast> Visitor<'ast> for Check<'_, '_, '_, '_, 'ast> {
     }
 
     fn visit_class_declaration(&mut self, _: &'ast ClassDeclaration) -> ControlFlow<()> {
-        self.fail("declares a class".into())
+        self.fail(PurityError::Class)
     }
 
     fn visit_class_expression(&mut self, _: &'ast ClassExpression) -> ControlFlow<()> {
-        self.fail("declares a class".into())
+        self.fail(PurityError::Class)
     }
 
     fn visit_generator_declaration(&mut self, _: &'ast GeneratorDeclaration) -> ControlFlow<()> {
-        self.fail("declares a generator".into())
+        self.fail(PurityError::Generator)
     }
 
     fn visit_generator_expression(&mut self, _: &'ast GeneratorExpression) -> ControlFlow<()> {
-        self.fail("declares a generator".into())
+        self.fail(PurityError::Generator)
     }
 
     fn visit_async_function_declaration(
         &mut self,
         _: &'ast AsyncFunctionDeclaration,
     ) -> ControlFlow<()> {
-        self.fail("declares an async function".into())
+        self.fail(PurityError::Async)
     }
 
     fn visit_async_function_expression(
         &mut self,
         _: &'ast AsyncFunctionExpression,
     ) -> ControlFlow<()> {
-        self.fail("declares an async function".into())
+        self.fail(PurityError::Async)
     }
 
     fn visit_async_arrow_function(&mut self, _: &'ast AsyncArrowFunction) -> ControlFlow<()> {
-        self.fail("declares an async function".into())
+        self.fail(PurityError::Async)
     }
 
     fn visit_async_generator_declaration(
         &mut self,
         _: &'ast AsyncGeneratorDeclaration,
     ) -> ControlFlow<()> {
-        self.fail("declares an async generator".into())
+        self.fail(PurityError::AsyncGenerator)
     }
 
     fn visit_async_generator_expression(
         &mut self,
         _: &'ast AsyncGeneratorExpression,
     ) -> ControlFlow<()> {
-        self.fail("declares an async generator".into())
+        self.fail(PurityError::AsyncGenerator)
     }
 }
 
@@ -967,7 +1032,10 @@ mod tests {
     fn impure(src: &str, why: &str) {
         match analyse(src) {
             Ok(()) => panic!("expected not memoisable ({why})\n{src}"),
-            Err(e) => assert!(e.contains(why), "reason {e:?} lacks {why:?}"),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(e.contains(why), "reason {e:?} lacks {why:?}");
+            }
         }
     }
 
@@ -984,7 +1052,11 @@ mod tests {
         }
         // fusion-budget caches parsed Fusion values between decisions.
         let err = analyse(&read("fusion-budget")).unwrap_err();
-        assert!(err.contains("writes a property"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "writes a property of an object that may outlive the decision (only properties of \
+             objects the function created are provably fresh)"
+        );
     }
 
     #[test]

@@ -29,7 +29,6 @@ use serde_json::{Value, json};
 use buckets::{FleetBuckets, HOUR_MS, StoredBucket, format_time, now_ms};
 use store::{NodeRow, ReportError, ReportStore};
 
-
 /// Nodes not seen for this long are pruned.
 pub const NODE_KEEP_MS: i64 = 2 * 86_400_000;
 /// Buckets are kept this long (the hour window).

@@ -156,47 +156,92 @@ pub fn parse_counts(text: &str) -> Counts {
     serde_json::from_str(text).unwrap_or_default()
 }
 
-fn obj<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>, String> {
-    v.as_object()
-        .ok_or_else(|| format!("{what} must be a JSON object"))
+/// Why a registration or bucket payload is refused; the message names the
+/// field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PayloadError {
+    /// A value that must be a JSON object is not one.
+    #[error("{0} must be a JSON object")]
+    NotObject(String),
+    /// A required field is absent or null.
+    #[error("{0} is missing")]
+    Missing(String),
+    /// A field that must be a string is not one.
+    #[error("{0} must be a string")]
+    NotString(String),
+    /// A name that is empty or blank.
+    #[error("{0} must not be empty")]
+    Empty(String),
+    /// A name longer than [`MAX_NAME`] bytes or with control characters.
+    #[error("{0} must be at most {MAX_NAME} bytes of printable text")]
+    NotPrintable(String),
+    /// A time that is neither RFC 3339 nor unix milliseconds.
+    #[error("{field}: {value} is not an RFC 3339 time or unix milliseconds")]
+    Time {
+        /// The field.
+        field: String,
+        /// The value given.
+        value: Value,
+    },
+    /// `apps` is not a list.
+    #[error("apps must be a list of {{name, version}}")]
+    AppsNotList,
+    /// `interval_ms` is not an integer in range.
+    #[error("interval_ms: {0} must be an integer from 1 to 86400000")]
+    Interval(Value),
+    /// The bucket ends before it starts.
+    #[error("bucket.stop is before bucket.start")]
+    StopBeforeStart,
+    /// A count that is not a non-negative integer.
+    #[error("{field}: {value} must be a non-negative integer count")]
+    Count {
+        /// The field (`bucket.apps.APP.PROVIDER.REASON`).
+        field: String,
+        /// The value given.
+        value: Value,
+    },
 }
 
-fn name(m: &Map<String, Value>, key: &str, what: &str) -> Result<String, String> {
+fn obj<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>, PayloadError> {
+    v.as_object()
+        .ok_or_else(|| PayloadError::NotObject(what.to_string()))
+}
+
+fn name(m: &Map<String, Value>, key: &str, what: &str) -> Result<String, PayloadError> {
     match m.get(key) {
-        None | Some(Value::Null) => Err(format!("{what}{key} is missing")),
+        None | Some(Value::Null) => Err(PayloadError::Missing(format!("{what}{key}"))),
         Some(Value::String(s)) => check_name(s, &format!("{what}{key}")).map(|s| s.to_string()),
-        Some(_) => Err(format!("{what}{key} must be a string")),
+        Some(_) => Err(PayloadError::NotString(format!("{what}{key}"))),
     }
 }
 
-fn check_name<'a>(s: &'a str, what: &str) -> Result<&'a str, String> {
+fn check_name<'a>(s: &'a str, what: &str) -> Result<&'a str, PayloadError> {
     if s.trim().is_empty() {
-        return Err(format!("{what} must not be empty"));
+        return Err(PayloadError::Empty(what.to_string()));
     }
     if s.len() > MAX_NAME || s.chars().any(char::is_control) {
-        return Err(format!(
-            "{what} must be at most {MAX_NAME} bytes of printable text"
-        ));
+        return Err(PayloadError::NotPrintable(what.to_string()));
     }
     Ok(s)
 }
 
-fn time(m: &Map<String, Value>, key: &str, what: &str) -> Result<i64, String> {
+fn time(m: &Map<String, Value>, key: &str, what: &str) -> Result<i64, PayloadError> {
     match m.get(key) {
-        None | Some(Value::Null) => Err(format!("{what}{key} is missing")),
-        Some(v) => parse_time(v).ok_or_else(|| {
-            format!("{what}{key}: {v} is not an RFC 3339 time or unix milliseconds")
+        None | Some(Value::Null) => Err(PayloadError::Missing(format!("{what}{key}"))),
+        Some(v) => parse_time(v).ok_or_else(|| PayloadError::Time {
+            field: format!("{what}{key}"),
+            value: v.clone(),
         }),
     }
 }
 
 /// Checks a registration; the error names the field.
-pub fn parse_registration(v: &Value) -> Result<Registration, String> {
+pub fn parse_registration(v: &Value) -> Result<Registration, PayloadError> {
     let m = obj(v, "the body")?;
     let fleet = name(m, "fleet", "")?;
     let node = name(m, "node", "")?;
     let apps = match m.get("apps") {
-        None | Some(Value::Null) => return Err("apps is missing".into()),
+        None | Some(Value::Null) => return Err(PayloadError::Missing("apps".into())),
         Some(Value::Array(list)) => {
             let mut out = Vec::with_capacity(list.len());
             for (i, a) in list.iter().enumerate() {
@@ -206,30 +251,30 @@ pub fn parse_registration(v: &Value) -> Result<Registration, String> {
             }
             out
         }
-        Some(_) => return Err("apps must be a list of {name, version}".into()),
+        Some(_) => return Err(PayloadError::AppsNotList),
     };
     let started = time(m, "started", "")?;
     let interval_ms = match m.get("interval_ms") {
-        None | Some(Value::Null) => return Err("interval_ms is missing".into()),
+        None | Some(Value::Null) => return Err(PayloadError::Missing("interval_ms".into())),
         Some(v) => v
             .as_i64()
             .filter(|n| (1..=86_400_000).contains(n))
-            .ok_or_else(|| format!("interval_ms: {v} must be an integer from 1 to 86400000"))?,
+            .ok_or_else(|| PayloadError::Interval(v.clone()))?,
     };
     let config_hash = match m.get("config_hash") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(check_name(s, "config_hash")?.to_string()),
-        Some(_) => return Err("config_hash must be a string".into()),
+        Some(_) => return Err(PayloadError::NotString("config_hash".into())),
     };
     let version = match m.get("version") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(check_name(s, "version")?.to_string()),
-        Some(_) => return Err("version must be a string".into()),
+        Some(_) => return Err(PayloadError::NotString("version".into())),
     };
     let snapshots = match m.get("snapshots") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(o)) => o.clone(),
-        Some(_) => return Err("snapshots must be a JSON object".into()),
+        Some(_) => return Err(PayloadError::NotObject("snapshots".into())),
     };
     Ok(Registration {
         fleet,
@@ -244,21 +289,21 @@ pub fn parse_registration(v: &Value) -> Result<Registration, String> {
 }
 
 /// Checks a bucket; the error names the field.
-pub fn parse_bucket(v: &Value) -> Result<BucketReport, String> {
+pub fn parse_bucket(v: &Value) -> Result<BucketReport, PayloadError> {
     let m = obj(v, "the body")?;
     let fleet = name(m, "fleet", "")?;
     let node = name(m, "node", "")?;
     let b = match m.get("bucket") {
-        None | Some(Value::Null) => return Err("bucket is missing".into()),
+        None | Some(Value::Null) => return Err(PayloadError::Missing("bucket".into())),
         Some(b) => obj(b, "bucket")?,
     };
     let start = time(b, "start", "bucket.")?;
     let stop = time(b, "stop", "bucket.")?;
     if stop < start {
-        return Err("bucket.stop is before bucket.start".into());
+        return Err(PayloadError::StopBeforeStart);
     }
     let apps = match b.get("apps") {
-        None | Some(Value::Null) => return Err("bucket.apps is missing".into()),
+        None | Some(Value::Null) => return Err(PayloadError::Missing("bucket.apps".into())),
         Some(a) => obj(a, "bucket.apps")?,
     };
     let mut counts = Counts::new();
@@ -271,9 +316,10 @@ pub fn parse_bucket(v: &Value) -> Result<BucketReport, String> {
             for (reason, n) in obj(reasons, &what)? {
                 let what = format!("{what}.{reason}");
                 check_name(reason, &format!("{what}: the reason"))?;
-                let n = n
-                    .as_u64()
-                    .ok_or_else(|| format!("{what}: {n} must be a non-negative integer count"))?;
+                let n = n.as_u64().ok_or_else(|| PayloadError::Count {
+                    field: what.clone(),
+                    value: n.clone(),
+                })?;
                 counts
                     .entry(app.clone())
                     .or_default()
@@ -359,7 +405,7 @@ mod tests {
             ),
         ];
         for (needle, v) in cases {
-            let e = parse_bucket(&v).unwrap_err();
+            let e = parse_bucket(&v).unwrap_err().to_string();
             assert!(e.contains(needle), "{needle}: {e}");
         }
     }
@@ -376,6 +422,7 @@ mod tests {
         assert!(
             parse_registration(&bad)
                 .unwrap_err()
+                .to_string()
                 .contains("interval_ms")
         );
         let mut bad = r.clone();
@@ -383,10 +430,26 @@ mod tests {
         assert!(
             parse_registration(&bad)
                 .unwrap_err()
+                .to_string()
                 .contains("apps[0].version")
         );
         let mut bad = r;
         bad["started"] = json!("noon");
-        assert!(parse_registration(&bad).unwrap_err().contains("started"));
+        assert_eq!(
+            parse_registration(&bad).unwrap_err().to_string(),
+            "started: \"noon\" is not an RFC 3339 time or unix milliseconds"
+        );
+        let mut bad = json!({"fleet": "f", "node": "n", "apps": {}});
+        assert_eq!(
+            parse_registration(&bad).unwrap_err().to_string(),
+            "apps must be a list of {name, version}"
+        );
+        bad["apps"] = json!([]);
+        bad["started"] = json!(1);
+        bad["interval_ms"] = json!(-3);
+        assert_eq!(
+            parse_registration(&bad).unwrap_err().to_string(),
+            "interval_ms: -3 must be an integer from 1 to 86400000"
+        );
     }
 }

@@ -73,8 +73,7 @@ pub async fn build_state(config: Config) -> Result<Arc<State>, ServeError> {
         data.clone(),
         Some(quarantine.clone()),
         Some(slots.clone()),
-    )
-    .map_err(ServeError::Apps)?;
+    )?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let counters = Arc::new(Counters::default());
     let workers = Workers::start(
@@ -95,9 +94,9 @@ pub async fn build_state(config: Config) -> Result<Arc<State>, ServeError> {
         }
         std::process::exit(70);
     }));
-    let zones = ZoneSet::from_config(&config).map_err(|e| StartupError::Zones {
+    let zones = ZoneSet::from_config(&config).map_err(|error| StartupError::Zones {
         file: config.source.clone(),
-        message: e.to_string(),
+        error,
     })?;
     let dns = Arc::new(DnsHandler {
         zones: ArcSwap::from_pointee(zones),

@@ -60,9 +60,12 @@ pub enum ServeError {
     /// The inventory store cannot be read.
     #[error("inventory: {0}")]
     Inventory(#[source] crate::inventory::store::LoadError),
-    /// The apps directory: missing, or cannot be watched.
-    #[error("{0}")]
-    Apps(String),
+    /// The apps directory is missing.
+    #[error(transparent)]
+    Apps(#[from] crate::engine::apps::NoAppsDir),
+    /// The apps directory cannot be watched.
+    #[error(transparent)]
+    AppWatch(#[from] crate::engine::apps::WatchError),
     /// The in-flight slots file the quarantine's evidence lives in.
     #[error("cannot open {}", path.display())]
     Slots {
@@ -129,7 +132,9 @@ async fn run(config: Config, listeners: Listeners, source: ConfigSource) -> Resu
     };
     let http_listener = listener(listeners.http)?;
     let admin_listener = listener(listeners.admin)?;
-    let http_addr = http_listener.local_addr().map_err(|e| ServeError::io("HTTP listener", e))?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|e| ServeError::io("HTTP listener", e))?;
     let shutdown_http = shutdown.clone();
     let admin_addr = admin_listener
         .local_addr()
@@ -170,7 +175,7 @@ async fn run(config: Config, listeners: Listeners, source: ConfigSource) -> Resu
     // Stopped only once DNS and HTTP have drained (see below).
     let report_stop = CancellationToken::new();
     let report_task = tokio::spawn(reporting::run(state.clone(), report_stop.clone()));
-    let _app_watcher = state.apps.watch().map_err(ServeError::Apps)?;
+    let _app_watcher = state.apps.watch()?;
     *state
         .geo_watcher
         .lock()
@@ -201,4 +206,3 @@ async fn run(config: Config, listeners: Listeners, source: ConfigSource) -> Resu
     state.workers.release_all_slots();
     Ok(())
 }
-

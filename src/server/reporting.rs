@@ -236,7 +236,11 @@ async fn push(
         }
     };
     check(
-        send("/api/nodes/register", crate::report::store::registration_json(reg)).await,
+        send(
+            "/api/nodes/register",
+            crate::report::store::registration_json(reg),
+        )
+        .await,
         "register",
     )?;
     if !bucket.counts.is_empty() {

@@ -8,9 +8,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::config::{Config, SecretError, TokenSetting};
-use crate::dns::ZoneSet;
+use crate::data::probes::ProbeFileError;
+use crate::dns::{ZoneError, ZoneSet};
 use crate::geo::{GeoDb, GeoError};
-use crate::inventory::tokens;
+use crate::inventory::tokens::{self, SecretFileError};
 
 /// Why `serve` cannot start (or a reload is refused).
 #[derive(Debug, thiserror::Error)]
@@ -20,14 +21,14 @@ pub enum StartupError {
     Geo(#[from] GeoError),
     /// The static probe table (`[data] probes`).
     #[error("data.probes: {0}")]
-    Probes(String),
+    Probes(ProbeFileError),
     /// The zones do not make a zone set.
-    #[error("{file}: {message}")]
+    #[error("{file}: {error}")]
     Zones {
         /// The configuration file.
         file: String,
         /// What is wrong.
-        message: String,
+        error: ZoneError,
     },
     /// `server.apps` names no directory.
     #[error("apps directory {} does not exist", .0.display())]
@@ -42,7 +43,7 @@ pub enum StartupError {
     },
     /// The generated admin token's file cannot be made or read.
     #[error("{0}")]
-    TokenFile(String),
+    TokenFile(SecretFileError),
     /// A short token on an admin listener other hosts reach.
     #[error(
         "{file}: server.api_token: a token shorter than {} characters (such as \"change-me\") is refused on the admin listener {admin}, which is not loopback; remove api_token to have a random one generated in {}, or set a long random one",
@@ -59,7 +60,7 @@ pub enum StartupError {
     },
     /// The generated cookie secret's file cannot be made or read.
     #[error("{0}")]
-    CookieSecretFile(String),
+    CookieSecretFile(SecretFileError),
     /// The cookie secret file holds no 128-bit secret.
     #[error(transparent)]
     CookieSecret(#[from] SecretError),
@@ -83,9 +84,9 @@ pub fn check_startup(config: &Config) -> Result<(), StartupError> {
     if let Some(p) = &config.static_probes {
         crate::data::probes::load_static(p).map_err(StartupError::Probes)?;
     }
-    ZoneSet::from_config(config).map_err(|message| StartupError::Zones {
+    ZoneSet::from_config(config).map_err(|error| StartupError::Zones {
         file: config.source.clone(),
-        message,
+        error,
     })?;
     if !config.apps_dir.is_dir() {
         return Err(StartupError::NoAppsDir(config.apps_dir.clone()));
@@ -138,9 +139,7 @@ pub fn resolve_cookie_secret(config: &mut Config) -> Result<Option<PathBuf>, Sta
     create_data_dir(config)?;
     let path = config.data_dir.join(COOKIE_SECRET_FILE);
     let (hex, created) = tokens::secret_file(&path, 16, |s| {
-        crate::config::parse_secret("cookie secret", s)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        crate::config::parse_secret("cookie secret", s).map(|_| ())
     })
     .map_err(StartupError::CookieSecretFile)?;
     config.cookies.secret = Some(crate::config::parse_secret("cookie secret", &hex)?);

@@ -46,9 +46,7 @@ fn modules() -> BTreeMap<ModPath, PathBuf> {
 
 /// The code of a file: comment lines and the trailing test module cut.
 fn code(text: &str) -> String {
-    let text = text
-        .find("#[cfg(test)]\nmod ")
-        .map_or(text, |i| &text[..i]);
+    let text = text.find("#[cfg(test)]\nmod ").map_or(text, |i| &text[..i]);
     text.lines()
         .filter(|l| !l.trim_start().starts_with("//"))
         .collect::<Vec<_>>()
@@ -64,11 +62,7 @@ fn ident(text: &str) -> &str {
 }
 
 /// The module files module `at` imports, from its source `text`.
-fn imports(
-    at: &ModPath,
-    text: &str,
-    known: &BTreeMap<ModPath, PathBuf>,
-) -> BTreeSet<ModPath> {
+fn imports(at: &ModPath, text: &str, known: &BTreeMap<ModPath, PathBuf>) -> BTreeSet<ModPath> {
     let code = code(text);
     let bytes = code.as_bytes();
     let mut out = BTreeSet::new();
@@ -257,15 +251,27 @@ fn no_two_files_import_each_other() {
 fn no_two_folders_import_each_other() {
     let f = folders(&graph());
     let found = cycles(&f);
-    assert!(found.is_empty(), "top-level modules in an import cycle: {found:?}");
+    assert!(
+        found.is_empty(),
+        "top-level modules in an import cycle: {found:?}"
+    );
 }
 
 #[test]
 fn lower_layers_never_import_the_front_ends() {
     let front = ["cli", "server", "http", "dns", "state"];
     let lower = [
-        "engine", "openmix", "geo", "data", "inventory", "report", "stats", "db", "metrics",
-        "config", "net",
+        "engine",
+        "openmix",
+        "geo",
+        "data",
+        "inventory",
+        "report",
+        "stats",
+        "db",
+        "metrics",
+        "config",
+        "net",
     ];
     let f = folders(&graph());
     for l in lower {
@@ -279,10 +285,7 @@ fn lower_layers_never_import_the_front_ends() {
     }
     // The engine never imports a store; the stores never import the engine.
     for (a, b) in [("engine", "db"), ("db", "engine"), ("openmix", "engine")] {
-        assert!(
-            !f.get(a).is_some_and(|s| s.contains(b)),
-            "{a} imports {b}"
-        );
+        assert!(!f.get(a).is_some_and(|s| s.contains(b)), "{a} imports {b}");
     }
 }
 
@@ -299,9 +302,15 @@ fn the_source_root_holds_main_lib_and_folders() {
         .iter()
         .filter(|f| *f != "main.rs" && *f != "lib.rs")
         .collect();
-    assert!(extra.len() <= 2, "more than two files beside main.rs and lib.rs: {extra:?}");
+    assert!(
+        extra.len() <= 2,
+        "more than two files beside main.rs and lib.rs: {extra:?}"
+    );
     for f in extra {
-        let lines = std::fs::read_to_string(root.join(f)).unwrap().lines().count();
+        let lines = std::fs::read_to_string(root.join(f))
+            .unwrap()
+            .lines()
+            .count();
         assert!(lines <= 200, "{f} is not small: {lines} lines");
     }
 }
