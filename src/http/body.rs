@@ -15,7 +15,7 @@ use super::{HttpResponse, json_error};
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     /// Declared or sent larger than the limit (413).
-    #[error("body is larger than {0} bytes")]
+    #[error("body is larger than the limit of {0} bytes")]
     TooLarge(usize),
     /// The client's stream failed while sending it (400).
     #[error("could not read the request body")]
