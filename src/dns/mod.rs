@@ -350,7 +350,8 @@ impl DnsHandler {
         if header.metadata.message_type == MessageType::Response {
             return Handled::Drop;
         }
-        let shield = self.shield.load();
+        let guard = self.shield.load();
+        let shield: &Shield = &guard;
         let mut to = Delivery {
             src: src.ip(),
             transport,
@@ -365,20 +366,20 @@ impl DnsHandler {
         // neither its counts nor its sections can make it a FORMERR.
         if header.metadata.op_code != OpCode::Query {
             not_implemented(packet, out);
-            return self.deliver(&to, ResponseCode::NotImp, out);
+            return self.deliver(shield, &to, ResponseCode::NotImp, out);
         }
         // A query has exactly one question; checked before decoding, since
         // the decoder reserves room for as many as the header claims.
         if header.counts.queries != 1 {
             let reply = Reply::to(&header.metadata, Vec::new(), None, to);
-            return self.emit(reply, ResponseCode::FormErr, None, &[], None, out);
+            return self.emit(shield, reply, ResponseCode::FormErr, None, &[], None, out);
         }
         let message = match Message::read(&mut BinDecoder::new(packet)) {
             Ok(m) => m,
             Err(e) => {
                 tracing::debug!(%src, error = %e, "malformed DNS message");
                 let reply = Reply::to(&header.metadata, Vec::new(), None, to);
-                return self.emit(reply, ResponseCode::FormErr, None, &[], None, out);
+                return self.emit(shield, reply, ResponseCode::FormErr, None, &[], None, out);
             }
         };
         // Response EDNS: only when the query had it; payload = the client's,
@@ -399,7 +400,7 @@ impl DnsHandler {
         } = message;
         if edns.as_ref().is_some_and(|e| e.version() > 0) {
             let reply = Reply::to(&metadata, queries, resp_edns, to);
-            return self.emit(reply, ResponseCode::BADVERS, None, &[], None, out);
+            return self.emit(shield, reply, ResponseCode::BADVERS, None, &[], None, out);
         }
         // DNS Cookies (RFC 7873 §5.2): a bad length is FORMERR; a client
         // cookie gets ours back; a valid server cookie exempts the query
@@ -413,7 +414,7 @@ impl DnsHandler {
                     tracing::debug!(%src, why, "malformed COOKIE option");
                     self.cookie_counts.add(CookieEvent::Malformed);
                     let reply = Reply::to(&metadata, queries, resp_edns, to);
-                    return self.emit(reply, ResponseCode::FormErr, None, &[], None, out);
+                    return self.emit(shield, reply, ResponseCode::FormErr, None, &[], None, out);
                 }
                 Ok(presented) => {
                     let checked = secrets.check(presented, src.ip(), unix_secs());
@@ -437,14 +438,14 @@ impl DnsHandler {
         if question.query_class() != DNSClass::IN
             || matches!(qtype, RecordType::AXFR | RecordType::IXFR)
         {
-            return self.emit(reply, ResponseCode::Refused, None, &[], None, out);
+            return self.emit(shield, reply, ResponseCode::Refused, None, &[], None, out);
         }
         // The client subnet, checked; `None` when absent.
         if let Some(EdnsOption::Subnet(cs)) = edns.as_ref().and_then(|e| e.option(EdnsCode::Subnet))
         {
             if let Err(why) = check_ecs(cs, ecs_option_len(packet)) {
                 tracing::debug!(%src, why, "malformed ECS option");
-                return self.emit(reply, ResponseCode::FormErr, None, &[], None, out);
+                return self.emit(shield, reply, ResponseCode::FormErr, None, &[], None, out);
             }
             reply.ecs = Some(*cs);
         }
@@ -462,10 +463,26 @@ impl DnsHandler {
             };
         }
         match plan {
-            Plan::Refused => self.emit(reply, ResponseCode::Refused, Some(0), &[], None, out),
+            Plan::Refused => self.emit(
+                shield,
+                reply,
+                ResponseCode::Refused,
+                Some(0),
+                &[],
+                None,
+                out,
+            ),
             Plan::NxDomain(zone) => {
                 let soa = Some(&zone.soa);
-                self.emit(reply, ResponseCode::NXDomain, Some(0), &[], soa, out)
+                self.emit(
+                    shield,
+                    reply,
+                    ResponseCode::NXDomain,
+                    Some(0),
+                    &[],
+                    soa,
+                    out,
+                )
             }
             Plan::Records(zone, mut records) => {
                 // ANY over UDP gets one RRset (RFC 8482 §4.1), never every
@@ -484,7 +501,15 @@ impl DnsHandler {
                     }
                 }
                 let soa = records.is_empty().then_some(&zone.soa);
-                self.emit(reply, ResponseCode::NoError, Some(0), &records, soa, out)
+                self.emit(
+                    shield,
+                    reply,
+                    ResponseCode::NoError,
+                    Some(0),
+                    &records,
+                    soa,
+                    out,
+                )
             }
             Plan::App { zone, app, prefix } => {
                 let qt = match qtype {
@@ -493,7 +518,15 @@ impl DnsHandler {
                     RecordType::CNAME => "CNAME",
                     _ => {
                         let soa = Some(&zone.soa);
-                        return self.emit(reply, ResponseCode::NoError, Some(0), &[], soa, out);
+                        return self.emit(
+                            shield,
+                            reply,
+                            ResponseCode::NoError,
+                            Some(0),
+                            &[],
+                            soa,
+                            out,
+                        );
                     }
                 };
                 let (request, scope) = self.app_request(src.ip(), reply.ecs, prefix, qt);
@@ -508,7 +541,7 @@ impl DnsHandler {
                         owner: &owner,
                         soa: &zone.soa,
                     };
-                    return self.finish(reply, steered, how, out);
+                    return self.finish(shield, reply, steered, how, out);
                 }
                 Handled::Undecided(Box::new(Undecided {
                     app: app.clone(),
@@ -554,13 +587,16 @@ impl DnsHandler {
             owner: &owner,
             soa: &soa,
         };
-        self.finish(reply, steered, how, out)
+        // Loaded after the wait: a guard is not held across it.
+        let guard = self.shield.load();
+        self.finish(&guard, reply, steered, how, out)
     }
 
     /// The reply to a decision: the fast form when it applies, else the
     /// general encoder.
     fn finish(
         &self,
+        shield: &Shield,
         reply: Reply,
         steered: Steered,
         how: Answering<'_>,
@@ -573,7 +609,15 @@ impl DnsHandler {
             0
         };
         if let Outcome::Failed(_) = steered.outcome {
-            return self.emit(reply, ResponseCode::ServFail, Some(scope), &[], None, out);
+            return self.emit(
+                shield,
+                reply,
+                ResponseCode::ServFail,
+                Some(scope),
+                &[],
+                None,
+                out,
+            );
         }
         if let (false, Some(question)) = (steered.decision.empty, how.question) {
             let opt = reply.edns.as_ref().map(|e| wire::Opt {
@@ -599,7 +643,7 @@ impl DnsHandler {
                 usize::from(limit),
             );
             if fast {
-                return self.deliver(&reply.to, ResponseCode::NoError, out);
+                return self.deliver(shield, &reply.to, ResponseCode::NoError, out);
             }
         }
         let records = if steered.decision.empty {
@@ -609,6 +653,7 @@ impl DnsHandler {
         };
         let soa = records.is_empty().then_some(how.soa);
         self.emit(
+            shield,
             reply,
             ResponseCode::NoError,
             Some(scope),
@@ -623,6 +668,7 @@ impl DnsHandler {
     /// one).
     fn emit(
         &self,
+        shield: &Shield,
         mut reply: Reply,
         rcode: ResponseCode,
         scope: Option<u8>,
@@ -684,9 +730,9 @@ impl DnsHandler {
                     None,
                     &mut encoder,
                 );
-                self.deliver(&reply.to, rcode, out)
+                self.deliver(shield, &reply.to, rcode, out)
             }
-            Ok(_) => self.deliver(&reply.to, rcode, out),
+            Ok(_) => self.deliver(shield, &reply.to, rcode, out),
             Err(e) => {
                 // As hickory-server does: a bare SERVFAIL header.
                 tracing::error!(error = %e, "cannot encode a DNS reply; answering SERVFAIL");
@@ -698,7 +744,7 @@ impl DnsHandler {
                     counts: Default::default(),
                 };
                 let _ = header.emit(&mut BinEncoder::new(out));
-                self.deliver(&reply.to, ResponseCode::ServFail, out)
+                self.deliver(shield, &reply.to, ResponseCode::ServFail, out)
             }
         }
     }
@@ -708,13 +754,18 @@ impl DnsHandler {
     /// slip), answered with BADCOOKIE (`require_cookies`, a client that
     /// sent a cookie but not ours) or dropped. TCP replies, exempt sources
     /// and queries with a valid server cookie are never limited.
-    fn deliver(&self, to: &Delivery, rcode: ResponseCode, out: &mut Vec<u8>) -> Handled {
+    fn deliver(
+        &self,
+        shield: &Shield,
+        to: &Delivery,
+        rcode: ResponseCode,
+        out: &mut Vec<u8>,
+    ) -> Handled {
         let tcp = to.transport == Transport::Tcp;
-        // Only a reply rate limiting applies to loads the shield: TCP, exempt
-        // sources and valid cookies skip it.
-        let shield = to.limited.then(|| self.shield.load());
-        if let Some(limiter) = shield.as_ref().and_then(|s| s.rrl.as_ref()) {
-            let require_cookies = shield.as_ref().is_some_and(|s| s.require_cookies);
+        // `shield` is the one the query was handled with (loaded once per
+        // query: a load costs more than the accounting).
+        if let (true, Some(limiter)) = (to.limited, shield.rrl.as_ref()) {
+            let require_cookies = shield.require_cookies;
             let class = match rcode {
                 ResponseCode::NoError => Class::Answer,
                 ResponseCode::NXDomain => Class::NxDomain,

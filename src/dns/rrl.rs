@@ -136,6 +136,8 @@ pub struct RateLimiter {
     /// Keyed per process (foldhash with a random seed: a few nanoseconds
     /// per reply, and an attacker cannot aim keys at one slot).
     keys: hashbrown::DefaultHashBuilder,
+    /// Random per limiter (from `keys`), mixed into account keys.
+    seed: [u64; 3],
     start: u64,
     /// Tells this limiter's leases from a replaced one's (SIGHUP).
     id: u32,
@@ -268,10 +270,14 @@ impl RateLimiter {
     /// A limiter with `settings` (checked by the configuration).
     pub fn new(settings: Settings) -> RateLimiter {
         let size = settings.table_size.next_power_of_two();
+        let keys = hashbrown::DefaultHashBuilder::default();
+        // Odd, so no multiply by a seed word loses bits.
+        let seed = [1u64, 2, 3].map(|i| keys.hash_one(i) | 1);
         RateLimiter {
             slots: (0..size).map(|_| AtomicU64::new(0)).collect(),
             mask: size - 1,
-            keys: hashbrown::DefaultHashBuilder::default(),
+            keys,
+            seed,
             start: coarse_secs(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             top: Top {
@@ -317,7 +323,7 @@ impl RateLimiter {
             Class::Answer | Class::NxDomain => subject,
             Class::Error | Class::Refused => 0,
         };
-        let h = self.keys.hash_one((class, prefix, subject));
+        let h = self.account_key(class, prefix, subject);
         let rate = match class {
             Class::Answer => self.settings.responses_per_second,
             Class::NxDomain => self.settings.nxdomains_per_second,
@@ -341,6 +347,23 @@ impl RateLimiter {
             _ => self.top.add(prefix, h as usize),
         }
         verdict
+    }
+
+    /// The account of a reply: class, source prefix and subject mixed
+    /// with this limiter's random seed by two folded multiplies (foldhash's
+    /// mixing step, without hashing a tuple field by field: this runs on
+    /// every limited reply). `subject` is already keyed ([`Self::subject`]).
+    fn account_key(&self, class: Class, prefix: IpAddr, subject: u64) -> u64 {
+        let (hi, lo) = match prefix {
+            IpAddr::V4(a) => (0, u64::from(u32::from(a))),
+            // A /56 leaves the low half zero; the top bit marks the family.
+            IpAddr::V6(a) => {
+                let x = u128::from(a);
+                ((x >> 64) as u64, x as u64 | 1 << 63)
+            }
+        };
+        let a = fold_mul(lo ^ self.seed[0], hi ^ subject ^ self.seed[1]);
+        fold_mul(a ^ class as u64, self.seed[2])
     }
 
     /// BIND's account rule (`debit_rrl_entry` in its `rrl.c`), as one
@@ -439,6 +462,12 @@ fn coarse_secs() -> u64 {
     // exists on every Linux since 2.6.32.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64
+}
+
+/// A 64 × 64 → 128-bit multiply folded to 64 bits.
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    p as u64 ^ (p >> 64) as u64
 }
 
 /// The hashed part of a subject: a tag and what names it.

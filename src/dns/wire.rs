@@ -150,21 +150,42 @@ fn record_head(out: &mut Vec<u8>, rtype: RecordType, ttl: u32) {
 /// A dotted host name (checked by the runtime when the app answered it:
 /// letters, digits, `-` and `_`) in wire form; `false` if it is not one.
 fn push_name(out: &mut Vec<u8>, name: &str) -> bool {
-    let name = name.strip_suffix('.').unwrap_or(name);
+    let name = name.strip_suffix('.').unwrap_or(name).as_bytes();
     if name.is_empty() || name.len() > 253 {
         return false;
     }
-    for label in name.split('.') {
-        let ok = !label.is_empty()
-            && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !ok {
+    // One pass over the bytes: each label's length byte is written when
+    // the label ends (a split on '.' costs a tenth of the reply).
+    let start = out.len();
+    out.reserve(name.len() + 2);
+    let mut len_at = out.len();
+    out.push(0);
+    let close = |out: &mut Vec<u8>, len_at: usize| {
+        let len = out.len() - len_at - 1;
+        if len == 0 || len > 63 {
             return false;
         }
-        out.push(label.len() as u8);
-        out.extend_from_slice(label.as_bytes());
+        out[len_at] = len as u8;
+        true
+    };
+    for &b in name {
+        if b == b'.' {
+            if !close(out, len_at) {
+                out.truncate(start);
+                return false;
+            }
+            len_at = out.len();
+            out.push(0);
+        } else if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(b);
+        } else {
+            out.truncate(start);
+            return false;
+        }
+    }
+    if !close(out, len_at) {
+        out.truncate(start);
+        return false;
     }
     out.push(0);
     true
@@ -289,6 +310,37 @@ mod tests {
             512
         ));
         Message::from_vec(&out).unwrap()
+    }
+
+    #[test]
+    fn names_encode_as_hickory_does_and_bad_ones_leave_nothing() {
+        use hickory_proto::serialize::binary::BinEncodable;
+        for name in [
+            "cdn-a.example.net.",
+            "cdn-a.example.net",
+            "a",
+            "x_y.b-2.c",
+            &"a".repeat(63),
+        ] {
+            let mut ours = vec![7];
+            assert!(push_name(&mut ours, name), "{name}");
+            let theirs = Name::from_ascii(name).unwrap().to_bytes().unwrap();
+            assert_eq!(&ours[1..], &theirs[..], "{name}");
+        }
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "a.b..",
+            &"a".repeat(64),
+            "sp ace.net",
+            "é.net",
+            &("a.".repeat(127) + "aa"),
+        ] {
+            let mut out = vec![7];
+            assert!(!push_name(&mut out, bad), "{bad:?}");
+            assert_eq!(out, [7], "{bad:?}");
+        }
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //! and readers call it before they read, so views are exact.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+
+// hashbrown's default hasher, not SipHash: three lookups per decision on
+// the query path, with keys the operator's apps choose (never a client).
+use hashbrown::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
