@@ -18,6 +18,7 @@
 #
 # Usage: bench/dns-instructions.sh   (about 2 minutes; NO_BUILD=1 to use the built binary)
 # Environment: QUERIES=20000 PORT=15390 CONFIGS="default rrl rrl-off"
+#              SWITCHYARD_BIN=path (another build, e.g. an older tree's, to compare)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -26,7 +27,7 @@ QUERIES=${QUERIES:-20000}
 PORT=${PORT:-15390}
 CONFIGS=${CONFIGS:-default rrl rrl-off}
 CONFIG=$ROOT/examples/switchyard.toml
-SY=$ROOT/target/release/switchyard
+SY=${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}
 ZONE=switchyard.test
 
 say() { printf '%s\n' "$*" >&2; }

@@ -666,6 +666,7 @@ impl DnsHandler {
     /// Encodes a reply into `out` and delivers it ([`DnsHandler::deliver`]).
     /// `scope`: echo the query's client subnet with this scope (when it had
     /// one).
+    #[allow(clippy::too_many_arguments)] // the shield is the query's own load (see `deliver`)
     fn emit(
         &self,
         shield: &Shield,
