@@ -35,8 +35,9 @@ pub enum Outcome {
 /// A decision ready for a front end.
 #[derive(Debug, Clone)]
 pub struct Steered {
-    /// What to answer.
-    pub decision: Decision,
+    /// What to answer: shared with the memo on a hit (a hit is not a copy
+    /// of the answers).
+    pub decision: Arc<Decision>,
     /// Effective TTL.
     pub ttl: u32,
     /// Effective reason code (empty when the app set none).
@@ -129,7 +130,7 @@ pub fn run(
             let ttl = out.decision.ttl.unwrap_or(default_ttl);
             let reason = out.decision.reason.clone().unwrap_or_default();
             Steered {
-                decision: out.decision,
+                decision: Arc::new(out.decision),
                 ttl,
                 reason,
                 outcome: Outcome::App,
@@ -170,7 +171,6 @@ pub fn memoised(
         proximity: app.meta.proximity,
     };
     let decision = memo.lookup(&view)?;
-    let decision = Decision::clone(&decision);
     Some(Steered {
         ttl: decision.ttl.unwrap_or(default_ttl),
         reason: decision.reason.clone().unwrap_or_default(),
@@ -187,7 +187,7 @@ pub const QUARANTINED_REASON: &str = "quarantined";
 pub fn quarantined(app: &LoadedApp, ttl: u32) -> Steered {
     if app.settings.fallback.is_empty() {
         return Steered {
-            decision: Decision::default(),
+            decision: Arc::default(),
             ttl,
             reason: QUARANTINED_REASON.into(),
             outcome: Outcome::Failed(AppError::NoDecision),
@@ -201,7 +201,7 @@ pub fn quarantined(app: &LoadedApp, ttl: u32) -> Steered {
         ..Decision::default()
     };
     Steered {
-        decision,
+        decision: Arc::new(decision),
         ttl,
         reason: QUARANTINED_REASON.into(),
         outcome: Outcome::Quarantined,
@@ -221,7 +221,7 @@ pub fn not_loaded(app: &LoadedApp, message: &str, ttl: u32) -> Steered {
 pub fn fallback(app: &LoadedApp, err: AppError, ttl: u32) -> Steered {
     if app.settings.fallback.is_empty() {
         return Steered {
-            decision: Decision::default(),
+            decision: Arc::default(),
             ttl,
             reason: "error".into(),
             outcome: Outcome::Failed(err),
@@ -235,7 +235,7 @@ pub fn fallback(app: &LoadedApp, err: AppError, ttl: u32) -> Steered {
         ..Decision::default()
     };
     Steered {
-        decision,
+        decision: Arc::new(decision),
         ttl,
         reason: FALLBACK_REASON.into(),
         outcome: Outcome::Fallback(err),
@@ -335,7 +335,7 @@ mod memo_tests {
                         if let Some(hit) = memo {
                             hits += 1;
                             let fresh = fresh.expect("a memoised decision's app must decide");
-                            prop_assert_eq!(&hit.decision, &fresh.decision, "{} {:?}", app_name, req);
+                            prop_assert_eq!(&*hit.decision, &fresh.decision, "{} {:?}", app_name, req);
                         }
                         super::decide(&app, req, &data, 20);
                     }
