@@ -38,14 +38,12 @@ for c in valgrind dnsperf dig; do command -v "$c" >/dev/null || die "$c not foun
 mkdir -p "$OUT"
 rustc -O --edition 2021 "$ROOT/bench/dns-peers/gen_queries.rs" -o "$OUT/gen_queries"
 "$OUT/gen_queries" "$OUT" 10000 "$ZONE"
-head -n "$QUERIES" "$OUT/queries.txt" >"$OUT/sent.txt"
-# The text file again until QUERIES lines (dnsperf -n 1 sends it once).
-while (($(wc -l <"$OUT/sent.txt") < QUERIES)); do cat "$OUT/queries.txt" >>"$OUT/sent.txt"; done
-head -n "$QUERIES" "$OUT/sent.txt" >"$OUT/sent.tmp" && mv "$OUT/sent.tmp" "$OUT/sent.txt"
-# dnsperf's text format: "name type", and ECS via -E is per run, not per
-# line: send the names without ECS here (the memo keys on the located
-# client either way).
-awk '{ print $1, $2 }' "$OUT/sent.txt" >"$OUT/dnsperf.txt"
+# QUERIES lines of the query file, from its start again when it runs out.
+# dnsperf's text format is "name type", and ECS via -E is per run, not per
+# line: the names go without ECS here (the memo keys on the located client
+# either way).
+awk -v n="$QUERIES" '{ q[NR] = $1 " " $2 } END { for (i = 0; i < n; i++) print q[i % NR + 1] }' \
+  "$OUT/queries.txt" >"$OUT/dnsperf.txt"
 
 PID=
 cleanup() {

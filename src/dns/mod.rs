@@ -766,7 +766,6 @@ impl DnsHandler {
         // `shield` is the one the query was handled with (loaded once per
         // query: a load costs more than the accounting).
         if let (true, Some(limiter)) = (to.limited, shield.rrl.as_ref()) {
-            let require_cookies = shield.require_cookies;
             let class = match rcode {
                 ResponseCode::NoError => Class::Answer,
                 ResponseCode::NXDomain => Class::NxDomain,
@@ -778,7 +777,7 @@ impl DnsHandler {
                 _ if limiter.settings().dry_run => {
                     self.rrl_counts.add(class, RrlAction::WouldLimit);
                 }
-                _ if require_cookies && to.unproven => {
+                _ if shield.require_cookies && to.unproven => {
                     // RFC 7873 §5.2.3: under attack, a client that sent a
                     // cookie gets BADCOOKIE and ours, no larger than its
                     // query, and is exempt once it sends ours back.

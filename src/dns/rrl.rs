@@ -24,7 +24,7 @@
 //! account), which only ever errs towards answering, as NSD's table does.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,7 +35,7 @@ use crate::config::Rrl as Settings;
 use crate::metrics::counter::Counter;
 
 /// The kind of reply an account counts, as RRL defines them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
     /// Records or NODATA: per source and name (and type).
     Answer,

@@ -155,25 +155,21 @@ fn push_name(out: &mut Vec<u8>, name: &str) -> bool {
         return false;
     }
     // One pass over the bytes: each label's length byte is written when
-    // the label ends (a split on '.' costs a tenth of the reply).
+    // the label ends (a split on '.' costs a tenth of the reply). A '.'
+    // after the last byte ends the last label, and its placeholder byte is
+    // the root label that ends the name.
     let start = out.len();
     out.reserve(name.len() + 2);
     let mut len_at = out.len();
     out.push(0);
-    let close = |out: &mut Vec<u8>, len_at: usize| {
-        let len = out.len() - len_at - 1;
-        if len == 0 || len > 63 {
-            return false;
-        }
-        out[len_at] = len as u8;
-        true
-    };
-    for &b in name {
+    for &b in name.iter().chain([b'.'].iter()) {
         if b == b'.' {
-            if !close(out, len_at) {
+            let len = out.len() - len_at - 1;
+            if len == 0 || len > 63 {
                 out.truncate(start);
                 return false;
             }
+            out[len_at] = len as u8;
             len_at = out.len();
             out.push(0);
         } else if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
@@ -183,11 +179,6 @@ fn push_name(out: &mut Vec<u8>, name: &str) -> bool {
             return false;
         }
     }
-    if !close(out, len_at) {
-        out.truncate(start);
-        return false;
-    }
-    out.push(0);
     true
 }
 

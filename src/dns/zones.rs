@@ -168,10 +168,9 @@ impl ZoneSet {
             if !prefix.is_empty() {
                 prefix.push('.');
             }
-            match std::str::from_utf8(label) {
-                Ok(s) => prefix.extend(s.chars().map(|c| c.to_ascii_lowercase())),
-                Err(_) => prefix.push_str(&String::from_utf8_lossy(label).to_ascii_lowercase()),
-            }
+            // A `LowerName`'s labels are lower-case already; a valid
+            // UTF-8 label is borrowed, not copied.
+            prefix.push_str(&String::from_utf8_lossy(label));
         }
         Plan::NxDomain(zone)
     }

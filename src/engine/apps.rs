@@ -88,13 +88,7 @@ impl LoadedApp {
         let side_path = path.with_extension("toml");
         let settings = sidecar
             .and_then(|text| {
-                let checked = match toml::from_str::<RawAppSettings>(text) {
-                    Ok(raw) => raw
-                        .check(config.budget, &side_path.display().to_string())
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string().trim().to_string()),
-                };
-                checked
+                sidecar_settings(text, &side_path, config)
                     .inspect_err(|error| {
                         tracing::warn!(file = %side_path.display(), error = %error, "app sidecar is invalid; using the configuration's settings for the app");
                     })
@@ -207,6 +201,15 @@ pub fn load_app(
     load_app_checked(name, path, source, sidecar, config, data, version, None)
 }
 
+/// The settings a sidecar's `text` (the file `side_path`) gives, checked
+/// against the configuration's budget; the error is the message an app's
+/// load failure shows.
+fn sidecar_settings(text: &str, side_path: &Path, config: &Config) -> Result<AppSettings, String> {
+    let raw: RawAppSettings = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
+    raw.check(config.budget, &side_path.display().to_string())
+        .map_err(|e| e.to_string())
+}
+
 /// [`load_app`], first consulting the quarantine: a quarantined version is
 /// not run at all (not even its `init`), only published with its fallback.
 #[allow(clippy::too_many_arguments)]
@@ -225,12 +228,8 @@ pub fn load_app_checked(
     let mut settings = config.app_settings(name);
     if let Some(text) = sidecar {
         let side_path = path.with_extension("toml");
-        let raw: RawAppSettings = toml::from_str(text).map_err(|e| {
-            LoadFailure::new(&side_path, None, e.to_string().trim().to_string(), hash)
-        })?;
-        settings = raw
-            .check(config.budget, &side_path.display().to_string())
-            .map_err(|e| LoadFailure::new(&side_path, None, e.to_string(), hash))?;
+        settings = sidecar_settings(text, &side_path, config)
+            .map_err(|message| LoadFailure::new(&side_path, None, message, hash))?;
     }
     // The proof that the app never changes state that outlives a decision
     // lets it share the snapshot's probe objects, and (unless memoisation

@@ -22,6 +22,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
+use super::HttpResponse;
 use crate::stats::store::{Filter, Idempotent, RawCursor, StoreError, normalise};
 use crate::stats::{
     INCLUDE_ROUND_TRIP_TIME, StatsApi, Window, aggregated_json, parse_post, unix_now, verify_hmac,
@@ -55,9 +56,6 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// scale of test rounds (minutes), not seconds.
 const READ_CACHE: &str = "public, max-age=30, stale-while-revalidate=15";
 
-/// A response with a fully buffered body.
-pub type StatsResponse = Response<Full<Bytes>>;
-
 /// Whether `path` (trailing `/` ignored) is a stats endpoint.
 pub fn owns(path: &str) -> bool {
     PATHS.contains(&trim_path(path))
@@ -81,7 +79,7 @@ pub async fn handle(
     query: Option<&str>,
     headers: &HeaderMap,
     body: Bytes,
-) -> Option<StatsResponse> {
+) -> Option<HttpResponse> {
     let path = trim_path(path);
     if !owns(path) {
         return None;
@@ -109,7 +107,7 @@ pub async fn handle(
 /// else gets 404). Reads at most `max_body` bytes of the body: a declared
 /// `Content-Length` over it is refused before reading, and a chunked body
 /// is cut off as soon as it passes it; both are 413.
-pub async fn handle_request<B>(api: &StatsApi, req: Request<B>) -> StatsResponse
+pub async fn handle_request<B>(api: &StatsApi, req: Request<B>) -> HttpResponse
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -143,14 +141,14 @@ where
     }
 }
 
-fn too_large(api: &StatsApi) -> StatsResponse {
+fn too_large(api: &StatsApi) -> HttpResponse {
     let e = super::body::BodyError::TooLarge(api.max_body);
     error(e.status(), e.to_string())
 }
 
 /// `POST /api/post_stats`. Checks run cheapest first, and nothing is stored
 /// unless all pass: posting on, size, signature, then the fields.
-async fn post(api: &StatsApi, headers: &HeaderMap, body: &Bytes) -> StatsResponse {
+async fn post(api: &StatsApi, headers: &HeaderMap, body: &Bytes) -> HttpResponse {
     let Some(secret) = api.secret.as_deref() else {
         return error(StatusCode::FORBIDDEN, UNAUTHENTICATED);
     };
@@ -202,7 +200,7 @@ async fn post(api: &StatsApi, headers: &HeaderMap, body: &Bytes) -> StatsRespons
 
 /// The reply to a stored post (the spec's literal `ok`: producers check
 /// only the status). A replayed one says so in `Idempotent-Replayed`.
-fn stored(replayed: bool) -> StatsResponse {
+fn stored(replayed: bool) -> HttpResponse {
     let mut r = Response::new(Full::new(Bytes::from_static(b"ok")));
     let h = r.headers_mut();
     h.insert(
@@ -219,7 +217,7 @@ fn stored(replayed: bool) -> StatsResponse {
 /// The post's `Idempotency-Key`, if it has one: 1 to 255 visible ASCII
 /// characters, given once.
 #[allow(clippy::result_large_err)] // the error is the response itself, built once
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, StatsResponse> {
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, HttpResponse> {
     let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
     let Some(v) = values.next() else {
         return Ok(None);
@@ -279,7 +277,7 @@ fn params(query: Option<&str>) -> Params {
 }
 
 #[allow(clippy::result_large_err)] // the error is the response itself, built once
-fn window(api: &StatsApi, p: &Params) -> Result<Window, StatsResponse> {
+fn window(api: &StatsApi, p: &Params) -> Result<Window, HttpResponse> {
     Window::from_params(
         p.since.as_deref(),
         p.until.as_deref(),
@@ -290,7 +288,7 @@ fn window(api: &StatsApi, p: &Params) -> Result<Window, StatsResponse> {
 }
 
 /// `GET /api/aggregated_stats`.
-async fn aggregated(api: &StatsApi, query: Option<&str>) -> StatsResponse {
+async fn aggregated(api: &StatsApi, query: Option<&str>) -> HttpResponse {
     let p = params(query);
     let w = match window(api, &p) {
         Ok(w) => w,
@@ -312,7 +310,7 @@ async fn aggregated(api: &StatsApi, query: Option<&str>) -> StatsResponse {
 /// `cursor=CURSOR`; keyset paging, so rows posted meanwhile never shift a
 /// page). A page holds at most `limit` records ([`RAW_DEFAULT_LIMIT`],
 /// at most [`RAW_MAX_LIMIT`]).
-async fn raw(api: &StatsApi, query: Option<&str>) -> StatsResponse {
+async fn raw(api: &StatsApi, query: Option<&str>) -> HttpResponse {
     let p = params(query);
     let Some(orchestrator) = normalise(p.orchestrator.as_deref()) else {
         return error(
@@ -366,7 +364,7 @@ async fn raw(api: &StatsApi, query: Option<&str>) -> StatsResponse {
 /// countries}]}` in configured order. `id`, `name` and `type` are the
 /// shape the public service's consumers read; every region here is a
 /// transcoding test region.
-fn regions(api: &StatsApi) -> StatsResponse {
+fn regions(api: &StatsApi) -> HttpResponse {
     let list: Vec<Value> = api
         .regions
         .iter()
@@ -395,7 +393,7 @@ fn allowed(path: &str) -> &'static str {
 
 /// CORS preflight: browsers may read from anywhere; posting needs the
 /// signature header, which no browser page holds, but allowing it costs nothing.
-fn preflight(path: &str) -> StatsResponse {
+fn preflight(path: &str) -> HttpResponse {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     let h = r.headers_mut();
@@ -419,7 +417,7 @@ fn preflight(path: &str) -> StatsResponse {
 }
 
 /// A 200 read: JSON with sorted keys, CORS open, briefly cacheable.
-fn read_ok(v: Value) -> StatsResponse {
+fn read_ok(v: Value) -> HttpResponse {
     let mut r = json_response(StatusCode::OK, &sorted(v));
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static(READ_CACHE));
@@ -427,7 +425,7 @@ fn read_ok(v: Value) -> StatsResponse {
 }
 
 /// `{"error": message}`; never cached, so a fixed problem shows at once.
-fn error(status: StatusCode, message: impl Into<String>) -> StatsResponse {
+fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
     let mut r = json_response(status, &json!({ "error": message.into() }));
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -435,22 +433,15 @@ fn error(status: StatusCode, message: impl Into<String>) -> StatsResponse {
 }
 
 /// A store failure: the detail goes to the log, the client gets a generic 500.
-fn internal(e: &StoreError) -> StatsResponse {
+fn internal(e: &StoreError) -> HttpResponse {
     tracing::error!(error = %e, "stats store failed");
     error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
 }
 
-fn json_response(status: StatusCode, v: &Value) -> StatsResponse {
-    // Serialising a Value cannot fail (its keys are strings); fall back to an empty object anyway.
-    let body = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(
+/// [`super::json`], readable from any origin (the stats API is public).
+fn json_response(status: StatusCode, v: &Value) -> HttpResponse {
+    let mut r = super::json(status, v);
+    r.headers_mut().insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
         HeaderValue::from_static("*"),
     );
