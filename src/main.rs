@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     } else {
         "warn"
     };
-    switchyard::server::logging::init(level);
+    switchyard::server::logging::init(level, cli.log_format);
     match cli.command.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -9,6 +9,7 @@ pub mod app;
 pub mod args;
 pub mod check;
 pub mod decide;
+pub mod generate;
 pub mod geo;
 pub mod providers;
 pub mod quarantine;
@@ -20,10 +21,16 @@ pub mod test;
 pub use args::ConfigArgs;
 pub use check::lint;
 
+use crate::server::logging::LogFormat;
+
 /// Scriptable traffic steering: authoritative DNS and HTTP decisions from Openmix apps.
 #[derive(Debug, Parser)]
 #[command(name = "switchyard", version, about)]
 pub struct Cli {
+    /// Log lines on stderr as text, or as one JSON object per line for log
+    /// shippers (`serve` passes it on to its serving process).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -52,6 +59,9 @@ pub enum Command {
     Shape(shape::ShapeArgs),
     /// List quarantined apps of a running server, or lift a quarantine.
     Quarantine(quarantine::QuarantineArgs),
+    /// Write the man pages or shell completions (for packaging).
+    #[command(subcommand, hide = true)]
+    Generate(generate::Generate),
 }
 
 impl Command {
@@ -67,6 +77,7 @@ impl Command {
             Command::Route(args) => route::route(args),
             Command::Shape(args) => shape::shape(args),
             Command::Quarantine(args) => quarantine::quarantine(args),
+            Command::Generate(what) => what.run(),
         }
     }
 }
