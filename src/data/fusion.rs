@@ -91,7 +91,7 @@ pub async fn run(
     feed: FusionFeed,
     stop: CancellationToken,
 ) {
-    let name = format!("fusion {}", feed.provider);
+    let name = super::Feed::Fusion(feed.provider.clone());
     hub.register_feed(&name);
     loop {
         match fetch(&client, &feed).await {

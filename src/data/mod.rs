@@ -91,20 +91,88 @@ fn force_unavailable(
     }
 }
 
+/// A source of data, named in `/deepcheck` by its [`std::fmt::Display`]
+/// and exported on `/metrics` by its kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Feed {
+    /// A `[[fusion]]` feed of a provider.
+    Fusion(String),
+    /// A provider's Fusion data pushed through the API.
+    FusionPush(String),
+    /// A `[[sonar]]` check of a provider.
+    Sonar(String),
+    /// The leaderboard probe refresher.
+    Leaderboard,
+}
+
+impl std::fmt::Display for Feed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Feed::Fusion(alias) => write!(f, "fusion {alias}"),
+            Feed::FusionPush(alias) => write!(f, "fusion {alias} (pushed)"),
+            Feed::Sonar(alias) => write!(f, "sonar {alias}"),
+            Feed::Leaderboard => f.write_str("leaderboard probes"),
+        }
+    }
+}
+
 /// How one feed is doing.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FeedStatus {
+    /// Which feed.
+    #[serde(skip)]
+    pub feed: Feed,
+    /// Time since the last good value (None: never).
+    #[serde(skip)]
+    pub age: Option<Duration>,
     /// Seconds since the last good value (None: never).
     pub last_ok_secs: Option<u64>,
     /// The last error, if the last attempt failed.
     pub last_error: Option<String>,
+    /// Attempts that failed since the start.
+    pub errors: u64,
     /// No good value within the stale age.
     pub stale: bool,
 }
 
 struct FeedState {
+    feed: Feed,
     last_ok: Option<Instant>,
     last_error: Option<String>,
+    errors: u64,
+}
+
+impl FeedState {
+    fn new(feed: &Feed) -> FeedState {
+        FeedState {
+            feed: feed.clone(),
+            last_ok: None,
+            last_error: None,
+            errors: 0,
+        }
+    }
+}
+
+/// How one Sonar check is doing, for `/metrics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckStatus {
+    /// The provider checked.
+    pub provider: String,
+    /// The verdict after rise and fall.
+    pub up: bool,
+    /// Whether the last check passed.
+    pub last_ok: bool,
+    /// Checks failed in a row, up to the last one.
+    pub consecutive_failures: u64,
+    /// Time since the last check finished.
+    pub age: Duration,
+}
+
+struct CheckState {
+    up: bool,
+    last_ok: bool,
+    consecutive_failures: u64,
+    at: Instant,
 }
 
 /// Owns the snapshot and its parts.
@@ -113,6 +181,8 @@ pub struct DataHub {
     parts: Mutex<Parts>,
     version: AtomicU64,
     feeds: Mutex<BTreeMap<String, FeedState>>,
+    checks: Mutex<BTreeMap<String, CheckState>>,
+    leaderboard_rows: AtomicU64,
     stale_after: Mutex<Duration>,
 }
 
@@ -130,6 +200,8 @@ impl DataHub {
             snapshot,
             parts: Mutex::new(parts),
             feeds: Mutex::new(BTreeMap::new()),
+            checks: Mutex::new(BTreeMap::new()),
+            leaderboard_rows: AtomicU64::new(0),
             stale_after: Mutex::new(stale_after),
         })
     }
@@ -225,6 +297,19 @@ impl DataHub {
 
     /// Replaces the leaderboard-derived probes and fusion rows.
     pub fn set_leaderboard(&self, regional: RegionalProbes, fusion: BTreeMap<String, String>) {
+        let rows: usize = regional
+            .values()
+            .map(|table| {
+                let mut aliases: Vec<&str> = table
+                    .values()
+                    .flat_map(|rows| rows.iter().map(|(alias, _)| alias.as_str()))
+                    .collect();
+                aliases.sort_unstable();
+                aliases.dedup();
+                aliases.len()
+            })
+            .sum();
+        self.leaderboard_rows.store(rows as u64, Ordering::Relaxed);
         self.update(|p| {
             let changed = p.regional != regional || p.leaderboard_fusion != fusion;
             p.regional = regional;
@@ -277,30 +362,76 @@ impl DataHub {
         });
     }
 
-    /// Records a feed's attempt: `Ok` refreshes it, `Err` keeps its last value.
-    pub fn feed_result(&self, name: &str, result: Result<(), String>) {
-        if let Ok(mut feeds) = self.feeds.lock() {
-            let f = feeds.entry(name.to_string()).or_insert(FeedState {
-                last_ok: None,
-                last_error: None,
+    /// Leaderboard rows (provider and region pairs) the probes were last
+    /// built from.
+    pub fn leaderboard_rows(&self) -> u64 {
+        self.leaderboard_rows.load(Ordering::Relaxed)
+    }
+
+    /// Records one Sonar check of `alias`: whether it `passed`, and the
+    /// verdict `up` after rise and fall (published to apps).
+    pub fn sonar_checked(&self, alias: &str, passed: bool, up: bool) {
+        self.set_sonar(alias, up);
+        if let Ok(mut checks) = self.checks.lock() {
+            let c = checks.entry(alias.to_string()).or_insert(CheckState {
+                up,
+                last_ok: passed,
+                consecutive_failures: 0,
+                at: Instant::now(),
             });
+            c.up = up;
+            c.last_ok = passed;
+            c.consecutive_failures = if passed {
+                0
+            } else {
+                c.consecutive_failures + 1
+            };
+            c.at = Instant::now();
+        }
+    }
+
+    /// Every Sonar check that ran at least once.
+    pub fn sonar_checks(&self) -> Vec<CheckStatus> {
+        let Ok(checks) = self.checks.lock() else {
+            return Vec::new();
+        };
+        checks
+            .iter()
+            .map(|(provider, c)| CheckStatus {
+                provider: provider.clone(),
+                up: c.up,
+                last_ok: c.last_ok,
+                consecutive_failures: c.consecutive_failures,
+                age: c.at.elapsed(),
+            })
+            .collect()
+    }
+
+    /// Records a feed's attempt: `Ok` refreshes it, `Err` keeps its last value.
+    pub fn feed_result(&self, feed: &Feed, result: Result<(), String>) {
+        if let Ok(mut feeds) = self.feeds.lock() {
+            let f = feeds
+                .entry(feed.to_string())
+                .or_insert_with(|| FeedState::new(feed));
             match result {
                 Ok(()) => {
                     f.last_ok = Some(Instant::now());
                     f.last_error = None;
                 }
-                Err(e) => f.last_error = Some(e),
+                Err(e) => {
+                    f.last_error = Some(e);
+                    f.errors += 1;
+                }
             }
         }
     }
 
     /// Registers a feed so that it shows as stale until its first success.
-    pub fn register_feed(&self, name: &str) {
+    pub fn register_feed(&self, feed: &Feed) {
         if let Ok(mut feeds) = self.feeds.lock() {
-            feeds.entry(name.to_string()).or_insert(FeedState {
-                last_ok: None,
-                last_error: None,
-            });
+            feeds
+                .entry(feed.to_string())
+                .or_insert_with(|| FeedState::new(feed));
         }
     }
 
@@ -318,8 +449,11 @@ impl DataHub {
             .map(|(name, f)| {
                 let age = f.last_ok.map(|t| t.elapsed());
                 let status = FeedStatus {
+                    feed: f.feed.clone(),
+                    age,
                     last_ok_secs: age.map(|a| a.as_secs()),
                     last_error: f.last_error.clone(),
+                    errors: f.errors,
                     stale: age.is_none_or(|a| a > stale_after),
                 };
                 (name.clone(), status)
@@ -353,6 +487,41 @@ mod tests {
             Arc::new(ArcSwap::from_pointee(snapshot)),
             Duration::from_secs(60),
         )
+    }
+
+    #[test]
+    fn sonar_checks_count_failures_in_a_row_and_publish_the_verdict() {
+        let hub = hub(1);
+        hub.sonar_checked("p0", true, true);
+        hub.sonar_checked("p0", false, true);
+        hub.sonar_checked("p0", false, false);
+        let checks = hub.sonar_checks();
+        assert_eq!(checks.len(), 1);
+        let c = &checks[0];
+        assert_eq!(
+            (c.provider.as_str(), c.up, c.last_ok, c.consecutive_failures),
+            ("p0", false, false, 2)
+        );
+        assert_eq!(
+            hub.snapshot.load().sonar,
+            vec![("p0".to_string(), "{\"avail\":0}".to_string())]
+        );
+        hub.sonar_checked("p0", true, true);
+        assert_eq!(hub.sonar_checks()[0].consecutive_failures, 0);
+    }
+
+    #[test]
+    fn feed_errors_are_counted_and_feeds_keep_their_kind() {
+        let hub = hub(1);
+        let feed = Feed::Fusion("p0".into());
+        hub.register_feed(&feed);
+        hub.feed_result(&feed, Err("down".into()));
+        hub.feed_result(&feed, Err("down".into()));
+        hub.feed_result(&feed, Ok(()));
+        let status = &hub.feed_status()["fusion p0"];
+        assert_eq!(status.feed, feed);
+        assert_eq!(status.errors, 2);
+        assert!(!status.stale && status.age.is_some() && status.last_error.is_none());
     }
 
     #[test]

@@ -217,7 +217,7 @@ pub async fn run_leaderboard(
     if lb.source == ProbeSource::Off {
         return;
     }
-    let name = "leaderboard probes".to_string();
+    let name = super::Feed::Leaderboard;
     hub.register_feed(&name);
     loop {
         match fetch_rows(&lb.source, store.as_ref(), &client, lb.window).await {

@@ -132,17 +132,17 @@ pub async fn run(
     check: SonarCheck,
     stop: CancellationToken,
 ) {
-    let name = format!("sonar {}", check.provider);
-    hub.register_feed(&name);
+    let feed = super::Feed::Sonar(check.provider.clone());
+    hub.register_feed(&feed);
     let mut verdict = Verdict::new(check.rise, check.fall);
     loop {
         let result = probe(&client, &check).await;
         let up = verdict.observe(result.is_ok());
-        hub.set_sonar(&check.provider, up);
+        hub.sonar_checked(&check.provider, result.is_ok(), up);
         // The check itself ran: the feed is fresh whatever it found.
-        hub.feed_result(&name, Ok(()));
+        hub.feed_result(&feed, Ok(()));
         if let Err(e) = result {
-            tracing::debug!(check = %name, error = %e, up, "sonar check failed");
+            tracing::debug!(check = %feed, error = %e, up, "sonar check failed");
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(check.interval_secs)) => {}

@@ -134,6 +134,8 @@ struct Delivery {
     cookie: Option<[u8; 24]>,
     /// The query had a client cookie but no valid server cookie of ours.
     unproven: bool,
+    /// The question's type, once read (responses are counted by it).
+    qtype: Option<RecordType>,
 }
 
 /// The defences of UDP replies against reflection: response rate limiting
@@ -297,7 +299,8 @@ fn canonical(addr: IpAddr, prefix: u8) -> (IpAddr, u8) {
 }
 
 impl Reply {
-    fn to(query: &Metadata, queries: Vec<Query>, edns: Option<Edns>, to: Delivery) -> Reply {
+    fn to(query: &Metadata, queries: Vec<Query>, edns: Option<Edns>, mut to: Delivery) -> Reply {
+        to.qtype = queries.first().map(Query::query_type);
         Reply {
             metadata: Metadata::response_from_request(query),
             queries,
@@ -360,6 +363,7 @@ impl DnsHandler {
             subject: 0,
             cookie: None,
             unproven: false,
+            qtype: None,
         };
         // The opcode comes before anything else is read: another opcode may
         // give the rest of the message another meaning (NSD's words), so
@@ -784,7 +788,8 @@ impl DnsHandler {
                     let cookie = to.cookie.expect("unproven implies a cookie");
                     wire::bad_cookie(out, self.max_payload, cookie);
                     self.cookie_counts.add(CookieEvent::BadCookie);
-                    self.counters.dns_response(tcp, ResponseCode::BADCOOKIE);
+                    self.counters
+                        .dns_response(tcp, ResponseCode::BADCOOKIE, to.qtype);
                     return Handled::Reply;
                 }
                 Verdict::Slip => {
@@ -797,7 +802,7 @@ impl DnsHandler {
                 }
             }
         }
-        self.counters.dns_response(tcp, rcode);
+        self.counters.dns_response(tcp, rcode, to.qtype);
         Handled::Reply
     }
 

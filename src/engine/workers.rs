@@ -38,7 +38,7 @@ use tokio::sync::oneshot;
 use crate::engine::apps::{AppRegistry, LoadedApp};
 use crate::engine::quarantine::Slots;
 use crate::engine::steer::{self, Steered};
-use crate::metrics::Counters;
+use crate::metrics::{Counters, Frontend};
 use crate::openmix::{AppError, DataSnapshot, Phase, Request, runtime};
 
 /// Most decisions waiting for a worker; past this, queries get the fallback.
@@ -323,6 +323,7 @@ impl Workers {
                     reply,
                 } => {
                     let ttl = app.settings.ttl.unwrap_or(zone_ttl);
+                    let frontend = frontend_of(&request);
                     let start = self.now_ms();
                     let answer_at = start + self.limit_for(&app).as_millis() as u64;
                     if let Ok(mut p) = me.pending.lock() {
@@ -339,7 +340,7 @@ impl Workers {
                     }));
                     me.answer_at.store(0, Ordering::Release);
                     self.counters
-                        .decision_time(&app.code.name, queued.elapsed());
+                        .decision_time(&app.code.name, frontend, queued.elapsed(), false);
                     let out = match decided {
                         Ok(out) => out,
                         Err(panic) => {
@@ -662,7 +663,8 @@ impl Workers {
     }
 
     /// The answer that needs no worker, on the calling thread
-    /// ([`steer::without_running`]); a memo hit's time is recorded.
+    /// ([`steer::without_running`]); a memo hit's time is recorded, and
+    /// the hit counted.
     /// `None`: the app must run ([`Workers::decide_on_worker`]).
     pub fn decide_inline(
         &self,
@@ -673,9 +675,14 @@ impl Workers {
     ) -> Option<Steered> {
         let started = std::time::Instant::now();
         let answer = steer::without_running(app, request, data, steer::default_ttl(app, zone_ttl))?;
+        // An app's answer that needed no worker is a memo hit.
         if answer.outcome == steer::Outcome::App {
-            self.counters
-                .decision_time(&app.code.name, started.elapsed());
+            self.counters.decision_time(
+                &app.code.name,
+                frontend_of(request),
+                started.elapsed(),
+                true,
+            );
         }
         Some(answer)
     }
@@ -765,5 +772,15 @@ impl Workers {
             .lock()
             .map(|m| m.clone())
             .unwrap_or_default()
+    }
+}
+
+/// The front end `request` came through: an HTTP decision has no query
+/// type ([`Request::query_type`]).
+fn frontend_of(request: &Request) -> Frontend {
+    if request.query_type.is_empty() {
+        Frontend::Http
+    } else {
+        Frontend::Dns
     }
 }

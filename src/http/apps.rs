@@ -47,7 +47,7 @@ pub(super) async fn push_fusion(
     }
     state
         .hub
-        .feed_result(&format!("fusion {alias} (pushed)"), Ok(()));
+        .feed_result(&crate::data::Feed::FusionPush(alias.to_string()), Ok(()));
     json(
         StatusCode::OK,
         &serde_json::json!({ "provider": alias, "stored": true }),

@@ -40,6 +40,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{Counters, Listener};
 use crate::net::clients::{ClientSlots, PerClient};
 
 /// A response with a fully buffered body.
@@ -179,12 +180,14 @@ async fn refuse(mut stream: tokio::net::TcpStream, error: &str) {
 
 /// Serves `listener` until `shutdown`, calling `handle(request, peer)` for
 /// every request. `reserved` lists the paths still answered on a reserve
-/// connection when every regular one is taken.
+/// connection when every regular one is taken. Every response is counted
+/// in `counters` under `name`, the ones this loop sends itself included.
 pub async fn serve<H, F>(
     listener: TcpListener,
     limits: Limits,
     reserved: &'static [&'static str],
     shutdown: CancellationToken,
+    (counters, name): (Arc<Counters>, Listener),
     handle: H,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
@@ -251,33 +254,34 @@ pub async fn serve<H, F>(
         });
         let handle = handle.clone();
         let tracked = activity.clone();
+        let counters = counters.clone();
         let service = service_fn(move |req: Request<Incoming>| {
             let handle = handle.clone();
+            let counters = counters.clone();
             let in_flight = InFlight::start(&tracked);
             let path = req.uri().path();
             let allowed = !reserve_only || reserved.contains(&path);
             let timed = !path.starts_with("/debug/pprof/");
             async move {
                 let _in_flight = in_flight;
-                if !allowed {
-                    return Ok::<_, Infallible>(json_error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "too many connections",
-                    ));
-                }
-                if !timed {
-                    return Ok(handle(req, peer).await);
-                }
-                match tokio::time::timeout(limits.request_timeout, handle(req, peer)).await {
-                    Ok(r) => Ok(r),
-                    Err(_) => Ok(json_error(
-                        StatusCode::REQUEST_TIMEOUT,
-                        format!(
-                            "the request took longer than {} ms (a body must arrive in time)",
-                            limits.request_timeout.as_millis()
+                let response = if !allowed {
+                    json_error(StatusCode::SERVICE_UNAVAILABLE, "too many connections")
+                } else if !timed {
+                    handle(req, peer).await
+                } else {
+                    match tokio::time::timeout(limits.request_timeout, handle(req, peer)).await {
+                        Ok(r) => r,
+                        Err(_) => json_error(
+                            StatusCode::REQUEST_TIMEOUT,
+                            format!(
+                                "the request took longer than {} ms (a body must arrive in time)",
+                                limits.request_timeout.as_millis()
+                            ),
                         ),
-                    )),
-                }
+                    }
+                };
+                counters.http_response(name, response.status().as_u16());
+                Ok::<_, Infallible>(response)
             }
         });
         let builder = if reserve_only {

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::metrics::prometheus::Scrape;
+use crate::data::Feed;
+use crate::metrics::prometheus::{CheckSeries, FeedSeries, Scrape};
 use crate::state::State;
 
 /// Resident set size of this process, from `/proc/self/statm`.
@@ -158,11 +159,41 @@ fn memo_vars(state: &State) -> serde_json::Value {
 /// [`crate::metrics::prometheus`].
 pub(super) fn render_metrics(state: &State) -> String {
     let (geo_cache_hits, geo_cache_misses) = state.geo.cache_stats();
+    let mut fusion = Vec::new();
+    let mut leaderboard = None;
+    for status in state.hub.feed_status().into_values() {
+        let series = FeedSeries {
+            age_secs: status.age.map(|a| a.as_secs_f64()),
+            stale: status.stale,
+            errors: status.errors,
+        };
+        match status.feed {
+            Feed::Fusion(alias) => fusion.push((alias, "fetch", series)),
+            Feed::FusionPush(alias) => fusion.push((alias, "push", series)),
+            Feed::Leaderboard => leaderboard = Some((series, state.hub.leaderboard_rows())),
+            // Sonar checks have series of their own, below.
+            Feed::Sonar(_) => {}
+        }
+    }
+    let checks = state
+        .hub
+        .sonar_checks()
+        .into_iter()
+        .map(|c| CheckSeries {
+            provider: c.provider,
+            up: c.up,
+            last_ok: c.last_ok,
+            consecutive_failures: c.consecutive_failures,
+            age_secs: c.age.as_secs_f64(),
+        })
+        .collect();
     crate::metrics::prometheus::render(&Scrape {
         counters: &state.counters,
         rrl: state.dns.rrl_counts.get(),
         cookies: state.dns.cookie_counts.get(),
-        memo_hits: crate::openmix::memo::total_hits(),
+        checks,
+        fusion,
+        leaderboard,
         geo_cache_hits,
         geo_cache_misses,
         app_reloads: state.apps.reload_count(),

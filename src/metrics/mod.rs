@@ -1,6 +1,7 @@
-//! Live counters of the server: DNS responses by protocol and rcode,
+//! Live counters of the server: DNS responses by protocol and rcode and
+//! by protocol and query type, HTTP responses by listener and status,
 //! decisions by app, provider and reason, app failures by kind, and
-//! decision times by app.
+//! decision times and memo hits by app.
 //!
 //! One type holds them all, so every front end counts the same way and the
 //! operations endpoints read one place. Everything here has a fixed size
@@ -19,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
 
 use crate::metrics::counter::Counter;
 use crate::report::buckets::Counts;
@@ -42,6 +44,88 @@ pub const MAX_PAIRS_PER_APP: usize = 256;
 /// The provider and reason that pairs past [`MAX_PAIRS_PER_APP`] count under.
 pub const OTHER: &str = "(other)";
 
+/// The query types DNS responses are counted by, with their label; the
+/// last counts every other type and queries without a question. A fixed
+/// set keeps the count a sharded-counter add on the hot path and the
+/// series bounded whatever clients ask.
+pub const QTYPES: [(&str, Option<RecordType>); 12] = [
+    ("A", Some(RecordType::A)),
+    ("AAAA", Some(RecordType::AAAA)),
+    ("CNAME", Some(RecordType::CNAME)),
+    ("SOA", Some(RecordType::SOA)),
+    ("NS", Some(RecordType::NS)),
+    ("TXT", Some(RecordType::TXT)),
+    ("MX", Some(RecordType::MX)),
+    ("SRV", Some(RecordType::SRV)),
+    ("PTR", Some(RecordType::PTR)),
+    ("HTTPS", Some(RecordType::HTTPS)),
+    ("ANY", Some(RecordType::ANY)),
+    ("other", None),
+];
+
+/// The [`QTYPES`] slot of a query type.
+fn qtype_slot(qtype: Option<RecordType>) -> usize {
+    match qtype {
+        Some(RecordType::A) => 0,
+        Some(RecordType::AAAA) => 1,
+        Some(RecordType::CNAME) => 2,
+        Some(RecordType::SOA) => 3,
+        Some(RecordType::NS) => 4,
+        Some(RecordType::TXT) => 5,
+        Some(RecordType::MX) => 6,
+        Some(RecordType::SRV) => 7,
+        Some(RecordType::PTR) => 8,
+        Some(RecordType::HTTPS) => 9,
+        Some(RecordType::ANY) => 10,
+        _ => 11,
+    }
+}
+
+/// The HTTP statuses responses are counted by; any other counts as
+/// `other`. These are the statuses the listeners send.
+pub const HTTP_CODES: [u16; 17] = [
+    200, 201, 202, 204, 302, 400, 401, 403, 404, 405, 408, 409, 413, 422, 429, 500, 503,
+];
+
+/// Which HTTP listener answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The public decision listener.
+    Decision = 0,
+    /// The operations listener.
+    Ops = 1,
+}
+
+impl Listener {
+    /// The listener's label on `/metrics`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Listener::Decision => "decision",
+            Listener::Ops => "ops",
+        }
+    }
+}
+
+/// The front end a decision was asked through: decision times are
+/// counted apart, since a DNS answer and an HTTP one differ in cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frontend {
+    /// A DNS query.
+    Dns = 0,
+    /// An HTTP decision request.
+    Http = 1,
+}
+
+impl Frontend {
+    /// The front end's label on `/metrics`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Frontend::Dns => "dns",
+            Frontend::Http => "http",
+        }
+    }
+}
+
 /// Decision counts of one 10-second bucket, keyed by its stop time.
 #[derive(Debug, Clone, Default)]
 pub struct Bucket {
@@ -62,6 +146,10 @@ pub struct Counters {
     /// [udp, tcp] × rcode (0..=23, the rest folded into 23).
     /// Bumped by every DNS thread for every reply: sharded.
     dns: [[Counter; 24]; 2],
+    /// [udp, tcp] × [`QTYPES`] (the last: any other, or no question).
+    dns_qtypes: [[Counter; QTYPES.len()]; 2],
+    /// [`Listener`] × [`HTTP_CODES`] (the last: any other status).
+    http: [[Counter; HTTP_CODES.len() + 1]; 2],
     dns_panics: AtomicU64,
     tally: Tally,
     merged: Mutex<Merged>,
@@ -101,6 +189,8 @@ impl Default for Counters {
         Counters {
             started: Instant::now(),
             dns: std::array::from_fn(|_| std::array::from_fn(|_| Counter::new())),
+            dns_qtypes: std::array::from_fn(|_| std::array::from_fn(|_| Counter::new())),
+            http: std::array::from_fn(|_| std::array::from_fn(|_| Counter::new())),
             dns_panics: AtomicU64::new(0),
             tally: Tally::default(),
             merged: Mutex::new(Merged {
@@ -136,11 +226,22 @@ impl Counters {
         self.dns_panics.load(Ordering::Relaxed)
     }
 
-    /// Counts one DNS response.
-    pub fn dns_response(&self, tcp: bool, rcode: ResponseCode) {
+    /// Counts one DNS response to a query of `qtype` (`None`: the query
+    /// had no readable question).
+    pub fn dns_response(&self, tcp: bool, rcode: ResponseCode, qtype: Option<RecordType>) {
         let p = usize::from(tcp);
         let code = (u16::from(rcode) as usize).min(23);
         self.dns[p][code].add(1);
+        self.dns_qtypes[p][qtype_slot(qtype)].add(1);
+    }
+
+    /// Counts one HTTP response of `listener`.
+    pub fn http_response(&self, listener: Listener, status: u16) {
+        let slot = HTTP_CODES
+            .iter()
+            .position(|&c| c == status)
+            .unwrap_or(HTTP_CODES.len());
+        self.http[listener as usize][slot].add(1);
     }
 
     /// Counts one decision and, when the app failed, the failure, on the
@@ -238,6 +339,41 @@ impl Counters {
         out
     }
 
+    /// DNS responses as (protocol, query type, count), non-zero only.
+    pub fn dns_responses_by_qtype(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut out = Vec::new();
+        for (p, row) in self.dns_qtypes.iter().enumerate() {
+            for (slot, n) in row.iter().enumerate() {
+                let n = n.get();
+                if n > 0 {
+                    out.push((if p == 0 { "udp" } else { "tcp" }, QTYPES[slot].0, n));
+                }
+            }
+        }
+        out
+    }
+
+    /// HTTP responses as (listener, status code, count), non-zero only;
+    /// a status outside [`HTTP_CODES`] is named `other`.
+    pub fn http_responses(&self) -> Vec<(&'static str, String, u64)> {
+        let mut out = Vec::new();
+        for (listener, row) in [Listener::Decision, Listener::Ops]
+            .into_iter()
+            .zip(&self.http)
+        {
+            for (slot, n) in row.iter().enumerate() {
+                let n = n.get();
+                if n > 0 {
+                    let code = HTTP_CODES
+                        .get(slot)
+                        .map_or_else(|| "other".to_string(), ToString::to_string);
+                    out.push((listener.name(), code, n));
+                }
+            }
+        }
+        out
+    }
+
     /// Decision counts.
     pub fn decisions(&self) -> HashMap<DecisionKey, u64> {
         self.merge();
@@ -303,14 +439,15 @@ impl Counters {
         self.started.elapsed().as_secs()
     }
 
-    /// Records how long one decision of `app` took, on the calling
-    /// thread's own histogram.
-    pub fn decision_time(&self, app: &str, took: Duration) {
-        self.times.record(app, took);
+    /// Records how long one decision of `app` asked through `frontend`
+    /// took, and whether the memo answered it, on the calling thread's own
+    /// histogram.
+    pub fn decision_time(&self, app: &str, frontend: Frontend, took: Duration, memo_hit: bool) {
+        self.times.record(app, frontend, took, memo_hit);
     }
 
-    /// Appends the decision-time histograms to `out`, in Prometheus text
-    /// format.
+    /// Appends the decision-time histograms and the memo hits by app to
+    /// `out`, in Prometheus text format.
     pub fn render_decision_times(&self, out: &mut String) {
         self.times.render(out);
     }
@@ -341,38 +478,51 @@ const BOUNDS_NS: [u64; 12] = [
 /// The decision-time histogram's name on `/metrics`.
 const TIMES_NAME: &str = "switchyard_decision_seconds";
 
-/// One thread's decision times of one app: a count per bucket (the last
-/// is +Inf) and the sum in nanoseconds. Only its thread writes it, so a
-/// record is a load and a store, no read-modify-write; the renderer
-/// reads it concurrently and may see a record half done (bucket counted,
-/// sum not yet), which the next render shows whole.
+/// The memo-hit counter's name on `/metrics`.
+const MEMO_HITS_NAME: &str = "switchyard_memo_hits_total";
+
+/// One thread's decision times of one app: per [`Frontend`], a count per
+/// bucket (the last is +Inf) and the sum in nanoseconds; and its memo
+/// hits. Only its thread writes it, so a record is loads and stores, no
+/// read-modify-write; the renderer reads it concurrently and may see a
+/// record half done (bucket counted, sum not yet), which the next render
+/// shows whole.
 #[derive(Default)]
 struct Times {
-    buckets: [AtomicU64; BOUNDS_NS.len() + 1],
-    sum_ns: AtomicU64,
+    buckets: [[AtomicU64; BOUNDS_NS.len() + 1]; 2],
+    sum_ns: [AtomicU64; 2],
+    memo_hits: AtomicU64,
 }
 
-/// A histogram's totals.
+/// A histogram's totals, per [`Frontend`], and the memo hits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Totals {
-    buckets: [u64; BOUNDS_NS.len() + 1],
-    sum_ns: u64,
+    buckets: [[u64; BOUNDS_NS.len() + 1]; 2],
+    sum_ns: [u64; 2],
+    memo_hits: u64,
 }
 
 impl Times {
-    fn record(&self, ns: u64) {
+    fn record(&self, frontend: Frontend, ns: u64, memo_hit: bool) {
+        let f = frontend as usize;
         let i = BOUNDS_NS.partition_point(|&b| b < ns);
         let bump =
             |a: &AtomicU64, n: u64| a.store(a.load(Ordering::Relaxed) + n, Ordering::Relaxed);
-        bump(&self.buckets[i], 1);
-        bump(&self.sum_ns, ns);
+        bump(&self.buckets[f][i], 1);
+        bump(&self.sum_ns[f], ns);
+        if memo_hit {
+            bump(&self.memo_hits, 1);
+        }
     }
 
     fn add_to(&self, t: &mut Totals) {
-        for (sum, b) in t.buckets.iter_mut().zip(&self.buckets) {
-            *sum += b.load(Ordering::Relaxed);
+        for f in 0..2 {
+            for (sum, b) in t.buckets[f].iter_mut().zip(&self.buckets[f]) {
+                *sum += b.load(Ordering::Relaxed);
+            }
+            t.sum_ns[f] += self.sum_ns[f].load(Ordering::Relaxed);
         }
-        t.sum_ns += self.sum_ns.load(Ordering::Relaxed);
+        t.memo_hits += self.memo_hits.load(Ordering::Relaxed);
     }
 }
 
@@ -419,7 +569,7 @@ impl Default for DecisionTimes {
 }
 
 impl DecisionTimes {
-    fn record(&self, app: &str, took: Duration) {
+    fn record(&self, app: &str, frontend: Frontend, took: Duration, memo_hit: bool) {
         let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         MY_TIMES.with_borrow_mut(|mine| {
             let i = match mine.iter().position(|(id, _)| *id == self.id) {
@@ -431,11 +581,11 @@ impl DecisionTimes {
             };
             let by_app = &mut mine[i].1;
             if let Some(t) = by_app.get(app) {
-                t.record(ns);
+                t.record(frontend, ns, memo_hit);
                 return;
             }
             let t = Arc::new(Times::default());
-            t.record(ns);
+            t.record(frontend, ns, memo_hit);
             if let Ok(mut live) = self.live.lock() {
                 live.push((app.to_string(), t.clone()));
             }
@@ -467,8 +617,10 @@ impl DecisionTimes {
         out
     }
 
-    /// The histograms in Prometheus text format, with HELP and TYPE;
-    /// nothing when no decision was timed yet.
+    /// The histograms (by app and front end, one the app was asked
+    /// through at least once) and the memo hits by app, in Prometheus
+    /// text format with HELP and TYPE; nothing when no decision was timed
+    /// yet.
     fn render(&self, out: &mut String) {
         let totals = self.totals();
         if totals.is_empty() {
@@ -476,28 +628,48 @@ impl DecisionTimes {
         }
         let _ = writeln!(
             out,
-            "# HELP {TIMES_NAME} Time from a decision's arrival at the engine to its answer, memo hits included."
+            "# HELP {TIMES_NAME} Time from a decision's arrival at the engine to its answer, memo hits included, by app and front end (dns, http)."
         );
         let _ = writeln!(out, "# TYPE {TIMES_NAME} histogram");
-        for (app, t) in totals {
-            let app = escape_label(&app);
-            let mut cumulative = 0;
-            for (i, n) in t.buckets.iter().enumerate() {
-                cumulative += n;
-                let le = LATENCY_BUCKETS
-                    .get(i)
-                    .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+        for (app, t) in &totals {
+            let app = escape_label(app);
+            for frontend in [Frontend::Dns, Frontend::Http] {
+                let f = frontend as usize;
+                if t.buckets[f].iter().all(|&n| n == 0) {
+                    continue;
+                }
+                let labels = format!("app=\"{app}\",frontend=\"{}\"", frontend.name());
+                let mut cumulative = 0;
+                for (i, n) in t.buckets[f].iter().enumerate() {
+                    cumulative += n;
+                    let le = LATENCY_BUCKETS
+                        .get(i)
+                        .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+                    let _ = writeln!(
+                        out,
+                        "{TIMES_NAME}_bucket{{{labels},le=\"{le}\"}} {cumulative}"
+                    );
+                }
                 let _ = writeln!(
                     out,
-                    "{TIMES_NAME}_bucket{{app=\"{app}\",le=\"{le}\"}} {cumulative}"
+                    "{TIMES_NAME}_sum{{{labels}}} {}",
+                    t.sum_ns[f] as f64 / 1e9
                 );
+                let _ = writeln!(out, "{TIMES_NAME}_count{{{labels}}} {cumulative}");
             }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP {MEMO_HITS_NAME} Decisions answered from the decision memo, by app; the hit ratio is this over switchyard_decisions_total summed by app."
+        );
+        let _ = writeln!(out, "# TYPE {MEMO_HITS_NAME} counter");
+        for (app, t) in &totals {
             let _ = writeln!(
                 out,
-                "{TIMES_NAME}_sum{{app=\"{app}\"}} {}",
-                t.sum_ns as f64 / 1e9
+                "{MEMO_HITS_NAME}{{app=\"{}\"}} {}",
+                escape_label(app),
+                t.memo_hits
             );
-            let _ = writeln!(out, "{TIMES_NAME}_count{{app=\"{app}\"}} {cumulative}");
         }
     }
 }
@@ -528,6 +700,50 @@ mod tests {
         }
     }
 
+    #[test]
+    fn responses_count_by_qtype_and_http_status_in_fixed_slots() {
+        let c = Counters::default();
+        for (qtype, n) in [
+            (Some(RecordType::A), 3),
+            (Some(RecordType::AAAA), 1),
+            (Some(RecordType::CAA), 2),
+            (None, 1),
+        ] {
+            for _ in 0..n {
+                c.dns_response(false, ResponseCode::NoError, qtype);
+            }
+        }
+        c.dns_response(true, ResponseCode::NXDomain, Some(RecordType::A));
+        let mut by_qtype = c.dns_responses_by_qtype();
+        by_qtype.sort();
+        assert_eq!(
+            by_qtype,
+            [
+                ("tcp", "A", 1),
+                ("udp", "A", 3),
+                ("udp", "AAAA", 1),
+                ("udp", "other", 3)
+            ]
+        );
+        for (slot, (_, t)) in QTYPES.iter().enumerate() {
+            assert_eq!(qtype_slot(*t), slot, "{t:?}");
+        }
+        c.http_response(Listener::Decision, 200);
+        c.http_response(Listener::Decision, 200);
+        c.http_response(Listener::Ops, 401);
+        c.http_response(Listener::Ops, 418);
+        let mut http = c.http_responses();
+        http.sort();
+        assert_eq!(
+            http,
+            [
+                ("decision", "200".to_string(), 2),
+                ("ops", "401".to_string(), 1),
+                ("ops", "other".to_string(), 1)
+            ]
+        );
+    }
+
     fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
         text.lines()
             .find(|l| l.starts_with(prefix))
@@ -545,17 +761,18 @@ mod tests {
                 let c = c.clone();
                 std::thread::spawn(move || {
                     for _ in 0..100 {
-                        c.decision_time("www", Duration::from_micros(30));
+                        c.decision_time("www", Frontend::Dns, Duration::from_micros(30), true);
                     }
-                    c.decision_time("www", Duration::from_secs(1));
+                    c.decision_time("www", Frontend::Dns, Duration::from_secs(1), false);
                 })
             })
             .collect();
         for t in threads {
             t.join().unwrap();
         }
-        c.decision_time("www", Duration::from_nanos(10_000));
-        c.decision_time("q\"uo\\te", Duration::ZERO);
+        c.decision_time("www", Frontend::Dns, Duration::from_nanos(10_000), false);
+        c.decision_time("www", Frontend::Http, Duration::from_millis(2), false);
+        c.decision_time("q\"uo\\te", Frontend::Http, Duration::ZERO, true);
         let mut text = String::new();
         c.render_decision_times(&mut text);
         assert!(
@@ -566,7 +783,7 @@ mod tests {
         let b = |le: &str| {
             line(
                 &text,
-                &format!("switchyard_decision_seconds_bucket{{app=\"www\",le=\"{le}\"}} "),
+                &format!("switchyard_decision_seconds_bucket{{app=\"www\",frontend=\"dns\",le=\"{le}\"}} "),
             )
             .to_string()
         };
@@ -578,16 +795,46 @@ mod tests {
         assert!(b("0.00005").ends_with(" 401"), "{text}");
         assert!(b("0.1").ends_with(" 401"), "{text}");
         assert!(b("+Inf").ends_with(" 405"), "{text}");
-        assert!(line(&text, "switchyard_decision_seconds_count{app=\"www\"}").ends_with(" 405"));
-        let sum: f64 = line(&text, "switchyard_decision_seconds_sum{app=\"www\"}")
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        assert!(
+            line(
+                &text,
+                "switchyard_decision_seconds_count{app=\"www\",frontend=\"dns\"}"
+            )
+            .ends_with(" 405")
+        );
+        let sum: f64 = line(
+            &text,
+            "switchyard_decision_seconds_sum{app=\"www\",frontend=\"dns\"}",
+        )
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
         assert!((sum - (4.0 + 400.0 * 30e-6 + 10e-6)).abs() < 1e-9, "{sum}");
         assert!(
-            text.contains("{app=\"q\\\"uo\\\\te\",le=\"+Inf\"} 1\n"),
+            text.contains("{app=\"q\\\"uo\\\\te\",frontend=\"http\",le=\"+Inf\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            line(
+                &text,
+                "switchyard_decision_seconds_count{app=\"www\",frontend=\"http\"}"
+            )
+            .ends_with(" 1"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("{app=\"q\\\"uo\\\\te\",frontend=\"dns\""),
+            "a front end an app was never asked through has no series: {text}"
+        );
+        assert!(text.contains("# TYPE switchyard_memo_hits_total counter\n"));
+        assert!(
+            line(&text, "switchyard_memo_hits_total{app=\"www\"}").ends_with(" 400"),
+            "{text}"
+        );
+        assert!(
+            line(&text, "switchyard_memo_hits_total{app=\"q\\\"uo\\\\te\"}").ends_with(" 1"),
             "{text}"
         );
         // The ended threads' histograms were folded: only this thread's

@@ -50,8 +50,59 @@ fn describe_metrics() {
         "Decisions whose app failed (error, timeout, memory, limits, watchdog, ...), by app and kind."
     );
     describe_counter!(
-        "switchyard_memo_hits_total",
-        "Decisions answered from the decision memo, every app together."
+        "switchyard_dns_responses_by_qtype_total",
+        "DNS responses sent, by transport protocol and query type (A, AAAA, CNAME, SOA, NS, TXT, MX, SRV, PTR, HTTPS, ANY; other for the rest and queries without a question)."
+    );
+    describe_counter!(
+        "switchyard_http_responses_total",
+        "HTTP responses sent, by listener (decision, ops) and status code (other for a code outside the fixed set)."
+    );
+    describe_gauge!(
+        "switchyard_sonar_up",
+        "Sonar verdict of a provider's health check after rise and fall: 1 up, 0 down."
+    );
+    describe_gauge!(
+        "switchyard_sonar_last_check_success",
+        "Result of a provider's last Sonar check: 1 passed, 0 failed."
+    );
+    describe_gauge!(
+        "switchyard_sonar_consecutive_failures",
+        "Sonar checks of a provider failed in a row, up to the last one."
+    );
+    describe_gauge!(
+        "switchyard_sonar_last_check_age_seconds",
+        Unit::Seconds,
+        "Seconds since a provider's last Sonar check finished."
+    );
+    describe_gauge!(
+        "switchyard_fusion_age_seconds",
+        Unit::Seconds,
+        "Seconds since a provider's Fusion data was last taken, by provider and source (fetch: a [[fusion]] feed; push: the API); absent before the first."
+    );
+    describe_gauge!(
+        "switchyard_fusion_stale",
+        "1 when a provider's Fusion data is older than the stale age (or never came), else 0."
+    );
+    describe_counter!(
+        "switchyard_fusion_errors_total",
+        "Fusion fetches that failed or whose value was refused, by provider and source."
+    );
+    describe_gauge!(
+        "switchyard_leaderboard_age_seconds",
+        Unit::Seconds,
+        "Seconds since the leaderboard probe refresher last read the leaderboard; absent before the first read."
+    );
+    describe_gauge!(
+        "switchyard_leaderboard_stale",
+        "1 when the leaderboard probes are older than the stale age (or never came), else 0."
+    );
+    describe_counter!(
+        "switchyard_leaderboard_errors_total",
+        "Leaderboard refreshes that failed."
+    );
+    describe_gauge!(
+        "switchyard_leaderboard_rows",
+        "Leaderboard rows (provider and region pairs) the probes were last built from."
     );
     describe_counter!(
         "switchyard_geo_cache_hits_total",
@@ -109,6 +160,33 @@ fn describe_metrics() {
     );
 }
 
+/// One Sonar check as a scrape sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckSeries {
+    /// The provider checked.
+    pub provider: String,
+    /// The verdict after rise and fall.
+    pub up: bool,
+    /// Whether the last check passed.
+    pub last_ok: bool,
+    /// Checks failed in a row.
+    pub consecutive_failures: u64,
+    /// Seconds since the last check finished.
+    pub age_secs: f64,
+}
+
+/// One data feed (a Fusion provider, or the leaderboard) as a scrape
+/// sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedSeries {
+    /// Seconds since its last good value (`None`: never).
+    pub age_secs: Option<f64>,
+    /// No good value within the stale age.
+    pub stale: bool,
+    /// Attempts that failed.
+    pub errors: u64,
+}
+
 /// What one scrape exports besides the [`Counters`], gathered from the
 /// serving state by the `/metrics` handler.
 pub struct Scrape<'a> {
@@ -118,8 +196,12 @@ pub struct Scrape<'a> {
     pub rrl: Vec<(&'static str, u64, u64, u64)>,
     /// DNS cookies per result.
     pub cookies: Vec<(&'static str, u64)>,
-    /// Decisions answered from the memo.
-    pub memo_hits: u64,
+    /// Sonar checks.
+    pub checks: Vec<CheckSeries>,
+    /// Fusion data by (provider, source: `fetch` or `push`).
+    pub fusion: Vec<(String, &'static str, FeedSeries)>,
+    /// The leaderboard probe refresher and its rows, when it runs.
+    pub leaderboard: Option<(FeedSeries, u64)>,
     /// GeoIP lookups answered from the cache.
     pub geo_cache_hits: u64,
     /// GeoIP lookups that read the database.
@@ -141,7 +223,7 @@ pub struct Scrape<'a> {
 }
 
 /// The Prometheus text of a scrape, plus the decision latency histograms
-/// the workers recorded.
+/// and memo hits the engine recorded.
 pub fn render(s: &Scrape) -> String {
     let handle = recorder();
     let c = s.counters;
@@ -169,7 +251,44 @@ pub fn render(s: &Scrape) -> String {
         metrics::counter!("switchyard_app_failures_total", "app" => app, "kind" => kind)
             .absolute(n);
     }
-    metrics::counter!("switchyard_memo_hits_total").absolute(s.memo_hits);
+    for (proto, qtype, n) in c.dns_responses_by_qtype() {
+        metrics::counter!("switchyard_dns_responses_by_qtype_total", "protocol" => proto, "qtype" => qtype)
+            .absolute(n);
+    }
+    for (listener, code, n) in c.http_responses() {
+        metrics::counter!("switchyard_http_responses_total", "listener" => listener, "code" => code)
+            .absolute(n);
+    }
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    for check in &s.checks {
+        let p = check.provider.clone();
+        metrics::gauge!("switchyard_sonar_up", "provider" => p.clone()).set(flag(check.up));
+        metrics::gauge!("switchyard_sonar_last_check_success", "provider" => p.clone())
+            .set(flag(check.last_ok));
+        metrics::gauge!("switchyard_sonar_consecutive_failures", "provider" => p.clone())
+            .set(check.consecutive_failures as f64);
+        metrics::gauge!("switchyard_sonar_last_check_age_seconds", "provider" => p)
+            .set(check.age_secs);
+    }
+    for (provider, source, feed) in &s.fusion {
+        let labels = [
+            ("provider", provider.clone()),
+            ("source", source.to_string()),
+        ];
+        if let Some(age) = feed.age_secs {
+            metrics::gauge!("switchyard_fusion_age_seconds", &labels).set(age);
+        }
+        metrics::gauge!("switchyard_fusion_stale", &labels).set(flag(feed.stale));
+        metrics::counter!("switchyard_fusion_errors_total", &labels).absolute(feed.errors);
+    }
+    if let Some((feed, rows)) = &s.leaderboard {
+        if let Some(age) = feed.age_secs {
+            metrics::gauge!("switchyard_leaderboard_age_seconds").set(age);
+        }
+        metrics::gauge!("switchyard_leaderboard_stale").set(flag(feed.stale));
+        metrics::counter!("switchyard_leaderboard_errors_total").absolute(feed.errors);
+        metrics::gauge!("switchyard_leaderboard_rows").set(*rows as f64);
+    }
     metrics::counter!("switchyard_geo_cache_hits_total").absolute(s.geo_cache_hits);
     metrics::counter!("switchyard_geo_cache_misses_total").absolute(s.geo_cache_misses);
     metrics::counter!("switchyard_app_reloads_total").absolute(s.app_reloads);

@@ -150,6 +150,7 @@ async fn run(config: Config, listeners: Listeners, source: ConfigSource) -> Resu
         }
     };
     let s = state.clone();
+    let http_counters = state.counters.clone();
     let serving = crate::http::ServingFlag::raise(state.http_serving.clone());
     let http_task = tokio::spawn(async move {
         // Lowered when the loop ends, returning or panicking.
@@ -159,6 +160,7 @@ async fn run(config: Config, listeners: Listeners, source: ConfigSource) -> Resu
             limits,
             &[],
             shutdown_http,
+            (http_counters, crate::metrics::Listener::Decision),
             move |req, peer| crate::http::decision::handle(s.clone(), req, peer),
         )
         .await
@@ -169,6 +171,7 @@ async fn run(config: Config, listeners: Listeners, source: ConfigSource) -> Resu
         limits,
         &["/healthcheck", "/metrics"],
         shutdown.clone(),
+        (state.counters.clone(), crate::metrics::Listener::Ops),
         move |req, peer| crate::http::ops::handle(s.clone(), req, peer),
     ));
     feeds::start(&state, shutdown.clone());

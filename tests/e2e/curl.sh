@@ -174,7 +174,7 @@ check "/debug/vars memo: geo-map memoised with hits (it was asked several times)
   's == 200 and v["memo"]["apps"]["geo-map"]["memoised"] is True and v["memo"]["apps"]["geo-map"]["stats"]["hits"] >= 1 and v["memo"]["apps"]["fusion-budget"]["memoised"] is False and "writes a property" in v["memo"]["apps"]["fusion-budget"]["why_not"] and v["memo"]["hits"] >= 1' \
   "$O/debug/vars"
 check "/metrics: decision counters and latency histogram" \
-  's == 200 and h["content-type"].startswith("text/plain") and "switchyard_decisions_total{app=\"geo-map\",provider=\"cdn_a\",reason=\"D\"}" in b and "switchyard_decision_seconds_bucket{app=\"geo-map\",le=\"+Inf\"}" in b' \
+  's == 200 and h["content-type"].startswith("text/plain") and "switchyard_decisions_total{app=\"geo-map\",provider=\"cdn_a\",reason=\"D\"}" in b and "switchyard_decision_seconds_bucket{app=\"geo-map\",frontend=\"http\",le=\"+Inf\"}" in b' \
   "$O/metrics"
 check "/api/applications: the five shipped apps, ok, http-hosts CORS *" \
   's == 200 and sorted(a["name"] for a in v["applications"]) == ["best-rtt", "fusion-budget", "geo-map", "http-hosts", "weighted"] and all(a["status"] == "ok" for a in v["applications"]) and [a["cors"] for a in v["applications"] if a["name"] == "http-hosts"] == ["*"]' \

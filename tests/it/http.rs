@@ -1677,7 +1677,10 @@ async fn debug_vars_and_metrics_count_decisions_and_queries() {
             .and_then(|n| n.parse::<f64>().ok())
             .unwrap_or_else(|| panic!("bad line {line}")) as u64
     };
-    let count = value(&m, r#"switchyard_decision_seconds_count{app="geo-map"}"#);
+    let count = value(
+        &m,
+        r#"switchyard_decision_seconds_count{app="geo-map",frontend="http"}"#,
+    );
     assert!(
         (2..=geo_replies).contains(&count),
         "histogram count {count}, {geo_replies} geo-map decisions: {m}"
@@ -1685,18 +1688,20 @@ async fn debug_vars_and_metrics_count_decisions_and_queries() {
     assert_eq!(
         value(
             &m,
-            r#"switchyard_decision_seconds_bucket{app="geo-map",le="+Inf"}"#
+            r#"switchyard_decision_seconds_bucket{app="geo-map",frontend="http",le="+Inf"}"#
         ),
         count,
         "{m}"
     );
     let buckets = m
         .lines()
-        .filter(|l| l.starts_with(r#"switchyard_decision_seconds_bucket{app="geo-map""#))
+        .filter(|l| {
+            l.starts_with(r#"switchyard_decision_seconds_bucket{app="geo-map",frontend="http""#)
+        })
         .count();
     assert!(buckets > 2, "{m}");
     assert!(
-        m.contains(r#"switchyard_decision_seconds_sum{app="geo-map"}"#),
+        m.contains(r#"switchyard_decision_seconds_sum{app="geo-map",frontend="http"}"#),
         "{m}"
     );
     assert!(

@@ -17,6 +17,7 @@ mod http;
 mod inventory;
 mod layout;
 mod memo;
+mod metrics;
 mod packaging;
 mod reload;
 mod reports;
