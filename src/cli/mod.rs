@@ -17,8 +17,8 @@ pub mod serve;
 pub mod shape;
 pub mod test;
 
+pub use crate::server::preflight::lint;
 pub use args::ConfigArgs;
-pub use check::lint;
 
 /// Scriptable traffic steering: authoritative DNS and HTTP decisions from Openmix apps.
 #[derive(Debug, Parser)]
