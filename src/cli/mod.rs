@@ -18,8 +18,8 @@ pub mod serve;
 pub mod shape;
 pub mod test;
 
+pub use crate::server::preflight::lint;
 pub use args::ConfigArgs;
-pub use check::lint;
 
 use crate::server::logging::LogFormat;
 

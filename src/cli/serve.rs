@@ -4,7 +4,7 @@
 use clap::Args;
 
 use super::ConfigArgs;
-use crate::server::{self, startup};
+use crate::server::{self, preflight, startup};
 
 /// `serve` flags.
 #[derive(Debug, Args)]
@@ -27,8 +27,13 @@ pub struct ServeArgs {
 pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let source = args.config.source();
     if !args.worker {
-        let mut config = source.load()?;
-        startup::check_startup(&config)?;
+        // The checks `check` makes of the configuration and its files: the
+        // fatal ones refuse (every one listed), the others are logged.
+        let (mut config, problems) = preflight::check_config(&source, None).ready()?;
+        for p in &problems {
+            tracing::warn!(problem = %p, "configuration problem; serving anyway");
+        }
+        startup::create_data_dir(&config)?;
         let token_file = startup::resolve_api_token(&mut config)?;
         startup::log_api_access(&config, token_file);
         if let Some(path) = startup::resolve_cookie_secret(&mut config)? {

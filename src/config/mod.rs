@@ -28,6 +28,7 @@ mod env;
 mod feeds;
 mod geo;
 mod leaderboard;
+pub mod lines;
 mod providers;
 mod reports;
 mod rrl;
@@ -48,14 +49,62 @@ pub use zones::{Soa, StaticRecord, Zone, fqdn};
 /// The configuration used when no file is given.
 pub const DEFAULT_CONFIG: &str = include_str!("../../examples/switchyard.toml");
 
-/// A configuration error, naming the file and key.
+/// What [`Config::source`] says when no file is given.
+const BUILT_IN: &str = "<built-in defaults>";
+
+/// Why a configuration is refused: every problem its sections have (a
+/// file that does not parse has one), naming the file and key.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}: {message}")]
 pub struct ConfigError {
     /// The file (or `<built-in defaults>`).
     pub file: String,
+    /// What is wrong, one entry per problem, in the order of the sections.
+    pub problems: Vec<KeyProblem>,
+}
+
+/// A configuration checked as far as it goes: what `switchyard check`
+/// reads, to check the files and apps a configuration names despite its
+/// problems. A section with a problem stops the configuration (`None`),
+/// but for the parts that can be left out: a zone or static record,
+/// `[apps.NAME]` settings, a feed.
+#[derive(Debug)]
+pub struct Partial {
+    /// The configuration, without the parts that have problems.
+    pub config: Option<Config>,
+    /// Every problem (none: the configuration is whole).
+    pub error: ConfigError,
+}
+
+impl Partial {
+    /// The configuration when it has no problem, else every problem.
+    pub fn into_result(self) -> Result<Config, ConfigError> {
+        match self.config {
+            Some(config) if self.error.problems.is_empty() => Ok(config),
+            _ => Err(self.error),
+        }
+    }
+}
+
+/// One problem of a configuration file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyProblem {
+    /// The line of the key (or of the TOML error), when known.
+    pub line: Option<u32>,
     /// What is wrong, starting with the key.
     pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    /// One line per problem: `FILE: key: what`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {}", self.file, p.message)?;
+        }
+        Ok(())
+    }
 }
 
 /// `switchyard.toml` as written.
@@ -179,51 +228,119 @@ impl Config {
     /// Loads `path`, or the built-in defaults when `path` is `None`, and
     /// applies the command-line overrides.
     pub fn load(path: Option<&Path>, over: &Overrides) -> Result<Config, ConfigError> {
-        let (text, source) = match path {
-            Some(p) => (
-                std::fs::read_to_string(p).map_err(|e| ConfigError {
-                    file: p.display().to_string(),
-                    message: format!("cannot read: {e}"),
-                })?,
-                p.display().to_string(),
-            ),
-            None => (
-                DEFAULT_CONFIG.to_string(),
-                "<built-in defaults>".to_string(),
-            ),
-        };
-        Self::parse(&text, &source, over)
+        Self::load_partial(path, over).into_result()
+    }
+
+    /// [`Config::load`], going as far as it can ([`Partial`]).
+    pub fn load_partial(path: Option<&Path>, over: &Overrides) -> Partial {
+        match path {
+            Some(p) => match std::fs::read_to_string(p) {
+                Ok(text) => Self::parse_partial(&text, &p.display().to_string(), over),
+                Err(e) => Partial {
+                    config: None,
+                    error: ConfigError {
+                        file: p.display().to_string(),
+                        problems: vec![KeyProblem {
+                            line: None,
+                            message: format!("cannot read: {e}"),
+                        }],
+                    },
+                },
+            },
+            None => Self::parse_partial(DEFAULT_CONFIG, BUILT_IN, over),
+        }
     }
 
     /// Parses and checks configuration text; `source` names it in errors.
-    /// The environment variables that win over the file are read here, once.
+    /// Every section is checked, so that the error lists each problem, not
+    /// only the first (a file that does not parse as TOML has one).
     pub fn parse(text: &str, source: &str, over: &Overrides) -> Result<Config, ConfigError> {
-        let err = |message: String| ConfigError {
+        Self::parse_partial(text, source, over).into_result()
+    }
+
+    /// [`Config::parse`], going as far as it can ([`Partial`]).
+    /// The environment variables that win over the file are read here, once.
+    pub fn parse_partial(text: &str, source: &str, over: &Overrides) -> Partial {
+        let refuse = |problems| ConfigError {
             file: source.to_string(),
-            message,
+            problems,
         };
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| err(e.to_string().trim().to_string()))?;
-        let env = env::Env::read();
-        let server = server::check(&raw.server, over).map_err(err)?;
-        let budget = budget::check(&raw.budget).map_err(err)?;
-        let zones = zones::check(raw.zones, over.zone.as_deref()).map_err(err)?;
-        for (name, settings) in &raw.apps {
-            settings
-                .check(budget, &format!("apps.{name}"))
-                .map_err(|e| err(e.to_string()))?;
+        let raw: RawConfig = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let e: toml::de::Error = e;
+                return Partial {
+                    config: None,
+                    error: refuse(vec![KeyProblem {
+                        line: e.span().map(|s| lines::line_at(text, s.start)),
+                        message: e.message().trim().to_string(),
+                    }]),
+                };
+            }
+        };
+        let mut errors: Vec<String> = Vec::new();
+        fn keep<T>(errors: &mut Vec<String>, r: Result<T, String>) -> Option<T> {
+            r.map_err(|e| errors.push(e)).ok()
         }
-        let providers = providers::check(&raw.providers).map_err(err)?;
-        feeds::check_fusion(&raw.fusion).map_err(err)?;
-        feeds::check_sonar(&raw.sonar).map_err(err)?;
-        let leaderboard = leaderboard::check(raw.leaderboard, &env).map_err(err)?;
-        let reports = reports::check(raw.reports, &env).map_err(err)?;
-        let per_client = server::per_client(&raw.server).map_err(err)?;
-        let rrl = rrl::check(raw.rrl).map_err(err)?;
-        let cookies = cookies::check(raw.cookies).map_err(err)?;
+        let env = env::Env::read();
+        let server = keep(&mut errors, server::check(&raw.server, over));
+        let budget = keep(&mut errors, budget::check(&raw.budget));
+        let (zones, zone_errors) = zones::check(raw.zones, over.zone.as_deref());
+        errors.extend(zone_errors);
+        if let Some(budget) = budget {
+            for (name, settings) in &raw.apps {
+                keep(
+                    &mut errors,
+                    settings
+                        .check(budget, &format!("apps.{name}"))
+                        .map_err(|e| e.to_string()),
+                );
+            }
+        }
+        let providers = keep(&mut errors, providers::check(&raw.providers));
+        keep(&mut errors, feeds::check_fusion(&raw.fusion));
+        keep(&mut errors, feeds::check_sonar(&raw.sonar));
+        let leaderboard = keep(&mut errors, leaderboard::check(raw.leaderboard, &env));
+        let reports = keep(&mut errors, reports::check(raw.reports, &env));
+        let per_client = keep(&mut errors, server::per_client(&raw.server));
+        let rrl = keep(&mut errors, rrl::check(raw.rrl));
+        let cookies = keep(&mut errors, cookies::check(raw.cookies));
         let geo = geo::check(raw.geo, over);
         let data = feeds::check_data(raw.data);
-        Ok(Config {
+        let problems = errors
+            .into_iter()
+            .map(|message| KeyProblem {
+                line: lines::message_key(&message).and_then(|k| lines::key_line(text, k)),
+                message,
+            })
+            .collect();
+        let error = refuse(problems);
+        let (
+            Some(server),
+            Some(budget),
+            Some(providers),
+            Some(leaderboard),
+            Some(reports),
+            Some(per_client),
+            Some(rrl),
+            Some(cookies),
+        ) = (
+            server,
+            budget,
+            providers,
+            leaderboard,
+            reports,
+            per_client,
+            rrl,
+            cookies,
+        )
+        else {
+            return Partial {
+                config: None,
+                error,
+            };
+        };
+        let config = Config {
             source: source.to_string(),
             dns: server.dns,
             http: server.http,
@@ -260,7 +377,21 @@ impl Config {
             reports,
             rrl,
             cookies,
-        })
+        };
+        Partial {
+            config: Some(config),
+            error,
+        }
+    }
+
+    /// The text this configuration was read from, read again (empty when
+    /// the file is gone): where its problems point at lines.
+    pub fn source_text(&self) -> String {
+        if self.source == BUILT_IN {
+            DEFAULT_CONFIG.to_string()
+        } else {
+            std::fs::read_to_string(&self.source).unwrap_or_default()
+        }
     }
 
     /// Settings for app `name` from `[apps.NAME]` (defaults when absent).
@@ -289,6 +420,39 @@ mod tests {
         let c = Config::load(None, &Overrides::default()).unwrap();
         assert_eq!(c.zones[0].name, "switchyard.test.");
         assert_eq!(c.dns, vec!["127.0.0.1:5353".parse().unwrap()]);
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_line_and_the_rest_still_checks() {
+        let text = "[server]\nhttp = 'nope'\n[[zone]]\nname = 'a.test'\nrecords = [\n  { name = 'w', type = 'A', value = '1.2.3' },\n  { name = 'v', type = 'A', value = '192.0.2.1' },\n  { name = 'x', type = 'SRV', value = 'y' },\n]\n";
+        let e = Config::parse(text, "x.toml", &Overrides::default()).unwrap_err();
+        let lines: Vec<(Option<u32>, &str)> = e
+            .problems
+            .iter()
+            .map(|p| (p.line, p.message.as_str()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (Some(2), "server.http: 'nope' is not an IP:port address"),
+                (
+                    Some(6),
+                    "zone[0].records[0].value: '1.2.3' is not an IPv4 address"
+                ),
+                (
+                    Some(8),
+                    "zone[0].records[2].type: 'SRV' is not one of A, AAAA, CNAME, TXT, MX"
+                ),
+            ]
+        );
+        // Without the server error the configuration is there, minus the bad
+        // records, for the rest of its checks.
+        let text = text.replacen("http = 'nope'", "", 1);
+        let partial = Config::parse_partial(&text, "x.toml", &Overrides::default());
+        assert_eq!(partial.error.problems.len(), 2);
+        let config = partial.config.expect("a configuration");
+        assert_eq!(config.zones[0].records.len(), 1);
+        assert_eq!(config.zones[0].records[0].value, "192.0.2.1");
     }
 
     #[test]

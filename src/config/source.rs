@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, Partial};
 
 /// Command-line overrides shared by `serve`, `decide` and `geo`.
 #[derive(Debug, Default, Clone)]
@@ -40,12 +40,17 @@ pub struct ConfigSource {
 impl ConfigSource {
     /// Reads and checks the configuration.
     pub fn load(&self) -> Result<Config, ConfigError> {
+        self.load_partial().into_result()
+    }
+
+    /// Reads and checks the configuration as far as it goes ([`Partial`]).
+    pub fn load_partial(&self) -> Partial {
         let default = Path::new("switchyard.toml");
         let path = match &self.file {
             Some(p) => Some(p.as_path()),
             None if default.is_file() => Some(default),
             None => None,
         };
-        Config::load(path, &self.overrides)
+        Config::load_partial(path, &self.overrides)
     }
 }

@@ -110,8 +110,10 @@ pub fn fqdn(name: &str) -> String {
 }
 
 /// Checks the zones; `--zone` (`over_zone`) replaces them with one of that
-/// name, and with none configured, `switchyard.test.` is served.
-pub(super) fn check(raw: Vec<RawZone>, over_zone: Option<&str>) -> Result<Vec<Zone>, String> {
+/// name, and with none configured, `switchyard.test.` is served. Returns
+/// the zones and records that check, and a message for each that does not
+/// (left out), so that every bad record is reported, not only the first.
+pub(super) fn check(raw: Vec<RawZone>, over_zone: Option<&str>) -> (Vec<Zone>, Vec<String>) {
     let mut raw_zones = raw;
     if let Some(z) = over_zone {
         raw_zones = vec![RawZone::bare(
@@ -122,19 +124,26 @@ pub(super) fn check(raw: Vec<RawZone>, over_zone: Option<&str>) -> Result<Vec<Zo
     if raw_zones.is_empty() {
         raw_zones.push(RawZone::bare("switchyard.test.".into(), None));
     }
-    let mut zones = Vec::new();
+    let mut zones: Vec<Zone> = Vec::new();
+    let mut errors = Vec::new();
     for (i, z) in raw_zones.into_iter().enumerate() {
-        zones.push(check_zone(z, i)?);
-    }
-    for (i, a) in zones.iter().enumerate() {
-        if zones[..i].iter().any(|b| b.name == a.name) {
-            return Err(format!("zone: '{}' is configured twice", a.name));
+        match check_zone(z, i, &mut errors) {
+            Ok(zone) if zones.iter().any(|b| b.name == zone.name) => {
+                errors.push(format!(
+                    "zone[{i}].name: '{}' is configured twice",
+                    zone.name
+                ));
+            }
+            Ok(zone) => zones.push(zone),
+            Err(e) => errors.push(e),
         }
     }
-    Ok(zones)
+    (zones, errors)
 }
 
-fn check_zone(z: RawZone, i: usize) -> Result<Zone, String> {
+/// One zone; its records that do not check are left out, each with its
+/// message in `errors`.
+fn check_zone(z: RawZone, i: usize, errors: &mut Vec<String>) -> Result<Zone, String> {
     let key = format!("zone[{i}]");
     let name = fqdn(&z.name);
     crate::openmix::decision::check_hostname(&name).map_err(|e| format!("{key}.name: {e}"))?;
@@ -168,7 +177,10 @@ fn check_zone(z: RawZone, i: usize) -> Result<Zone, String> {
     let ttl = z.ttl.unwrap_or(20);
     let mut records = Vec::new();
     for (j, r) in z.records.into_iter().enumerate() {
-        records.push(check_record(r, &format!("{key}.records[{j}]"), &name, ttl)?);
+        match check_record(r, &format!("{key}.records[{j}]"), &name, ttl) {
+            Ok(record) => records.push(record),
+            Err(e) => errors.push(e),
+        }
     }
     Ok(Zone {
         name,

@@ -105,3 +105,13 @@ pub async fn open(data_dir: &Path, postgres_url: Option<&str>) -> Result<Stores,
         }
     }
 }
+
+/// Whether the database [`open`] would use answers, touching nothing:
+/// PostgreSQL at `postgres_url` when given, else `data_dir/stats.db` when
+/// it exists. `switchyard check` runs it (bounded by its own timeout).
+pub async fn probe(data_dir: &Path, postgres_url: Option<&str>) -> Result<(), StoreError> {
+    match postgres_url.map(str::trim).filter(|u| !u.is_empty()) {
+        Some(url) => postgres::probe(url).await,
+        None => sqlite::probe(data_dir).await,
+    }
+}

@@ -90,6 +90,24 @@ pub async fn open(url: &str, schema: Option<&str>) -> Result<Db<Postgres>, Store
     Ok(Db::new(pool, label))
 }
 
+/// Connects once to `url` and runs `SELECT 1`, creating and migrating
+/// nothing: whether the store [`open`] would use answers (`switchyard check`).
+pub async fn probe(url: &str) -> Result<(), StoreError> {
+    let redacted = redact_url(url);
+    let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl {
+        url: redacted.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut conn = sqlx::ConnectOptions::connect(&options)
+        .await
+        .map_err(|source| StoreError::Connect {
+            what: redacted,
+            source,
+        })?;
+    sqlx::query("SELECT 1").execute(&mut conn).await?;
+    Ok(())
+}
+
 /// The URL with any password (in the userinfo or a `password=` query
 /// parameter) replaced by `REDACTED`, for logs and error messages. A URL
 /// that does not parse is not echoed at all, since it may still hold one.

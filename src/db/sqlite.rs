@@ -57,6 +57,25 @@ pub async fn open(data_dir: &Path) -> Result<Db<Sqlite>, StoreError> {
     connect(pool, options, path).await
 }
 
+/// Opens `data_dir/stats.db` read-only and runs `SELECT 1`, when the file
+/// exists (a missing one is made at start): whether the store [`open`]
+/// would use can be read (`switchyard check`). Creates nothing.
+pub async fn probe(data_dir: &Path) -> Result<(), StoreError> {
+    let path = data_dir.join(FILE_NAME);
+    if !path.exists() {
+        return Ok(());
+    }
+    let options = SqliteConnectOptions::new().filename(&path).read_only(true);
+    let mut conn = sqlx::ConnectOptions::connect(&options)
+        .await
+        .map_err(|source| StoreError::Connect {
+            what: path.display().to_string(),
+            source,
+        })?;
+    sqlx::query("SELECT 1").execute(&mut conn).await?;
+    Ok(())
+}
+
 /// A private in-memory database, for tests. One connection only: each
 /// SQLite connection to `:memory:` would otherwise see its own empty database.
 pub async fn open_in_memory() -> Result<Db<Sqlite>, StoreError> {

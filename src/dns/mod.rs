@@ -51,7 +51,7 @@ use crate::geo::Geo;
 use crate::metrics::Counters;
 use crate::openmix::{Answer, DataSnapshot, Request as AppRequest};
 
-pub use zones::{Plan, ZoneData, ZoneError, ZoneSet};
+pub use zones::{Plan, ZoneData, ZoneError, ZoneSet, check_zone};
 
 use cookies::Event as CookieEvent;
 use rrl::{Action as RrlAction, Class, RateLimiter, Subject, Verdict};

@@ -176,6 +176,14 @@ impl ZoneSet {
     }
 }
 
+/// Checks that one configured zone makes zone data (names DNS can carry,
+/// record values of their types), as [`ZoneSet::from_config`] would build
+/// it: the start-up and reload checks run it per zone, so that every bad
+/// zone is reported, not only the first.
+pub fn check_zone(z: &Zone) -> Result<(), ZoneError> {
+    build_zone(z).map(|_| ())
+}
+
 fn build_zone(z: &Zone) -> Result<ZoneData, ZoneError> {
     let origin = name(&z.name)?;
     let soa_rdata = SOA::new(

@@ -201,13 +201,37 @@ pub fn load_app(
     load_app_checked(name, path, source, sidecar, config, data, version, None)
 }
 
+/// Why a sidecar's settings are refused: what is wrong, and its line when
+/// the TOML parser knows it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SidecarInvalid {
+    /// The line in the sidecar, when known.
+    pub line: Option<u32>,
+    /// What is wrong.
+    pub message: String,
+}
+
 /// The settings a sidecar's `text` (the file `side_path`) gives, checked
-/// against the configuration's budget; the error is the message an app's
-/// load failure shows.
-fn sidecar_settings(text: &str, side_path: &Path, config: &Config) -> Result<AppSettings, String> {
-    let raw: RawAppSettings = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
+/// against the configuration's budget: what the loader and the start-up
+/// checks ([`crate::server::preflight`]) both read.
+pub fn sidecar_settings(
+    text: &str,
+    side_path: &Path,
+    config: &Config,
+) -> Result<AppSettings, SidecarInvalid> {
+    let raw: RawAppSettings =
+        toml::from_str(text).map_err(|e: toml::de::Error| SidecarInvalid {
+            line: e
+                .span()
+                .map(|s| crate::config::lines::line_at(text, s.start)),
+            message: e.message().trim().to_string(),
+        })?;
     raw.check(config.budget, &side_path.display().to_string())
-        .map_err(|e| e.to_string())
+        .map_err(|e| SidecarInvalid {
+            line: None,
+            message: e.to_string(),
+        })
 }
 
 /// [`load_app`], first consulting the quarantine: a quarantined version is
@@ -229,7 +253,7 @@ pub fn load_app_checked(
     if let Some(text) = sidecar {
         let side_path = path.with_extension("toml");
         settings = sidecar_settings(text, &side_path, config)
-            .map_err(|message| LoadFailure::new(&side_path, None, message, hash))?;
+            .map_err(|e| LoadFailure::new(&side_path, e.line, e.message, hash))?;
     }
     // The proof that the app never changes state that outlives a decision
     // lets it share the snapshot's probe objects, and (unless memoisation

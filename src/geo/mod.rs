@@ -153,6 +153,38 @@ pub struct GeoStatus {
     pub override_entries: usize,
 }
 
+/// Which of the two databases a file is configured as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeoKind {
+    /// `geo.city`: a City-type database.
+    City,
+    /// `geo.asn`: an ASN-type (or ISP) database.
+    Asn,
+}
+
+impl GeoKind {
+    /// Whether a database of `database_type` (its metadata) suits this
+    /// kind. Pointing `city` at an ASN file (or the reverse) loads fine but
+    /// every field it should give stays empty.
+    pub fn fits(self, database_type: &str) -> bool {
+        let kind = database_type.to_ascii_uppercase();
+        let asn = kind.contains("ASN") || kind.contains("ISP");
+        match self {
+            GeoKind::City => !asn,
+            GeoKind::Asn => asn,
+        }
+    }
+}
+
+impl fmt::Display for GeoKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GeoKind::City => "city",
+            GeoKind::Asn => "asn",
+        })
+    }
+}
+
 /// One database file, read fully into memory. Reading rather than mapping is deliberate: a
 /// file replaced or truncated in place under an mmap is undefined behaviour, and a reload
 /// must be able to overwrite files at any time.
@@ -180,17 +212,12 @@ impl LoadedDb {
         Ok(reader)
     }
 
-    fn open(path: &Path, expect: &str) -> Result<LoadedDb, GeoError> {
+    fn open(path: &Path, expect: GeoKind) -> Result<LoadedDb, GeoError> {
         let reader = LoadedDb::read(path)?;
         let meta = reader.metadata();
         // Pointing `city` at an ASN file (or the reverse) loads fine but every field stays
         // empty; say so once at load instead of leaving the operator to guess.
-        let kind = meta.database_type.to_ascii_uppercase();
-        let looks_wrong = match expect {
-            "city" => kind.contains("ASN") || kind.contains("ISP"),
-            _ => !(kind.contains("ASN") || kind.contains("ISP")),
-        };
-        if looks_wrong {
+        if !expect.fits(&meta.database_type) {
             tracing::warn!(path = %path.display(), database_type = %meta.database_type,
                 "geo {expect} database has an unexpected type; its fields may stay empty");
         }
@@ -326,12 +353,12 @@ impl GeoDb {
         let city = paths
             .city
             .as_deref()
-            .map(|p| LoadedDb::open(p, "city"))
+            .map(|p| LoadedDb::open(p, GeoKind::City))
             .transpose()?;
         let asn = paths
             .asn
             .as_deref()
-            .map(|p| LoadedDb::open(p, "asn"))
+            .map(|p| LoadedDb::open(p, GeoKind::Asn))
             .transpose()?;
         let overrides = match &paths.overrides {
             Some(p) => Overrides::load(p)?,
@@ -345,18 +372,18 @@ impl GeoDb {
         })
     }
 
-    /// Checks that every configured file would load, as [`GeoDb::open`] does, without
-    /// keeping or logging anything: `serve` runs it before starting the serving process,
-    /// so that a bad path is reported once instead of making that process fail again
-    /// at every restart.
-    pub fn check(paths: &GeoPaths) -> Result<(), GeoError> {
-        for path in [&paths.city, &paths.asn].into_iter().flatten() {
-            LoadedDb::read(path)?;
-        }
-        if let Some(p) = &paths.overrides {
-            Overrides::load(p)?;
-        }
-        Ok(())
+    /// Checks that one configured database would load, as [`GeoDb::open`] does, without
+    /// keeping or logging anything, and returns its `database_type`: the start-up and
+    /// reload checks ([`crate::server::preflight`]) run it so that a bad path is reported
+    /// once, naming the file, instead of the serving process failing at every restart.
+    /// [`GeoKind::fits`] says whether that type suits the key it was configured under.
+    pub fn check_database(path: &Path) -> Result<String, GeoError> {
+        Ok(LoadedDb::read(path)?.metadata().database_type.clone())
+    }
+
+    /// Checks that the override table would load, as [`GeoDb::open`] does.
+    pub fn check_overrides(path: &Path) -> Result<(), GeoError> {
+        Overrides::load(path).map(|_| ())
     }
 
     /// Which databases are loaded, for `/deepcheck`.

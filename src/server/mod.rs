@@ -2,8 +2,10 @@
 //! reads): binds the listeners, starts the background tasks (app and GeoIP
 //! watchers), and runs until SIGTERM or SIGINT.
 //!
-//! - [`startup`]: what `serve` checks and resolves before serving (files,
-//!   the admin token, the DNS cookie secret).
+//! - [`preflight`]: the one validation of a whole configuration, which
+//!   `switchyard check`, `serve` and SIGHUP reloads share.
+//! - [`startup`]: what `serve` resolves before serving (the data
+//!   directory, the admin token, the DNS cookie secret).
 //! - [`assemble`]: the shared [`crate::state::State`] built from a configuration.
 //! - [`dns_threads`]: the DNS runtimes, one per core.
 //! - [`feeds`]: the data feeds' tasks and the GeoIP watcher.
@@ -25,6 +27,7 @@ pub mod assemble;
 pub mod dns_threads;
 pub mod feeds;
 pub mod logging;
+pub mod preflight;
 pub mod reload;
 pub mod reporting;
 pub mod startup;

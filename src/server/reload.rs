@@ -30,17 +30,30 @@ pub async fn wait_for_signals(state: &Arc<State>, source: &ConfigSource) {
     }
 }
 
-/// SIGHUP: validate the configuration again and swap it in; a bad file keeps the current
-/// one. Zones, providers, static probes, app settings and budgets, GeoIP paths and the
+/// SIGHUP: validate the configuration again as `serve` and `check` do
+/// ([`super::preflight::check_config`]) and swap it in; a configuration with a fatal
+/// problem keeps the current one, and each problem is logged on a line of its own.
+/// Zones, providers, static probes, app settings and budgets, GeoIP paths and the
 /// per-request HTTP settings apply at once; each changed key that is only read at startup
 /// gets a warning (see [`restart_only_changes`]).
 pub async fn reload_config(state: &Arc<State>, source: &ConfigSource) {
     let fail = |e: &dyn std::fmt::Display| {
         tracing::warn!(error = %e, "config reload failed; keeping the current configuration");
     };
-    let mut config = match source.load() {
-        Ok(c) => c,
-        Err(e) => return fail(&e),
+    let old = state.config.load_full();
+    let mut config = match super::preflight::check_config(source, Some(&old)).ready() {
+        Ok((config, problems)) => {
+            for p in &problems {
+                tracing::warn!(problem = %p, "configuration problem; reloading anyway");
+            }
+            config
+        }
+        Err(refused) => {
+            for p in &refused.0 {
+                fail(p);
+            }
+            return;
+        }
     };
     if let Err(e) = super::startup::resolve_api_token(&mut config)
         .and(super::startup::resolve_cookie_secret(&mut config))
@@ -58,7 +71,6 @@ pub async fn reload_config(state: &Arc<State>, source: &ConfigSource) {
         },
         None => Default::default(),
     };
-    let old = state.config.load_full();
     let paths = config.geo_paths();
     let geo = if paths == old.geo_paths() {
         None

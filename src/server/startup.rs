@@ -1,24 +1,22 @@
-//! What `serve` checks and resolves before serving: the files the serving
-//! process needs, the admin token and the DNS cookie secret (generated into
-//! the data directory when the configuration sets none). The supervisor
-//! runs it once before starting the serving process, the serving process
-//! and every reload run the resolving part again.
+//! What `serve` resolves before serving: the data directory, the admin
+//! token and the DNS cookie secret (generated into the data directory when
+//! the configuration sets none), and the errors of the files the serving
+//! process opens. The supervisor resolves them once before starting the
+//! serving process, the serving process and every reload again; what is
+//! checked first, the whole configuration and its files, is
+//! [`super::preflight`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::config::{Config, SecretError, TokenSetting};
 use crate::data::probes::ProbeFileError;
-use crate::dns::{ZoneError, ZoneSet};
-use crate::geo::{GeoDb, GeoError};
+use crate::dns::ZoneError;
 use crate::inventory::tokens::{self, SecretFileError};
 
 /// Why `serve` cannot start (or a reload is refused).
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    /// A GeoIP database or the override table.
-    #[error(transparent)]
-    Geo(#[from] GeoError),
     /// The static probe table (`[data] probes`).
     #[error("data.probes: {0}")]
     Probes(ProbeFileError),
@@ -30,9 +28,6 @@ pub enum StartupError {
         /// What is wrong.
         error: ZoneError,
     },
-    /// `server.apps` names no directory.
-    #[error("apps directory {} does not exist", .0.display())]
-    NoAppsDir(PathBuf),
     /// The data directory cannot be made.
     #[error("cannot create data directory {}", path.display())]
     DataDir {
@@ -46,13 +41,11 @@ pub enum StartupError {
     TokenFile(SecretFileError),
     /// A short token on an admin listener other hosts reach.
     #[error(
-        "{file}: server.api_token: a token shorter than {} characters (such as \"change-me\") is refused on the admin listener {admin}, which is not loopback; remove api_token to have a random one generated in {}, or set a long random one",
+        "server.api_token: a token shorter than {} characters (such as \"change-me\") is refused on the admin listener {admin}, which is not loopback; remove api_token to have a random one generated in {}, or set a long random one",
         tokens::MIN_EXPOSED_TOKEN_LEN,
         token_file.display()
     )]
     ShortToken {
-        /// The configuration file.
-        file: String,
         /// The admin listener.
         admin: SocketAddr,
         /// Where a generated token would be.
@@ -74,26 +67,6 @@ pub fn create_data_dir(config: &Config) -> Result<(), StartupError> {
     })
 }
 
-/// Checks what would stop the serving process from starting (GeoIP files, the static
-/// probe table, zones, the apps and data directories), so that `serve` can refuse at once
-/// with one error naming the file instead of the supervisor restarting a process that
-/// fails the same way every time. The stats store is not checked: a database server that
-/// is not up yet is the serving process's to retry (see [`crate::server::supervisor`]).
-pub fn check_startup(config: &Config) -> Result<(), StartupError> {
-    GeoDb::check(&config.geo_paths())?;
-    if let Some(p) = &config.static_probes {
-        crate::data::probes::load_static(p).map_err(StartupError::Probes)?;
-    }
-    ZoneSet::from_config(config).map_err(|error| StartupError::Zones {
-        file: config.source.clone(),
-        error,
-    })?;
-    if !config.apps_dir.is_dir() {
-        return Err(StartupError::NoAppsDir(config.apps_dir.clone()));
-    }
-    create_data_dir(config)
-}
-
 /// Resolves the admin `api_token` for serving: an unset one becomes the
 /// generated token in `data_dir/api_token` (made at first start, mode
 /// 0600), and a token shorter than [`tokens::MIN_EXPOSED_TOKEN_LEN`] (the
@@ -110,17 +83,25 @@ pub fn resolve_api_token(config: &mut Config) -> Result<Option<(PathBuf, bool)>,
     } else {
         None
     };
+    check_api_token(config)?;
+    Ok(file)
+}
+
+/// Refuses an admin token shorter than [`tokens::MIN_EXPOSED_TOKEN_LEN`]
+/// when the admin listener is not loopback: what [`resolve_api_token`]
+/// checks, and the start-up checks ([`super::preflight`]) check of a token
+/// the file sets.
+pub fn check_api_token(config: &Config) -> Result<(), StartupError> {
     if let Some(token) = &config.api_token
         && !config.admin.ip().is_loopback()
         && token.chars().count() < tokens::MIN_EXPOSED_TOKEN_LEN
     {
         return Err(StartupError::ShortToken {
-            file: config.source.clone(),
             admin: config.admin,
             token_file: config.data_dir.join(tokens::ADMIN_TOKEN_FILE),
         });
     }
-    Ok(file)
+    Ok(())
 }
 
 /// The file in the data directory that holds the generated DNS cookie

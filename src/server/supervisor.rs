@@ -20,7 +20,7 @@
 //! configuration it cannot load, a stats store it cannot reach) is retried a few times
 //! with a growing pause, in case the cause is passing, and then the supervisor gives up
 //! and exits non-zero instead of restarting it forever. `serve` checks the configuration's
-//! files before starting the supervisor ([`crate::server::startup::check_startup`]), so most such
+//! files before starting the supervisor ([`crate::server::preflight::check_config`]), so most such
 //! errors are reported before any serving process runs.
 
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};

@@ -7,6 +7,7 @@
 mod common;
 
 mod apptest;
+mod check;
 mod cli;
 mod dns;
 mod dns_fuzz;
