@@ -45,18 +45,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-passed=0
-failed=0
-# check NAME EXPECTED ACTUAL
-check() {
-  if [[ "$2" == "$3" ]]; then
-    passed=$((passed + 1))
-    echo "ok   $1"
-  else
-    failed=$((failed + 1))
-    echo "FAIL $1: expected [$2], got [$3]"
-  fi
-}
+source tests/e2e/check.bash   # check NAME EXPECTED ACTUAL, and the tally
 yes_if() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
 
 start=$SECONDS
@@ -114,6 +103,13 @@ for line in 'User=switchyard' 'AmbientCapabilities=CAP_NET_BIND_SERVICE' 'Protec
   'StateDirectory=switchyard' 'Restart=on-failure' 'ExecReload=/bin/kill -HUP $MAINPID'; do
   check "unit: $line" "yes" "$(yes_if grep -qxF "$line" "$UNIT")"
 done
+
+# The installed configuration passes the go-live check, run as the
+# package's user (the SQLite store it names is only opened read-only).
+checked="$(cd /var/lib/switchyard && setpriv --reuid=switchyard --regid=switchyard --init-groups \
+  /usr/bin/switchyard check --config /etc/switchyard/switchyard.toml 2>&1)" && rc=0 || rc=$?
+check "switchyard check of the installed config: exit 0" "0" "$rc"
+[[ "$rc" == 0 ]] || echo "$checked"
 
 # Run it as the package's user, with the installed config, as the unit
 # does (working directory /var/lib/switchyard), on port 0 of loopback.

@@ -34,19 +34,7 @@ if [[ -z "$PORT" ]]; then
 fi
 echo "dig e2e: switchyard (pid $SERVER_PID) on 127.0.0.1:$PORT, binary $BIN"
 
-passed=0
-failed=0
-
-# check NAME EXPECTED ACTUAL
-check() {
-  if [[ "$2" == "$3" ]]; then
-    passed=$((passed + 1))
-    echo "ok   $1"
-  else
-    failed=$((failed + 1))
-    echo "FAIL $1: expected [$2], got [$3]"
-  fi
-}
+source tests/e2e/check.bash   # check NAME EXPECTED ACTUAL, and the tally
 
 q() { dig @127.0.0.1 -p "$PORT" +norec +time=3 +tries=1 "$@" 2>&1 || true; }
 # Answer data, sorted, on one line.

@@ -2837,36 +2837,12 @@ fn memory_stays_flat_under_sustained_decisions_without_scraping() {
 
 // --------------------------------------------- Prometheus conventions (#20)
 
-/// `promtool` on the PATH. Without it the check cannot run: on CI (`CI`
-/// set; `.ci/run` sets it and installs Debian's `prometheus`, which ships
-/// promtool) that fails the test, elsewhere it is skipped, loudly.
-fn promtool() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("promtool"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is not installed (Debian package `prometheus`): CI must check /metrics with it"
-        );
-        eprintln!(
-            "\n*** SKIPPED: promtool is not installed (apt-get install prometheus); /metrics was NOT checked ***\n"
-        );
-    }
-    found
-}
-
 /// Issue 20, point 3: every family on a live `/metrics` has `# HELP` and
 /// `# TYPE`, and `promtool check metrics` (the naming guide's lint) finds
 /// nothing, with decisions of every kind counted: DNS and HTTP, memoised
 /// and not, a fallback, a failure without one, NXDOMAIN.
 #[tokio::test]
 async fn live_metrics_pass_promtool_check() {
-    let Some(promtool) = promtool() else {
-        return;
-    };
     let shipped = |name: &str| {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/apps/").to_string() + name;
         app(name, &std::fs::read_to_string(&path).expect("shipped app"))
@@ -2931,28 +2907,5 @@ async fn live_metrics_pass_promtool_check() {
             "{family} has no HELP: {m}"
         );
     }
-    let mut check = std::process::Command::new(&promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    check
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(m.as_bytes())
-        .expect("write to promtool");
-    let out = check.wait_with_output().expect("promtool");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.is_empty(),
-        "promtool check metrics ({}): {said}\n--- /metrics:\n{m}",
-        out.status
-    );
+    common::promtool::check_metrics(&m);
 }

@@ -472,48 +472,7 @@ fn checks_feeds_decisions_and_responses_are_exported() {
     let pushed = [("provider", "cdn_c"), ("source", "push")];
     assert_eq!(after.get("switchyard_fusion_stale", &pushed), Some(0.0));
 
-    promtool_check(&after.text);
-}
-
-/// `promtool check metrics` finds nothing to say about `text` (skipped,
-/// loudly, without promtool outside CI).
-fn promtool_check(text: &str) {
-    let found = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("promtool"))
-            .find(|p| p.is_file())
-    });
-    let Some(promtool) = found else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is not installed (Debian package `prometheus`): CI must check /metrics with it"
-        );
-        eprintln!("\n*** SKIPPED: promtool is not installed; /metrics was NOT checked ***\n");
-        return;
-    };
-    let mut check = std::process::Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    check
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write to promtool");
-    let out = check.wait_with_output().expect("promtool");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.is_empty(),
-        "promtool check metrics: {said}\n--- /metrics:\n{text}"
-    );
+    common::promtool::check_metrics(&after.text);
 }
 
 /// Every `switchyard_` metric a PromQL expression names, histogram series

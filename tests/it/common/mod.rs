@@ -5,6 +5,7 @@ pub mod apps;
 pub mod dnsclient;
 pub mod http;
 pub mod pg;
+pub mod promtool;
 pub mod server;
 pub mod wait;
 
