@@ -1,6 +1,6 @@
 //! Wake-ups between nodes sharing one PostgreSQL database (LISTEN/NOTIFY).
 //!
-//! A writer calls [`notify`] inside its transaction: PostgreSQL delivers
+//! A writer calls [`notify()`] inside its transaction: PostgreSQL delivers
 //! the notification at commit, and never for a rolled-back one. Every node
 //! runs [`listen`] on the channel and reads the store at once instead of at
 //! its next poll. A notification is a shortcut, not the record: those sent
