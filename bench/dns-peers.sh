@@ -42,6 +42,8 @@
 # Environment: DURATION=10 LAT_DURATION=4 ROUNDS=2 CLIENTS=16 OUTSTANDING=100 PORT_BASE=15350
 #              SAMPLE=48 SERVERS="nsd gdnsd pdns-lua pdns-lua-shared switchyard-app switchyard-app-rrl switchyard-app-nomemo switchyard-static"
 #              NO_INSTALL=1 (never run apt-get) NO_BUILD=1 (use target/release/switchyard as is)
+#              SWITCHYARD_BIN=path (another build to run, with NO_BUILD=1)
+#              CHECK_ONLY=1 (start the servers and check the sample, no dnsperf load)
 #              WORKLOAD=small GEO_N=1000000 GEO_M=100000 QUERY_COUNT=200000 (realistic only)
 # Every server listens on 127.0.0.1:PORT_BASE+n (never port 53); everything it
 # writes is under target/bench/dns-peers/; on exit it stops exactly the
@@ -71,7 +73,7 @@ ZONE=switchyard.test
 CITY=$ROOT/geo/Switchyard-City-Test.mmdb
 CONFIG=$ROOT/examples/switchyard.toml
 PROBES=$ROOT/examples/data/probes.json
-SY=$ROOT/target/release/switchyard
+SY=${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}
 GEO_ARGS=()   # the realistic workload's databases, for switchyard serve and decide
 GEN_ARGS=()   # and gen_queries' arguments for it
 read -r -a SERVER_LIST <<<"$SERVERS"
@@ -82,7 +84,9 @@ die() { say "dns-peers: $*"; exit 1; }
 # ---------------------------------------------------------------- packages
 need=()
 have_pkg() { [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]; }
-for p in dnsperf nsd gdnsd pdns-server pdns-backend-bind pdns-backend-geoip bind9-dnsutils jq iproute2 curl; do
+# PowerDNS only when a pdns server is asked for.
+PDNS_PKGS=(); [[ " $SERVERS " == *" pdns-"* ]] && PDNS_PKGS=(pdns-server pdns-backend-bind pdns-backend-geoip)
+for p in dnsperf nsd gdnsd "${PDNS_PKGS[@]}" bind9-dnsutils jq iproute2 curl; do
   have_pkg "$p" || need+=("$p")
 done
 if ((${#need[@]})); then
@@ -94,9 +98,10 @@ if ((${#need[@]})); then
   # this script never uses or stops them.
   DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-for c in dnsperf nsd gdnsd pdns_server dig jq curl; do command -v "$c" >/dev/null || die "$c not found"; done
+for c in dnsperf nsd gdnsd dig jq curl ${PDNS_PKGS[0]:+pdns_server}; do command -v "$c" >/dev/null || die "$c not found"; done
 dnsperf -h 2>&1 | grep -- '-B ' >/dev/null || die "dnsperf $(dpkg-query -W -f='${Version}' dnsperf) cannot read binary query files (-B): 2.5 or later needed"
-PDNS_LIB=$(dirname "$(dpkg -L pdns-backend-bind | grep 'libbindbackend.so$' | head -1)")
+PDNS_LIB=
+((${#PDNS_PKGS[@]})) && PDNS_LIB=$(dirname "$(dpkg -L pdns-backend-bind | grep 'libbindbackend.so$' | head -1)")
 
 # ---------------------------------------------------------------- build
 if [[ -z "${NO_BUILD:-}" ]]; then
@@ -316,6 +321,10 @@ for s in "${SERVER_LIST[@]}"; do
   CORRECT[$s]="$ok/${#SAMPLES[@]}"
 done
 ((bad == 0)) || die "$bad wrong answers: not benchmarking"
+if [[ -n "${CHECK_ONLY:-}" ]]; then
+  say "CHECK_ONLY: every sampled answer is right; no load"
+  exit 0
+fi
 
 # ---------------------------------------------------------------- load
 # Per server and round: a throughput run (QPS, lost, rcodes) and right after
