@@ -10,6 +10,24 @@
 #   rrl       loopback not exempt, a rate no account reaches: every reply
 #             is accounted (as bench/dns-peers.sh's switchyard-app-rrl)
 #   rrl-off   [rrl] enabled = false, [cookies] enabled = false
+#   nomemo    server.memoise = false: every query runs the app on a worker
+#             (as bench/dns-peers.sh's switchyard-app-nomemo)
+#
+# Collection is on inside the handler and inside the workers' app runs (steer::run: a
+# decision the memo did not answer runs there), counted apart: the table
+# gives both per query.
+#
+# Workloads (WORKLOAD=):
+#   small       (the default) the query file's names sent as text, without
+#               ECS: every client is the loopback source. ECS=1 sends the
+#               binary query file instead (half with ECS from the 12 shipped
+#               geo/ networks), for a like-for-like comparison with:
+#   realistic   bench/dns-peers.sh's realistic workload: the generated
+#               databases of GEO_N /24 networks (target/bench/geo-gen/GEO_N,
+#               made as dns-peers.sh makes them) and QUERIES queries, half with
+#               ECS from GEO_M distinct /24s of them, sent as binary (-B).
+#               With QUERIES / 2 <= GEO_M no ECS subnet repeats, as in
+#               dns-peers.sh's 200,000 queries over 100,000 subnets.
 #
 # The serving process runs under callgrind with collection on only inside
 # the handler; dnsperf sends the query file of bench/dns-peers.sh (10,000
@@ -18,11 +36,20 @@
 #
 # Usage: bench/dns-instructions.sh   (about 2 minutes; NO_BUILD=1 to use the built binary)
 # Environment: QUERIES=20000 PORT=15390 CONFIGS="default rrl rrl-off"
+#              WORKLOAD=small ECS= GEO_N=1000000 GEO_M=100000
 #              SWITCHYARD_BIN=path (another build, e.g. an older tree's, to compare)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-OUT=$ROOT/target/bench/dns-instructions
+WORKLOAD=${WORKLOAD:-small}
+GEO_N=${GEO_N:-1000000}
+GEO_M=${GEO_M:-100000}
+ECS=${ECS:-}
+case $WORKLOAD in
+  small) OUT=$ROOT/target/bench/dns-instructions${ECS:+-ecs} ;;
+  realistic) OUT=$ROOT/target/bench/dns-instructions-realistic; ECS=1 ;;
+  *) printf 'dns-instructions: WORKLOAD is small or realistic, not %s\n' "$WORKLOAD" >&2; exit 2 ;;
+esac
 QUERIES=${QUERIES:-20000}
 PORT=${PORT:-15390}
 CONFIGS=${CONFIGS:-default rrl rrl-off}
@@ -36,8 +63,22 @@ for c in valgrind dnsperf dig; do command -v "$c" >/dev/null || die "$c not foun
 [[ -n "${NO_BUILD:-}" ]] || cargo build --release --locked >&2
 [[ -x "$SY" ]] || die "$SY not built"
 mkdir -p "$OUT"
+GEO_ARGS=()
+GEN_ARGS=()
+if [[ $WORKLOAD == realistic ]]; then
+  GEN=$ROOT/target/bench/geo-gen/$GEO_N
+  if [[ ! -s "$GEN/Switchyard-City-Gen.mmdb" || ! -s "$GEN/Switchyard-ASN-Gen.mmdb" || ! -s "$GEN/networks.txt" ]]; then
+    say "generating the GeoIP databases ($GEO_N networks) in $GEN"
+    [[ -n "${NO_BUILD:-}" ]] || cargo build --release --locked --example make_geo_dbs >&2
+    "$ROOT/target/release/examples/make_geo_dbs" --generate "$GEO_N" "$GEN" >&2
+  fi
+  GEO_ARGS=(--geo-city "$GEN/Switchyard-City-Gen.mmdb" --geo-asn "$GEN/Switchyard-ASN-Gen.mmdb")
+  GEN_ARGS=(--networks "$GEN/networks.txt" --distinct "$GEO_M" --queries "$QUERIES")
+elif [[ -n $ECS ]]; then
+  GEN_ARGS=(--queries "$QUERIES")
+fi
 rustc -O --edition 2021 "$ROOT/bench/dns-peers/gen_queries.rs" -o "$OUT/gen_queries"
-"$OUT/gen_queries" "$OUT" 10000 "$ZONE"
+"$OUT/gen_queries" "$OUT" 10000 "$ZONE" "${GEN_ARGS[@]}"
 # QUERIES lines of the query file, from its start again when it runs out.
 # dnsperf's text format is "name type", and ECS via -E is per run, not per
 # line: the names go without ECS here (the memo keys on the located client
@@ -66,22 +107,27 @@ config_for() {
     rrl) sed -e 's|^exempt = \[.*|exempt = []|' -e 's|^responses_per_second = 200 |responses_per_second = 1000000 |' \
              -e 's|^window_secs = 15 |window_secs = 1 |' "$CONFIG" ;;
     rrl-off) sed -e '/^\[rrl\]/{n;s/^enabled = true/enabled = false/}' -e '/^\[cookies\]/{n;s/^enabled = true/enabled = false/}' "$CONFIG" ;;
+    nomemo) sed 's/^memoise = true/memoise = false/' "$CONFIG" ;;
     *) die "unknown config $1" ;;
   esac
 }
 
-printf '| config | instructions per query in the handler | queries answered |\n|---|---:|---:|\n'
+printf '| workload | config | instructions per query in the handler | in workers | queries answered |\n|---|---|---:|---:|---:|\n'
 for name in $CONFIGS; do
   d=$OUT/$name; rm -rf "$d"; mkdir -p "$d"
   config_for "$name" | generous >"$d/switchyard.toml"
   case $name in
     rrl) grep -q '^exempt = \[\]' "$d/switchyard.toml" || die "no '[rrl] exempt' line in $CONFIG" ;;
     rrl-off) (($(grep -c '^enabled = false' "$d/switchyard.toml") == 2)) || die "no '[rrl]'/'[cookies] enabled' lines in $CONFIG" ;;
+    nomemo) grep -q '^memoise = false' "$d/switchyard.toml" || die "no 'memoise = true' line in $CONFIG" ;;
   esac
+  # --separate-threads: the handler's and the workers' counts apart (the
+  # DNS threads' files hold the handler's, the workers' their jobs').
   (cd "$ROOT" && exec valgrind --tool=callgrind --toggle-collect='*DnsHandler*handle*' \
+      --toggle-collect='switchyard::engine::steer::run' --separate-threads=yes \
       --callgrind-out-file="$d/callgrind.out" \
       "$SY" serve --worker --config "$d/switchyard.toml" --dns "127.0.0.1:$PORT" \
-      --http 127.0.0.1:0 --admin 127.0.0.1:0 --data-dir "$d/data") >"$d/log" 2>&1 &
+      --http 127.0.0.1:0 --admin 127.0.0.1:0 --data-dir "$d/data" "${GEO_ARGS[@]}") >"$d/log" 2>&1 &
   PID=$!
   for ((i = 0; i < 1200; i++)); do
     grep -q 'switchyard ready' "$d/log" 2>/dev/null && break
@@ -91,12 +137,20 @@ for name in $CONFIGS; do
   grep -q 'switchyard ready' "$d/log" || die "$name: not ready in 120 s (log: $d/log)"
   # Warm: the first decision of each client loads and runs the app.
   dig +short +time=20 +tries=1 @127.0.0.1 -p "$PORT" "q0.best-rtt.$ZONE" A >/dev/null
-  dnsperf -s 127.0.0.1 -p "$PORT" -d "$OUT/dnsperf.txt" -n 1 -c 1 -q 20 -t 30 >"$d/dnsperf.txt" 2>&1 ||
+  if [[ -n $ECS ]]; then input=(-B -d "$OUT/queries.bin"); else input=(-d "$OUT/dnsperf.txt"); fi
+  dnsperf -s 127.0.0.1 -p "$PORT" "${input[@]}" -n 1 -c 1 -q 20 -t 30 >"$d/dnsperf.txt" 2>&1 ||
     { cat "$d/dnsperf.txt" >&2; die "$name: dnsperf failed"; }
   kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; PID=
   answered=$(awk '/Queries completed:/ { print $3 }' "$d/dnsperf.txt")
-  total=$(awk '/^(summary|totals):/ { print $2; exit }' "$d/callgrind.out")
-  [[ -n "$answered" && -n "$total" && "$answered" -gt 0 ]] || die "$name: no count (see $d)"
+  # Per thread: a file whose count includes the handler is a DNS thread's;
+  # any other non-empty one is a worker's (or a thread running neither: 0).
+  handler=0; workers=0
+  for f in "$d"/callgrind.out-*; do
+    n=$(awk '/^(summary|totals):/ { print $2; exit }' "$f")
+    [[ -n "$n" ]] || continue
+    if grep -q 'DnsHandler' "$f"; then handler=$((handler + n)); else workers=$((workers + n)); fi
+  done
+  [[ -n "$answered" && "$answered" -gt 0 && "$handler" -gt 0 ]] || die "$name: no count (see $d)"
   # The warm-up query is in the count too.
-  printf '| %s | %d | %d |\n' "$name" $((total / (answered + 1))) "$answered"
+  printf '| %s%s | %s | %d | %d | %d |\n' "$WORKLOAD" "${ECS:+ (ECS)}" "$name" $((handler / (answered + 1))) $((workers / (answered + 1))) "$answered"
 done

@@ -25,10 +25,26 @@
 # static record). Prints one markdown table (also written to
 # target/bench/dns-peers/results.md).
 #
+# Two workloads (WORKLOAD=):
+#   small       (the default) the above: 10,000 queries, ECS from the 12 networks of
+#               the shipped geo/ databases, so every located client is one of 12
+#   realistic   a generated City database in the GeoLite2 layout with GEO_N /24
+#               networks (25 countries x 4 subdivisions) and an ASN database to
+#               match (examples/make_geo_dbs.rs --generate; built once, kept in
+#               target/bench/geo-gen/GEO_N/), QUERY_COUNT queries over the same
+#               10,000 names, half with ECS from GEO_M distinct /24s of it (none
+#               repeats with the defaults). Every server (gdnsd, switchyard, and
+#               switchyard decide for the check) uses the generated databases.
+#               Everything is written under target/bench/dns-peers-realistic/.
+#
 # Usage: bench/dns-peers.sh            (about 4 minutes with the defaults, build aside)
+#        WORKLOAD=realistic bench/dns-peers.sh
 # Environment: DURATION=10 LAT_DURATION=4 ROUNDS=2 CLIENTS=16 OUTSTANDING=100 PORT_BASE=15350
 #              SAMPLE=48 SERVERS="nsd gdnsd pdns-lua pdns-lua-shared switchyard-app switchyard-app-rrl switchyard-app-nomemo switchyard-static"
 #              NO_INSTALL=1 (never run apt-get) NO_BUILD=1 (use target/release/switchyard as is)
+#              SWITCHYARD_BIN=path (another build to run, with NO_BUILD=1)
+#              CHECK_ONLY=1 (start the servers and check the sample, no dnsperf load)
+#              WORKLOAD=small GEO_N=1000000 GEO_M=100000 QUERY_COUNT=200000 (realistic only)
 # Every server listens on 127.0.0.1:PORT_BASE+n (never port 53); everything it
 # writes is under target/bench/dns-peers/; on exit it stops exactly the
 # processes it started (their PIDs are in target/bench/dns-peers/*/pid).
@@ -36,7 +52,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 HERE=$ROOT/bench/dns-peers
-OUT=$ROOT/target/bench/dns-peers
+WORKLOAD=${WORKLOAD:-small}
+GEO_N=${GEO_N:-1000000}
+GEO_M=${GEO_M:-100000}
+QUERY_COUNT=${QUERY_COUNT:-200000}
+case $WORKLOAD in
+  small) OUT=$ROOT/target/bench/dns-peers ;;
+  realistic) OUT=$ROOT/target/bench/dns-peers-realistic ;;
+  *) printf 'dns-peers: WORKLOAD is small or realistic, not %s\n' "$WORKLOAD" >&2; exit 2 ;;
+esac
 DURATION=${DURATION:-10}
 LAT_DURATION=${LAT_DURATION:-4}
 ROUNDS=${ROUNDS:-2}
@@ -49,7 +73,9 @@ ZONE=switchyard.test
 CITY=$ROOT/geo/Switchyard-City-Test.mmdb
 CONFIG=$ROOT/examples/switchyard.toml
 PROBES=$ROOT/examples/data/probes.json
-SY=$ROOT/target/release/switchyard
+SY=${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}
+GEO_ARGS=()   # the realistic workload's databases, for switchyard serve and decide
+GEN_ARGS=()   # and gen_queries' arguments for it
 read -r -a SERVER_LIST <<<"$SERVERS"
 
 say() { printf '%s\n' "$*" >&2; }
@@ -58,7 +84,9 @@ die() { say "dns-peers: $*"; exit 1; }
 # ---------------------------------------------------------------- packages
 need=()
 have_pkg() { [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]; }
-for p in dnsperf nsd gdnsd pdns-server pdns-backend-bind pdns-backend-geoip bind9-dnsutils jq iproute2 curl; do
+# PowerDNS only when a pdns server is asked for.
+PDNS_PKGS=(); [[ " $SERVERS " == *" pdns-"* ]] && PDNS_PKGS=(pdns-server pdns-backend-bind pdns-backend-geoip)
+for p in dnsperf nsd gdnsd "${PDNS_PKGS[@]}" bind9-dnsutils jq iproute2 curl; do
   have_pkg "$p" || need+=("$p")
 done
 if ((${#need[@]})); then
@@ -70,9 +98,10 @@ if ((${#need[@]})); then
   # this script never uses or stops them.
   DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-for c in dnsperf nsd gdnsd pdns_server dig jq curl; do command -v "$c" >/dev/null || die "$c not found"; done
+for c in dnsperf nsd gdnsd dig jq curl ${PDNS_PKGS[0]:+pdns_server}; do command -v "$c" >/dev/null || die "$c not found"; done
 dnsperf -h 2>&1 | grep -- '-B ' >/dev/null || die "dnsperf $(dpkg-query -W -f='${Version}' dnsperf) cannot read binary query files (-B): 2.5 or later needed"
-PDNS_LIB=$(dirname "$(dpkg -L pdns-backend-bind | grep 'libbindbackend.so$' | head -1)")
+PDNS_LIB=
+((${#PDNS_PKGS[@]})) && PDNS_LIB=$(dirname "$(dpkg -L pdns-backend-bind | grep 'libbindbackend.so$' | head -1)")
 
 # ---------------------------------------------------------------- build
 if [[ -z "${NO_BUILD:-}" ]]; then
@@ -81,8 +110,19 @@ if [[ -z "${NO_BUILD:-}" ]]; then
 fi
 [[ -x "$SY" ]] || die "$SY not built"
 mkdir -p "$OUT"
+if [[ $WORKLOAD == realistic ]]; then
+  GEN=$ROOT/target/bench/geo-gen/$GEO_N
+  CITY=$GEN/Switchyard-City-Gen.mmdb
+  if [[ ! -s "$CITY" || ! -s "$GEN/Switchyard-ASN-Gen.mmdb" || ! -s "$GEN/networks.txt" ]]; then
+    say "generating the GeoIP databases ($GEO_N networks) in $GEN"
+    [[ -n "${NO_BUILD:-}" ]] || cargo build --release --locked --example make_geo_dbs >&2
+    "$ROOT/target/release/examples/make_geo_dbs" --generate "$GEO_N" "$GEN" >&2
+  fi
+  GEO_ARGS=(--geo-city "$CITY" --geo-asn "$GEN/Switchyard-ASN-Gen.mmdb")
+  GEN_ARGS=(--networks "$GEN/networks.txt" --distinct "$GEO_M" --queries "$QUERY_COUNT")
+fi
 rustc -O --edition 2021 "$HERE/gen_queries.rs" -o "$OUT/gen_queries"
-"$OUT/gen_queries" "$OUT" 10000 "$ZONE"
+"$OUT/gen_queries" "$OUT" 10000 "$ZONE" "${GEN_ARGS[@]}"
 
 # ---------------------------------------------------------------- processes
 STARTED=()   # names whose $OUT/NAME/pid we wrote
@@ -197,7 +237,7 @@ start_switchyard() { # start_switchyard NAME CONFIG
   # Run from the repo root: the config's paths (apps/, geo/, examples/data/)
   # are relative to it.
   start "$name" "$ROOT" env RUST_LOG="${SWITCHYARD_LOG:-info}" \
-    "$SY" serve --config "$cfg" --dns "127.0.0.1:$port" --http 127.0.0.1:0 --admin 127.0.0.1:0 --data-dir "$d/data"
+    "$SY" serve --config "$cfg" --dns "127.0.0.1:$port" --http 127.0.0.1:0 --admin 127.0.0.1:0 --data-dir "$d/data" "${GEO_ARGS[@]}"
   for ((i = 0; i < 600; i++)); do
     grep -q 'switchyard ready' "$d/log" 2>/dev/null && return 0
     kill -0 "$(cat "$d/pid")" 2>/dev/null || break
@@ -256,6 +296,7 @@ for line in "${SAMPLES[@]}"; do
   if [[ -z "${EXPECT[$key]:-}" ]]; then
     args=(decide --config "$CONFIG" --app best-rtt --ip 127.0.0.1 --qtype "$qtype" --probe "$PROBES")
     [[ "$ecs" != - ]] && args+=(--ecs "$ecs")
+    args+=("${GEO_ARGS[@]}")
     EXPECT[$key]=$(cd "$ROOT" && "$SY" "${args[@]}" | jq -r '[.answers[] | "\(.type) \(.value | rtrimstr("."))"] | sort | join(",")')
   fi
 done
@@ -280,6 +321,10 @@ for s in "${SERVER_LIST[@]}"; do
   CORRECT[$s]="$ok/${#SAMPLES[@]}"
 done
 ((bad == 0)) || die "$bad wrong answers: not benchmarking"
+if [[ -n "${CHECK_ONLY:-}" ]]; then
+  say "CHECK_ONLY: every sampled answer is right; no load"
+  exit 0
+fi
 
 # ---------------------------------------------------------------- load
 # Per server and round: a throughput run (QPS, lost, rcodes) and right after
@@ -379,12 +424,17 @@ p99_ratio() { # p99_ratio A B: A's p99 latency over B's
 }
 
 {
-  echo "## DNS peers: $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "## DNS peers ($WORKLOAD workload): $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "Machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(uname -sr), $(. /etc/os-release && echo "$PRETTY_NAME"); dnsperf $(dpkg-query -W -f='${Version}' dnsperf) on the same machine"
   echo
+  if [[ $WORKLOAD == realistic ]]; then
+    echo "Command: \`WORKLOAD=realistic GEO_N=$GEO_N GEO_M=$GEO_M QUERY_COUNT=$QUERY_COUNT DURATION=$DURATION LAT_DURATION=$LAT_DURATION ROUNDS=$ROUNDS CLIENTS=$CLIENTS OUTSTANDING=$OUTSTANDING bench/dns-peers.sh\`"
+    echo "(Generated City database of $GEO_N /24 networks and ASN database to match; $QUERY_COUNT queries over 10,000 names, 70% A / 30% AAAA, half with ECS from $GEO_M distinct /24s of it; dnsperf -c $CLIENTS -q $OUTSTANDING; $ROUNDS interleaved rounds of, per server, a ${DURATION}s throughput run (QPS) and a ${LAT_DURATION}s latency run with -v (mean, p99, over all rounds); lost and rcodes over all runs.)"
+  else
   echo "Command: \`DURATION=$DURATION LAT_DURATION=$LAT_DURATION ROUNDS=$ROUNDS CLIENTS=$CLIENTS OUTSTANDING=$OUTSTANDING bench/dns-peers.sh\`"
   echo "(10,000 names, 70% A / 30% AAAA, half with ECS; dnsperf -c $CLIENTS -q $OUTSTANDING; $ROUNDS interleaved rounds of, per server, a ${DURATION}s throughput run (QPS) and a ${LAT_DURATION}s latency run with -v (mean, p99, over all rounds); lost and rcodes over all runs.)"
+  fi
   echo "Load average (1/5/15 min) before the load: $LOAD_START, after: $LOAD_END. Switchyard binary built $(date -u -r "$SY" '+%Y-%m-%d %H:%M UTC'), tree at $(git rev-parse --short HEAD 2>/dev/null || echo '(not a git checkout)')$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock apps examples 2>/dev/null || echo ' with uncommitted changes')."
   echo "Threads: NSD server-count 2; gdnsd udp_threads 2; PowerDNS receiver-threads 2 x distributor-threads 2; Switchyard its defaults; dnsperf 1 thread."
   echo

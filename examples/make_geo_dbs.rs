@@ -6,6 +6,12 @@
 //! cargo run --example make_geo_dbs -- geo/
 //! ```
 //!
+//! With `--generate N DIR [SEED]` it builds instead a large database pair for benchmarks
+//! (`bench/dns-peers.sh` with `WORKLOAD=realistic`): `DIR/Switchyard-City-Gen.mmdb` with N
+//! /24 networks in the GeoLite2-City layout, `DIR/Switchyard-ASN-Gen.mmdb` with an ASN for
+//! each of the same networks, and `DIR/networks.txt` listing them (one `a.b.c.0/24` a line,
+//! in address order) for the query generator. See [`generate`].
+//!
 //! Every network is inside a documentation range (RFC 5737, RFC 3849) and every ASN is a
 //! documentation ASN (RFC 5398), so the files can never be mistaken for real data. The build
 //! epoch is fixed and the writer's layout is deterministic, so a rerun gives the same bytes.
@@ -161,7 +167,18 @@ fn writer(database_type: &str, description: &str) -> Writer {
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "geo".to_owned()));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--generate") {
+        let (Some(n), Some(dir)) = (args.get(1), args.get(2)) else {
+            return Err("usage: make_geo_dbs --generate N DIR [SEED]".into());
+        };
+        let seed = match args.get(3) {
+            Some(s) => s.parse()?,
+            None => DEFAULT_SEED,
+        };
+        return generate(n.parse()?, &PathBuf::from(dir), seed);
+    }
+    let dir = PathBuf::from(args.first().cloned().unwrap_or_else(|| "geo".to_owned()));
     std::fs::create_dir_all(&dir)?;
 
     let mut city = writer(
@@ -214,5 +231,186 @@ fn main() -> Result<(), Box<dyn Error>> {
         std::fs::write(&path, &bytes)?;
         println!("wrote {} ({} bytes)", path.display(), bytes.len());
     }
+    Ok(())
+}
+
+/// The seed `--generate` uses unless given one.
+const DEFAULT_SEED: u64 = 0x5357_4954_4348_4745;
+
+/// The generated database's countries: (continent, country, latitude, longitude). 25 of
+/// them, every continent Openmix knows, each with [`SUBDIVISIONS`] subdivisions.
+#[rustfmt::skip]
+const GEN_COUNTRIES: &[(&str, &str, f64, f64)] = &[
+    ("NA", "US", 39.8, -98.6), ("NA", "CA", 56.1, -106.3), ("NA", "MX", 23.6, -102.6),
+    ("SA", "BR", -14.2, -51.9), ("SA", "AR", -38.4, -63.6), ("SA", "CL", -35.7, -71.5),
+    ("SA", "CO", 4.6, -74.3),
+    ("EU", "GB", 55.4, -3.4), ("EU", "DE", 51.2, 10.5), ("EU", "FR", 46.2, 2.2),
+    ("EU", "NL", 52.1, 5.3), ("EU", "ES", 40.5, -3.7), ("EU", "IT", 41.9, 12.6),
+    ("EU", "PL", 51.9, 19.1), ("EU", "SE", 60.1, 18.6),
+    ("AS", "JP", 36.2, 138.3), ("AS", "SG", 1.35, 103.8), ("AS", "IN", 20.6, 79.0),
+    ("AS", "KR", 35.9, 127.8), ("AS", "ID", -0.8, 113.9), ("AS", "CN", 35.9, 104.2),
+    ("OC", "AU", -25.3, 133.8), ("OC", "NZ", -40.9, 174.9),
+    ("AF", "ZA", -30.6, 22.9), ("AF", "NG", 9.1, 8.7),
+];
+
+/// Subdivisions per generated country.
+const SUBDIVISIONS: usize = 4;
+
+/// ASNs per generated country: a network's ASN is one of its country's, as real networks'
+/// mostly are, so the database has 25 × 200 distinct ASNs numbered from [`GEN_ASN_BASE`].
+const ASNS_PER_COUNTRY: u32 = 200;
+
+/// First generated ASN: the private-use 32-bit range (RFC 6996), never a real network's.
+const GEN_ASN_BASE: u32 = 4_200_000_000;
+
+/// IPv4 ranges no generated network is taken from: the special-purpose registry's
+/// (RFC 6890 and successors) and multicast and class E, as (first address, prefix length).
+#[rustfmt::skip]
+const RESERVED_V4: &[([u8; 4], u8)] = &[
+    ([0, 0, 0, 0], 8), ([10, 0, 0, 0], 8), ([100, 64, 0, 0], 10), ([127, 0, 0, 0], 8),
+    ([169, 254, 0, 0], 16), ([172, 16, 0, 0], 12), ([192, 0, 0, 0], 24), ([192, 0, 2, 0], 24),
+    ([192, 88, 99, 0], 24), ([192, 168, 0, 0], 16), ([198, 18, 0, 0], 15),
+    ([198, 51, 100, 0], 24), ([203, 0, 113, 0], 24), ([224, 0, 0, 0], 3),
+];
+
+/// xorshift64*: small, fast and the same on every platform, so a seed always gives the same
+/// databases.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Whether the /24 numbered `slash24` (its first address >> 8) is in a reserved range.
+fn reserved(slash24: u32) -> bool {
+    RESERVED_V4.iter().any(|&(first, len)| {
+        let shift = 32 - u32::from(len);
+        (slash24 << 8) >> shift == u32::from_be_bytes(first) >> shift
+    })
+}
+
+/// Builds the benchmark databases: `n` /24 networks drawn uniformly (selection sampling,
+/// so exactly `n`, in address order) from the IPv4 /24s outside [`RESERVED_V4`]; each gets
+/// one of the 25 × 4 (country, subdivision) locations and one of its country's
+/// [`ASNS_PER_COUNTRY`] ASNs at random. A network adjacent to the previous one never repeats its location or ASN, so the
+/// writer cannot merge them: both databases hold exactly `n` networks, all /24s.
+fn generate(n: usize, dir: &std::path::Path, seed: u64) -> Result<(), Box<dyn Error>> {
+    use std::io::Write as _;
+    use std::net::Ipv4Addr;
+
+    let start = std::time::Instant::now();
+    std::fs::create_dir_all(dir)?;
+    let candidates: Vec<u32> = (0..1u32 << 24).filter(|&s| !reserved(s)).collect();
+    if n > candidates.len() {
+        return Err(format!(
+            "at most {} /24 networks fit outside the reserved ranges",
+            candidates.len()
+        )
+        .into());
+    }
+
+    // One record per (country, subdivision), built once: leaked strings stand in for the
+    // 'static ones of the shipped databases' records.
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let mut locations = Vec::with_capacity(GEN_COUNTRIES.len() * SUBDIVISIONS);
+    for &(continent, country, lat, lon) in GEN_COUNTRIES {
+        for k in 0..SUBDIVISIONS {
+            let offset = k as f64 * 0.75;
+            locations.push(CityRecord {
+                continent: Code { code: continent },
+                country: Some(Country { iso_code: country }),
+                registered_country: Country { iso_code: country },
+                subdivisions: vec![Subdivision {
+                    iso_code: Some(leak(format!("G{}", k + 1))),
+                    names: en(leak(format!("{country} Region {}", k + 1))),
+                }],
+                city: Some(Names {
+                    names: en(leak(format!("{country} City {}", k + 1))),
+                }),
+                location: Some(Location {
+                    latitude: lat + offset,
+                    longitude: lon - offset,
+                    accuracy_radius: 50,
+                }),
+            });
+        }
+    }
+    let asns = ASNS_PER_COUNTRY * GEN_COUNTRIES.len() as u32;
+    let orgs: Vec<&'static str> = (0..asns)
+        .map(|k| leak(format!("Switchyard Generated AS{}", GEN_ASN_BASE + k)))
+        .collect();
+
+    let mut city = writer(
+        "Switchyard-City-Gen",
+        "Switchyard generated City database (benchmarks only, not real data)",
+    );
+    let mut asn = writer(
+        "Switchyard-ASN-Gen",
+        "Switchyard generated ASN database (benchmarks only, not real data)",
+    );
+    let mut list = std::io::BufWriter::new(std::fs::File::create(dir.join("networks.txt"))?);
+    let mut rng = Rng(seed | 1);
+    let (mut needed, mut left) = (n as u64, candidates.len() as u64);
+    let mut previous: Option<(u32, usize, usize)> = None;
+    for &slash24 in &candidates {
+        // Knuth's algorithm S: take this one with probability needed / left.
+        let take = rng.below(left) < needed;
+        left -= 1;
+        if !take {
+            continue;
+        }
+        needed -= 1;
+        let mut loc = rng.below(locations.len() as u64) as usize;
+        let mut nth = rng.below(u64::from(ASNS_PER_COUNTRY)) as usize;
+        let adjacent = previous.filter(|&(p, _, _)| p + 1 == slash24);
+        if let Some((_, p_loc, _)) = adjacent
+            && loc == p_loc
+        {
+            loc = (loc + 1) % locations.len();
+        }
+        let per_country = ASNS_PER_COUNTRY as usize;
+        let mut org = loc / SUBDIVISIONS * per_country + nth;
+        if let Some((_, _, p_org)) = adjacent
+            && org == p_org
+        {
+            nth = (nth + 1) % per_country;
+            org = loc / SUBDIVISIONS * per_country + nth;
+        }
+        previous = Some((slash24, loc, org));
+        let addr = Ipv4Addr::from(slash24 << 8);
+        let net = IpNet::new(addr.into(), 24)?;
+        city.insert(net, &locations[loc])?;
+        asn.insert(
+            net,
+            &AsnRecord {
+                autonomous_system_number: GEN_ASN_BASE + org as u32,
+                autonomous_system_organization: orgs[org],
+            },
+        )?;
+        writeln!(list, "{addr}/24")?;
+    }
+    list.flush()?;
+    for (name, w) in [
+        ("Switchyard-City-Gen.mmdb", &city),
+        ("Switchyard-ASN-Gen.mmdb", &asn),
+    ] {
+        let path = dir.join(name);
+        let bytes = w.to_bytes()?;
+        std::fs::write(&path, &bytes)?;
+        println!("wrote {} ({} bytes)", path.display(), bytes.len());
+    }
+    println!(
+        "{n} networks (seed {seed:#x}) in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Query generator for bench/dns-peers.sh (no dependencies: built with `rustc -O`).
 //!
-//! Usage: gen_queries OUT_DIR [COUNT] [ZONE]
+//! Usage: gen_queries OUT_DIR [COUNT] [ZONE] [--networks FILE --distinct M --queries Q]
 //!
 //! Writes, for names q0..q{COUNT-1}.best-rtt.<ZONE> in a fixed shuffled order:
 //!   OUT_DIR/queries.bin  dnsperf -B input (RFC 1035 4.2.2 framing: 2-byte length + message)
@@ -11,6 +11,12 @@
 //! networks of the shipped test GeoIP databases (geo/README.md), so the
 //! servers' geo branch varies. The other half have no ECS: the client is the
 //! loopback source, which has no geo data. The output is the same on every run.
+//!
+//! The realistic workload (`--networks`): Q queries instead of COUNT (query i asks name
+//! q{i % COUNT}, so each name is asked Q / COUNT times), and the ECS subnets are M distinct
+//! /24s drawn from FILE (one `a.b.c.0/24` a line: the `networks.txt` that
+//! `make_geo_dbs --generate` writes beside its databases), taken in turn in a shuffled
+//! order, so with Q / 2 ≤ M no subnet repeats.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -100,6 +106,44 @@ fn main() {
     let dir = std::path::Path::new(&args[1]);
     let count: usize = args.get(2).map(|s| s.parse().expect("COUNT")).unwrap_or(10_000);
     let zone = args.get(3).map(String::as_str).unwrap_or("switchyard.test").trim_end_matches('.').to_string();
+    let names = count;
+    let mut networks: Vec<(IpAddr, u8)> = NETWORKS
+        .iter()
+        .map(|&(a, p, _)| (a.parse().expect("network"), p))
+        .collect();
+    let mut count = count;
+    let mut flags = args.iter().skip(4);
+    let (mut file, mut distinct) = (None, None);
+    while let Some(flag) = flags.next() {
+        let value = flags.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--networks" => file = Some(value.clone()),
+            "--distinct" => distinct = Some(value.parse::<usize>().expect("--distinct")),
+            "--queries" => count = value.parse().expect("--queries"),
+            _ => panic!("unknown flag {flag}"),
+        }
+    }
+    // The realistic workload's subnets come from their own generator, so the small
+    // workload's shuffles (below) stay exactly as they were.
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(&file).expect("--networks file");
+        let mut all: Vec<(IpAddr, u8)> = text
+            .lines()
+            .map(|l| {
+                let (a, p) = l.trim().split_once('/').expect("a.b.c.d/len");
+                (a.parse().expect("address"), p.parse().expect("prefix"))
+            })
+            .collect();
+        let m = distinct.unwrap_or(all.len()).min(all.len());
+        let mut pick = Rng(0x4543_5321_6e65_7473);
+        // Partial Fisher-Yates: the first m are a uniform sample, in random order.
+        for i in 0..m {
+            let j = i + pick.below(all.len() - i);
+            all.swap(i, j);
+        }
+        all.truncate(m);
+        networks = all;
+    }
 
     // Exact proportions, then a fixed shuffle: 70% A / 30% AAAA, and (independently)
     // half with ECS, the ECS networks taken in turn.
@@ -114,7 +158,7 @@ fn main() {
     for i in 0..count {
         let qtype = if i * 10 < count * 7 { 1 } else { 28 };
         let ecs = if with_ecs[i] {
-            let k = next_net % NETWORKS.len();
+            let k = next_net % networks.len();
             next_net += 1;
             Some(k)
         } else {
@@ -130,14 +174,14 @@ fn main() {
     let mut bin = BufWriter::new(File::create(dir.join("queries.bin")).expect("queries.bin"));
     let mut txt = BufWriter::new(File::create(dir.join("queries.txt")).expect("queries.txt"));
     for &(i, qtype, ecs) in &rows {
-        let name = format!("q{i}.best-rtt.{zone}");
-        let ecs_v = ecs.map(|k| (NETWORKS[k].0.parse::<IpAddr>().expect("network"), NETWORKS[k].1));
+        let name = format!("q{}.best-rtt.{zone}", i % names);
+        let ecs_v = ecs.map(|k| networks[k]);
         let m = message(&name, qtype, ecs_v);
         bin.write_all(&(m.len() as u16).to_be_bytes()).unwrap();
         bin.write_all(&m).unwrap();
         let t = if qtype == 1 { "A" } else { "AAAA" };
         match ecs {
-            Some(k) => writeln!(txt, "{name} {t} {}/{}", NETWORKS[k].0, NETWORKS[k].1).unwrap(),
+            Some(k) => writeln!(txt, "{name} {t} {}/{}", networks[k].0, networks[k].1).unwrap(),
             None => writeln!(txt, "{name} {t} -").unwrap(),
         }
     }

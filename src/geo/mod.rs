@@ -24,12 +24,12 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use maxminddb::Reader;
+use maxminddb::{LookupResult, Reader};
 use serde::{Deserialize, Serialize};
 
 use overrides::Overrides;
 use record::{AsnRecord, CityRecord, subdivision_code};
-pub use service::{DEFAULT_CACHE_CAPACITY, Geo};
+pub use service::{DEFAULT_CACHE_CAPACITY, Geo, GeoView};
 pub use watch::GeoWatcher;
 
 /// What the GeoIP databases say about one address.
@@ -57,6 +57,16 @@ pub struct ClientGeo {
     /// matched networks (their intersection), in the address's own family (IPv4 addresses
     /// report IPv4 prefixes). This is the ECS scope to echo.
     pub prefix_len: u8,
+}
+
+/// Which database records an address matched, by their offsets in the data sections. Two
+/// addresses with equal keys get the same [`ClientGeo`] from one [`GeoDb`], their prefix
+/// lengths aside: the fields are a function of the records alone. Only meaningful within one
+/// database set (a reload gives the same offsets other records).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecordKey {
+    city: Option<usize>,
+    asn: Option<usize>,
 }
 
 /// Where the databases are. `None` means "not configured": that database is absent and the
@@ -419,6 +429,23 @@ impl GeoDb {
         geo
     }
 
+    /// Which records `ip` matches, and the prefix length [`GeoDb::lookup`] would report:
+    /// only the search tree walks, no record decoded, nothing allocated.
+    pub fn records(&self, ip: IpAddr) -> (RecordKey, u8) {
+        let ip = canonical(ip);
+        let mut prefix_len = 0;
+        let mut offset = |db: &Option<LoadedDb>| {
+            let (prefix, result) = db.as_ref().map_or((0, None), |db| walk(db, ip));
+            prefix_len = prefix_len.max(prefix);
+            result.and_then(|r| r.offset())
+        };
+        let key = RecordKey {
+            city: offset(&self.city),
+            asn: offset(&self.asn),
+        };
+        (key, prefix_len)
+    }
+
     fn fill_city(&self, geo: &mut ClientGeo, record: &CityRecord<'_>) {
         if let Some(code) = record.continent.code
             && MARKETS.contains(&code)
@@ -477,6 +504,19 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// network) and the record when there is one. Errors become "no data" and a debug log: a
 /// query must never fail because one record is damaged.
 fn lookup_in<'a, T: Deserialize<'a>>(db: &'a LoadedDb, ip: IpAddr) -> (u8, Option<T>) {
+    let (prefix, Some(result)) = walk(db, ip) else {
+        return (0, None);
+    };
+    let record = result.decode::<T>().unwrap_or_else(|e| {
+        tracing::debug!(path = %db.path.display(), %ip, "geo record does not decode: {e}");
+        None
+    });
+    (prefix, record)
+}
+
+/// The search tree walk of [`lookup_in`]: the matched network's prefix length in `ip`'s
+/// family and the result to decode (`None` when the walk failed).
+fn walk(db: &LoadedDb, ip: IpAddr) -> (u8, Option<LookupResult<'_, Vec<u8>>>) {
     let result = match db.reader.lookup(ip) {
         Ok(result) => result,
         // E.g. an IPv6 address in an IPv4-only database.
@@ -492,11 +532,7 @@ fn lookup_in<'a, T: Deserialize<'a>>(db: &'a LoadedDb, ip: IpAddr) -> (u8, Optio
         Ok(net) => net.prefix(),
         Err(_) => 0,
     };
-    let record = result.decode::<T>().unwrap_or_else(|e| {
-        tracing::debug!(path = %db.path.display(), %ip, "geo record does not decode: {e}");
-        None
-    });
-    (prefix, record)
+    (prefix, Some(result))
 }
 
 #[cfg(test)]

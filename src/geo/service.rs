@@ -20,6 +20,8 @@ pub const DEFAULT_CACHE_CAPACITY: u64 = 100_000;
 struct Generation {
     db: GeoDb,
     cache: moka::sync::Cache<IpAddr, ClientGeo>,
+    /// This set's [`Geo::generation`].
+    number: u64,
 }
 
 /// Hot-swappable geo service used by the servers: the current [`GeoDb`] behind an `ArcSwap`
@@ -71,9 +73,10 @@ impl Geo {
 
     /// Like [`Geo::new`] with a chosen cache size (0 disables caching).
     pub fn with_cache_capacity(db: GeoDb, capacity: u64) -> Geo {
+        let first = Generation::new(db, capacity);
         Geo {
-            current: ArcSwap::from_pointee(Generation::new(db, capacity)),
-            generation: AtomicU64::new(next_generation()),
+            generation: AtomicU64::new(first.number),
+            current: ArcSwap::from_pointee(first),
             capacity,
             reload_error: std::sync::Mutex::new(None),
             hits: Counter::new(),
@@ -134,9 +137,10 @@ impl Geo {
 
     /// Puts an already loaded database set in service, with an empty cache.
     pub fn replace(&self, db: GeoDb) {
-        self.current
-            .store(Arc::new(Generation::new(db, self.capacity)));
-        self.generation.store(next_generation(), Ordering::Release);
+        let next = Generation::new(db, self.capacity);
+        let number = next.number;
+        self.current.store(Arc::new(next));
+        self.generation.store(number, Ordering::Release);
         if let Ok(mut last) = self.reload_error.lock() {
             *last = None;
         }
@@ -146,6 +150,16 @@ impl Geo {
     /// Which database set is in service: changes with every reload.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    /// The database set in service now, for lookups that must all be answered by the same
+    /// set (a cache in front keyed by [`GeoView::records`]). Hold it briefly: a reload's old
+    /// set is freed only when its last view is dropped.
+    pub fn view(&self) -> GeoView<'_> {
+        GeoView {
+            geo: self,
+            current: self.current.load(),
+        }
     }
 
     /// Cache hits and misses since start (reloads do not reset them).
@@ -192,10 +206,37 @@ fn shared_key(ip: IpAddr) -> (IpAddr, u8) {
     }
 }
 
+/// One database set in service, from [`Geo::view`]: every lookup through it is answered by
+/// the same set, whatever reloads happen meanwhile.
+pub struct GeoView<'a> {
+    geo: &'a Geo,
+    current: arc_swap::Guard<Arc<Generation>>,
+}
+
+impl GeoView<'_> {
+    /// This set's [`Geo::generation`].
+    pub fn generation(&self) -> u64 {
+        self.current.number
+    }
+
+    /// [`GeoDb::records`] in this set: which records `ip` matches and its prefix length.
+    pub fn records(&self, ip: IpAddr) -> (super::RecordKey, u8) {
+        self.current.db.records(ip)
+    }
+
+    /// [`GeoDb::lookup`] in this set, without the cache (it is for a cache in front that
+    /// missed): counted as a cache miss.
+    pub fn lookup_uncached(&self, ip: IpAddr) -> ClientGeo {
+        self.geo.misses.add(1);
+        self.current.db.lookup(ip)
+    }
+}
+
 impl Generation {
     fn new(db: GeoDb, capacity: u64) -> Generation {
         Generation {
             db,
+            number: next_generation(),
             cache: moka::sync::Cache::new(capacity),
         }
     }
@@ -291,6 +332,67 @@ mod tests {
         // A neighbour in the DE /25 is a miss of its own, with the right answer.
         assert_eq!(geo.lookup(ip("198.51.100.201")), de);
         assert_eq!(geo.cache_stats(), (4, 5));
+    }
+
+    /// A record key names exactly the fields: equal keys give equal answers (prefix aside),
+    /// and a view's walk reports the prefix its lookup reports. On the shipped databases,
+    /// whose City and ASN networks differ in size both ways.
+    #[test]
+    fn equal_record_keys_give_equal_answers() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let paths = GeoPaths {
+            city: Some(root.join("geo/Switchyard-City-Test.mmdb")),
+            asn: Some(root.join("geo/Switchyard-ASN-Test.mmdb")),
+            ..GeoPaths::default()
+        };
+        let geo = Geo::new(GeoDb::open(&paths).unwrap());
+        let view = geo.view();
+        assert_eq!(view.generation(), geo.generation());
+        let addrs = [
+            "192.0.2.1",
+            "192.0.2.2",
+            "192.0.2.65",
+            "192.0.2.130",
+            "198.51.100.7",
+            "198.51.100.129",
+            "198.51.100.200",
+            "203.0.113.5",
+            "203.0.113.230",
+            "10.0.0.1",
+            "127.0.0.1",
+            "::ffff:192.0.2.1",
+            "2001:db8::1",
+            "2001:db8:1::1",
+            "2001:db8:3::1",
+            "::1",
+        ];
+        let mut seen = std::collections::HashMap::new();
+        for a in addrs {
+            let (key, prefix) = view.records(ip(a));
+            let mut got = view.lookup_uncached(ip(a));
+            assert_eq!(prefix, got.prefix_len, "{a}");
+            got.prefix_len = 0;
+            let first = seen.entry(key).or_insert_with(|| got.clone());
+            assert_eq!(*first, got, "{a}: same records, other fields");
+        }
+        // The /25 City network of 192.0.2.0 holds two ASN /26s: two keys.
+        assert_eq!(
+            view.records(ip("192.0.2.1")).0,
+            view.records(ip("192.0.2.2")).0
+        );
+        assert_ne!(
+            view.records(ip("192.0.2.1")).0,
+            view.records(ip("192.0.2.65")).0
+        );
+        // Unlisted addresses share the empty key.
+        assert_eq!(
+            view.records(ip("10.0.0.1")).0,
+            view.records(ip("127.0.0.1")).0
+        );
+        drop(view);
+        geo.replace(GeoDb::default());
+        assert_ne!(geo.view().generation(), 0);
+        assert_eq!(geo.view().generation(), geo.generation());
     }
 
     /// MaxMind's City test database, which lives beside the project (see
