@@ -66,14 +66,10 @@ mkdir -p "$OUT"
 GEO_ARGS=()
 GEN_ARGS=()
 if [[ $WORKLOAD == realistic ]]; then
-  GEN=$ROOT/target/bench/geo-gen/$GEO_N
-  if [[ ! -s "$GEN/Switchyard-City-Gen.mmdb" || ! -s "$GEN/Switchyard-ASN-Gen.mmdb" || ! -s "$GEN/networks.txt" ]]; then
-    say "generating the GeoIP databases ($GEO_N networks) in $GEN"
-    [[ -n "${NO_BUILD:-}" ]] || cargo build --release --locked --example make_geo_dbs >&2
-    "$ROOT/target/release/examples/make_geo_dbs" --generate "$GEO_N" "$GEN" >&2
-  fi
-  GEO_ARGS=(--geo-city "$GEN/Switchyard-City-Gen.mmdb" --geo-asn "$GEN/Switchyard-ASN-Gen.mmdb")
-  GEN_ARGS=(--networks "$GEN/networks.txt" --distinct "$GEO_M" --queries "$QUERIES")
+  source "$ROOT/bench/geo-gen.bash"
+  generated_geo "$GEO_N"
+  GEO_ARGS=(--geo-city "$GEN_CITY" --geo-asn "$GEN_ASN")
+  GEN_ARGS=(--networks "$GEN_NETWORKS" --distinct "$GEO_M" --queries "$QUERIES")
 elif [[ -n $ECS ]]; then
   GEN_ARGS=(--queries "$QUERIES")
 fi

@@ -111,15 +111,11 @@ fi
 [[ -x "$SY" ]] || die "$SY not built"
 mkdir -p "$OUT"
 if [[ $WORKLOAD == realistic ]]; then
-  GEN=$ROOT/target/bench/geo-gen/$GEO_N
-  CITY=$GEN/Switchyard-City-Gen.mmdb
-  if [[ ! -s "$CITY" || ! -s "$GEN/Switchyard-ASN-Gen.mmdb" || ! -s "$GEN/networks.txt" ]]; then
-    say "generating the GeoIP databases ($GEO_N networks) in $GEN"
-    [[ -n "${NO_BUILD:-}" ]] || cargo build --release --locked --example make_geo_dbs >&2
-    "$ROOT/target/release/examples/make_geo_dbs" --generate "$GEO_N" "$GEN" >&2
-  fi
-  GEO_ARGS=(--geo-city "$CITY" --geo-asn "$GEN/Switchyard-ASN-Gen.mmdb")
-  GEN_ARGS=(--networks "$GEN/networks.txt" --distinct "$GEO_M" --queries "$QUERY_COUNT")
+  source "$ROOT/bench/geo-gen.bash"
+  generated_geo "$GEO_N"
+  CITY=$GEN_CITY
+  GEO_ARGS=(--geo-city "$GEN_CITY" --geo-asn "$GEN_ASN")
+  GEN_ARGS=(--networks "$GEN_NETWORKS" --distinct "$GEO_M" --queries "$QUERY_COUNT")
 fi
 rustc -O --edition 2021 "$HERE/gen_queries.rs" -o "$OUT/gen_queries"
 "$OUT/gen_queries" "$OUT" 10000 "$ZONE" "${GEN_ARGS[@]}"
