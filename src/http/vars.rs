@@ -150,7 +150,7 @@ fn memo_vars(state: &State) -> serde_json::Value {
     }
     serde_json::json!({
         "hits": hits,
-        "hits_since_start": crate::openmix::memo::total_hits(),
+        "hits_since_start": state.counters.memo_hits(),
         "apps": apps,
     })
 }

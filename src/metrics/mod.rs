@@ -446,6 +446,12 @@ impl Counters {
         self.times.record(app, frontend, took, memo_hit);
     }
 
+    /// Memo hits since start, every app together (the apps' own memos
+    /// start over when an app is reloaded; this does not).
+    pub fn memo_hits(&self) -> u64 {
+        self.times.totals().values().map(|t| t.memo_hits).sum()
+    }
+
     /// Appends the decision-time histograms and the memo hits by app to
     /// `out`, in Prometheus text format.
     pub fn render_decision_times(&self, out: &mut String) {

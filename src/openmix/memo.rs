@@ -121,13 +121,6 @@ pub struct MemoStats {
     pub disabled: bool,
 }
 
-static GLOBAL_HITS: Counter = Counter::new();
-
-/// Memo hits since start, over every app.
-pub fn total_hits() -> u64 {
-    GLOBAL_HITS.get()
-}
-
 impl std::fmt::Debug for Memo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Memo")
@@ -169,7 +162,6 @@ impl Memo {
         let found = self.find(view);
         if found.is_some() {
             self.hits.add(1);
-            GLOBAL_HITS.add(1);
         } else {
             self.misses.add(1);
         }
