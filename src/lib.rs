@@ -7,6 +7,8 @@
 //!   SIGHUP reloads, and the supervisor that owns the sockets ([`net`]:
 //!   the sockets and the per-client connection bound the listeners share).
 //! - [`dns`]: the authoritative DNS front end (zones, RRL, cookies).
+//! - [`dnssec`]: keys, online signatures and denial of existence for
+//!   signed zones.
 //! - [`http`]: the HTTP decision endpoint and the operations listener.
 //! - [`engine`]: the decision core: the app registry, the JS workers, the
 //!   rules around a decision (fallback, memo, backoff) and the quarantine.
@@ -37,6 +39,7 @@ pub mod config;
 pub mod data;
 pub mod db;
 pub mod dns;
+pub mod dnssec;
 pub mod engine;
 pub mod geo;
 pub mod http;

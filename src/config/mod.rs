@@ -44,7 +44,7 @@ pub use reports::{ReportsConfig, hostname};
 pub use rrl::{RRL_MAX_DEBT, Rrl};
 pub use server::TokenSetting;
 pub use source::{ConfigSource, Overrides};
-pub use zones::{Soa, StaticRecord, Zone, fqdn};
+pub use zones::{Dnssec, DnssecAlgorithm, Soa, StaticRecord, Zone, fqdn};
 
 /// The configuration used when no file is given.
 pub const DEFAULT_CONFIG: &str = include_str!("../../examples/switchyard.toml");
@@ -453,6 +453,37 @@ mod tests {
         let config = partial.config.expect("a configuration");
         assert_eq!(config.zones[0].records.len(), 1);
         assert_eq!(config.zones[0].records[0].value, "192.0.2.1");
+    }
+
+    #[test]
+    fn dnssec_is_a_switch_or_a_table() {
+        let parse = |t: &str| Config::parse(t, "d.toml", &Overrides::default());
+        let c = parse("[[zone]]\nname = 'a.test'\ndnssec = true\n").unwrap();
+        assert_eq!(c.zones[0].dnssec, Some(Dnssec::default()));
+        let c = parse("[[zone]]\nname = 'a.test'\ndnssec = false\n").unwrap();
+        assert_eq!(c.zones[0].dnssec, None);
+        let c = parse(
+            "[[zone]]\nname = 'a.test'\n[zone.dnssec]\nalgorithm = 'ED25519'\nkeys = '/k'\nsignature_validity_days = 21\nrefresh_days = 3\n",
+        )
+        .unwrap();
+        let d = c.zones[0].dnssec.clone().unwrap();
+        assert_eq!(d.algorithm, DnssecAlgorithm::Ed25519);
+        assert_eq!(d.keys.as_deref(), Some(std::path::Path::new("/k")));
+        assert_eq!((d.signature_validity_days, d.refresh_days), (21, 3));
+        for (bad, says) in [
+            ("algorithm = 'rsasha1'", "zone[0].dnssec.algorithm"),
+            ("refresh_days = 0", "zone[0].dnssec.refresh_days"),
+            (
+                "signature_validity_days = 10\nrefresh_days = 7",
+                "at least twice refresh_days",
+            ),
+        ] {
+            let e = parse(&format!(
+                "[[zone]]\nname = 'a.test'\n[zone.dnssec]\n{bad}\n"
+            ))
+            .unwrap_err();
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -13,6 +13,24 @@ pub(super) struct RawZone {
     soa: RawSoa,
     #[serde(default)]
     records: Vec<RawRecord>,
+    dnssec: Option<RawDnssec>,
+}
+
+/// `dnssec = true`, or a table of settings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawDnssec {
+    On(bool),
+    Settings(RawDnssecSettings),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDnssecSettings {
+    algorithm: Option<String>,
+    keys: Option<std::path::PathBuf>,
+    signature_validity_days: Option<u32>,
+    refresh_days: Option<u32>,
 }
 
 impl RawZone {
@@ -24,6 +42,7 @@ impl RawZone {
             ns: Vec::new(),
             soa: RawSoa::default(),
             records: Vec::new(),
+            dnssec: None,
         }
     }
 }
@@ -85,6 +104,61 @@ pub struct Soa {
     pub minimum: u32,
 }
 
+/// A DNSSEC signing algorithm offered for new keys (existing key files
+/// say their own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnssecAlgorithm {
+    /// ECDSA P-256 with SHA-256, algorithm 13 (the default).
+    EcdsaP256Sha256,
+    /// Ed25519, algorithm 15.
+    Ed25519,
+}
+
+impl DnssecAlgorithm {
+    /// The name used in the configuration and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            DnssecAlgorithm::EcdsaP256Sha256 => "ecdsap256sha256",
+            DnssecAlgorithm::Ed25519 => "ed25519",
+        }
+    }
+
+    /// The algorithm of a configuration name (case-insensitive; the
+    /// IANA number works too).
+    pub fn parse(s: &str) -> Option<DnssecAlgorithm> {
+        match s.to_ascii_lowercase().as_str() {
+            "ecdsap256sha256" | "13" => Some(DnssecAlgorithm::EcdsaP256Sha256),
+            "ed25519" | "15" => Some(DnssecAlgorithm::Ed25519),
+            _ => None,
+        }
+    }
+}
+
+/// `[[zone]] dnssec`: how a signed zone is signed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dnssec {
+    /// Algorithm of the key generated at first start.
+    pub algorithm: DnssecAlgorithm,
+    /// Key directory; `None`: `data_dir/keys/<zone>/`.
+    pub keys: Option<std::path::PathBuf>,
+    /// How long a signature is valid from its inception, in days.
+    pub signature_validity_days: u32,
+    /// The window signatures' inception is aligned to, in days: the same
+    /// RRset signs the same way for this long.
+    pub refresh_days: u32,
+}
+
+impl Default for Dnssec {
+    fn default() -> Dnssec {
+        Dnssec {
+            algorithm: DnssecAlgorithm::EcdsaP256Sha256,
+            keys: None,
+            signature_validity_days: 14,
+            refresh_days: 7,
+        }
+    }
+}
+
 /// A checked zone.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Zone {
@@ -98,6 +172,8 @@ pub struct Zone {
     pub soa: Soa,
     /// Static records.
     pub records: Vec<StaticRecord>,
+    /// DNSSEC signing, when the zone is signed.
+    pub dnssec: Option<Dnssec>,
 }
 
 /// Lower-cases and adds the trailing dot.
@@ -174,6 +250,11 @@ fn check_zone(z: RawZone, i: usize, errors: &mut Vec<String>) -> Result<Zone, St
         expire: z.soa.expire.unwrap_or(604_800),
         minimum: z.soa.minimum.unwrap_or(60),
     };
+    let dnssec = match z.dnssec {
+        None | Some(RawDnssec::On(false)) => None,
+        Some(RawDnssec::On(true)) => Some(Dnssec::default()),
+        Some(RawDnssec::Settings(raw)) => Some(check_dnssec(raw, &key)?),
+    };
     let ttl = z.ttl.unwrap_or(20);
     let mut records = Vec::new();
     for (j, r) in z.records.into_iter().enumerate() {
@@ -188,7 +269,37 @@ fn check_zone(z: RawZone, i: usize, errors: &mut Vec<String>) -> Result<Zone, St
         ns,
         soa,
         records,
+        dnssec,
     })
+}
+
+/// `[zone.dnssec]` as a table: every field optional, checked.
+fn check_dnssec(raw: RawDnssecSettings, key: &str) -> Result<Dnssec, String> {
+    let mut d = Dnssec::default();
+    if let Some(a) = raw.algorithm {
+        d.algorithm = DnssecAlgorithm::parse(&a).ok_or_else(|| {
+            format!("{key}.dnssec.algorithm: '{a}' is not one of ecdsap256sha256, ed25519")
+        })?;
+    }
+    d.keys = raw.keys;
+    if let Some(v) = raw.signature_validity_days {
+        d.signature_validity_days = v;
+    }
+    if let Some(r) = raw.refresh_days {
+        d.refresh_days = r;
+    }
+    if d.refresh_days == 0 {
+        return Err(format!("{key}.dnssec.refresh_days: must be at least 1"));
+    }
+    // A signature made at the end of a window must still be valid for
+    // a while after it: validity covers the window and as much again.
+    if d.signature_validity_days < 2 * d.refresh_days {
+        return Err(format!(
+            "{key}.dnssec.signature_validity_days: {} must be at least twice refresh_days ({})",
+            d.signature_validity_days, d.refresh_days
+        ));
+    }
+    Ok(d)
 }
 
 fn check_record(r: RawRecord, rkey: &str, zone: &str, ttl: u32) -> Result<StaticRecord, String> {

@@ -9,6 +9,7 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, SOA, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use crate::config::{Config, Zone};
+use crate::dnssec::sign::{Signers, ZoneSigner};
 use crate::engine::apps::{AppSet, LoadedApp};
 
 /// One zone, with its records built once.
@@ -27,6 +28,8 @@ pub struct ZoneData {
     /// that is neither (an app's) is hashed once; hashbrown's default
     /// hasher, as SipHash costs a tenth of a query here.
     names: hashbrown::HashMap<LowerName, Vec<Record>>,
+    /// How the zone is signed, when it is.
+    pub signer: Option<Arc<ZoneSigner>>,
 }
 
 /// Every zone served, built from the configuration.
@@ -89,11 +92,14 @@ impl ZoneData {
 }
 
 impl ZoneSet {
-    /// Builds the zones of `config` (already validated).
-    pub fn from_config(config: &Config) -> Result<ZoneSet, ZoneError> {
+    /// Builds the zones of `config` (already validated); a signed zone
+    /// takes its signer from `signers`.
+    pub fn from_config(config: &Config, signers: &Signers) -> Result<ZoneSet, ZoneError> {
         let mut zones = Vec::new();
         for z in &config.zones {
-            zones.push(build_zone(z)?);
+            let mut zone = build_zone(z)?;
+            zone.signer = signers.zones.get(&z.name).cloned();
+            zones.push(zone);
         }
         // Longest origin first, so the most specific zone wins.
         zones.sort_by_key(|z| std::cmp::Reverse(z.labels));
@@ -247,5 +253,6 @@ fn build_zone(z: &Zone) -> Result<ZoneData, ZoneError> {
         soa,
         ns,
         names,
+        signer: None,
     })
 }

@@ -94,9 +94,11 @@ pub async fn build_state(config: Config) -> Result<Arc<State>, ServeError> {
         }
         std::process::exit(70);
     }));
-    let zones = ZoneSet::from_config(&config).map_err(|error| StartupError::Zones {
-        file: config.source.clone(),
-        error,
+    let zones = ZoneSet::from_config(&config, &Default::default()).map_err(|error| {
+        StartupError::Zones {
+            file: config.source.clone(),
+            error,
+        }
     })?;
     let dns = Arc::new(DnsHandler {
         zones: ArcSwap::from_pointee(zones),

@@ -60,7 +60,7 @@ pub async fn reload_config(state: &Arc<State>, source: &ConfigSource) {
     {
         return fail(&e);
     }
-    let zones = match ZoneSet::from_config(&config) {
+    let zones = match ZoneSet::from_config(&config, &Default::default()) {
         Ok(z) => z,
         Err(e) => return fail(&e),
     };

@@ -1,0 +1,1 @@
+//! Minimally covering NSEC records made on the fly (to be built).
