@@ -89,7 +89,7 @@ pub(super) fn decision_rrset<'a>(
         name.set_fqdn(true);
         return Some((RecordType::CNAME, DecisionRdata::Cname(Some(name))));
     }
-    let mut addresses = DecisionRdata::Addresses(answers.iter(), qtype);
+    let addresses = DecisionRdata::Addresses(answers.iter(), qtype);
     // No address of the type asked: NODATA, nothing to sign.
     addresses.clone().next()?;
     Some((qtype, addresses))

@@ -5,9 +5,10 @@
 //! an app label exists. So an NSEC record is made for the query alone,
 //! with the "epsilon" functions of RFC 4470 §4: it covers the name asked
 //! and nothing else. The owner is the name's predecessor in canonical
-//! order (RFC 4034 §6.1) and the next name its successor (`\000.name`),
-//! so a resolver learns nothing about the other names of the zone and no
-//! name that exists is ever denied.
+//! order (RFC 4034 §6.1) and the next name the first name after it and
+//! its descendants (`name\000`; NODATA's NSEC is owned by the name, next
+//! `\000.name`), so a resolver learns nothing about the other names of
+//! the zone and no name that exists is ever denied.
 //!
 //! NXDOMAIN is proved the standard way: an NSEC covering the name and one
 //! covering the wildcard at the closest encloser (one when it covers
@@ -35,14 +36,23 @@ fn before(b: u8) -> u8 {
     if p.is_ascii_uppercase() { b'@' } else { p }
 }
 
-/// `name`'s immediate successor in canonical order, closely enough:
-/// `\000.name`, its first possible child; for a name too long for that, a
-/// sibling just after it.
+/// `name`'s immediate successor in canonical order: `\000.name`, its
+/// first possible child (the next name of a NODATA answer's NSEC); for a
+/// name too long for that, [`next_sibling`].
 pub fn successor(name: &Name) -> Result<Name, NoCover> {
     let name = name.to_lowercase();
-    if let Ok(next) = name.prepend_label(Label::from_raw_bytes(&[0]).expect("one octet")) {
-        return Ok(next);
+    match name.prepend_label(Label::from_raw_bytes(&[0]).expect("one octet")) {
+        Ok(next) => Ok(next),
+        Err(_) => next_sibling(&name),
     }
+}
+
+/// The first name after `name` and all its descendants: the first label
+/// with `\000` appended (RFC 4471 §3.1.2). The next name of an NSEC that
+/// denies `name`: a next name under `name` would prove it an empty
+/// non-terminal, not absent (validators read it so).
+pub fn next_sibling(name: &Name) -> Result<Name, NoCover> {
+    let name = name.to_lowercase();
     let first = name.iter().next().ok_or_else(|| NoCover(name.clone()))?;
     let mut label = first.to_vec();
     if label.len() < MAX_LABEL {
@@ -140,15 +150,19 @@ pub fn nodata(
 /// RRSIG and NSEC only: their owners do not otherwise exist.
 pub fn nxdomain(qname: &Name, closest_encloser: &Name, ttl: u32) -> Result<Vec<Record>, NoCover> {
     let owner = predecessor(qname)?;
-    let next = successor(qname)?;
-    let wildcard = closest_encloser.to_lowercase().into_wildcard();
+    let next = next_sibling(qname)?;
+    let star = Label::from_raw_bytes(b"*").expect("one octet");
+    let wildcard = closest_encloser
+        .to_lowercase()
+        .prepend_label(star)
+        .map_err(|_| NoCover(qname.clone()))?;
     let mut out = Vec::with_capacity(2);
     let both = covers(&owner, &next, &wildcard);
     out.push(record(owner, next, [], ttl));
     if !both {
         out.push(record(
             predecessor(&wildcard)?,
-            successor(&wildcard)?,
+            next_sibling(&wildcard)?,
             [],
             ttl,
         ));
@@ -160,8 +174,23 @@ pub fn nxdomain(qname: &Name, closest_encloser: &Name, ttl: u32) -> Result<Vec<R
 mod tests {
     use super::*;
 
+    /// A name from its text, `\DDD` escapes decoded.
     fn n(s: &str) -> Name {
-        Name::from_ascii(s).unwrap()
+        let labels = s.trim_end_matches('.').split('.').map(|l| {
+            let (mut out, b) = (Vec::new(), l.as_bytes());
+            let mut i = 0;
+            while i < b.len() {
+                if b[i] == b'\\' {
+                    out.push(l[i + 1..i + 4].parse::<u8>().unwrap());
+                    i += 4;
+                } else {
+                    out.push(b[i]);
+                    i += 1;
+                }
+            }
+            Label::from_raw_bytes(&out).unwrap()
+        });
+        Name::from_labels(labels).unwrap()
     }
 
     fn nsec(r: &Record) -> (&Name, &NSEC) {
@@ -207,6 +236,9 @@ mod tests {
             let s = successor(&q).unwrap();
             assert!(p < q && q < s, "{p} < {q} < {s}");
             assert!(covers(&p, &s, &q));
+            // The sibling after: past the name and its descendants.
+            let after = next_sibling(&q).unwrap();
+            assert!(s < after && !q.zone_of(&after), "{q} {after}");
             // Still in the zone, and not the parent.
             assert!(n("zone.test.").zone_of(&p) && p != q.base_name(), "{p}");
             assert!(p.len() <= MAX_NAME && s.len() <= MAX_NAME);
@@ -227,8 +259,8 @@ mod tests {
     #[test]
     fn long_names_stay_names() {
         let label = "a".repeat(63);
-        let q = n(&format!("{label}.{label}.{label}.{}.zone.", "b".repeat(57)));
-        assert_eq!(q.len(), 255);
+        // 3 × 64 + 57 + 5 + 1: 255 octets on the wire.
+        let q = n(&format!("{label}.{label}.{label}.{}.zone.", "b".repeat(56)));
         let s = successor(&q).unwrap();
         let p = predecessor(&q).unwrap();
         assert!(p < q && q < s);
@@ -253,9 +285,11 @@ mod tests {
             // Neither covers the apex.
             assert!(!covers(&r.name, x.next_domain_name(), &ce));
         }
-        // One NSEC when it covers both: a name just past the wildcard.
-        let one = nxdomain(&n("*a.zone."), &ce, 300).unwrap();
-        assert_eq!(one.len(), 1);
+        // Under a deeper closest encloser, its wildcard is the one denied.
+        let deep = nxdomain(&n("a.b.static.zone."), &n("static.zone."), 300).unwrap();
+        let (o, x) = nsec(&deep[1]);
+        assert!(covers(o, x.next_domain_name(), &n("*.static.zone.")));
+        assert!(!covers(o, x.next_domain_name(), &n("static.zone.")));
     }
 
     #[test]

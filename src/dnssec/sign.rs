@@ -394,7 +394,8 @@ fn push_rrsig_record(out: &mut Vec<u8>, rrsig: &RRSIG, ttl: u32) -> Result<(), P
     let len_at = out.len();
     out.extend_from_slice(&[0, 0]);
     {
-        let mut enc = BinEncoder::new(out);
+        let at = out.len() as u32;
+        let mut enc = BinEncoder::with_offset(out, at);
         // RFC 4034 §3.1.7: the signer's name is never compressed.
         let mut enc = enc.with_name_encoding(NameEncoding::Uncompressed);
         rrsig.emit(&mut enc)?;
@@ -422,14 +423,16 @@ fn cache_key<R: Borrow<RData>>(
     s.key.extend_from_slice(&u16::from(rtype).to_be_bytes());
     s.key.extend_from_slice(&ttl.to_be_bytes());
     {
-        let mut enc = BinEncoder::new(&mut s.key);
+        let at = s.key.len() as u32;
+        let mut enc = BinEncoder::with_offset(&mut s.key, at);
         let mut enc = enc.with_name_encoding(NameEncoding::UncompressedLowercase);
         owner.emit(&mut enc)?;
     }
     for rd in rdata {
         let start = s.rdata.len();
         {
-            let mut enc = BinEncoder::new(&mut s.rdata);
+            let at = s.rdata.len() as u32;
+            let mut enc = BinEncoder::with_offset(&mut s.rdata, at);
             enc.set_canonical_form(true);
             let mut enc = enc.with_name_encoding(NameEncoding::UncompressedLowercase);
             rd.borrow().emit(&mut enc)?;
@@ -482,4 +485,165 @@ fn make_epoch(id: u64, keys: &KeySet, settings: &Dnssec, now: UnixTime) -> Epoch
 pub struct Signers {
     /// Signer by zone name.
     pub zones: HashMap<String, Arc<ZoneSigner>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DnssecAlgorithm;
+    use crate::dnssec::keys::{Role, Timing};
+    use hickory_proto::dnssec::Verifier;
+    use hickory_proto::rr::rdata::{A, CNAME};
+
+    const NOW: UnixTime = 1_800_000_000;
+
+    fn n(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    fn signer(keys: Vec<ZoneKey>) -> ZoneSigner {
+        let set = KeySet {
+            zone: n("zone.test."),
+            keys: keys.into_iter().map(Arc::new).collect(),
+        };
+        ZoneSigner::new(Dnssec::default(), set)
+    }
+
+    fn key(alg: DnssecAlgorithm, role: Role) -> ZoneKey {
+        ZoneKey::generate(alg, role, Timing::default()).unwrap()
+    }
+
+    /// Checks every signature against the key of its tag with hickory's
+    /// verifier.
+    fn verify(s: &ZoneSigner, sigs: &Signatures, records: &[Record]) {
+        let keys = s.keys();
+        assert!(!sigs.rrsigs().is_empty());
+        for rrsig in sigs.rrsigs() {
+            let k = keys
+                .keys
+                .iter()
+                .find(|k| k.tag == rrsig.input().key_tag)
+                .unwrap();
+            k.dnskey
+                .verify_rrsig(&records[0].name, DNSClass::IN, rrsig, records.iter())
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn signatures_verify_for_both_algorithms() {
+        for alg in [DnssecAlgorithm::EcdsaP256Sha256, DnssecAlgorithm::Ed25519] {
+            let s = signer(vec![key(alg, Role::Csk)]);
+            // Signed in the question's case; verified in any.
+            let owner = n("WwW.Zone.Test.");
+            let records: Vec<Record> = ["192.0.2.2", "192.0.2.1"]
+                .iter()
+                .map(|a| Record::from_rdata(owner.clone(), 20, RData::A(A(a.parse().unwrap()))))
+                .collect();
+            let rdata = records.iter().map(|r| &r.data);
+            let sigs = s.sign(&owner, RecordType::A, 20, rdata, NOW).unwrap();
+            verify(&s, &sigs, &records);
+            let input = sigs.rrsigs()[0].input();
+            assert_eq!(input.num_labels, 3);
+            assert_eq!(input.original_ttl, 20);
+            assert_eq!(input.signer_name, n("zone.test."));
+            let cname = Record::from_rdata(
+                owner.clone(),
+                20,
+                RData::CNAME(CNAME(n("Target.Example.NET."))),
+            );
+            let sigs = s
+                .sign(
+                    &owner,
+                    RecordType::CNAME,
+                    20,
+                    [&cname.data].into_iter(),
+                    NOW,
+                )
+                .unwrap();
+            verify(&s, &sigs, &[cname]);
+        }
+    }
+
+    #[test]
+    fn the_window_is_aligned_and_the_cache_answers_the_same_rrset() {
+        let s = signer(vec![key(DnssecAlgorithm::EcdsaP256Sha256, Role::Csk)]);
+        let w = Window::at(NOW, &s.settings);
+        assert_eq!(w.start % (7 * DAY), 0);
+        assert!(w.start <= NOW && NOW < w.end);
+        assert_eq!(u64::from(w.inception), w.start - 3600);
+        assert_eq!(w.expiration - w.inception, 14 * DAY as u32);
+        let owner = n("a.zone.test.");
+        let rd = |a: &str| RData::A(A(a.parse().unwrap()));
+        let one = [rd("192.0.2.1"), rd("192.0.2.2")];
+        let two = [rd("192.0.2.2"), rd("192.0.2.1")];
+        let first = s.sign(&owner, RecordType::A, 20, one.iter(), NOW).unwrap();
+        // Same RRset in another order, later in the window: a hit.
+        let again = s
+            .sign(
+                &n("A.ZONE.test."),
+                RecordType::A,
+                20,
+                two.iter(),
+                NOW + 3600,
+            )
+            .unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!((s.stats().made(), s.stats().hits()), (1, 1));
+        assert_eq!(
+            s.stats().earliest_expiration(),
+            Some(u64::from(w.expiration))
+        );
+        // Another TTL, another rdata, another owner, the next window: new.
+        let miss = [
+            s.sign(&owner, RecordType::A, 21, one.iter(), NOW).unwrap(),
+            s.sign(&owner, RecordType::A, 20, one[..1].iter(), NOW)
+                .unwrap(),
+            s.sign(&n("b.zone.test."), RecordType::A, 20, one.iter(), NOW)
+                .unwrap(),
+            s.sign(&owner, RecordType::A, 20, one.iter(), w.end)
+                .unwrap(),
+        ];
+        for m in &miss {
+            assert!(!Arc::ptr_eq(&first, m));
+        }
+        assert_eq!(s.stats().made(), 5);
+        let next = &miss[3].rrsigs()[0].input();
+        assert_eq!(next.sig_inception.get(), w.inception + 7 * DAY as u32);
+    }
+
+    #[test]
+    fn ksk_signs_dnskey_zsk_the_rest_and_the_wire_form_decodes() {
+        let ksk = key(DnssecAlgorithm::EcdsaP256Sha256, Role::Ksk);
+        let zsk = key(DnssecAlgorithm::Ed25519, Role::Zsk);
+        let (ktag, ztag) = (ksk.tag, zsk.tag);
+        let s = signer(vec![ksk, zsk]);
+        let apex = n("zone.test.");
+        let dnskeys = s.dnskey_records(&apex, 3600, NOW);
+        assert_eq!(dnskeys.len(), 2);
+        let rdata = dnskeys.iter().map(|r| &r.data);
+        let sigs = s.sign(&apex, RecordType::DNSKEY, 3600, rdata, NOW).unwrap();
+        assert_eq!(sigs.rrsigs().len(), 1);
+        assert_eq!(sigs.rrsigs()[0].input().key_tag, ktag);
+        verify(&s, &sigs, &dnskeys);
+        let a = [RData::A(A("192.0.2.1".parse().unwrap()))];
+        let sigs = s.sign(&apex, RecordType::A, 20, a.iter(), NOW).unwrap();
+        assert_eq!(sigs.rrsigs()[0].input().key_tag, ztag);
+        // The wire form: a record owned by a pointer to offset 12.
+        let (wire, count) = sigs.answer_wire();
+        assert_eq!(count, 1);
+        assert_eq!(&wire[..4], &[0xC0, 12, 0, 46]);
+        let rdlen = usize::from(u16::from_be_bytes([wire[10], wire[11]]));
+        assert_eq!(wire.len(), 12 + rdlen);
+    }
+
+    #[test]
+    fn no_active_key_is_an_error() {
+        let mut k = key(DnssecAlgorithm::EcdsaP256Sha256, Role::Csk);
+        k.timing.inactive = Some(NOW - 1);
+        let s = signer(vec![k]);
+        let a = [RData::A(A("192.0.2.1".parse().unwrap()))];
+        let r = s.sign(&n("a.zone.test."), RecordType::A, 20, a.iter(), NOW);
+        assert!(matches!(r, Err(SignError::NoKey(RecordType::A))));
+    }
 }
