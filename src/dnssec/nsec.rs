@@ -144,13 +144,19 @@ pub fn nodata(
     Ok(record(qname.to_lowercase(), successor(qname)?, types, ttl))
 }
 
-/// The NSECs of an NXDOMAIN answer: one covering `qname`, one covering
+/// The NSECs of an NXDOMAIN answer: one covering `qname` and its next
+/// closer name, one covering
 /// the wildcard at `closest_encloser` (the longest ancestor of `qname`
 /// that exists); a single one when it covers both. Their bitmaps are
 /// RRSIG and NSEC only: their owners do not otherwise exist.
 pub fn nxdomain(qname: &Name, closest_encloser: &Name, ttl: u32) -> Result<Vec<Record>, NoCover> {
-    let owner = predecessor(qname)?;
-    let next = next_sibling(qname)?;
+    // The name to deny is the next closer name (RFC 5155 §1.3): the
+    // ancestor of `qname` one label below the closest encloser. Denying
+    // only `qname` would leave that name's existence open.
+    let labels = usize::from(closest_encloser.num_labels()) + 1;
+    let next_closer = qname.trim_to(labels.min(usize::from(qname.num_labels())));
+    let owner = predecessor(&next_closer)?;
+    let next = next_sibling(&next_closer)?;
     let star = Label::from_raw_bytes(b"*").expect("one octet");
     let wildcard = closest_encloser
         .to_lowercase()
@@ -287,6 +293,10 @@ mod tests {
         }
         // Under a deeper closest encloser, its wildcard is the one denied.
         let deep = nxdomain(&n("a.b.static.zone."), &n("static.zone."), 300).unwrap();
+        let (o, x) = nsec(&deep[0]);
+        for denied in ["a.b.static.zone.", "b.static.zone."] {
+            assert!(covers(o, x.next_domain_name(), &n(denied)), "{denied}");
+        }
         let (o, x) = nsec(&deep[1]);
         assert!(covers(o, x.next_domain_name(), &n("*.static.zone.")));
         assert!(!covers(o, x.next_domain_name(), &n("static.zone.")));
