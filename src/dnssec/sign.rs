@@ -202,6 +202,15 @@ struct Scratch {
     ranges: Vec<(usize, usize)>,
 }
 
+/// The bytes a cache entry counts for: its key, its signatures in both
+/// forms, and the cache's own bookkeeping.
+#[allow(clippy::borrowed_box)] // the cache's key type is `Box<[u8]>`
+fn weight(key: &Box<[u8]>, sigs: &Arc<Signatures>) -> u32 {
+    (key.len() + sigs.wire.len() * 2 + ENTRY_OVERHEAD)
+        .try_into()
+        .unwrap_or(u32::MAX)
+}
+
 /// What the cache had for an RRset.
 enum Lookup {
     Hit(Arc<Signatures>),
@@ -231,11 +240,7 @@ impl ZoneSigner {
             epochs: AtomicU64::new(1),
             cache: moka::sync::Cache::builder()
                 .max_capacity(CACHE_BYTES)
-                .weigher(|k: &Box<[u8]>, v: &Arc<Signatures>| {
-                    (k.len() + v.wire.len() * 2 + ENTRY_OVERHEAD)
-                        .try_into()
-                        .unwrap_or(u32::MAX)
-                })
+                .weigher(weight)
                 .build(),
             stats: SignStats::default(),
         }
