@@ -27,6 +27,7 @@ pub mod cookies;
 mod locate;
 mod mmsg;
 pub mod rrl;
+mod signed;
 pub mod tcp;
 pub mod udp;
 mod wire;
@@ -44,6 +45,7 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 
+use crate::dnssec::sign::{SignError, ZoneSigner};
 use crate::engine::apps::{AppRegistry, LoadedApp};
 use crate::engine::steer::{Outcome, Steered};
 use crate::engine::workers::Workers;
@@ -87,6 +89,8 @@ pub struct Undecided {
     qtype: RecordType,
     owner: Name,
     soa: Record,
+    /// The zone's signer, when it is signed and the query has DO.
+    signer: Option<Arc<ZoneSigner>>,
     /// The question section as received, for the fast reply form.
     question: Option<Vec<u8>>,
     reply: Reply,
@@ -103,6 +107,8 @@ struct Answering<'a> {
     owner: &'a Name,
     /// The zone's SOA, for NODATA.
     soa: &'a Record,
+    /// The zone's signer, when it is signed and the query has DO.
+    signer: Option<&'a ZoneSigner>,
 }
 
 /// What a reply takes from its query.
@@ -206,6 +212,12 @@ pub fn decision_records(
         })
         .map(|rd| Record::from_rdata(owner.clone(), ttl, rd))
         .collect()
+}
+
+/// The signer of `zone` when the reply is to be signed: the zone is
+/// signed and the query has the DO bit.
+fn signing(zone: &ZoneData, dnssec_ok: bool) -> Option<&Arc<ZoneSigner>> {
+    zone.signer.as_ref().filter(|_| dnssec_ok)
 }
 
 /// The client subnet of a query, checked as RFC 7871 §6 asks: "A server
@@ -376,14 +388,14 @@ impl DnsHandler {
         // the decoder reserves room for as many as the header claims.
         if header.counts.queries != 1 {
             let reply = Reply::to(&header.metadata, Vec::new(), None, to);
-            return self.emit(shield, reply, ResponseCode::FormErr, None, &[], None, out);
+            return self.emit(shield, reply, ResponseCode::FormErr, None, &[], &[], out);
         }
         let message = match Message::read(&mut BinDecoder::new(packet)) {
             Ok(m) => m,
             Err(e) => {
                 tracing::debug!(%src, error = %e, "malformed DNS message");
                 let reply = Reply::to(&header.metadata, Vec::new(), None, to);
-                return self.emit(shield, reply, ResponseCode::FormErr, None, &[], None, out);
+                return self.emit(shield, reply, ResponseCode::FormErr, None, &[], &[], out);
             }
         };
         // Response EDNS: only when the query had it; payload = the client's,
@@ -404,7 +416,7 @@ impl DnsHandler {
         } = message;
         if edns.as_ref().is_some_and(|e| e.version() > 0) {
             let reply = Reply::to(&metadata, queries, resp_edns, to);
-            return self.emit(shield, reply, ResponseCode::BADVERS, None, &[], None, out);
+            return self.emit(shield, reply, ResponseCode::BADVERS, None, &[], &[], out);
         }
         // DNS Cookies (RFC 7873 §5.2): a bad length is FORMERR; a client
         // cookie gets ours back; a valid server cookie exempts the query
@@ -418,7 +430,7 @@ impl DnsHandler {
                     tracing::debug!(%src, why, "malformed COOKIE option");
                     self.cookie_counts.add(CookieEvent::Malformed);
                     let reply = Reply::to(&metadata, queries, resp_edns, to);
-                    return self.emit(shield, reply, ResponseCode::FormErr, None, &[], None, out);
+                    return self.emit(shield, reply, ResponseCode::FormErr, None, &[], &[], out);
                 }
                 Ok(presented) => {
                     let checked = secrets.check(presented, src.ip(), unix_secs());
@@ -442,19 +454,21 @@ impl DnsHandler {
         if question.query_class() != DNSClass::IN
             || matches!(qtype, RecordType::AXFR | RecordType::IXFR)
         {
-            return self.emit(shield, reply, ResponseCode::Refused, None, &[], None, out);
+            return self.emit(shield, reply, ResponseCode::Refused, None, &[], &[], out);
         }
         // The client subnet, checked; `None` when absent.
         if let Some(EdnsOption::Subnet(cs)) = edns.as_ref().and_then(|e| e.option(EdnsCode::Subnet))
         {
             if let Err(why) = check_ecs(cs, ecs_option_len(packet)) {
                 tracing::debug!(%src, why, "malformed ECS option");
-                return self.emit(shield, reply, ResponseCode::FormErr, None, &[], None, out);
+                return self.emit(shield, reply, ResponseCode::FormErr, None, &[], &[], out);
             }
             reply.ecs = Some(*cs);
         }
         let qname = LowerName::from(&owner);
 
+        // Signed answers go to queries with the DO bit (RFC 3225 §3).
+        let dnssec_ok = edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
         let zones = self.zones.load();
         let apps = self.apps.current();
         let plan = zones.plan(&qname, qtype, &apps);
@@ -467,24 +481,25 @@ impl DnsHandler {
             };
         }
         match plan {
-            Plan::Refused => self.emit(
-                shield,
-                reply,
-                ResponseCode::Refused,
-                Some(0),
-                &[],
-                None,
-                out,
-            ),
+            Plan::Refused => {
+                self.emit(shield, reply, ResponseCode::Refused, Some(0), &[], &[], out)
+            }
             Plan::NxDomain(zone) => {
-                let soa = Some(&zone.soa);
+                let mut authority = vec![zone.soa.clone()];
+                if let Some(signer) = signing(zone, dnssec_ok) {
+                    let ce = zone.closest_encloser(&qname, &apps);
+                    match signed::nxdomain(signer, &zone.soa, &owner, &ce, signed::now()) {
+                        Ok(signed) => authority = signed,
+                        Err(e) => return self.sign_failed(shield, reply, &zone.soa, e, out),
+                    }
+                }
                 self.emit(
                     shield,
                     reply,
                     ResponseCode::NXDomain,
                     Some(0),
                     &[],
-                    soa,
+                    &authority,
                     out,
                 )
             }
@@ -504,14 +519,30 @@ impl DnsHandler {
                         r.name = owner.clone();
                     }
                 }
-                let soa = records.is_empty().then_some(&zone.soa);
+                let mut authority = Vec::new();
+                if records.is_empty() {
+                    authority.push(zone.soa.clone());
+                }
+                if let Some(signer) = signing(zone, dnssec_ok) {
+                    let now = signed::now();
+                    let done = if records.is_empty() {
+                        let types = zone.types_at(&qname);
+                        signed::nodata(signer, &zone.soa, &owner, qtype, &types, now)
+                            .map(|a| authority = a)
+                    } else {
+                        signed::sign_answers(signer, &mut records, now)
+                    };
+                    if let Err(e) = done {
+                        return self.sign_failed(shield, reply, &zone.soa, e, out);
+                    }
+                }
                 self.emit(
                     shield,
                     reply,
                     ResponseCode::NoError,
                     Some(0),
                     &records,
-                    soa,
+                    &authority,
                     out,
                 )
             }
@@ -521,14 +552,27 @@ impl DnsHandler {
                     RecordType::AAAA => "AAAA",
                     RecordType::CNAME => "CNAME",
                     _ => {
-                        let soa = Some(&zone.soa);
+                        // Not run for other types: the name is the app's,
+                        // which answers addresses (a CNAME decision is
+                        // served for A, AAAA and CNAME queries only).
+                        let mut authority = vec![zone.soa.clone()];
+                        if let Some(signer) = signing(zone, dnssec_ok) {
+                            let types = [RecordType::A, RecordType::AAAA];
+                            let now = signed::now();
+                            match signed::nodata(signer, &zone.soa, &owner, qtype, &types, now) {
+                                Ok(a) => authority = a,
+                                Err(e) => {
+                                    return self.sign_failed(shield, reply, &zone.soa, e, out);
+                                }
+                            }
+                        }
                         return self.emit(
                             shield,
                             reply,
                             ResponseCode::NoError,
                             Some(0),
                             &[],
-                            soa,
+                            &authority,
                             out,
                         );
                     }
@@ -536,6 +580,7 @@ impl DnsHandler {
                 let (request, scope) = self.app_request(src.ip(), reply.ecs, prefix, qt);
                 let question = wire::question_end(packet).map(|end| &packet[12..end]);
                 let data = self.data.load();
+                let signer = signing(zone, dnssec_ok);
                 if let Some(steered) = self.workers.decide_inline(app, &request, &data, zone.ttl) {
                     self.counters.decision(steered.counted(app));
                     let how = Answering {
@@ -544,6 +589,7 @@ impl DnsHandler {
                         qtype,
                         owner: &owner,
                         soa: &zone.soa,
+                        signer: signer.map(|s| &**s),
                     };
                     return self.finish(shield, reply, steered, how, out);
                 }
@@ -556,6 +602,7 @@ impl DnsHandler {
                     qtype,
                     owner,
                     soa: zone.soa.clone(),
+                    signer: signer.cloned(),
                     question: question.map(<[u8]>::to_vec),
                     reply,
                 }))
@@ -576,6 +623,7 @@ impl DnsHandler {
             qtype,
             owner,
             soa,
+            signer,
             question,
             reply,
         } = *pending;
@@ -590,6 +638,7 @@ impl DnsHandler {
             qtype,
             owner: &owner,
             soa: &soa,
+            signer: signer.as_deref(),
         };
         // Loaded after the wait: a guard is not held across it.
         let guard = self.shield.load();
@@ -619,10 +668,25 @@ impl DnsHandler {
                 ResponseCode::ServFail,
                 Some(scope),
                 &[],
-                None,
+                &[],
                 out,
             );
         }
+        // With DO in a signed zone: the answer RRset's signatures, from the
+        // cache once made (a memoised decision is the same RRset again).
+        let answers = &steered.decision.answers;
+        let rrset = (!steered.decision.empty)
+            .then(|| signed::decision_rrset(answers, how.qtype))
+            .flatten();
+        let sigs = match (how.signer, &rrset) {
+            (Some(signer), Some((rtype, rdata))) => {
+                match signer.sign(how.owner, *rtype, steered.ttl, rdata.clone(), signed::now()) {
+                    Ok(sigs) => Some(sigs),
+                    Err(e) => return self.sign_failed(shield, reply, how.soa, e, out),
+                }
+            }
+            _ => None,
+        };
         if let (false, Some(question)) = (steered.decision.empty, how.question) {
             let opt = reply.edns.as_ref().map(|e| wire::Opt {
                 payload: e.max_payload(),
@@ -639,9 +703,10 @@ impl DnsHandler {
                 &reply.metadata,
                 question,
                 wire::Records {
-                    answers: &steered.decision.answers,
+                    answers,
                     qtype: how.qtype,
                     ttl: steered.ttl,
+                    rrsigs: sigs.as_ref().map_or((&[], 0), |s| s.answer_wire()),
                 },
                 opt,
                 usize::from(limit),
@@ -650,19 +715,69 @@ impl DnsHandler {
                 return self.deliver(shield, &reply.to, ResponseCode::NoError, out);
             }
         }
-        let records = if steered.decision.empty {
+        let mut records = if steered.decision.empty {
             Vec::new()
         } else {
-            decision_records(&steered.decision.answers, how.qtype, how.owner, steered.ttl)
+            decision_records(answers, how.qtype, how.owner, steered.ttl)
         };
-        let soa = records.is_empty().then_some(how.soa);
+        let mut authority = Vec::new();
+        match (how.signer, sigs) {
+            (_, Some(sigs)) if !records.is_empty() => {
+                records.extend(sigs.records(how.owner, steered.ttl));
+            }
+            (Some(signer), _) if records.is_empty() => {
+                // NODATA: the name has the types of the decision's answers.
+                let mut types: Vec<RecordType> = Vec::new();
+                if !steered.decision.empty {
+                    for a in answers {
+                        let t = match a {
+                            Answer::A(_) => RecordType::A,
+                            Answer::Aaaa(_) => RecordType::AAAA,
+                            Answer::Cname(_) => continue,
+                        };
+                        if !types.contains(&t) {
+                            types.push(t);
+                        }
+                    }
+                }
+                let now = signed::now();
+                match signed::nodata(signer, how.soa, how.owner, how.qtype, &types, now) {
+                    Ok(a) => authority = a,
+                    Err(e) => return self.sign_failed(shield, reply, how.soa, e, out),
+                }
+            }
+            _ if records.is_empty() => authority.push(how.soa.clone()),
+            _ => {}
+        }
         self.emit(
             shield,
             reply,
             ResponseCode::NoError,
             Some(scope),
             &records,
-            soa,
+            &authority,
+            out,
+        )
+    }
+
+    /// A signed zone's answer that cannot be signed: SERVFAIL and a log
+    /// line, never an unsigned answer in a signed zone.
+    fn sign_failed(
+        &self,
+        shield: &Shield,
+        reply: Reply,
+        soa: &Record,
+        e: SignError,
+        out: &mut Vec<u8>,
+    ) -> Handled {
+        tracing::error!(zone = %soa.name, error = %e, "cannot sign an answer; answering SERVFAIL");
+        self.emit(
+            shield,
+            reply,
+            ResponseCode::ServFail,
+            Some(0),
+            &[],
+            &[],
             out,
         )
     }
@@ -678,7 +793,7 @@ impl DnsHandler {
         rcode: ResponseCode,
         scope: Option<u8>,
         answers: &[Record],
-        soa: Option<&Record>,
+        authority: &[Record],
         out: &mut Vec<u8>,
     ) -> Handled {
         if let (Some(e), Some(cs), Some(scope)) = (reply.edns.as_mut(), reply.ecs, scope) {
@@ -708,7 +823,7 @@ impl DnsHandler {
             &metadata,
             &mut reply.queries.iter(),
             &mut answers.iter(),
-            &mut soa.into_iter(),
+            &mut authority.iter(),
             &mut std::iter::empty::<&Record>(),
             reply.edns.as_ref(),
             None,

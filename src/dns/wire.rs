@@ -42,6 +42,9 @@ pub struct Records<'a> {
     pub qtype: RecordType,
     /// TTL of every record.
     pub ttl: u32,
+    /// The answer's RRSIG records in wire form, owned by a pointer to the
+    /// question's name, and how many (none: `(&[], 0)`).
+    pub rrsigs: (&'a [u8], u16),
 }
 
 /// The end of the question section of `query` (one question): the offset
@@ -81,6 +84,7 @@ pub fn decision_reply(
         answers,
         qtype,
         ttl,
+        rrsigs,
     } = records;
     out.clear();
     // Header: QR, opcode, AA, RD copied; CD copied; NOERROR.
@@ -131,6 +135,9 @@ pub fn decision_reply(
     if count == 0 {
         return false;
     }
+    // The signatures, pre-encoded: a copy.
+    out.extend_from_slice(rrsigs.0);
+    count += rrsigs.1;
     out[ancount_at..ancount_at + 2].copy_from_slice(&count.to_be_bytes());
     if let Some(opt) = opt {
         push_opt(out, opt);
@@ -295,7 +302,8 @@ mod tests {
             Records {
                 answers,
                 qtype,
-                ttl: 20
+                ttl: 20,
+                rrsigs: (&[], 0),
             },
             opt,
             512
@@ -450,6 +458,7 @@ mod tests {
                 answers,
                 qtype: RecordType::AAAA,
                 ttl: 5,
+                rrsigs: (&[], 0),
             };
             decision_reply(&mut Vec::new(), &response, &q[12..end], records, None, 512)
         };

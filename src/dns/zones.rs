@@ -84,10 +84,59 @@ fn name(s: &str) -> Result<Name, ZoneError> {
     })
 }
 
+/// TTL of the DNSKEY RRset: an hour, as the NS records' floor, so a
+/// rollover's pre-publication needs no more than that to reach caches.
+pub const DNSKEY_TTL: u32 = 3600;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 impl ZoneData {
     /// The zone's apex name.
     pub fn origin(&self) -> &LowerName {
         &self.origin
+    }
+
+    /// The types `name` (a name of this zone that is not an app's) owns:
+    /// the apex's SOA, NS and (signed) DNSKEY, and static records. What a
+    /// NODATA answer's NSEC bitmap lists.
+    pub fn types_at(&self, name: &LowerName) -> Vec<RecordType> {
+        let mut types = Vec::new();
+        if name.num_labels() == self.labels {
+            types.extend([RecordType::SOA, RecordType::NS]);
+            if self.signer.is_some() {
+                types.push(RecordType::DNSKEY);
+            }
+        }
+        if let Some(rs) = self.names.get(name) {
+            types.extend(rs.iter().map(Record::record_type));
+        }
+        types.sort_unstable();
+        types.dedup();
+        types
+    }
+
+    /// The closest encloser of `qname`, a name of this zone that does not
+    /// exist (RFC 5155 §1.3's term): its longest ancestor that does, the
+    /// apex at the least. An app's name exists; names under it are the
+    /// app's and never reach here.
+    pub fn closest_encloser(&self, qname: &LowerName, apps: &AppSet) -> Name {
+        let mut n = qname.base_name();
+        while n.num_labels() > self.labels {
+            let app = n.num_labels() == self.labels + 1
+                && n.iter()
+                    .next()
+                    .and_then(|l| std::str::from_utf8(l).ok())
+                    .is_some_and(|l| apps.apps.contains_key(l));
+            if app || self.names.contains_key(&n) {
+                break;
+            }
+            n = n.base_name();
+        }
+        Name::from(n)
     }
 }
 
@@ -106,6 +155,13 @@ impl ZoneSet {
         Ok(ZoneSet { zones })
     }
 
+    /// The signed zones: apex and signer.
+    pub fn signed(&self) -> impl Iterator<Item = (&LowerName, &Arc<ZoneSigner>)> {
+        self.zones
+            .iter()
+            .filter_map(|z| z.signer.as_ref().map(|s| (&z.origin, s)))
+    }
+
     /// Decides what `qname` is.
     pub fn plan<'z>(&'z self, qname: &LowerName, qtype: RecordType, apps: &'z AppSet) -> Plan<'z> {
         let Some(zone) = self.zones.iter().find(|z| z.origin.zone_of(qname)) else {
@@ -120,6 +176,9 @@ impl ZoneSet {
             }
             if matches!(qtype, RecordType::NS | RecordType::ANY) {
                 out.extend(zone.ns.iter().cloned());
+            }
+            if let (RecordType::DNSKEY | RecordType::ANY, Some(signer)) = (qtype, &zone.signer) {
+                out.extend(signer.dnskey_records(&zone.soa.name, DNSKEY_TTL, unix_now()));
             }
             if let Some(rs) = owned {
                 out.extend(

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::data::Feed;
-use crate::metrics::prometheus::{CheckSeries, FeedSeries, Scrape};
+use crate::metrics::prometheus::{CheckSeries, FeedSeries, Scrape, SigningSeries};
 use crate::state::State;
 
 /// Resident set size of this process, from `/proc/self/statm`.
@@ -155,6 +155,56 @@ fn memo_vars(state: &State) -> serde_json::Value {
     })
 }
 
+/// The signed zones' series: signing counts, signature expiry and keys.
+fn signing_series(zones: &crate::dns::ZoneSet) -> Vec<SigningSeries> {
+    use crate::dnssec::keys::{Role, Timing};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let state = |t: &Timing| {
+        if t.active(now) {
+            "active"
+        } else if t.published(now) {
+            if t.inactive.is_some_and(|i| i <= now) {
+                "inactive"
+            } else {
+                "published"
+            }
+        } else if t.delete.is_some_and(|d| d <= now) {
+            "removed"
+        } else {
+            "created"
+        }
+    };
+    zones
+        .signed()
+        .map(|(zone, signer)| {
+            let stats = signer.stats();
+            SigningSeries {
+                zone: zone.to_string(),
+                made: stats.made(),
+                hits: stats.hits(),
+                expires_in: stats
+                    .earliest_expiration()
+                    .map(|e| e.saturating_sub(now) as f64),
+                keys: signer
+                    .keys()
+                    .keys
+                    .iter()
+                    .map(|k| {
+                        let role = match k.role {
+                            Role::Csk => "csk",
+                            Role::Ksk => "ksk",
+                            Role::Zsk => "zsk",
+                        };
+                        (k.tag, role, state(&k.timing))
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
 /// `/metrics`: what the serving state counts, rendered by
 /// [`crate::metrics::prometheus`].
 pub(super) fn render_metrics(state: &State) -> String {
@@ -203,5 +253,6 @@ pub(super) fn render_metrics(state: &State) -> String {
         quarantined: state.quarantine.list().len(),
         quarantine_events: state.quarantine.events(),
         resident_bytes: rss_bytes(),
+        dnssec: signing_series(&state.dns.zones.load()),
     })
 }

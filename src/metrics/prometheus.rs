@@ -158,6 +158,23 @@ fn describe_metrics() {
         "switchyard_on_fusion_errors_total",
         "onFusion calls that failed, by app."
     );
+    describe_counter!(
+        "switchyard_dnssec_signatures_total",
+        "DNSSEC signatures made (one per RRset and signing key), by zone."
+    );
+    describe_counter!(
+        "switchyard_dnssec_cache_hits_total",
+        "Signed RRsets whose signatures came from the signature cache, by zone."
+    );
+    describe_gauge!(
+        "switchyard_dnssec_keys",
+        "DNSSEC keys loaded, by zone, key tag, role (csk, ksk, zsk) and state (created, published, active, inactive, removed): 1 per key."
+    );
+    describe_gauge!(
+        "switchyard_dnssec_signature_expiry_seconds",
+        Unit::Seconds,
+        "Seconds until the signatures a zone serves now expire (its earliest signature expiration); absent before the first signed answer."
+    );
 }
 
 /// One Sonar check as a scrape sees it.
@@ -185,6 +202,21 @@ pub struct FeedSeries {
     pub stale: bool,
     /// Attempts that failed.
     pub errors: u64,
+}
+
+/// One signed zone as a scrape sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SigningSeries {
+    /// The zone's name.
+    pub zone: String,
+    /// Signatures made.
+    pub made: u64,
+    /// Signature cache hits.
+    pub hits: u64,
+    /// Seconds until the served signatures expire (`None`: none served).
+    pub expires_in: Option<f64>,
+    /// Each key: (tag, role, state).
+    pub keys: Vec<(u16, &'static str, &'static str)>,
 }
 
 /// What one scrape exports besides the [`Counters`], gathered from the
@@ -220,7 +252,14 @@ pub struct Scrape<'a> {
     pub quarantine_events: std::collections::BTreeMap<String, u64>,
     /// Resident set size of the process.
     pub resident_bytes: u64,
+    /// Signed zones.
+    pub dnssec: Vec<SigningSeries>,
 }
+
+/// The states a DNSSEC key is in (RFC 7583's timeline), each a series of
+/// [`SigningSeries::keys`] (1 for the key's state, 0 for the others, so a
+/// state left shows as 0 rather than a stale 1).
+pub const KEY_STATES: [&str; 5] = ["created", "published", "active", "inactive", "removed"];
 
 /// The Prometheus text of a scrape, plus the decision latency histograms
 /// and memo hits the engine recorded.
@@ -298,6 +337,28 @@ pub fn render(s: &Scrape) -> String {
     metrics::gauge!("switchyard_quarantined_apps").set(s.quarantined as f64);
     for (app, n) in &s.quarantine_events {
         metrics::counter!("switchyard_quarantine_events_total", "app" => app.clone()).absolute(*n);
+    }
+    for z in &s.dnssec {
+        let zone = z.zone.clone();
+        metrics::counter!("switchyard_dnssec_signatures_total", "zone" => zone.clone())
+            .absolute(z.made);
+        metrics::counter!("switchyard_dnssec_cache_hits_total", "zone" => zone.clone())
+            .absolute(z.hits);
+        if let Some(secs) = z.expires_in {
+            metrics::gauge!("switchyard_dnssec_signature_expiry_seconds", "zone" => zone.clone())
+                .set(secs);
+        }
+        for &(tag, role, state) in &z.keys {
+            for st in KEY_STATES {
+                let labels = [
+                    ("zone", zone.clone()),
+                    ("tag", tag.to_string()),
+                    ("role", role.to_string()),
+                    ("state", st.to_string()),
+                ];
+                metrics::gauge!("switchyard_dnssec_keys", &labels).set(flag(st == state));
+            }
+        }
     }
     metrics::gauge!("switchyard_uptime_seconds").set(c.uptime_secs() as f64);
     metrics::gauge!("switchyard_resident_memory_bytes").set(s.resident_bytes as f64);

@@ -84,7 +84,9 @@ fn start(upstream: &Upstream) -> common::Server {
         extra_config: format!(
             "[[sonar]]\nprovider = \"cdn_c\"\nurl = \"http://{a}/health\"\ninterval_secs = 1\ntimeout_ms = 500\nrise = 1\nfall = 1\n\n\
              [[fusion]]\nprovider = \"cdn_a\"\nurl = \"http://{a}/usage\"\ninterval_secs = 1\ntimeout_ms = 500\n\n\
-             [[fusion]]\nprovider = \"cdn_b\"\nurl = \"http://{a}/missing\"\ninterval_secs = 1\ntimeout_ms = 500\n"
+             [[fusion]]\nprovider = \"cdn_b\"\nurl = \"http://{a}/missing\"\ninterval_secs = 1\ntimeout_ms = 500\n\n\
+             [[zone]]\nname = \"signed.test.\"\nns = [\"ns1.signed.test.\"]\ndnssec = true\n\
+             soa = {{ rname = \"hostmaster.signed.test.\", serial = 1, refresh = 3600, retry = 600, expire = 604800, minimum = 60 }}\n"
         ),
         ..Default::default()
     })
@@ -608,6 +610,20 @@ fn grafana_dashboard_queries_name_exported_metrics() {
     }
     get(public(&s), "/apps/pure/decision");
     get(public(&s), "/apps/throws/decision");
+    // A signed answer, for the DNSSEC families.
+    let signed = std::process::Command::new("dig")
+        .arg(format!("@{}", s.dns.ip()))
+        .args([
+            "-p",
+            &s.dns.port().to_string(),
+            "+dnssec",
+            "+tries=1",
+            "+time=3",
+        ])
+        .args(["signed.test.", "SOA"])
+        .output()
+        .expect("run dig");
+    assert!(String::from_utf8_lossy(&signed.stdout).contains("RRSIG"));
     let start = Instant::now();
     loop {
         let have = Scrape::take(&s).families();
