@@ -11,6 +11,7 @@ mod check;
 mod cli;
 mod dns;
 mod dns_fuzz;
+mod dnssec_validators;
 mod feeds;
 mod geo;
 mod hostile;
