@@ -60,7 +60,9 @@ fn signatures(c: &mut Criterion) {
         let key = ZoneKey::generate(alg, Role::Zsk, Timing::default()).expect("key");
         let input = input(&name, key.algorithm(), key.tag);
         let tbs = TBS::from_input(&name, DNSClass::IN, &input, records.iter()).expect("tbs");
-        group.bench_function(label, |b| b.iter(|| key.sign(black_box(&tbs)).expect("sign")));
+        group.bench_function(label, |b| {
+            b.iter(|| key.sign(black_box(&tbs)).expect("sign"))
+        });
     }
     let input = input(&name, Algorithm::ECDSAP256SHA256, 1);
     group.bench_function("tbs/a-rrset", |b| {
