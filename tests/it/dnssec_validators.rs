@@ -164,13 +164,91 @@ fn free_port() -> u16 {
     }
 }
 
-/// NSD serving a zone, killed on drop.
-struct Nsd(std::process::Child);
+/// NSD serving a zone it was given pre-signed, killed on drop.
+struct Nsd {
+    child: std::process::Child,
+    /// Its DNS address.
+    auth: SocketAddr,
+    /// The KSK's trust anchor.
+    anchor: Anchor,
+    _dir: tempfile::TempDir,
+}
+
+impl Nsd {
+    /// `zone` with a KSK and a ZSK (ECDSA P-256) signed by
+    /// `dnssec-signzone` (NSEC; `validity` are its -s/-e flags, empty for
+    /// its defaults; -P to skip its check of expired ones), served by NSD
+    /// on a free loopback port.
+    fn presigned(zone: &str, validity: &[&str]) -> Nsd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        std::fs::write(
+            d.join("zone"),
+            format!(
+                "$ORIGIN {zone}\n$TTL 20\n@ 60 IN SOA ns1 hostmaster 1 3600 600 604800 60\n\
+                 @ 60 IN NS ns1\nns1 IN A 127.0.0.1\nwww IN A 192.0.2.1\n"
+            ),
+        )
+        .expect("zone");
+        let keygen = |extra: &[&str]| {
+            run(Command::new("dnssec-keygen")
+                .current_dir(d)
+                .args(["-q", "-a", "ECDSAP256SHA256", "-K", "."])
+                .args(extra)
+                .arg(zone))
+            .trim()
+            .to_string()
+        };
+        let ksk = keygen(&["-f", "KSK"]);
+        keygen(&[]);
+        run(Command::new("dnssec-signzone")
+            .current_dir(d)
+            .args(["-q", "-K", ".", "-S", "-o", zone, "-f", "zone.signed"])
+            .args(validity)
+            .arg("zone"));
+        let port = free_port();
+        let p = d.display();
+        std::fs::write(
+            d.join("nsd.conf"),
+            format!(
+                "server:\n  ip-address: 127.0.0.1@{port}\n  username: \"\"\n  chroot: \"\"\n  zonesdir: \"{p}\"\n  \
+                 database: \"\"\n  zonelistfile: \"{p}/zone.list\"\n  xfrdfile: \"{p}/xfrd.state\"\n  xfrdir: \"{p}\"\n  \
+                 pidfile: \"{p}/nsd.pid\"\n  logfile: \"{p}/nsd.log\"\n  rrl-ratelimit: 0\n\
+                 remote-control:\n  control-enable: no\nzone:\n  name: \"{zone}\"\n  zonefile: \"{p}/zone.signed\"\n"
+            ),
+        )
+        .expect("nsd.conf");
+        let child = Command::new("nsd")
+            .args(["-d", "-c"])
+            .arg(d.join("nsd.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nsd");
+        let anchor =
+            Anchor::parse(&std::fs::read_to_string(d.join(format!("{ksk}.key"))).expect("ksk"));
+        assert_eq!(anchor.records.len(), 1, "{anchor:?}");
+        let nsd = Nsd {
+            child,
+            auth: ([127, 0, 0, 1], port).into(),
+            anchor,
+            _dir: dir,
+        };
+        until_server(
+            nsd.auth,
+            zone,
+            RecordType::SOA,
+            Duration::from_secs(15),
+            |m| !rrsig_tags(m, RecordType::SOA).is_empty(),
+        );
+        nsd
+    }
+}
 
 impl Drop for Nsd {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -184,63 +262,8 @@ fn the_harness_validates_a_zone_nsd_serves_signed_by_dnssec_signzone() {
         return;
     }
     let zone = "presigned.test.";
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    std::fs::write(
-        d.join("zone"),
-        "$ORIGIN presigned.test.\n$TTL 20\n@ 60 IN SOA ns1 hostmaster 1 3600 600 604800 60\n\
-         @ 60 IN NS ns1\nns1 IN A 127.0.0.1\nwww IN A 192.0.2.1\n",
-    )
-    .expect("zone");
-    let keygen = |extra: &[&str]| {
-        run(Command::new("dnssec-keygen")
-            .current_dir(d)
-            .args(["-q", "-a", "ECDSAP256SHA256", "-K", "."])
-            .args(extra)
-            .arg(zone))
-        .trim()
-        .to_string()
-    };
-    let ksk = keygen(&["-f", "KSK"]);
-    keygen(&[]);
-    run(Command::new("dnssec-signzone").current_dir(d).args([
-        "-q",
-        "-K",
-        ".",
-        "-S",
-        "-o",
-        zone,
-        "-f",
-        "zone.signed",
-        "zone",
-    ]));
-    let port = free_port();
-    let p = d.display();
-    std::fs::write(
-        d.join("nsd.conf"),
-        format!(
-            "server:\n  ip-address: 127.0.0.1@{port}\n  username: \"\"\n  chroot: \"\"\n  zonesdir: \"{p}\"\n  \
-             database: \"\"\n  zonelistfile: \"{p}/zone.list\"\n  xfrdfile: \"{p}/xfrd.state\"\n  xfrdir: \"{p}\"\n  \
-             pidfile: \"{p}/nsd.pid\"\n  logfile: \"{p}/nsd.log\"\n  rrl-ratelimit: 0\n\
-             remote-control:\n  control-enable: no\nzone:\n  name: \"{zone}\"\n  zonefile: \"{p}/zone.signed\"\n"
-        ),
-    )
-    .expect("nsd.conf");
-    let _nsd = Nsd(Command::new("nsd")
-        .args(["-d", "-c"])
-        .arg(d.join("nsd.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nsd"));
-    let auth: SocketAddr = ([127, 0, 0, 1], port).into();
-    until_server(auth, zone, RecordType::SOA, Duration::from_secs(15), |m| {
-        !rrsig_tags(m, RecordType::SOA).is_empty()
-    });
-    let anchor =
-        Anchor::parse(&std::fs::read_to_string(d.join(format!("{ksk}.key"))).expect("ksk"));
-    assert_eq!(anchor.records.len(), 1, "{anchor:?}");
-
+    let nsd = Nsd::presigned(zone, &[]);
+    let (auth, anchor) = (nsd.auth, &nsd.anchor);
     let u = Unbound::start(zone, auth, &UnboundAnchor::File(anchor.zone_lines()));
     u.expect_secure("www.presigned.test.", RecordType::A, ResponseCode::NoError);
     u.expect_secure(
@@ -260,16 +283,7 @@ fn the_harness_validates_a_zone_nsd_serves_signed_by_dnssec_signzone() {
     }
 
     // The anchor of a key the zone does not have: bogus.
-    let other = tempfile::tempdir().expect("tempdir");
-    let stray = run(Command::new("dnssec-keygen")
-        .current_dir(other.path())
-        .args(["-q", "-a", "ECDSAP256SHA256", "-f", "KSK", "-K", "."])
-        .arg(zone))
-    .trim()
-    .to_string();
-    let wrong = Anchor::parse(
-        &std::fs::read_to_string(other.path().join(format!("{stray}.key"))).expect("stray"),
-    );
+    let wrong = ksk_elsewhere(zone);
     let bad = Unbound::start(zone, auth, &UnboundAnchor::File(wrong.zone_lines()));
     let r = bad.query("www.presigned.test.", RecordType::A);
     assert_eq!(r.metadata.response_code, ResponseCode::ServFail, "{r}");
@@ -281,6 +295,30 @@ fn the_harness_validates_a_zone_nsd_serves_signed_by_dnssec_signzone() {
     let v = delv(auth, zone, &wrong.delv_conf(), "www.presigned.test.", "A");
     assert!(!v.validated, "delv with a stray anchor:\n{}", v.output);
     assert!(v.output.contains("resolution failed"), "{}", v.output);
+
+    // Signatures that expired (the right key, a validity window in the
+    // past, as a wrong clock would make): bogus too.
+    let zone = "expired.test.";
+    let old = Nsd::presigned(
+        zone,
+        &["-P", "-s", "20200101000000", "-e", "20200201000000"],
+    );
+    let u = Unbound::start(
+        zone,
+        old.auth,
+        &UnboundAnchor::File(old.anchor.zone_lines()),
+    );
+    let r = u.query("www.expired.test.", RecordType::A);
+    assert_eq!(r.metadata.response_code, ResponseCode::ServFail, "{r}");
+    assert!(u.val_log().contains("expired"), "{}", u.log());
+    let v = delv(
+        old.auth,
+        zone,
+        &old.anchor.delv_conf(),
+        "www.expired.test.",
+        "A",
+    );
+    assert!(!v.validated, "delv on expired signatures:\n{}", v.output);
 }
 
 // ----------------------------------------------------- a signed Switchyard
@@ -553,7 +591,7 @@ fn an_anchor_of_another_key_or_a_key_gone_from_the_zone_fails_validation() {
     let good = Anchor::parse(&printed);
 
     // A stray key's anchor: every answer is bogus, SERVFAIL.
-    let stray = ksk_elsewhere();
+    let stray = ksk_elsewhere(ZONE);
     let u = Unbound::start(ZONE, dns, &UnboundAnchor::File(stray.zone_lines()));
     let r = u.query("static.switchyard.test.", RecordType::A);
     assert_eq!(r.metadata.response_code, ResponseCode::ServFail, "{r}");
@@ -620,12 +658,12 @@ fn an_anchor_of_another_key_or_a_key_gone_from_the_zone_fails_validation() {
 
 /// A KSK made by BIND's `dnssec-keygen` for the zone, in a directory the
 /// server never reads: an anchor for a key the zone does not have.
-fn ksk_elsewhere() -> Anchor {
+fn ksk_elsewhere(zone: &str) -> Anchor {
     let dir = tempfile::tempdir().expect("tempdir");
     let name = run(Command::new("dnssec-keygen")
         .current_dir(dir.path())
         .args(["-q", "-a", "ECDSAP256SHA256", "-f", "KSK", "-K", "."])
-        .arg(ZONE))
+        .arg(zone))
     .trim()
     .to_string();
     Anchor::parse(&std::fs::read_to_string(dir.path().join(format!("{name}.key"))).expect("key"))
