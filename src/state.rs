@@ -40,6 +40,11 @@ pub struct State {
     pub counters: Arc<Counters>,
     /// DNS handler (zones live in it).
     pub dns: Arc<DnsHandler>,
+    /// The signers of the signed zones (kept across reloads, so their
+    /// signature caches survive).
+    pub signers: ArcSwap<crate::dnssec::sign::Signers>,
+    /// Watches the signed zones' key directories (replaced on SIGHUP).
+    pub(crate) key_watchers: std::sync::Mutex<Vec<crate::dnssec::watch::KeyWatcher>>,
     /// Quarantined app versions.
     pub quarantine: Arc<Quarantine>,
     /// The leaderboard stats store and its HTTP API.

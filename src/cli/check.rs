@@ -90,9 +90,12 @@ fn check_all(args: &CheckArgs) -> anyhow::Result<()> {
     }
     let errors = problems
         .iter()
-        .filter(|p| p.severity != Severity::Warning)
+        .filter(|p| matches!(p.severity, Severity::Fatal | Severity::Error))
         .count();
-    let warnings = problems.len() - errors;
+    let warnings = problems
+        .iter()
+        .filter(|p| p.severity == Severity::Warning)
+        .count();
     if args.json {
         let list: Vec<serde_json::Value> = problems.iter().map(Problem::to_json).collect();
         println!(

@@ -9,6 +9,7 @@ pub mod app;
 pub mod args;
 pub mod check;
 pub mod decide;
+pub mod dnssec;
 pub mod generate;
 pub mod geo;
 pub mod providers;
@@ -59,6 +60,9 @@ pub enum Command {
     Shape(shape::ShapeArgs),
     /// List quarantined apps of a running server, or lift a quarantine.
     Quarantine(quarantine::QuarantineArgs),
+    /// DNSSEC keys: make one, print DS records, DNSKEYs and trust anchors, show states.
+    #[command(subcommand_required = true)]
+    Dnssec(dnssec::DnssecArgs),
     /// Write the man pages or shell completions (for packaging).
     #[command(subcommand, hide = true)]
     Generate(generate::Generate),
@@ -77,6 +81,7 @@ impl Command {
             Command::Route(args) => route::route(args),
             Command::Shape(args) => shape::shape(args),
             Command::Quarantine(args) => quarantine::quarantine(args),
+            Command::Dnssec(args) => dnssec::dnssec(args),
             Command::Generate(what) => what.run(),
         }
     }

@@ -30,7 +30,11 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         // The checks `check` makes of the configuration and its files: the
         // fatal ones refuse (every one listed), the others are logged.
         let (mut config, problems) = preflight::check_config(&source, None).ready()?;
-        for p in &problems {
+        // Notes say what serving will do (a key it makes is logged then).
+        for p in problems
+            .iter()
+            .filter(|p| p.severity != preflight::Severity::Note)
+        {
             tracing::warn!(problem = %p, "configuration problem; serving anyway");
         }
         startup::create_data_dir(&config)?;

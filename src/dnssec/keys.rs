@@ -8,9 +8,44 @@ use hickory_proto::dnssec::crypto::{EcdsaSigningKey, Ed25519SigningKey};
 use hickory_proto::dnssec::rdata::DNSKEY;
 use hickory_proto::dnssec::{Algorithm, SigningKey, TBS};
 use hickory_proto::rr::Name;
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 use rustls_pki_types::PrivatePkcs8KeyDer;
 
 use crate::config::DnssecAlgorithm;
+
+/// The PKCS#8 header ring writes before a P-256 private scalar (version,
+/// id-ecPublicKey, prime256v1, ECPrivateKey version 1, the scalar's
+/// OCTET STRING header); the public point follows the scalar after
+/// `a1 44 03 42 00`.
+const P256_PKCS8_PREFIX: [u8; 36] = [
+    0x30, 0x81, 0x87, 0x02, 0x01, 0x00, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02,
+    0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x04, 0x6d, 0x30, 0x6b, 0x02,
+    0x01, 0x01, 0x04, 0x20,
+];
+
+/// A key pair as key files hold it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RawKeyPair {
+    /// The ECDSA P-256 scalar or the Ed25519 seed.
+    pub private: Vec<u8>,
+    /// The public key as in DNSKEY (P-256: x and y; Ed25519: 32 bytes).
+    pub public: Vec<u8>,
+}
+
+impl std::fmt::Debug for RawKeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawKeyPair").finish_non_exhaustive()
+    }
+}
+
+/// hickory's algorithm of a configured one.
+pub fn algorithm_of(algorithm: DnssecAlgorithm) -> Algorithm {
+    match algorithm {
+        DnssecAlgorithm::EcdsaP256Sha256 => Algorithm::ECDSAP256SHA256,
+        DnssecAlgorithm::Ed25519 => Algorithm::ED25519,
+    }
+}
 
 /// Unix time in seconds.
 pub type UnixTime = u64;
@@ -149,6 +184,79 @@ impl ZoneKey {
         })
     }
 
+    /// A key from its two halves as BIND's key files hold them: the
+    /// private key (the ECDSA P-256 scalar or the Ed25519 seed, 32 bytes)
+    /// and the DNSKEY public key; refused when they are not one pair.
+    pub fn from_private(
+        algorithm: Algorithm,
+        private: &[u8],
+        public: &[u8],
+        role: Role,
+        timing: Timing,
+    ) -> Result<ZoneKey, KeyError> {
+        let rejected = |e: ring::error::KeyRejected| {
+            KeyError::Crypto(format!("the private and public keys are not one pair: {e}"))
+        };
+        let signer: Box<dyn SigningKey> = match algorithm {
+            Algorithm::ECDSAP256SHA256 => {
+                // ring takes the public point uncompressed: 0x04, x, y.
+                let point = [&[4u8][..], public].concat();
+                let pair = EcdsaKeyPair::from_private_key_and_public_key(
+                    &ECDSA_P256_SHA256_FIXED_SIGNING,
+                    private,
+                    &point,
+                    &SystemRandom::new(),
+                )
+                .map_err(rejected)?;
+                Box::new(EcdsaSigningKey::from_ecdsa(pair, algorithm))
+            }
+            Algorithm::ED25519 => Box::new(Ed25519SigningKey::from_ed25519(
+                Ed25519KeyPair::from_seed_and_public_key(private, public).map_err(rejected)?,
+            )),
+            other => {
+                return Err(KeyError::Crypto(format!(
+                    "algorithm {other} is not supported"
+                )));
+            }
+        };
+        ZoneKey::from_signer(signer, role, timing)
+    }
+
+    /// A new key pair's two halves, as [`ZoneKey::from_private`] takes
+    /// them and the key files hold them.
+    pub fn generate_private(algorithm: DnssecAlgorithm) -> Result<RawKeyPair, KeyError> {
+        let rng = SystemRandom::new();
+        match algorithm {
+            DnssecAlgorithm::EcdsaP256Sha256 => {
+                // ring makes P-256 keys only as PKCS#8, always in this
+                // layout (its template): the scalar, then the public point.
+                let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map_err(|e| KeyError::Crypto(e.to_string()))?;
+                let der = doc.as_ref();
+                if der.len() != 138 || der[..P256_PKCS8_PREFIX.len()] != P256_PKCS8_PREFIX {
+                    return Err(KeyError::Crypto(
+                        "unexpected PKCS#8 layout of a new P-256 key".into(),
+                    ));
+                }
+                Ok(RawKeyPair {
+                    private: der[36..68].to_vec(),
+                    public: der[74..138].to_vec(),
+                })
+            }
+            DnssecAlgorithm::Ed25519 => {
+                let mut seed = [0u8; 32];
+                rng.fill(&mut seed)
+                    .map_err(|_| KeyError::Crypto("no random numbers".into()))?;
+                let pair = Ed25519KeyPair::from_seed_unchecked(&seed)
+                    .map_err(|e| KeyError::Crypto(e.to_string()))?;
+                Ok(RawKeyPair {
+                    private: seed.to_vec(),
+                    public: pair.public_key().as_ref().to_vec(),
+                })
+            }
+        }
+    }
+
     /// A new key pair (PKCS#8, for the key files) of `algorithm`.
     pub fn generate_pkcs8(algorithm: DnssecAlgorithm) -> Result<Vec<u8>, KeyError> {
         let der = match algorithm {
@@ -168,11 +276,7 @@ impl ZoneKey {
         timing: Timing,
     ) -> Result<ZoneKey, KeyError> {
         let pkcs8 = ZoneKey::generate_pkcs8(algorithm)?;
-        let alg = match algorithm {
-            DnssecAlgorithm::EcdsaP256Sha256 => Algorithm::ECDSAP256SHA256,
-            DnssecAlgorithm::Ed25519 => Algorithm::ED25519,
-        };
-        ZoneKey::from_pkcs8(alg, &pkcs8, role, timing)
+        ZoneKey::from_pkcs8(algorithm_of(algorithm), &pkcs8, role, timing)
     }
 
     /// The key's algorithm.
@@ -232,6 +336,7 @@ impl KeySet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_proto::dnssec::PublicKey;
 
     #[test]
     fn timing_follows_rfc_7583() {
@@ -257,5 +362,49 @@ mod tests {
             assert_eq!(k.dnskey.flags(), 257);
             assert_eq!(k.tag, k.dnskey.calculate_key_tag().unwrap());
         }
+    }
+
+    #[test]
+    fn raw_pairs_make_keys() {
+        for alg in [DnssecAlgorithm::EcdsaP256Sha256, DnssecAlgorithm::Ed25519] {
+            let pair = ZoneKey::generate_private(alg).unwrap();
+            assert_eq!(pair.private.len(), 32);
+            let k = ZoneKey::from_private(
+                algorithm_of(alg),
+                &pair.private,
+                &pair.public,
+                Role::Zsk,
+                Timing::default(),
+            )
+            .unwrap();
+            assert_eq!(k.dnskey.public_key().public_bytes(), &pair.public[..]);
+            assert_eq!(k.dnskey.flags(), 256);
+            let other = ZoneKey::generate_private(alg).unwrap();
+            assert!(
+                ZoneKey::from_private(
+                    algorithm_of(alg),
+                    &pair.private,
+                    &other.public,
+                    Role::Zsk,
+                    Timing::default()
+                )
+                .is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn key_tag_of_a_bind_key() {
+        // Made by dnssec-keygen -a ECDSAP256SHA256 example.com: Kexample.com.+013+46984.
+        let b64 = |s: &str| data_encoding::BASE64.decode(s.as_bytes()).unwrap();
+        let k = ZoneKey::from_private(
+            Algorithm::ECDSAP256SHA256,
+            &b64("uih05DlseSS0z2IOc6Ywi8XK5PHbV4drNF9Isakv97w="),
+            &b64("RZTydUd3a9dAzfdjhx7a493az1Q2wt3BoUkzRsE9e/hC7hGwbLSL/AjYHn6hyeYOfNXNlmrhEUKXMH63nRfkZw=="),
+            Role::Zsk,
+            Timing::default(),
+        )
+        .unwrap();
+        assert_eq!(k.tag, 46984);
     }
 }

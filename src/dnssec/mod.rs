@@ -1,6 +1,7 @@
-//! DNSSEC for the zones served: their keys ([`keys`]), signatures made
-//! online and cached ([`sign`]), and denial of existence made on the fly
-//! ([`nsec`]).
+//! DNSSEC for the zones served: their keys ([`keys`]) in BIND's key
+//! files ([`files`]) in each zone's key directory ([`keydir`]), reloaded
+//! when those files change ([`watch`]), signatures made online and cached
+//! ([`sign`]), and denial of existence made on the fly ([`nsec`]).
 //!
 //! Every answer of a signed zone is signed as it is sent, app answers
 //! included: the records an app picks are not known before the query, so
@@ -12,6 +13,9 @@
 //! The DNS front end ([`crate::dns`]) asks this module for signatures; this
 //! module knows nothing of transports or apps.
 
+pub mod files;
+pub mod keydir;
 pub mod keys;
 pub mod nsec;
 pub mod sign;
+pub mod watch;

@@ -12,6 +12,7 @@ use super::startup::StartupError;
 use crate::config::Config;
 use crate::data::DataHub;
 use crate::dns::{DnsHandler, ZoneSet};
+use crate::dnssec::sign::Signers;
 use crate::engine::apps::AppRegistry;
 use crate::engine::quarantine::{Quarantine, Slots};
 use crate::engine::workers::Workers;
@@ -94,11 +95,10 @@ pub async fn build_state(config: Config) -> Result<Arc<State>, ServeError> {
         }
         std::process::exit(70);
     }));
-    let zones = ZoneSet::from_config(&config, &Default::default()).map_err(|error| {
-        StartupError::Zones {
-            file: config.source.clone(),
-            error,
-        }
+    let signers = Signers::load(&config).map_err(StartupError::DnssecKeys)?;
+    let zones = ZoneSet::from_config(&config, &signers).map_err(|error| StartupError::Zones {
+        file: config.source.clone(),
+        error,
     })?;
     let dns = Arc::new(DnsHandler {
         zones: ArcSwap::from_pointee(zones),
@@ -122,6 +122,8 @@ pub async fn build_state(config: Config) -> Result<Arc<State>, ServeError> {
         workers,
         counters,
         dns,
+        signers: ArcSwap::from_pointee(signers),
+        key_watchers: std::sync::Mutex::new(Vec::new()),
         quarantine,
         stats,
         inventory,

@@ -187,6 +187,11 @@ async fn run(config: Config, listeners: Listeners, source: ConfigSource) -> Resu
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner()) =
         feeds::watch_geo(&state.geo, state.config.load().geo_paths());
+    *state
+        .key_watchers
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+        crate::dnssec::watch::watch_all(&state.config.load(), &state.signers.load());
     for addr in &bound {
         tracing::info!(%addr, "listening for DNS over UDP");
         tracing::info!(%addr, "listening for DNS over TCP");

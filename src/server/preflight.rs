@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, ConfigSource, lines};
+use crate::config::{Config, ConfigSource, Zone, lines};
 use crate::engine::apps::{LoadedApp, app_name, load_app, sidecar_settings};
 use crate::geo::{GeoDb, GeoKind, GeoPaths};
 use crate::openmix::DataSnapshot;
@@ -36,6 +36,9 @@ pub enum Severity {
     Error,
     /// Loads but may misbehave: reported, fails nothing.
     Warning,
+    /// Nothing wrong, but worth knowing (what `serve` will make at first
+    /// start): reported, fails nothing.
+    Note,
 }
 
 impl Severity {
@@ -45,6 +48,7 @@ impl Severity {
         match self {
             Severity::Fatal | Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Note => "note",
         }
     }
 }
@@ -209,8 +213,9 @@ pub fn check_config(source: &ConfigSource, current: Option<&Config>) -> Report {
                 format!("zone[{i}] ({}): {e}", zone.name),
             ));
         }
-        // DNSSEC is not implemented yet: when a zone has signing keys, they
-        // are checked here (readable, matching the zone, not expired).
+        if zone.dnssec.is_some() {
+            check_keys(&config, i, zone, &text, &mut problems);
+        }
     }
     if !config.apps_dir.is_dir() {
         problems.push(text.problem(
@@ -237,6 +242,46 @@ pub fn check_config(source: &ConfigSource, current: Option<&Config>) -> Report {
         file,
         config: Some(config),
         problems,
+    }
+}
+
+/// A signed zone's keys: every key file of the zone in its key directory
+/// loads (a bad one is fatal, named), and one key signs now; no key at all
+/// is a note, as `serve` makes a CSK at first start.
+fn check_keys(config: &Config, i: usize, zone: &Zone, text: &Text, out: &mut Vec<Problem>) {
+    use crate::dnssec::keydir;
+    let key = format!("zone[{i}]");
+    let dir = keydir::key_dir(config, zone);
+    let loaded = keydir::zone_name(&zone.name).and_then(|name| keydir::load_keys(&dir, &name));
+    match loaded {
+        Err(e) => out.push(text.problem(
+            &key,
+            Severity::Fatal,
+            format!("{key} ({}): DNSSEC keys: {e}", zone.name),
+        )),
+        Ok(keys) if keys.is_empty() => out.push(text.problem(
+            &key,
+            Severity::Note,
+            format!(
+                "{key} ({}): no DNSSEC key in {}; serve generates a combined signing key (CSK) there at first start",
+                zone.name,
+                dir.display()
+            ),
+        )),
+        Ok(keys) => {
+            let now = keydir::unix_now();
+            if !keys.iter().any(|k| k.key.timing.active(now)) {
+                out.push(text.problem(
+                    &key,
+                    Severity::Error,
+                    format!(
+                        "{key} ({}): no DNSSEC key in {} is active now: answers of the zone cannot be signed",
+                        zone.name,
+                        dir.display()
+                    ),
+                ));
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, ConfigSource};
 use crate::dns::ZoneSet;
+use crate::dnssec::sign::Signers;
 use crate::geo::GeoDb;
 use crate::state::State;
 
@@ -43,7 +44,10 @@ pub async fn reload_config(state: &Arc<State>, source: &ConfigSource) {
     let old = state.config.load_full();
     let mut config = match super::preflight::check_config(source, Some(&old)).ready() {
         Ok((config, problems)) => {
-            for p in &problems {
+            for p in problems
+                .iter()
+                .filter(|p| p.severity != super::preflight::Severity::Note)
+            {
                 tracing::warn!(problem = %p, "configuration problem; reloading anyway");
             }
             config
@@ -60,7 +64,11 @@ pub async fn reload_config(state: &Arc<State>, source: &ConfigSource) {
     {
         return fail(&e);
     }
-    let zones = match ZoneSet::from_config(&config, &Default::default()) {
+    let signers = match Signers::reload(&config, &state.signers.load()) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let zones = match ZoneSet::from_config(&config, &signers) {
         Ok(z) => z,
         Err(e) => return fail(&e),
     };
@@ -100,6 +108,17 @@ pub async fn reload_config(state: &Arc<State>, source: &ConfigSource) {
     }
     state.hub.set_static_probes(probes);
     state.dns.zones.store(Arc::new(zones));
+    {
+        // The old watchers go first: one reloading now would give a
+        // signer the keys of a directory no longer configured.
+        let mut watchers = state
+            .key_watchers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        watchers.clear();
+        *watchers = crate::dnssec::watch::watch_all(&config, &signers);
+    }
+    state.signers.store(Arc::new(signers));
     let shield = crate::dns::Shield::from_config(&config, Some(&state.dns.shield.load()));
     state.dns.shield.store(Arc::new(shield));
     state.hub.set_providers(config.providers.clone());

@@ -28,6 +28,10 @@ pub enum StartupError {
         /// What is wrong.
         error: ZoneError,
     },
+    /// A signed zone's keys cannot be loaded or made: serving it unsigned
+    /// is not an option.
+    #[error("{0}; a signed zone is not served without its keys")]
+    DnssecKeys(#[from] crate::dnssec::keydir::ZoneKeysError),
     /// The data directory cannot be made.
     #[error("cannot create data directory {}", path.display())]
     DataDir {
