@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::unbound::{Anchor, Unbound, UnboundAnchor, ask, delv, have};
+use common::unbound::{Anchor, Unbound, UnboundAnchor, ask, delv, have, tool};
 use common::{Options, Server};
 use hickory_proto::dnssec::rdata::DNSSECRData;
 use hickory_proto::op::{Message, ResponseCode};
@@ -218,7 +218,7 @@ impl Nsd {
             ),
         )
         .expect("nsd.conf");
-        let child = Command::new("nsd")
+        let child = Command::new(tool("nsd"))
             .args(["-d", "-c"])
             .arg(d.join("nsd.conf"))
             .stdout(Stdio::null())

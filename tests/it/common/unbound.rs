@@ -41,7 +41,7 @@ pub fn have(tool: &str) -> bool {
 }
 
 /// The path of a tool that may live in /usr/sbin (not on a user's PATH).
-fn tool(name: &str) -> PathBuf {
+pub fn tool(name: &str) -> PathBuf {
     let sbin = Path::new("/usr/sbin").join(name);
     if sbin.is_file() {
         sbin
