@@ -16,6 +16,24 @@
 #                      DNS cookies on (the default)
 #   switchyard-static  Switchyard with the same names as static CNAME records
 #
+# The signed table (SIGNED=1; issue 23): every query carries the DO bit
+# (queries-do.bin, the same queries with DO set), and besides the unsigned
+# nsd, pdns-lua-shared, switchyard-app, switchyard-app-nomemo and
+# switchyard-static it runs their signed twins:
+#   nsd-signed         NSD serving the same names pre-signed by dnssec-signzone
+#                      (ECDSA P-256 KSK + ZSK, NSEC), signed by this script
+#   pdns-lua-signed    pdns-lua-shared (enable-lua-records=shared) with the bind
+#                      backend's bind-dnssec-db and `pdnsutil secure-zone`: the
+#                      LUA answers signed online (pdnsutil's default ECDSA P-256)
+#   switchyard-app-signed, switchyard-app-nomemo-signed, switchyard-static-signed
+#                      switchyard-app, -nomemo and -static with `dnssec = true`
+#                      on the zone (a CSK made at first start, ECDSA P-256)
+# A signed server's sample check also wants an RRSIG over each answer, and
+# `delv` (trust anchor: the server's own key, from dnssec-keygen, pdnsutil or
+# `switchyard dnssec dnskey --anchor delv`) to fully validate DELV_NAMES of
+# the names (their CNAME RRset: the target is another zone). A *-signed
+# server given in SERVERS without SIGNED=1 is sent DO queries too.
+#
 # Every server gets the same query file (bench/dns-peers/gen_queries.rs:
 # q0..q9999.best-rtt.switchyard.test, 70% A / 30% AAAA, half with an EDNS
 # client subnet from the shipped geo/ networks), dnsperf runs DURATION seconds
@@ -39,8 +57,12 @@
 #
 # Usage: bench/dns-peers.sh            (about 4 minutes with the defaults, build aside)
 #        WORKLOAD=realistic bench/dns-peers.sh
+#        SIGNED=1 bench/dns-peers.sh   (the signed table, about 5 minutes)
 # Environment: DURATION=10 LAT_DURATION=4 ROUNDS=2 CLIENTS=16 OUTSTANDING=100 PORT_BASE=15350
 #              SAMPLE=48 SERVERS="nsd gdnsd pdns-lua pdns-lua-shared switchyard-app switchyard-app-rrl switchyard-app-nomemo switchyard-static"
+#              SIGNED=1 (DO on every query; SERVERS defaults to "nsd nsd-signed pdns-lua-shared
+#              pdns-lua-signed switchyard-app switchyard-app-signed switchyard-app-nomemo
+#              switchyard-app-nomemo-signed switchyard-static switchyard-static-signed") DELV_NAMES=4
 #              NO_INSTALL=1 (never run apt-get) NO_BUILD=1 (use target/release/switchyard as is)
 #              SWITCHYARD_BIN=path (another build to run, with NO_BUILD=1)
 #              CHECK_ONLY=1 (start the servers and check the sample, no dnsperf load)
@@ -61,6 +83,8 @@ case $WORKLOAD in
   realistic) OUT=$ROOT/target/bench/dns-peers-realistic ;;
   *) printf 'dns-peers: WORKLOAD is small or realistic, not %s\n' "$WORKLOAD" >&2; exit 2 ;;
 esac
+# The signed table's results are kept apart from the unsigned one's.
+[[ -n "${SIGNED:-}" ]] && OUT=$OUT-signed
 DURATION=${DURATION:-10}
 LAT_DURATION=${LAT_DURATION:-4}
 ROUNDS=${ROUNDS:-2}
@@ -68,7 +92,13 @@ CLIENTS=${CLIENTS:-16}
 OUTSTANDING=${OUTSTANDING:-100}
 PORT_BASE=${PORT_BASE:-15350}
 SAMPLE=${SAMPLE:-48}
-SERVERS=${SERVERS:-nsd gdnsd pdns-lua pdns-lua-shared switchyard-app switchyard-app-rrl switchyard-app-nomemo switchyard-static}
+SIGNED=${SIGNED:-}
+DELV_NAMES=${DELV_NAMES:-4}
+if [[ -n "$SIGNED" ]]; then
+  SERVERS=${SERVERS:-nsd nsd-signed pdns-lua-shared pdns-lua-signed switchyard-app switchyard-app-signed switchyard-app-nomemo switchyard-app-nomemo-signed switchyard-static switchyard-static-signed}
+else
+  SERVERS=${SERVERS:-nsd gdnsd pdns-lua pdns-lua-shared switchyard-app switchyard-app-rrl switchyard-app-nomemo switchyard-static}
+fi
 ZONE=switchyard.test
 CITY=$ROOT/geo/Switchyard-City-Test.mmdb
 CONFIG=$ROOT/examples/switchyard.toml
@@ -86,7 +116,9 @@ need=()
 have_pkg() { [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]; }
 # PowerDNS only when a pdns server is asked for.
 PDNS_PKGS=(); [[ " $SERVERS " == *" pdns-"* ]] && PDNS_PKGS=(pdns-server pdns-backend-bind pdns-backend-geoip)
-for p in dnsperf nsd gdnsd "${PDNS_PKGS[@]}" bind9-dnsutils jq iproute2 curl; do
+# dnssec-keygen and dnssec-signzone sign NSD's zone; delv checks signed answers.
+SIGN_PKGS=(); [[ " $SERVERS " == *"-signed "* ]] && SIGN_PKGS=(bind9-utils)
+for p in dnsperf nsd gdnsd "${PDNS_PKGS[@]}" "${SIGN_PKGS[@]}" bind9-dnsutils jq iproute2 curl; do
   have_pkg "$p" || need+=("$p")
 done
 if ((${#need[@]})); then
@@ -98,7 +130,7 @@ if ((${#need[@]})); then
   # this script never uses or stops them.
   DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-for c in dnsperf nsd gdnsd dig jq curl ${PDNS_PKGS[0]:+pdns_server}; do command -v "$c" >/dev/null || die "$c not found"; done
+for c in dnsperf nsd gdnsd dig jq curl ${PDNS_PKGS[0]:+pdns_server pdnsutil} ${SIGN_PKGS[0]:+dnssec-keygen dnssec-signzone delv}; do command -v "$c" >/dev/null || die "$c not found"; done
 dnsperf -h 2>&1 | grep -- '-B ' >/dev/null || die "dnsperf $(dpkg-query -W -f='${Version}' dnsperf) cannot read binary query files (-B): 2.5 or later needed"
 PDNS_LIB=
 ((${#PDNS_PKGS[@]})) && PDNS_LIB=$(dirname "$(dpkg -L pdns-backend-bind | grep 'libbindbackend.so$' | head -1)")
@@ -198,12 +230,31 @@ subst() { # subst FILE.in > out, filling @DIR@ @PORT@ @CITY@ @MODE@
   sed -e "s#@DIR@#$2#g" -e "s#@PORT@#$3#g" -e "s#@CITY@#$CITY#g" -e "s#@MODE@#${4:-}#g" "$1"
 }
 
-start_nsd() {
-  local d=$OUT/nsd port; port=$(port_of nsd)
+start_nsd() { # start_nsd NAME [signed]
+  local name=$1 d=$OUT/$1 port ksk; port=$(port_of "$name")
   subst "$HERE/nsd.conf.in" "$d" "$port" >"$d/nsd.conf"
   { soa_header; awk 'BEGIN { for (i = 0; i < 10000; i++) printf "q%d.best-rtt 20 IN CNAME cdn-a.example.net.\n", i }'; } >"$d/$ZONE.zone"
+  if [[ -n "${2:-}" ]]; then
+    # A KSK and a ZSK, ECDSA P-256; NSEC (dnssec-signzone's default); the
+    # signed file replaces the zone file nsd.conf names.
+    ksk=$(cd "$d" && dnssec-keygen -q -a ECDSAP256SHA256 -f KSK -K . "$ZONE.")
+    (cd "$d" && dnssec-keygen -q -a ECDSAP256SHA256 -K . "$ZONE." >/dev/null)
+    (cd "$d" && dnssec-signzone -q -K . -S -o "$ZONE." -f "$ZONE.zone.signed" "$ZONE.zone" >/dev/null) || die "dnssec-signzone failed"
+    mv "$d/$ZONE.zone.signed" "$d/$ZONE.zone"
+    grep -v '^;' "$d/$ksk.key" | delv_anchor >"$d/anchor.conf"
+  fi
   nsd-checkconf "$d/nsd.conf" || die "nsd.conf does not check"
-  start nsd "$d" nsd -d -c "$d/nsd.conf"
+  start "$name" "$d" nsd -d -c "$d/nsd.conf"
+}
+
+# delv_anchor: DNSKEY lines (zone-file form) on stdin → a delv -a file
+# trusting the ones with the SEP flag (257).
+delv_anchor() {
+  awk 'BEGIN { print "trust-anchors {" }
+       { for (i = 1; i < NF; i++) if ($i == "DNSKEY" && $(i + 1) == 257) {
+           k = ""; for (j = i + 4; j <= NF; j++) k = k $j
+           printf "  %s static-key %s %s %s \"%s\";\n", $1, $(i + 1), $(i + 2), $(i + 3), k } }
+       END { print "};" }'
 }
 
 start_gdnsd() {
@@ -214,15 +265,24 @@ start_gdnsd() {
   start gdnsd "$d" gdnsd -c "$d" start
 }
 
-start_pdns() { # start_pdns NAME MODE
+start_pdns() { # start_pdns NAME MODE [signed]
   local name=$1 mode=$2 d=$OUT/$1 port code
   port=$(port_of "$name")
   subst "$HERE/pdns.conf.in" "$d" "$port" "$mode" | sed "s#@RUN@#$(rundir "$name")#g" >"$d/pdns.conf"
+  # Signed: the bind backend keeps keys in a SQLite database.
+  [[ -n "${3:-}" ]] && printf 'bind-dnssec-db=%s/dnssec.db\n' "$d" >>"$d/pdns.conf"
   printf 'options { directory "%s"; };\nzone "%s" { type master; file "%s/%s.zone"; };\n' "$d" "$ZONE" "$d" "$ZONE" >"$d/named.conf"
   printf 'domains: []\n' >"$d/geoip-zones.yaml"
   # best-rtt.lua as one record: comments dropped, lines joined.
   code=$(sed -e 's/--.*$//' "$HERE/best-rtt.lua" | tr -s ' \n' ' ')
   { soa_header; awk -v code="$code" 'BEGIN { for (i = 0; i < 10000; i++) printf "q%d.best-rtt 20 IN LUA CNAME \";%s\"\n", i, code }'; } >"$d/$ZONE.zone"
+  if [[ -n "${3:-}" ]]; then
+    pdnsutil --config-dir="$d" create-bind-db "$d/dnssec.db" >"$d/pdnsutil.log" 2>&1 \
+      && pdnsutil --config-dir="$d" secure-zone "$ZONE" >>"$d/pdnsutil.log" 2>&1 \
+      || { cat "$d/pdnsutil.log" >&2; die "$name: pdnsutil could not sign the zone"; }
+    pdnsutil --config-dir="$d" show-zone "$ZONE" 2>/dev/null \
+      | sed -n 's/^.*DNSKEY = \([^;]*\).*/\1/p' | delv_anchor >"$d/anchor.conf"
+  fi
   start "$name" "$d" pdns_server --config-dir="$d" --module-dir="$PDNS_LIB"
 }
 
@@ -247,14 +307,29 @@ static_config() { # the shipped config plus q0..q9999.best-rtt as static CNAMEs
   awk '{ print } /^records = \[/ && !done { for (i = 0; i < 10000; i++) printf "  { name = \"q%d.best-rtt\", type = \"CNAME\", value = \"cdn-a.example.net.\" },\n", i; done = 1 }' "$CONFIG"
 }
 
+# signed_config FILE: FILE with the zone signed (`dnssec = true` after its
+# `ns = [...]` line), on stdout.
+signed_config() {
+  awk '{ print } /^ns = \[/ && !done { print "dnssec = true"; done = 1 }' "$1"
+}
+
+# switchyard_anchor NAME CONFIG: the delv anchor of a started signed
+# Switchyard (its CSK, made at first start in its data dir).
+switchyard_anchor() {
+  (cd "$ROOT" && "$SY" dnssec dnskey "$ZONE." --anchor delv --config "$2" --data-dir "$OUT/$1/data") >"$OUT/$1/anchor.conf" \
+    || die "$1: switchyard dnssec dnskey failed"
+}
+
 say "starting: ${SERVER_LIST[*]} on 127.0.0.1:$PORT_BASE.."
 for s in "${SERVER_LIST[@]}"; do
   rm -rf "${OUT:?}/$s"; mkdir -p "$OUT/$s"
   case $s in
-    nsd) start_nsd ;;
+    nsd) start_nsd nsd ;;
+    nsd-signed) start_nsd nsd-signed signed ;;
     gdnsd) start_gdnsd ;;
     pdns-lua) start_pdns pdns-lua yes ;;
     pdns-lua-shared) start_pdns pdns-lua-shared shared ;;
+    pdns-lua-signed) start_pdns pdns-lua-signed shared signed ;;
     switchyard-app) start_switchyard switchyard-app "$CONFIG" ;;
     switchyard-app-nomemo)
       sed 's/^memoise = true/memoise = false/' "$CONFIG" >"$OUT/$s/switchyard.toml"
@@ -272,6 +347,16 @@ for s in "${SERVER_LIST[@]}"; do
       static_config >"$OUT/$s/switchyard.toml"
       grep -q 'q9999.best-rtt' "$OUT/$s/switchyard.toml" || die "no 'records = [' line in $CONFIG"
       start_switchyard switchyard-static "$OUT/$s/switchyard.toml" ;;
+    switchyard-app-signed | switchyard-app-nomemo-signed | switchyard-static-signed)
+      case $s in
+        switchyard-app-signed) cp "$CONFIG" "$OUT/$s/unsigned.toml" ;;
+        switchyard-app-nomemo-signed) sed 's/^memoise = true/memoise = false/' "$CONFIG" >"$OUT/$s/unsigned.toml" ;;
+        switchyard-static-signed) static_config >"$OUT/$s/unsigned.toml" ;;
+      esac
+      signed_config "$OUT/$s/unsigned.toml" >"$OUT/$s/switchyard.toml"
+      grep -q '^dnssec = true' "$OUT/$s/switchyard.toml" || die "no 'ns = [' line in $CONFIG"
+      start_switchyard "$s" "$OUT/$s/switchyard.toml"
+      switchyard_anchor "$s" "$OUT/$s/switchyard.toml" ;;
     *) die "unknown server '$s'" ;;
   esac
 done
@@ -296,25 +381,46 @@ for line in "${SAMPLES[@]}"; do
     EXPECT[$key]=$(cd "$ROOT" && "$SY" "${args[@]}" | jq -r '[.answers[] | "\(.type) \(.value | rtrimstr("."))"] | sort | join(",")')
   fi
 done
+signed() { [[ $1 == *-signed ]]; }
 for s in "${SERVER_LIST[@]}"; do
   port=$(port_of "$s"); ok=0
+  dnssec=(); signed "$s" && dnssec=(+dnssec)
   for line in "${SAMPLES[@]}"; do
     read -r qname qtype ecs <<<"$line"
     case $s in
-      nsd | switchyard-static) want="CNAME cdn-a.example.net" ;;
+      nsd | nsd-signed | switchyard-static | switchyard-static-signed) want="CNAME cdn-a.example.net" ;;
       *) want=${EXPECT["$qtype $ecs"]} ;;
     esac
     sub=(); [[ "$ecs" != - ]] && sub=("+subnet=$ecs")
-    got=$(dig +norec +nocookie +noall +answer +time=2 +tries=2 @127.0.0.1 -p "$port" "$qname" "$qtype" "${sub[@]}" \
-          | awk '{ v = $5; sub(/\.$/, "", v); print $4 " " v }' | sort | paste -sd, -)
-    if [[ "$got" == "$want" ]]; then
+    answer=$(dig +norec +nocookie +noall +answer "${dnssec[@]}" +time=2 +tries=2 @127.0.0.1 -p "$port" "$qname" "$qtype" "${sub[@]}")
+    got=$(awk '$4 != "RRSIG" { v = $5; sub(/\.$/, "", v); print $4 " " v }' <<<"$answer" | sort | paste -sd, -)
+    # Signed: an RRSIG over every RRset of the answer.
+    unsigned=
+    if signed "$s"; then
+      unsigned=$(awk '$4 == "RRSIG" { c[$5] = 1 } $4 != "RRSIG" { t[$4] = 1 } END { for (k in t) if (!(k in c)) printf "%s ", k }' <<<"$answer")
+    fi
+    if [[ "$got" == "$want" && -z "$unsigned" ]]; then
       ok=$((ok + 1))
     else
       bad=$((bad + 1))
-      say "WRONG $s: $qname $qtype ecs=$ecs: got '$got', want '$want'"
+      say "WRONG $s: $qname $qtype ecs=$ecs: got '$got'${unsigned:+ with no RRSIG over $unsigned}, want '$want'"
     fi
   done
   CORRECT[$s]="$ok/${#SAMPLES[@]}"
+  # Signed: delv validates the first DELV_NAMES sampled names' CNAME RRset
+  # (no ECS: delv sends none) from the server's key.
+  if signed "$s"; then
+    for line in "${SAMPLES[@]:0:$DELV_NAMES}"; do
+      read -r qname _ <<<"$line"
+      if delv @127.0.0.1 -p "$port" -a "$OUT/$s/anchor.conf" +root="$ZONE" "$qname" CNAME 2>&1 | grep -q '^; fully validated$'; then
+        ok=$((ok + 1))
+      else
+        bad=$((bad + 1))
+        say "NOT VALIDATED $s: delv $qname CNAME: $(delv @127.0.0.1 -p "$port" -a "$OUT/$s/anchor.conf" +root="$ZONE" "$qname" CNAME 2>&1 | tr '\n' ' ')"
+      fi
+    done
+    CORRECT[$s]="$ok/$((${#SAMPLES[@]} + DELV_NAMES)) (delv $DELV_NAMES)"
+  fi
 done
 ((bad == 0)) || die "$bad wrong answers: not benchmarking"
 if [[ -n "${CHECK_ONLY:-}" ]]; then
@@ -332,8 +438,11 @@ mkdir -p "$OUT/runs"
 rm -f "$OUT/runs/"*
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 say "dnsperf: $ROUNDS rounds x ${#SERVER_LIST[@]} servers x (${DURATION}s + ${LAT_DURATION}s -v), $CLIENTS clients, $OUTSTANDING outstanding"
+# The DO bit (SIGNED=1, or a signed server): queries-do.bin, the same
+# queries with DO set.
+queries_of() { if [[ -n "$SIGNED" ]] || signed "$1"; then echo "$OUT/queries-do.bin"; else echo "$OUT/queries.bin"; fi; }
 perf_run() { # perf_run PORT SECONDS OUTFILE [-v]
-  dnsperf -B -d "$OUT/queries.bin" -s 127.0.0.1 -p "$1" -l "$2" -c "$CLIENTS" -q "$OUTSTANDING" -t 5 ${4:-} \
+  dnsperf -B -d "$QUERIES" -s 127.0.0.1 -p "$1" -l "$2" -c "$CLIENTS" -q "$OUTSTANDING" -t 5 ${4:-} \
     >"$3" 2>"$3.err" || { cat "$3.err" >&2; die "dnsperf failed against port $1"; }
   rm -f "$3.err"
 }
@@ -344,6 +453,7 @@ summary() { # the statistics lines of dnsperf's output, rcodes one per line as "
 for ((r = 1; r <= ROUNDS; r++)); do
   for s in "${SERVER_LIST[@]}"; do
     port=$(port_of "$s")
+    QUERIES=$(queries_of "$s")
     f=$OUT/runs/$s.$r
     perf_run "$port" "$DURATION" "$f.out"
     summary "$f.out" >"$f.sum"; rm -f "$f.out"
@@ -408,6 +518,11 @@ version() {
     switchyard-app-rrl) echo "Switchyard, apps/best-rtt.js, memoised, every reply through RRL" ;;
     switchyard-app-nomemo) echo "Switchyard, apps/best-rtt.js, every query runs it" ;;
     switchyard-static) echo "Switchyard, static CNAMEs" ;;
+    nsd-signed) echo "NSD $(dpkg-query -W -f='${Version}' nsd), pre-signed (dnssec-signzone, ECDSA P-256, NSEC)" ;;
+    pdns-lua-signed) echo "PowerDNS $(dpkg-query -W -f='${Version}' pdns-server), lua-records=shared, signed online" ;;
+    switchyard-app-signed) echo "Switchyard, apps/best-rtt.js, memoised, signed online" ;;
+    switchyard-app-nomemo-signed) echo "Switchyard, apps/best-rtt.js, every query runs it, signed online" ;;
+    switchyard-static-signed) echo "Switchyard, static CNAMEs, signed online" ;;
   esac
 }
 ratio() { # ratio A B
@@ -420,7 +535,7 @@ p99_ratio() { # p99_ratio A B: A's p99 latency over B's
 }
 
 {
-  echo "## DNS peers ($WORKLOAD workload): $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "## DNS peers ($WORKLOAD workload${SIGNED:+, signed}): $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "Machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(uname -sr), $(. /etc/os-release && echo "$PRETTY_NAME"); dnsperf $(dpkg-query -W -f='${Version}' dnsperf) on the same machine"
   echo
@@ -428,8 +543,8 @@ p99_ratio() { # p99_ratio A B: A's p99 latency over B's
     echo "Command: \`WORKLOAD=realistic GEO_N=$GEO_N GEO_M=$GEO_M QUERY_COUNT=$QUERY_COUNT DURATION=$DURATION LAT_DURATION=$LAT_DURATION ROUNDS=$ROUNDS CLIENTS=$CLIENTS OUTSTANDING=$OUTSTANDING bench/dns-peers.sh\`"
     echo "(Generated City database of $GEO_N /24 networks and ASN database to match; $QUERY_COUNT queries over 10,000 names, 70% A / 30% AAAA, half with ECS from $GEO_M distinct /24s of it; dnsperf -c $CLIENTS -q $OUTSTANDING; $ROUNDS interleaved rounds of, per server, a ${DURATION}s throughput run (QPS) and a ${LAT_DURATION}s latency run with -v (mean, p99, over all rounds); lost and rcodes over all runs.)"
   else
-  echo "Command: \`DURATION=$DURATION LAT_DURATION=$LAT_DURATION ROUNDS=$ROUNDS CLIENTS=$CLIENTS OUTSTANDING=$OUTSTANDING bench/dns-peers.sh\`"
-  echo "(10,000 names, 70% A / 30% AAAA, half with ECS; dnsperf -c $CLIENTS -q $OUTSTANDING; $ROUNDS interleaved rounds of, per server, a ${DURATION}s throughput run (QPS) and a ${LAT_DURATION}s latency run with -v (mean, p99, over all rounds); lost and rcodes over all runs.)"
+  echo "Command: \`${SIGNED:+SIGNED=1 }DURATION=$DURATION LAT_DURATION=$LAT_DURATION ROUNDS=$ROUNDS CLIENTS=$CLIENTS OUTSTANDING=$OUTSTANDING bench/dns-peers.sh\`"
+  echo "(10,000 names, 70% A / 30% AAAA, half with ECS${SIGNED:+, DO set on every query}; dnsperf -c $CLIENTS -q $OUTSTANDING; $ROUNDS interleaved rounds of, per server, a ${DURATION}s throughput run (QPS) and a ${LAT_DURATION}s latency run with -v (mean, p99, over all rounds); lost and rcodes over all runs.)"
   fi
   echo "Load average (1/5/15 min) before the load: $LOAD_START, after: $LOAD_END. Switchyard binary built $(date -u -r "$SY" '+%Y-%m-%d %H:%M UTC'), tree at $(git rev-parse --short HEAD 2>/dev/null || echo '(not a git checkout)')$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock apps examples 2>/dev/null || echo ' with uncommitted changes')."
   echo "Threads: NSD server-count 2; gdnsd udp_threads 2; PowerDNS receiver-threads 2 x distributor-threads 2; Switchyard its defaults; dnsperf 1 thread."
@@ -452,6 +567,16 @@ p99_ratio() { # p99_ratio A B: A's p99 latency over B's
   ratio switchyard-app-nomemo pdns-lua
   ratio switchyard-app-nomemo pdns-lua-shared
   ratio switchyard-static nsd
+  ratio nsd-signed nsd
+  ratio pdns-lua-signed pdns-lua-shared
+  ratio pdns-lua-signed nsd-signed
+  ratio switchyard-app-signed nsd-signed
+  ratio switchyard-app-signed pdns-lua-signed
+  ratio switchyard-app-signed switchyard-app
+  ratio switchyard-app-nomemo-signed switchyard-app-nomemo
+  ratio switchyard-app-nomemo-signed pdns-lua-signed
+  ratio switchyard-static-signed nsd-signed
+  ratio switchyard-static-signed switchyard-static
   echo
   echo "| p99 latency ratio | |"
   echo "|---|---:|"
@@ -459,6 +584,10 @@ p99_ratio() { # p99_ratio A B: A's p99 latency over B's
   p99_ratio switchyard-app-rrl nsd
   p99_ratio switchyard-app-nomemo nsd
   p99_ratio switchyard-static nsd
+  p99_ratio nsd-signed nsd
+  p99_ratio switchyard-app-signed nsd-signed
+  p99_ratio switchyard-app-nomemo-signed switchyard-app-nomemo
+  p99_ratio switchyard-static-signed nsd-signed
   if [[ -n "$VARS" ]]; then
     echo
     echo "switchyard-app, from its /debug/vars after the load: $VARS."

@@ -5,6 +5,8 @@
 //! Writes, for names q0..q{COUNT-1}.best-rtt.<ZONE> in a fixed shuffled order:
 //!   OUT_DIR/queries.bin  dnsperf -B input (RFC 1035 4.2.2 framing: 2-byte length + message)
 //!   OUT_DIR/queries.txt  the same queries as text: `NAME TYPE ECS` (ECS `-` when absent)
+//!   OUT_DIR/queries-do.bin  the same as queries.bin with the DO bit set (the signed runs:
+//!                        dnsperf sends -B messages as they are, so its -D cannot add it)
 //!
 //! Every query carries an EDNS0 OPT record (payload 1232, DO clear); 70% ask A,
 //! 30% AAAA; half carry an EDNS Client Subnet option (RFC 7871) for one of the
@@ -60,7 +62,7 @@ fn push_name(out: &mut Vec<u8>, name: &str) {
     out.push(0);
 }
 
-fn message(name: &str, qtype: u16, ecs: Option<(IpAddr, u8)>) -> Vec<u8> {
+fn message(name: &str, qtype: u16, ecs: Option<(IpAddr, u8)>, dnssec_ok: bool) -> Vec<u8> {
     let mut m = Vec::with_capacity(96);
     // id (overwritten by dnsperf), flags 0 (a resolver's query: RD clear),
     // QDCOUNT 1, ANCOUNT 0, NSCOUNT 0, ARCOUNT 1 (OPT)
@@ -72,7 +74,8 @@ fn message(name: &str, qtype: u16, ecs: Option<(IpAddr, u8)>) -> Vec<u8> {
     m.push(0);
     m.extend_from_slice(&41u16.to_be_bytes());
     m.extend_from_slice(&1232u16.to_be_bytes());
-    m.extend_from_slice(&[0, 0, 0, 0]);
+    // extended rcode 0, version 0, flags: DO (RFC 3225) or nothing
+    m.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0]);
     let mut rdata = Vec::new();
     if let Some((addr, prefix)) = ecs {
         let (family, bytes): (u16, Vec<u8>) = match addr {
@@ -172,13 +175,16 @@ fn main() {
     }
 
     let mut bin = BufWriter::new(File::create(dir.join("queries.bin")).expect("queries.bin"));
+    let mut bin_do = BufWriter::new(File::create(dir.join("queries-do.bin")).expect("queries-do.bin"));
     let mut txt = BufWriter::new(File::create(dir.join("queries.txt")).expect("queries.txt"));
     for &(i, qtype, ecs) in &rows {
         let name = format!("q{}.best-rtt.{zone}", i % names);
         let ecs_v = ecs.map(|k| networks[k]);
-        let m = message(&name, qtype, ecs_v);
-        bin.write_all(&(m.len() as u16).to_be_bytes()).unwrap();
-        bin.write_all(&m).unwrap();
+        for (out, dnssec_ok) in [(&mut bin, false), (&mut bin_do, true)] {
+            let m = message(&name, qtype, ecs_v, dnssec_ok);
+            out.write_all(&(m.len() as u16).to_be_bytes()).unwrap();
+            out.write_all(&m).unwrap();
+        }
         let t = if qtype == 1 { "A" } else { "AAAA" };
         match ecs {
             Some(k) => writeln!(txt, "{name} {t} {}/{}", networks[k].0, networks[k].1).unwrap(),
@@ -186,5 +192,6 @@ fn main() {
         }
     }
     bin.flush().unwrap();
+    bin_do.flush().unwrap();
     txt.flush().unwrap();
 }

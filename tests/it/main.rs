@@ -12,6 +12,7 @@ mod cli;
 mod dns;
 mod dns_fuzz;
 mod dnssec_sign;
+mod dnssec_validators;
 mod feeds;
 mod geo;
 mod hostile;

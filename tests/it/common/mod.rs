@@ -7,6 +7,7 @@ pub mod http;
 pub mod pg;
 pub mod promtool;
 pub mod server;
+pub mod unbound;
 pub mod wait;
 
 pub use server::{GEO_OVERRIDES_OFF, GEO_OVERRIDES_ON, Options, Server, TEST_TOKEN_LINE};
