@@ -302,6 +302,33 @@ fn serve_makes_a_csk_at_first_start_and_watches_the_key_directory() {
         server.log.lock().unwrap()
     );
     assert!(server.logged("keys reloaded"));
+
+    // A key file broken in place: the keys in use stay, with a warning,
+    // and a SIGHUP reload is refused with the file named.
+    let private = std::fs::read_dir(&keys)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "private"))
+        .unwrap();
+    std::fs::write(&private, "Private-key-format: v1.3\n").unwrap();
+    assert!(
+        server.wait_log("keeping the keys in use", Duration::from_secs(10)),
+        "{:?}",
+        server.log.lock().unwrap()
+    );
+    server.signal("HUP");
+    assert!(
+        server.wait_log("config reload failed", Duration::from_secs(10)),
+        "{:?}",
+        server.log.lock().unwrap()
+    );
+    let named = format!("{}: no Algorithm line", private.display());
+    let log = server.log.lock().unwrap();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("config reload failed") && l.contains(&named)),
+        "{log:?}"
+    );
 }
 
 #[test]
