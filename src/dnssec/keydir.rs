@@ -380,6 +380,34 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_keeps_the_signer_of_unchanged_settings() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = |validity: u32| {
+            let text = format!(
+                "[[zone]]\nname = 'example.test'\n[zone.dnssec]\nkeys = '{}'\nsignature_validity_days = {validity}\n",
+                tmp.path().display()
+            );
+            Config::parse(&text, "test.toml", &crate::config::Overrides::default()).unwrap()
+        };
+        let first = Signers::load(&config(14)).unwrap();
+        let signer = first.zones["example.test."].clone();
+        assert_eq!(signer.keys().keys.len(), 1);
+        generate_key(
+            tmp.path(),
+            &zone(),
+            DnssecAlgorithm::EcdsaP256Sha256,
+            false,
+            Timing::default(),
+        )
+        .unwrap();
+        let same = Signers::reload(&config(14), &first).unwrap();
+        assert!(Arc::ptr_eq(&same.zones["example.test."], &signer));
+        assert_eq!(signer.keys().keys.len(), 2);
+        let changed = Signers::reload(&config(21), &same).unwrap();
+        assert!(!Arc::ptr_eq(&changed.zones["example.test."], &signer));
+    }
+
+    #[test]
     fn bad_files_are_named() {
         let tmp = tempfile::tempdir().unwrap();
         let (base, _) = generate_key(

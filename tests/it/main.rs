@@ -11,6 +11,7 @@ mod check;
 mod cli;
 mod dns;
 mod dns_fuzz;
+mod dnssec_keys;
 mod dnssec_sign;
 mod dnssec_validators;
 mod feeds;
