@@ -31,6 +31,7 @@ struct RawDnssecSettings {
     keys: Option<std::path::PathBuf>,
     signature_validity_days: Option<u32>,
     refresh_days: Option<u32>,
+    dnskey_ttl: Option<u32>,
 }
 
 impl RawZone {
@@ -146,6 +147,9 @@ pub struct Dnssec {
     /// The window signatures' inception is aligned to, in days: the same
     /// RRset signs the same way for this long.
     pub refresh_days: u32,
+    /// TTL of the DNSKEY RRset: how long validators keep a key set, so
+    /// how long a rollover step must wait before the next (RFC 7583).
+    pub dnskey_ttl: u32,
 }
 
 impl Default for Dnssec {
@@ -155,6 +159,7 @@ impl Default for Dnssec {
             keys: None,
             signature_validity_days: 14,
             refresh_days: 7,
+            dnskey_ttl: 3600,
         }
     }
 }
@@ -287,6 +292,9 @@ fn check_dnssec(raw: RawDnssecSettings, key: &str) -> Result<Dnssec, String> {
     }
     if let Some(r) = raw.refresh_days {
         d.refresh_days = r;
+    }
+    if let Some(t) = raw.dnskey_ttl {
+        d.dnskey_ttl = t;
     }
     if d.refresh_days == 0 {
         return Err(format!("{key}.dnssec.refresh_days: must be at least 1"));

@@ -84,10 +84,6 @@ fn name(s: &str) -> Result<Name, ZoneError> {
     })
 }
 
-/// TTL of the DNSKEY RRset: an hour, as the NS records' floor, so a
-/// rollover's pre-publication needs no more than that to reach caches.
-pub const DNSKEY_TTL: u32 = 3600;
-
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -178,7 +174,11 @@ impl ZoneSet {
                 out.extend(zone.ns.iter().cloned());
             }
             if let (RecordType::DNSKEY | RecordType::ANY, Some(signer)) = (qtype, &zone.signer) {
-                out.extend(signer.dnskey_records(&zone.soa.name, DNSKEY_TTL, unix_now()));
+                out.extend(signer.dnskey_records(
+                    &zone.soa.name,
+                    signer.settings.dnskey_ttl,
+                    unix_now(),
+                ));
             }
             if let Some(rs) = owned {
                 out.extend(
