@@ -17,7 +17,7 @@ use super::ConfigArgs;
 use crate::config::DnssecAlgorithm;
 use crate::dnssec::files::{self, format_time};
 use crate::dnssec::keydir::{self, LoadedKey, unix_now};
-use crate::dnssec::keys::{Role, Timing, UnixTime};
+use crate::dnssec::keys::{Timing, UnixTime};
 
 /// `dnssec` flags.
 #[derive(Debug, Args)]
@@ -303,31 +303,6 @@ fn dnskey(args: &DnskeyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A key's state at `now`.
-fn state(t: &Timing, now: UnixTime) -> &'static str {
-    if t.active(now) {
-        "active"
-    } else if t.published(now) {
-        if t.inactive.is_some_and(|i| i <= now) {
-            "inactive"
-        } else {
-            "published"
-        }
-    } else if t.delete.is_some_and(|d| d <= now) {
-        "removed"
-    } else {
-        "not yet published"
-    }
-}
-
-fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Csk => "CSK",
-        Role::Ksk => "KSK",
-        Role::Zsk => "ZSK",
-    }
-}
-
 /// A key's events, in order.
 fn events(t: &Timing) -> [(&'static str, Option<UnixTime>); 5] {
     [
@@ -366,8 +341,8 @@ fn status(args: &StatusArgs) -> anyhow::Result<()> {
                     "algorithm": k.file.algorithm,
                     "algorithm_name": files::algorithm_name(k.file.algorithm),
                     "flags": k.file.flags,
-                    "role": role_name(k.key.role),
-                    "state": state(&k.key.timing, now),
+                    "role": k.key.role.name(),
+                    "state": k.key.timing.state(now).name(),
                     "file": k.base.display().to_string(),
                     "timing": timing,
                 })
@@ -397,9 +372,9 @@ fn status(args: &StatusArgs) -> anyhow::Result<()> {
             "key {} {} {} {}: {}",
             k.key.tag,
             files::algorithm_name(k.file.algorithm).unwrap_or("?"),
-            role_name(k.key.role),
+            k.key.role.name(),
             k.file.flags,
-            state(&k.key.timing, now)
+            k.key.timing.state(now).name()
         );
         for (e, t) in events(&k.key.timing) {
             if let Some(t) = t {
@@ -445,16 +420,10 @@ mod tests {
             inactive: Some(30),
             delete: Some(40),
         };
-        let at = |n| state(&t, n);
+        let at = |n| t.state(n).name();
         assert_eq!(
             [at(5), at(10), at(20), at(30), at(40)],
-            [
-                "not yet published",
-                "published",
-                "active",
-                "inactive",
-                "removed"
-            ]
+            ["created", "published", "active", "inactive", "removed"]
         );
         assert!(check_order(&t).is_ok());
         assert!(

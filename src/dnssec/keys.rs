@@ -70,6 +70,16 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role's name, as `dnssec status` prints it and `/metrics`
+    /// labels it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Csk => "CSK",
+            Role::Ksk => "KSK",
+            Role::Zsk => "ZSK",
+        }
+    }
+
     /// The DNSKEY flags of a key in this role: Zone Key, and SEP for a
     /// KSK or CSK (RFC 4034 §2.1.1).
     pub fn flags(self) -> u16 {
@@ -97,7 +107,63 @@ pub struct Timing {
     pub delete: Option<UnixTime>,
 }
 
+/// Where a key is in its life at a moment (RFC 7583 §3.1, with BIND's
+/// event names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// Made, not yet published.
+    Created,
+    /// In the DNSKEY RRset, not (yet or any more) signing.
+    Published,
+    /// Published and signing.
+    Active,
+    /// Still published, no longer signing.
+    Inactive,
+    /// Gone from the DNSKEY RRset.
+    Removed,
+}
+
+impl KeyState {
+    /// The state's name, as `dnssec status` prints it and `/metrics`
+    /// labels it.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyState::Created => "created",
+            KeyState::Published => "published",
+            KeyState::Active => "active",
+            KeyState::Inactive => "inactive",
+            KeyState::Removed => "removed",
+        }
+    }
+
+    /// Every state, in the order a key goes through them.
+    pub const ALL: [KeyState; 5] = [
+        KeyState::Created,
+        KeyState::Published,
+        KeyState::Active,
+        KeyState::Inactive,
+        KeyState::Removed,
+    ];
+}
+
 impl Timing {
+    /// The key's state at `now`.
+    pub fn state(&self, now: UnixTime) -> KeyState {
+        if self.active(now) {
+            KeyState::Active
+        } else if self.published(now) {
+            if self.inactive.is_some_and(|i| i <= now) {
+                KeyState::Inactive
+            } else {
+                KeyState::Published
+            }
+        } else if self.delete.is_some_and(|d| d <= now) {
+            KeyState::Removed
+        } else {
+            KeyState::Created
+        }
+    }
+
     /// In the DNSKEY RRset at `now`: published (or active) and not deleted.
     pub fn published(&self, now: UnixTime) -> bool {
         let from = self.publish.or(self.activate).unwrap_or(0);

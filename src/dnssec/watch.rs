@@ -10,8 +10,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use hickory_proto::rr::Name;
-use notify_debouncer_full::notify::event::ModifyKind;
-use notify_debouncer_full::notify::{EventKind, RecommendedWatcher, RecursiveMode};
+use notify_debouncer_full::notify::{RecommendedWatcher, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 
 use super::files::{self, KeyFileError};
@@ -51,7 +50,7 @@ pub fn watch_keys(
     let handler = move |result: DebounceEventResult| match result {
         Ok(events) => {
             let relevant = events.iter().any(|e| {
-                is_change(&e.kind)
+                crate::geo::is_change(&e.kind)
                     && e.paths.iter().any(|p| {
                         p.file_name()
                             .and_then(|n| n.to_str())
@@ -113,15 +112,4 @@ pub fn watch_all(config: &Config, signers: &Signers) -> Vec<KeyWatcher> {
         }
     }
     out
-}
-
-/// Whether an event can mean new file contents (not our own reads, not
-/// metadata).
-fn is_change(kind: &EventKind) -> bool {
-    match kind {
-        EventKind::Create(_) | EventKind::Remove(_) => true,
-        EventKind::Modify(ModifyKind::Metadata(_)) => false,
-        EventKind::Modify(_) => true,
-        EventKind::Access(_) | EventKind::Any | EventKind::Other => false,
-    }
 }

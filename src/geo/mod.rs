@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use overrides::Overrides;
 use record::{AsnRecord, CityRecord, subdivision_code};
 pub use service::{DEFAULT_CACHE_CAPACITY, Geo, GeoView};
-pub use watch::GeoWatcher;
+pub use watch::{GeoWatcher, is_change};
 
 /// What the GeoIP databases say about one address.
 ///

@@ -93,7 +93,8 @@ impl Geo {
 
 /// Whether an event can mean new file contents. Access (our own reads) and metadata-only
 /// changes (atime, chmod) cannot; reacting to them would make every reload trigger another.
-fn is_change(kind: &EventKind) -> bool {
+/// (The DNSSEC key directory watch asks the same.)
+pub fn is_change(kind: &EventKind) -> bool {
     match kind {
         EventKind::Create(_) | EventKind::Remove(_) => true,
         EventKind::Modify(ModifyKind::Metadata(_)) => false,

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::data::Feed;
+use crate::dnssec::keys::KeyState;
 use crate::metrics::prometheus::{CheckSeries, FeedSeries, Scrape, SigningSeries};
 use crate::state::State;
 
@@ -157,25 +158,9 @@ fn memo_vars(state: &State) -> serde_json::Value {
 
 /// The signed zones' series: signing counts, signature expiry and keys.
 fn signing_series(zones: &crate::dns::ZoneSet) -> Vec<SigningSeries> {
-    use crate::dnssec::keys::{Role, Timing};
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let state = |t: &Timing| {
-        if t.active(now) {
-            "active"
-        } else if t.published(now) {
-            if t.inactive.is_some_and(|i| i <= now) {
-                "inactive"
-            } else {
-                "published"
-            }
-        } else if t.delete.is_some_and(|d| d <= now) {
-            "removed"
-        } else {
-            "created"
-        }
-    };
     zones
         .signed()
         .map(|(zone, signer)| {
@@ -192,12 +177,9 @@ fn signing_series(zones: &crate::dns::ZoneSet) -> Vec<SigningSeries> {
                     .keys
                     .iter()
                     .map(|k| {
-                        let role = match k.role {
-                            Role::Csk => "csk",
-                            Role::Ksk => "ksk",
-                            Role::Zsk => "zsk",
-                        };
-                        (k.tag, role, state(&k.timing))
+                        let state = k.timing.state(now);
+                        let states = KeyState::ALL.map(|s| (s.name(), s == state));
+                        (k.tag, k.role.name(), states.to_vec())
                     })
                     .collect(),
             }

@@ -215,8 +215,10 @@ pub struct SigningSeries {
     pub hits: u64,
     /// Seconds until the served signatures expire (`None`: none served).
     pub expires_in: Option<f64>,
-    /// Each key: (tag, role, state).
-    pub keys: Vec<(u16, &'static str, &'static str)>,
+    /// Each key: its tag, its role, and every state a key can be in with
+    /// whether it is in it (a series each: a state left shows as 0 rather
+    /// than a stale 1).
+    pub keys: Vec<(u16, &'static str, Vec<(&'static str, bool)>)>,
 }
 
 /// What one scrape exports besides the [`Counters`], gathered from the
@@ -255,11 +257,6 @@ pub struct Scrape<'a> {
     /// Signed zones.
     pub dnssec: Vec<SigningSeries>,
 }
-
-/// The states a DNSSEC key is in (RFC 7583's timeline), each a series of
-/// [`SigningSeries::keys`] (1 for the key's state, 0 for the others, so a
-/// state left shows as 0 rather than a stale 1).
-pub const KEY_STATES: [&str; 5] = ["created", "published", "active", "inactive", "removed"];
 
 /// The Prometheus text of a scrape, plus the decision latency histograms
 /// and memo hits the engine recorded.
@@ -348,15 +345,15 @@ pub fn render(s: &Scrape) -> String {
             metrics::gauge!("switchyard_dnssec_signature_expiry_seconds", "zone" => zone.clone())
                 .set(secs);
         }
-        for &(tag, role, state) in &z.keys {
-            for st in KEY_STATES {
+        for (tag, role, states) in &z.keys {
+            for &(st, is) in states {
                 let labels = [
                     ("zone", zone.clone()),
                     ("tag", tag.to_string()),
                     ("role", role.to_string()),
                     ("state", st.to_string()),
                 ];
-                metrics::gauge!("switchyard_dnssec_keys", &labels).set(flag(st == state));
+                metrics::gauge!("switchyard_dnssec_keys", &labels).set(flag(is));
             }
         }
     }

@@ -180,7 +180,7 @@ fn bind_tools_read_the_keys_we_make() {
     ])))
     .unwrap();
     let key = &status["keys"][0];
-    assert_eq!(key["state"], "not yet published", "{status}");
+    assert_eq!(key["state"], "created", "{status}");
     assert_eq!(key["timing"]["inactive"], 1_894_665_600, "{status}");
     assert_eq!(status["next_event"]["event"], "publish", "{status}");
 
