@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::data::Feed;
 use crate::dnssec::keys::KeyState;
-use crate::metrics::prometheus::{CheckSeries, FeedSeries, Scrape, SigningSeries};
+use crate::metrics::prometheus::{CheckSeries, FeedSeries, KeySeries, Scrape, SigningSeries};
 use crate::state::State;
 
 /// Resident set size of this process, from `/proc/self/statm`.
@@ -178,8 +178,11 @@ fn signing_series(zones: &crate::dns::ZoneSet) -> Vec<SigningSeries> {
                     .iter()
                     .map(|k| {
                         let state = k.timing.state(now);
-                        let states = KeyState::ALL.map(|s| (s.name(), s == state));
-                        (k.tag, k.role.name(), states.to_vec())
+                        KeySeries {
+                            tag: k.tag,
+                            role: k.role.name(),
+                            states: KeyState::ALL.map(|s| (s.name(), s == state)).to_vec(),
+                        }
                     })
                     .collect(),
             }

@@ -215,10 +215,20 @@ pub struct SigningSeries {
     pub hits: u64,
     /// Seconds until the served signatures expire (`None`: none served).
     pub expires_in: Option<f64>,
-    /// Each key: its tag, its role, and every state a key can be in with
-    /// whether it is in it (a series each: a state left shows as 0 rather
-    /// than a stale 1).
-    pub keys: Vec<(u16, &'static str, Vec<(&'static str, bool)>)>,
+    /// Each key of the zone.
+    pub keys: Vec<KeySeries>,
+}
+
+/// One DNSSEC key as a scrape sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeySeries {
+    /// The key tag.
+    pub tag: u16,
+    /// Its role's name.
+    pub role: &'static str,
+    /// Every state a key can be in, and whether this one is in it (a
+    /// series each: a state left shows as 0 rather than a stale 1).
+    pub states: Vec<(&'static str, bool)>,
 }
 
 /// What one scrape exports besides the [`Counters`], gathered from the
@@ -345,12 +355,12 @@ pub fn render(s: &Scrape) -> String {
             metrics::gauge!("switchyard_dnssec_signature_expiry_seconds", "zone" => zone.clone())
                 .set(secs);
         }
-        for (tag, role, states) in &z.keys {
-            for &(st, is) in states {
+        for key in &z.keys {
+            for &(st, is) in &key.states {
                 let labels = [
                     ("zone", zone.clone()),
-                    ("tag", tag.to_string()),
-                    ("role", role.to_string()),
+                    ("tag", key.tag.to_string()),
+                    ("role", key.role.to_string()),
                     ("state", st.to_string()),
                 ];
                 metrics::gauge!("switchyard_dnssec_keys", &labels).set(flag(is));
