@@ -215,6 +215,9 @@ fn bind_tools_read_the_keys_we_make() {
         &[
             "-K",
             z,
+            // Its dsset file goes with the keys, not into the checkout.
+            "-d",
+            z,
             "-S",
             "-o",
             "signed.test",
