@@ -33,6 +33,7 @@ pub mod udp;
 mod wire;
 mod zones;
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -45,6 +46,7 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 
+use crate::dnssec::keydir::unix_now;
 use crate::dnssec::sign::{SignError, ZoneSigner};
 use crate::engine::apps::{AppRegistry, LoadedApp};
 use crate::engine::steer::{Outcome, Steered};
@@ -485,11 +487,11 @@ impl DnsHandler {
                 self.emit(shield, reply, ResponseCode::Refused, Some(0), &[], &[], out)
             }
             Plan::NxDomain(zone) => {
-                let mut authority = vec![zone.soa.clone()];
+                let mut authority = Cow::Borrowed(std::slice::from_ref(&zone.soa));
                 if let Some(signer) = signing(zone, dnssec_ok) {
                     let ce = zone.closest_encloser(&qname, &apps);
-                    match signed::nxdomain(signer, &zone.soa, &owner, &ce, signed::now()) {
-                        Ok(signed) => authority = signed,
+                    match signed::nxdomain(signer, &zone.soa, &owner, &ce, unix_now()) {
+                        Ok(signed) => authority = Cow::Owned(signed),
                         Err(e) => return self.sign_failed(shield, reply, &zone.soa, e, out),
                     }
                 }
@@ -519,16 +521,17 @@ impl DnsHandler {
                         r.name = owner.clone();
                     }
                 }
-                let mut authority = Vec::new();
-                if records.is_empty() {
-                    authority.push(zone.soa.clone());
-                }
+                let mut authority = Cow::Borrowed(if records.is_empty() {
+                    std::slice::from_ref(&zone.soa)
+                } else {
+                    &[][..]
+                });
                 if let Some(signer) = signing(zone, dnssec_ok) {
-                    let now = signed::now();
+                    let now = unix_now();
                     let done = if records.is_empty() {
                         let types = zone.types_at(&qname);
                         signed::nodata(signer, &zone.soa, &owner, qtype, &types, now)
-                            .map(|a| authority = a)
+                            .map(|a| authority = Cow::Owned(a))
                     } else {
                         signed::sign_answers(signer, &mut records, now)
                     };
@@ -555,12 +558,12 @@ impl DnsHandler {
                         // Not run for other types: the name is the app's,
                         // which answers addresses (a CNAME decision is
                         // served for A, AAAA and CNAME queries only).
-                        let mut authority = vec![zone.soa.clone()];
+                        let mut authority = Cow::Borrowed(std::slice::from_ref(&zone.soa));
                         if let Some(signer) = signing(zone, dnssec_ok) {
                             let types = [RecordType::A, RecordType::AAAA];
-                            let now = signed::now();
+                            let now = unix_now();
                             match signed::nodata(signer, &zone.soa, &owner, qtype, &types, now) {
-                                Ok(a) => authority = a,
+                                Ok(a) => authority = Cow::Owned(a),
                                 Err(e) => {
                                     return self.sign_failed(shield, reply, &zone.soa, e, out);
                                 }
@@ -680,7 +683,7 @@ impl DnsHandler {
             .flatten();
         let sigs = match (how.signer, &rrset) {
             (Some(signer), Some((rtype, rdata))) => {
-                match signer.sign(how.owner, *rtype, steered.ttl, rdata.clone(), signed::now()) {
+                match signer.sign(how.owner, *rtype, steered.ttl, rdata.clone(), unix_now()) {
                     Ok(sigs) => Some(sigs),
                     Err(e) => return self.sign_failed(shield, reply, how.soa, e, out),
                 }
@@ -720,7 +723,7 @@ impl DnsHandler {
         } else {
             decision_records(answers, how.qtype, how.owner, steered.ttl)
         };
-        let mut authority = Vec::new();
+        let mut authority: Cow<'_, [Record]> = Cow::Borrowed(&[]);
         match (how.signer, sigs) {
             (_, Some(sigs)) if !records.is_empty() => {
                 records.extend(sigs.records(how.owner, steered.ttl));
@@ -740,13 +743,13 @@ impl DnsHandler {
                         }
                     }
                 }
-                let now = signed::now();
+                let now = unix_now();
                 match signed::nodata(signer, how.soa, how.owner, how.qtype, &types, now) {
-                    Ok(a) => authority = a,
+                    Ok(a) => authority = Cow::Owned(a),
                     Err(e) => return self.sign_failed(shield, reply, how.soa, e, out),
                 }
             }
-            _ if records.is_empty() => authority.push(how.soa.clone()),
+            _ if records.is_empty() => authority = Cow::Borrowed(std::slice::from_ref(how.soa)),
             _ => {}
         }
         self.emit(

@@ -7,13 +7,6 @@ use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use crate::dnssec::nsec;
 use crate::dnssec::sign::{SignError, ZoneSigner};
 
-/// Unix time in seconds, for the signatures' window and the keys' timing.
-pub(super) fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// Appends to `records` the RRSIGs of each of their RRsets (records of
 /// one owner and type), in the order the RRsets first appear.
 pub(super) fn sign_answers(

@@ -9,6 +9,7 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, SOA, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use crate::config::{Config, Zone};
+use crate::dnssec::keydir::unix_now;
 use crate::dnssec::sign::{Signers, ZoneSigner};
 use crate::engine::apps::{AppSet, LoadedApp};
 
@@ -82,12 +83,6 @@ fn name(s: &str) -> Result<Name, ZoneError> {
         name: s.to_string(),
         error,
     })
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl ZoneData {

@@ -158,9 +158,7 @@ fn memo_vars(state: &State) -> serde_json::Value {
 
 /// The signed zones' series: signing counts, signature expiry and keys.
 fn signing_series(zones: &crate::dns::ZoneSet) -> Vec<SigningSeries> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::dnssec::keydir::unix_now();
     zones
         .signed()
         .map(|(zone, signer)| {
