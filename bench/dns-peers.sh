@@ -57,6 +57,7 @@
 #
 # Usage: bench/dns-peers.sh            (about 4 minutes with the defaults, build aside)
 #        WORKLOAD=realistic bench/dns-peers.sh
+#        WORKLOAD=both bench/dns-peers.sh   (small, then realistic, then the issue-30 goals table)
 #        SIGNED=1 bench/dns-peers.sh   (the signed table, about 5 minutes)
 # Environment: DURATION=10 LAT_DURATION=4 ROUNDS=2 CLIENTS=16 OUTSTANDING=100 PORT_BASE=15350
 #              SAMPLE=48 SERVERS="nsd gdnsd pdns-lua pdns-lua-shared switchyard-app switchyard-app-rrl switchyard-app-nomemo switchyard-static"
@@ -78,10 +79,38 @@ WORKLOAD=${WORKLOAD:-small}
 GEO_N=${GEO_N:-1000000}
 GEO_M=${GEO_M:-100000}
 QUERY_COUNT=${QUERY_COUNT:-200000}
+# WORKLOAD=both: the small workload, then the realistic one, in one
+# invocation, and the issue-30 goals computed across the two reports (the
+# every-query realistic / small ratio needs both).
+if [[ $WORKLOAD == both ]]; then
+  export SERVERS=${SERVERS:-nsd gdnsd switchyard-app switchyard-app-nomemo switchyard-static}
+  WORKLOAD=small "$ROOT/bench/dns-peers.sh"
+  WORKLOAD=realistic "$ROOT/bench/dns-peers.sh"
+  cell() { # cell REPORT SERVER COLUMN → that server's cell (1 = QPS mean, 4 = p99 ms)
+    awk -F' *[|] *' -v s="$2" -v c="$3" '$2 == s { print $(c + 3); exit }' "$1"
+  }
+  div() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.3f", a / b }'; }
+  small=$ROOT/target/bench/dns-peers/results.md
+  real=$ROOT/target/bench/dns-peers-realistic/results.md
+  {
+    echo
+    echo "## Both workloads, one invocation: the goals of issue 30"
+    echo
+    echo "| goal | measured |"
+    echo "|---|---:|"
+    echo "| realistic: memoised / NSD ≥ 0.95 | $(div "$(cell "$real" switchyard-app 1)" "$(cell "$real" nsd 1)") |"
+    echo "| realistic: memoised / gdnsd ≥ 0.9 | $(div "$(cell "$real" switchyard-app 1)" "$(cell "$real" gdnsd 1)") |"
+    echo "| realistic: memoised p99 / NSD p99 ≤ 1.5 | $(div "$(cell "$real" switchyard-app 4)" "$(cell "$real" nsd 4)") |"
+    echo "| every query: realistic / small ≥ 0.9 | $(div "$(cell "$real" switchyard-app-nomemo 1)" "$(cell "$small" switchyard-app-nomemo 1)") |"
+    echo "| small: memoised / NSD (unchanged) | $(div "$(cell "$small" switchyard-app 1)" "$(cell "$small" nsd 1)") |"
+    echo "| realistic / small, NSD (the machine's drift between the two) | $(div "$(cell "$real" nsd 1)" "$(cell "$small" nsd 1)") |"
+  } | tee "$ROOT/target/bench/dns-peers-both.md"
+  exit 0
+fi
 case $WORKLOAD in
   small) OUT=$ROOT/target/bench/dns-peers ;;
   realistic) OUT=$ROOT/target/bench/dns-peers-realistic ;;
-  *) printf 'dns-peers: WORKLOAD is small or realistic, not %s\n' "$WORKLOAD" >&2; exit 2 ;;
+  *) printf 'dns-peers: WORKLOAD is small, realistic or both, not %s\n' "$WORKLOAD" >&2; exit 2 ;;
 esac
 # The signed table's results are kept apart from the unsigned one's.
 [[ -n "${SIGNED:-}" ]] && OUT=$OUT-signed
