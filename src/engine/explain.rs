@@ -190,7 +190,10 @@ pub fn explain(inputs: Inputs<'_>) -> Explanation {
 fn how_reached(outcome: &Outcome, insight: &Insight) -> How {
     let failed = |reached, e: &AppError| How {
         reached,
-        ran: !matches!(e, AppError::Backoff { .. } | AppError::NotLoaded { .. }),
+        ran: !matches!(
+            e,
+            AppError::Backoff { .. } | AppError::NotLoaded { .. } | AppError::Overloaded
+        ),
         kind: Some(e.kind()),
         error: Some(e.to_string()),
     };

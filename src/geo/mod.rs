@@ -493,7 +493,7 @@ impl GeoDb {
         if let Some(db) = &self.asn {
             let (prefix, record) = lookup_in::<AsnRecord>(db, ip);
             geo.prefix_len = geo.prefix_len.max(prefix);
-            if let Some(s) = source.as_deref_mut() {
+            if let Some(s) = source {
                 s.asn_prefix = Some(prefix);
             }
             geo.asn = record.and_then(|r| r.autonomous_system_number).unwrap_or(0);

@@ -175,21 +175,24 @@ pub fn take_random_at_load() -> bool {
     RANDOM_AT_LOAD.replace(false)
 }
 
-/// Records one read of the current decision, when it is being logged.
-fn log_read(key: impl FnOnce() -> ReadKey, value: impl FnOnce() -> ReadValue) {
+/// Records a header or query value the current decision read: in the
+/// memo's read log and in the trace, when either is kept (one borrow of
+/// the slot for both).
+fn record_opt(
+    key: impl FnOnce() -> ReadKey,
+    source: impl FnOnce() -> String,
+    value: Option<String>,
+) {
     CALL.with_borrow_mut(|c| {
-        if let Some(r) = c.as_mut().and_then(|s| s.reads.as_mut()) {
-            r.reads.push((key(), value()));
+        let Some(state) = c.as_mut() else {
+            return;
+        };
+        if let Some(t) = state.trace.as_mut() {
+            let shown = value.as_deref().map_or(serde_json::Value::Null, Into::into);
+            t.push(source(), shown);
         }
-    });
-}
-
-/// Records one optional string read in the current decision's trace, when
-/// it is being explained.
-fn trace_read(source: impl FnOnce() -> String, value: Option<&str>) {
-    CALL.with_borrow_mut(|c| {
-        if let Some(t) = c.as_mut().and_then(|s| s.trace.as_mut()) {
-            t.push(source(), value.map_or(serde_json::Value::Null, Into::into));
+        if let Some(r) = state.reads.as_mut() {
+            r.reads.push((key(), ReadValue::Opt(value)));
         }
     });
 }
@@ -725,10 +728,10 @@ fn get_header(_: &JsValue, args: &[JsValue], _: &mut Context) -> JsResult<JsValu
             .and_then(|s| s.request.header(&name).map(str::to_string))
     });
     let out = value.as_deref().map_or(JsValue::null(), js_str);
-    trace_read(|| format!("request.getHeader({name})"), value.as_deref());
-    log_read(
+    record_opt(
         || ReadKey::Header(name.as_str().into()),
-        || ReadValue::Opt(value),
+        || format!("request.getHeader({name})"),
+        value,
     );
     Ok(out)
 }
@@ -740,13 +743,10 @@ fn get_query_string(_: &JsValue, args: &[JsValue], _: &mut Context) -> JsResult<
             .and_then(|s| s.request.query_value(&name).map(str::to_string))
     });
     let out = value.as_deref().map_or(JsValue::null(), js_str);
-    trace_read(
-        || format!("request.getQueryString({name})"),
-        value.as_deref(),
-    );
-    log_read(
+    record_opt(
         || ReadKey::Query(name.as_str().into()),
-        || ReadValue::Opt(value),
+        || format!("request.getQueryString({name})"),
+        value,
     );
     Ok(out)
 }

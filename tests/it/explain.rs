@@ -166,10 +166,7 @@ fn explain_agrees_with_dns_and_http_and_changes_nothing() {
     // The HTTP decision for this test client (loopback: not located).
     let d = common::http::get(http, "/apps/best-rtt/decision").json();
     let v = ok(admin, "best-rtt", "ip=127.0.0.1&qtype=");
-    assert_eq!(
-        v["decision"]["provider"], d["provider"],
-        "{v} vs {d}"
-    );
+    assert_eq!(v["decision"]["provider"], d["provider"], "{v} vs {d}");
 
     // A DNS query from the same client, answered and memoised; explain
     // then says the memo would answer, without counting a hit.
