@@ -281,6 +281,12 @@ fn refusals_are_clear() {
     }
     // Still serving.
     ok(admin, "best-rtt", "ip=192.0.2.1");
+
+    // The dashboard's form asks the same endpoint.
+    let page = common::http::get(admin, "/").body;
+    assert!(page.contains("id=\"explain-form\""), "{page}");
+    let js = common::http::get(admin, "/dashboard/app.js").body;
+    assert!(js.contains("/explain?"), "{js}");
 }
 
 #[test]
