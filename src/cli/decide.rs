@@ -8,9 +8,11 @@ use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
 
 use super::ConfigArgs;
-use crate::config::Config;
+use crate::engine::explain;
+use crate::engine::request::{self, RequestInputs};
 use crate::engine::steer::{self, Outcome};
-use crate::openmix::{DataSnapshot, Request};
+use crate::geo::GeoDb;
+use crate::openmix::DataSnapshot;
 
 /// `decide` flags.
 #[derive(Debug, Args)]
@@ -18,6 +20,32 @@ pub struct DecideArgs {
     /// App name (from the apps directory) or path to a .js file.
     #[arg(long)]
     pub app: String,
+    /// The request to decide for.
+    #[command(flatten)]
+    pub request: RequestArgs,
+    /// Probe data JSON file (default: the config's `[data] probes`).
+    #[arg(long)]
+    pub probe: Option<PathBuf>,
+    /// Fusion data JSON file (provider → string).
+    #[arg(long)]
+    pub fusion: Option<PathBuf>,
+    /// Sonar data JSON file (provider → string).
+    #[arg(long)]
+    pub sonar: Option<PathBuf>,
+    /// Print the decision explained (as `switchyard explain --json` does
+    /// for a running server): the request as located, every value read,
+    /// how the answer was reached.
+    #[arg(long)]
+    pub explain: bool,
+    /// Configuration flags.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// The flags that describe a request, shared by `decide` and `explain`
+/// (the query parameters of `/api/apps/{app}/explain` have the same names).
+#[derive(Debug, Args, Clone)]
+pub struct RequestArgs {
     /// Client IP address (resolver address too unless --resolver-ip).
     #[arg(long)]
     pub ip: Option<IpAddr>,
@@ -33,15 +61,6 @@ pub struct DecideArgs {
     /// Labels in front of the app name.
     #[arg(long = "hostname-prefix", default_value = "")]
     pub hostname_prefix: String,
-    /// Probe data JSON file (default: the config's `[data] probes`).
-    #[arg(long)]
-    pub probe: Option<PathBuf>,
-    /// Fusion data JSON file (provider → string).
-    #[arg(long)]
-    pub fusion: Option<PathBuf>,
-    /// Sonar data JSON file (provider → string).
-    #[arg(long)]
-    pub sonar: Option<PathBuf>,
     /// Override the client market.
     #[arg(long)]
     pub market: Option<String>,
@@ -63,9 +82,50 @@ pub struct DecideArgs {
     /// HTTP query pair `k=v` (repeatable).
     #[arg(long)]
     pub query: Vec<String>,
-    /// Configuration flags.
-    #[command(flatten)]
-    pub config: ConfigArgs,
+}
+
+impl RequestArgs {
+    /// The inputs these flags give.
+    pub fn inputs(&self) -> RequestInputs {
+        RequestInputs {
+            ip: self.ip,
+            ecs: self.ecs,
+            resolver_ip: self.resolver_ip,
+            qtype: self.qtype.clone(),
+            hostname_prefix: self.hostname_prefix.clone(),
+            market: self.market.clone(),
+            country: self.country.clone(),
+            asn: self.asn,
+            region: self.region.clone(),
+            state: self.state.clone(),
+            headers: self.header.clone(),
+            query: self.query.clone(),
+        }
+    }
+
+    /// The same inputs as query parameters of `/api/apps/{app}/explain`.
+    pub fn query_pairs(&self) -> Vec<(&'static str, String)> {
+        let mut out = vec![
+            ("qtype", self.qtype.clone()),
+            ("hostname_prefix", self.hostname_prefix.clone()),
+        ];
+        let mut add = |k, v: Option<String>| {
+            if let Some(v) = v {
+                out.push((k, v));
+            }
+        };
+        add("ip", self.ip.map(|v| v.to_string()));
+        add("ecs", self.ecs.map(|v| v.to_string()));
+        add("resolver_ip", self.resolver_ip.map(|v| v.to_string()));
+        add("market", self.market.clone());
+        add("country", self.country.clone());
+        add("asn", self.asn.map(|v| v.to_string()));
+        add("region", self.region.clone());
+        add("state", self.state.clone());
+        out.extend(self.header.iter().map(|h| ("header", h.clone())));
+        out.extend(self.query.iter().map(|q| ("query", q.clone())));
+        out
+    }
 }
 
 fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
@@ -98,11 +158,31 @@ pub fn decide(args: &DecideArgs) -> anyhow::Result<()> {
     let data = Arc::new(data);
     let app = super::app::load_one(&args.app, &config, &data)?;
 
-    let qtype = args.qtype.to_ascii_uppercase();
-    if !matches!(qtype.as_str(), "A" | "AAAA" | "CNAME" | "") {
-        bail!("--qtype: expected A, AAAA or CNAME, got '{}'", args.qtype);
+    let inputs = args.request.inputs();
+    let geo = if inputs.needs_geo() {
+        super::geo::open_geo(&config)?
+    } else {
+        GeoDb::default()
+    };
+    let built =
+        request::build(&inputs, &|ip| geo.lookup_traced(ip)).map_err(|e| anyhow!("--{e}"))?;
+    if args.explain {
+        let started = std::time::Instant::now();
+        let default_ttl = steer::default_ttl(&app, config.default_ttl());
+        let (steered, insight) = steer::explain(&app, built.request.clone(), &data, default_ttl);
+        let report = explain::explain(explain::Inputs {
+            app: &app,
+            built,
+            data: &data,
+            feeds: Default::default(),
+            steered,
+            insight,
+            elapsed: started.elapsed(),
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
     }
-    let request = build_request(args, &config, qtype)?;
+    let request = built.request;
     let shown = request.clone();
     let steered = steer::decide(&app, request, &data, config.default_ttl());
     let mut out = serde_json::json!({
@@ -136,60 +216,4 @@ pub fn decide(args: &DecideArgs) -> anyhow::Result<()> {
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
-}
-
-fn build_request(args: &DecideArgs, config: &Config, qtype: String) -> anyhow::Result<Request> {
-    let need_geo = args.ip.is_some() || args.ecs.is_some() || args.resolver_ip.is_some();
-    let geo = if need_geo {
-        Some(super::geo::open_geo(config)?)
-    } else {
-        None
-    };
-    let locate = |ip: Option<IpAddr>| match (&geo, ip) {
-        (Some(g), Some(ip)) => std::sync::Arc::new(crate::openmix::Location::from(g.lookup(ip))),
-        _ => Default::default(),
-    };
-    let client_ip = args.ecs.map(|n| n.network()).or(args.ip);
-    let resolver_ip = args.resolver_ip.or(args.ip).or(client_ip);
-    let mut request = Request {
-        ip_address: client_ip,
-        client: locate(client_ip),
-        resolver_ip_address: resolver_ip,
-        resolver: locate(resolver_ip),
-        hostname_prefix: args.hostname_prefix.clone(),
-        query_type: qtype,
-        ..Request::default()
-    };
-    let c = std::sync::Arc::make_mut(&mut request.client);
-    if let Some(v) = &args.market {
-        c.market = v.to_ascii_uppercase();
-    }
-    if let Some(v) = &args.country {
-        c.country = v.to_ascii_uppercase();
-    }
-    if let Some(v) = args.asn {
-        c.asn = v;
-    }
-    if let Some(v) = &args.region {
-        c.region = v.clone();
-    }
-    if let Some(v) = &args.state {
-        c.state = v.clone();
-    }
-    if args.ip.is_none() && args.resolver_ip.is_none() {
-        request.resolver = request.client.clone();
-    }
-    for h in &args.header {
-        let (k, v) = h
-            .split_once(':')
-            .ok_or_else(|| anyhow!("--header: expected 'Name: value', got '{h}'"))?;
-        request
-            .headers
-            .push((k.trim().to_string(), v.trim().to_string()));
-    }
-    for q in &args.query {
-        let (k, v) = q.split_once('=').unwrap_or((q.as_str(), ""));
-        request.query.push((k.to_string(), v.to_string()));
-    }
-    Ok(request)
 }

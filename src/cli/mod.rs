@@ -10,6 +10,7 @@ pub mod args;
 pub mod check;
 pub mod decide;
 pub mod dnssec;
+pub mod explain;
 pub mod generate;
 pub mod geo;
 pub mod providers;
@@ -46,6 +47,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Run one decision of an app and print it as JSON.
     Decide(decide::DecideArgs),
+    /// Explain a running server's decision for a client: what the app read, how it decided.
+    Explain(explain::ExplainArgs),
     /// Compile an app, run its init, and report errors with line numbers.
     Check(check::CheckArgs),
     /// Print what the GeoIP databases say about an address.
@@ -74,6 +77,7 @@ impl Command {
         match self {
             Command::Serve(args) => serve::serve(args),
             Command::Decide(args) => decide::decide(args),
+            Command::Explain(args) => explain::explain(args),
             Command::Check(args) => check::check(args),
             Command::Geo(args) => geo::geo(args),
             Command::Test(args) => test::run(args),

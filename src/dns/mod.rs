@@ -301,17 +301,6 @@ pub fn ecs_option_len(packet: &[u8]) -> Option<usize> {
     None
 }
 
-/// An IPv4-mapped IPv6 address as IPv4 (with its prefix), else unchanged.
-fn canonical(addr: IpAddr, prefix: u8) -> (IpAddr, u8) {
-    match addr {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) if prefix >= 96 => (IpAddr::V4(v4), prefix - 96),
-            _ => (addr, prefix),
-        },
-        v4 => (v4, prefix),
-    }
-}
-
 impl Reply {
     fn to(query: &Metadata, queries: Vec<Query>, edns: Option<Edns>, mut to: Delivery) -> Reply {
         to.qtype = queries.first().map(Query::query_type);
@@ -940,12 +929,9 @@ impl DnsHandler {
         let (resolver, _) = locate::locate(&self.geo, src);
         let (client_ip, client, scope) = match ecs {
             Some(cs) if cs.source_prefix() > 0 => {
-                let (addr, source) = canonical(cs.addr(), cs.source_prefix());
+                let (addr, source) = crate::geo::ecs_subnet(cs.addr(), cs.source_prefix());
                 let (client, prefix_len) = locate::locate(&self.geo, addr);
-                // Scope: the matched network's prefix, never more than the
-                // source prefix (in the family the client sent).
-                let mapped_extra = cs.source_prefix() - source;
-                let scope = prefix_len.min(source) + mapped_extra;
+                let scope = crate::geo::ecs_scope(cs.source_prefix(), source, prefix_len);
                 (addr, client, scope)
             }
             _ => (src, resolver.clone(), 0),
@@ -1003,8 +989,10 @@ mod tests {
 
     #[test]
     fn mapped_is_ipv4() {
-        let (a, p) = canonical("::ffff:198.51.100.0".parse().unwrap(), 120);
+        let (a, p) = crate::geo::ecs_subnet("::ffff:198.51.100.0".parse().unwrap(), 120);
         assert_eq!((a, p), ("198.51.100.0".parse().unwrap(), 24));
+        assert_eq!(crate::geo::ecs_scope(120, 24, 16), 112);
+        assert_eq!(crate::geo::ecs_scope(24, 24, 28), 24);
     }
 
     #[test]

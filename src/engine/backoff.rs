@@ -80,6 +80,14 @@ impl Runaway {
         }
     }
 
+    /// The time left of the backoff in force, if any, without letting a
+    /// probe through (for explaining a decision).
+    pub fn remaining(&self) -> Option<Duration> {
+        let until = self.until_ms.load(Ordering::Acquire);
+        let now = clock_ms();
+        (until != 0 && now < until).then(|| Duration::from_millis(until - now))
+    }
+
     /// Whether queries get the fallback now (no probe is let through).
     pub fn backing_off(&self) -> bool {
         let until = self.until_ms.load(Ordering::Acquire);

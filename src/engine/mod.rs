@@ -9,6 +9,8 @@
 //!   the call, the fallback.
 //! - [`workers`]: the JS worker threads decisions run on, and the watchdog
 //!   that answers for a stuck one.
+//! - [`request`]: the request an operator describes (flags or query
+//!   parameters), located; [`explain`]: one decision explained as a report.
 //! - [`backoff`]: the backoff of apps whose calls run away.
 //! - [`quarantine`]: in-flight slots, and the quarantine of apps that
 //!   crashed the server, on evidence only.
@@ -18,8 +20,10 @@
 
 pub mod apps;
 pub mod backoff;
+pub mod explain;
 pub mod priority;
 pub mod quarantine;
+pub mod request;
 pub mod steer;
 pub mod workers;
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::engine::apps::LoadedApp;
 use crate::openmix::memo::Inputs;
-use crate::openmix::{AppError, CallOptions, DataSnapshot, Decision, Request, runtime};
+use crate::openmix::{AppError, CallOptions, DataSnapshot, Decision, Request, Trace, runtime};
 
 /// The reason code of a fallback answer.
 pub const FALLBACK_REASON: &str = "fallback";
@@ -143,6 +143,78 @@ pub fn run(
             }
             fallback(app, err, default_ttl)
         }
+    }
+}
+
+/// What explaining a decision learnt beside its answer.
+#[derive(Debug, Clone, Default)]
+pub struct Insight {
+    /// The memo holds a decision for this request: the server would have
+    /// answered from it without running the app.
+    pub memo_hit: bool,
+    /// Every value the app read, in order (when it ran and decided).
+    pub trace: Option<Trace>,
+    /// The decision called `Math.random` or `console.log`: a memo never
+    /// stores such a decision.
+    pub impure: bool,
+}
+
+/// Decides for `request` as the server would, to explain the decision,
+/// without changing anything the server keeps: the memo is looked up but
+/// neither counted nor stored into, a failure is neither logged nor struck
+/// against the app's backoff. The app runs (under its budgets) unless the
+/// server would not run it (quarantined, never loaded, backing off), also
+/// on a memo hit, so that its reads can be shown.
+pub fn explain(
+    app: &LoadedApp,
+    request: Request,
+    data: &Arc<DataSnapshot>,
+    default_ttl: u32,
+) -> (Steered, Insight) {
+    if app.quarantine.is_some() {
+        return (quarantined(app, default_ttl), Insight::default());
+    }
+    if let Some(message) = &app.load_error {
+        return (not_loaded(app, message, default_ttl), Insight::default());
+    }
+    let memo_hit = app.memo.as_ref().is_some_and(|memo| {
+        let view = Inputs {
+            request: &request,
+            data,
+            scope: data.scope(&app.code.name, &app.declared),
+            proximity: app.meta.proximity,
+        };
+        memo.peek(&view).is_some()
+    });
+    if !memo_hit && let Some(left) = app.runaway.remaining() {
+        let err = AppError::Backoff {
+            backoff_ms: left.as_millis() as u64,
+        };
+        return (fallback(app, err, default_ttl), Insight::default());
+    }
+    let options = CallOptions {
+        log_reads: app.memo.is_some(),
+        trace: true,
+        ..CallOptions::default()
+    };
+    match runtime::decide(&app.code, request, data, options) {
+        Ok(out) => {
+            let ttl = out.decision.ttl.unwrap_or(default_ttl);
+            let reason = out.decision.reason.clone().unwrap_or_default();
+            let insight = Insight {
+                memo_hit,
+                trace: out.trace,
+                impure: out.reads.is_some_and(|r| r.impure),
+            };
+            let steered = Steered {
+                decision: Arc::new(out.decision),
+                ttl,
+                reason,
+                outcome: Outcome::App,
+            };
+            (steered, insight)
+        }
+        Err(err) => (fallback(app, err, default_ttl), Insight::default()),
     }
 }
 

@@ -58,6 +58,10 @@ enum Job {
         zone_ttl: u32,
         queued: Instant,
         reply: oneshot::Sender<Steered>,
+        /// Set for a decision being explained ([`Workers::explain`]): it
+        /// runs through [`steer::explain`], which changes no server state,
+        /// and what it learnt goes here (before the answer).
+        explain: Option<oneshot::Sender<steer::Insight>>,
     },
     Ping(oneshot::Sender<()>),
 }
@@ -321,8 +325,10 @@ impl Workers {
                     zone_ttl,
                     queued,
                     reply,
+                    explain,
                 } => {
                     let ttl = app.settings.ttl.unwrap_or(zone_ttl);
+                    let explaining = explain.is_some();
                     let frontend = frontend_of(&request);
                     let start = self.now_ms();
                     let answer_at = start + self.limit_for(&app).as_millis() as u64;
@@ -336,11 +342,18 @@ impl Workers {
                     }
                     me.answer_at.store(answer_at, Ordering::Release);
                     let decided = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        self.run_job(me, slot, &app, request, &data, zone_ttl, start)
+                        self.run_job(me, slot, &app, request, &data, zone_ttl, start, explain)
                     }));
                     me.answer_at.store(0, Ordering::Release);
-                    self.counters
-                        .decision_time(&app.code.name, frontend, queued.elapsed(), false);
+                    // An explained decision is not one the server made.
+                    if !explaining {
+                        self.counters.decision_time(
+                            &app.code.name,
+                            frontend,
+                            queued.elapsed(),
+                            false,
+                        );
+                    }
                     let out = match decided {
                         Ok(out) => out,
                         Err(panic) => {
@@ -396,7 +409,9 @@ impl Workers {
 
     /// One decision on this worker: builds `app`'s instance if this thread
     /// has none (watched with the load budget on top of the hard limit),
-    /// then runs it (watched with its own limit).
+    /// then runs it (watched with its own limit); a decision being
+    /// explained runs through [`steer::explain`] and sends what it learnt
+    /// to `explain`.
     #[allow(clippy::too_many_arguments)]
     fn run_job(
         &self,
@@ -407,6 +422,7 @@ impl Workers {
         data: &Arc<DataSnapshot>,
         zone_ttl: u32,
         start: u64,
+        explain: Option<oneshot::Sender<steer::Insight>>,
     ) -> Steered {
         let mut limit = self.limit_for(app);
         if app.runnable() && !runtime::is_current(&app.code) {
@@ -419,7 +435,15 @@ impl Workers {
         }
         let budget = app.settings.budget.decision;
         self.busy(me, slot, app, budget, limit, self.now_ms());
-        let out = steer::run(app, request, data, steer::default_ttl(app, zone_ttl));
+        let ttl = steer::default_ttl(app, zone_ttl);
+        let out = match explain {
+            Some(tx) => {
+                let (out, insight) = steer::explain(app, request, data, ttl);
+                let _ = tx.send(insight);
+                out
+            }
+            None => steer::run(app, request, data, ttl),
+        };
         self.idle(me, slot);
         out
     }
@@ -697,7 +721,38 @@ impl Workers {
         data: Arc<DataSnapshot>,
         zone_ttl: u32,
     ) -> Steered {
+        self.submit(app, request, data, zone_ttl, None).await
+    }
+
+    /// Explains the decision for `request`: runs it on a worker through
+    /// [`steer::explain`], under the same budgets, watchdog and hard limit
+    /// as a real decision, but without changing what the server keeps (the
+    /// memo, decision times, the backoff). The insight is empty when the
+    /// watchdog or the queue answered instead of the app.
+    pub async fn explain(
+        &self,
+        app: Arc<LoadedApp>,
+        request: Request,
+        data: Arc<DataSnapshot>,
+        zone_ttl: u32,
+    ) -> (Steered, steer::Insight) {
+        let (tx, mut rx) = oneshot::channel();
+        let steered = self.submit(app, request, data, zone_ttl, Some(tx)).await;
+        // Sent before the answer, when the app's call returned at all.
+        (steered, rx.try_recv().unwrap_or_default())
+    }
+
+    /// Queues one decision and waits for its answer.
+    async fn submit(
+        &self,
+        app: Arc<LoadedApp>,
+        request: Request,
+        data: Arc<DataSnapshot>,
+        zone_ttl: u32,
+        explain: Option<oneshot::Sender<steer::Insight>>,
+    ) -> Steered {
         let default_ttl = steer::default_ttl(&app, zone_ttl);
+        let explaining = explain.is_some();
         let (reply, rx) = oneshot::channel();
         let job = Job::Decide {
             app: app.clone(),
@@ -706,11 +761,14 @@ impl Workers {
             zone_ttl,
             queued: Instant::now(),
             reply,
+            explain,
         };
         match self.tx.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.overloaded.fetch_add(1, Ordering::Relaxed);
+                if !explaining {
+                    self.overloaded.fetch_add(1, Ordering::Relaxed);
+                }
                 return steer::fallback(&app, AppError::Overloaded, default_ttl);
             }
         }
@@ -721,7 +779,9 @@ impl Workers {
         match tokio::time::timeout(net, rx).await {
             Ok(Ok(out)) => out,
             _ => {
-                self.late.fetch_add(1, Ordering::Relaxed);
+                if !explaining {
+                    self.late.fetch_add(1, Ordering::Relaxed);
+                }
                 let err = AppError::Timeout {
                     phase: Phase::OnRequest,
                     budget_ms: net.as_millis() as u64,

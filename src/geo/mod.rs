@@ -59,6 +59,54 @@ pub struct ClientGeo {
     pub prefix_len: u8,
 }
 
+/// Where a lookup's answer came from, for explaining a decision: the
+/// network it holds for and what the override table changed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct GeoSource {
+    /// The network the answer holds for: the address masked to the
+    /// answer's prefix length (`0.0.0.0/0` when nothing matched).
+    pub network: String,
+    /// Prefix length of the City database's matched network (`None`: no
+    /// City database).
+    pub city_prefix: Option<u8>,
+    /// Prefix length of the ASN database's matched network (`None`: no
+    /// ASN database).
+    pub asn_prefix: Option<u8>,
+    /// The override table's replacements, in the order applied.
+    pub overrides: Vec<GeoOverride>,
+}
+
+/// One replacement by the override table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GeoOverride {
+    /// `region` or `state`.
+    pub field: &'static str,
+    /// The code computed from the database.
+    pub computed: String,
+    /// The operator's code that replaced it.
+    pub replaced_by: String,
+}
+
+/// An ECS subnet (RFC 7871) in the family lookups answer in: an
+/// IPv4-mapped IPv6 subnet of /96 or longer is the IPv4 subnet, with its
+/// prefix; anything else is unchanged.
+pub fn ecs_subnet(addr: IpAddr, source_prefix: u8) -> (IpAddr, u8) {
+    match addr {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) if source_prefix >= 96 => (IpAddr::V4(v4), source_prefix - 96),
+            _ => (addr, source_prefix),
+        },
+        v4 => (v4, source_prefix),
+    }
+}
+
+/// The ECS scope of an answer that depends on the client: the matched
+/// network's prefix, never more than the source prefix, in the family the
+/// client sent (`sent_prefix`; `source_prefix` is [`ecs_subnet`]'s).
+pub fn ecs_scope(sent_prefix: u8, source_prefix: u8, matched_prefix: u8) -> u8 {
+    matched_prefix.min(source_prefix) + sent_prefix.saturating_sub(source_prefix)
+}
+
 /// Which database records an address matched, by their offsets in the data sections. Two
 /// addresses with equal keys get the same [`ClientGeo`] from one [`GeoDb`], their prefix
 /// lengths aside: the fields are a function of the records alone. Only meaningful within one
@@ -412,18 +460,42 @@ impl GeoDb {
     /// IPv4-mapped IPv6 (`::ffff:a.b.c.d`) is looked up as IPv4, so that ECS subnets sent in
     /// that form get the same answer and an IPv4 prefix length.
     pub fn lookup(&self, ip: IpAddr) -> ClientGeo {
+        self.lookup_with(ip, None)
+    }
+
+    /// [`GeoDb::lookup`], and where its answer came from (for explain).
+    pub fn lookup_traced(&self, ip: IpAddr) -> (ClientGeo, GeoSource) {
+        let mut source = GeoSource::default();
+        let geo = self.lookup_with(ip, Some(&mut source));
+        let ip = canonical(ip);
+        source.network = ipnet::IpNet::new(ip, geo.prefix_len)
+            .map_or_else(|_| ip.to_string(), |n| n.trunc().to_string());
+        (geo, source)
+    }
+
+    fn lookup_with(&self, ip: IpAddr, mut source: Option<&mut GeoSource>) -> ClientGeo {
         let ip = canonical(ip);
         let mut geo = ClientGeo::default();
         if let Some(db) = &self.city {
             let (prefix, record) = lookup_in::<CityRecord>(db, ip);
             geo.prefix_len = geo.prefix_len.max(prefix);
+            if let Some(s) = source.as_deref_mut() {
+                s.city_prefix = Some(prefix);
+            }
             if let Some(record) = record {
-                self.fill_city(&mut geo, &record);
+                self.fill_city(
+                    &mut geo,
+                    &record,
+                    source.as_deref_mut().map(|s| &mut s.overrides),
+                );
             }
         }
         if let Some(db) = &self.asn {
             let (prefix, record) = lookup_in::<AsnRecord>(db, ip);
             geo.prefix_len = geo.prefix_len.max(prefix);
+            if let Some(s) = source {
+                s.asn_prefix = Some(prefix);
+            }
             geo.asn = record.and_then(|r| r.autonomous_system_number).unwrap_or(0);
         }
         geo
@@ -446,7 +518,14 @@ impl GeoDb {
         (key, prefix_len)
     }
 
-    fn fill_city(&self, geo: &mut ClientGeo, record: &CityRecord<'_>) {
+    /// Fills the City fields; `applied` collects the override table's
+    /// replacements, when explaining.
+    fn fill_city(
+        &self,
+        geo: &mut ClientGeo,
+        record: &CityRecord<'_>,
+        mut applied: Option<&mut Vec<GeoOverride>>,
+    ) {
         if let Some(code) = record.continent.code
             && MARKETS.contains(&code)
         {
@@ -459,26 +538,39 @@ impl GeoDb {
             .or(record.registered_country.iso_code)
             .unwrap_or_default();
         geo.country = country.to_owned();
+        let mut replace = |field: &'static str, computed: String| {
+            let table = if field == "region" {
+                &self.overrides.region
+            } else {
+                &self.overrides.state
+            };
+            match table.get(&computed) {
+                Some(code) => {
+                    if let Some(a) = applied.as_deref_mut() {
+                        a.push(GeoOverride {
+                            field,
+                            computed,
+                            replaced_by: code.clone(),
+                        });
+                    }
+                    code.clone()
+                }
+                None => computed,
+            }
+        };
         if !country.is_empty() {
             // GeoIP lists subdivisions largest first: the first is the region, the last the
             // state; with one subdivision both come from it.
             if let Some(first) = record.subdivisions.first() {
                 let code = subdivision_code(first.iso_code, first.names.en);
                 if !code.is_empty() {
-                    let region = format!("{country}-R-{code}");
-                    geo.region = self
-                        .overrides
-                        .region
-                        .get(&region)
-                        .cloned()
-                        .unwrap_or(region);
+                    geo.region = replace("region", format!("{country}-R-{code}"));
                 }
             }
             if let Some(last) = record.subdivisions.last() {
                 let code = subdivision_code(last.iso_code, last.names.en);
                 if !code.is_empty() {
-                    let state = format!("{country}-S-{code}");
-                    geo.state = self.overrides.state.get(&state).cloned().unwrap_or(state);
+                    geo.state = replace("state", format!("{country}-S-{code}"));
                 }
             }
         }

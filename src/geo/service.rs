@@ -111,6 +111,12 @@ impl Geo {
         geo
     }
 
+    /// [`GeoDb::lookup_traced`] in the databases in service: past the cache
+    /// and not counted, for explaining one decision.
+    pub fn lookup_traced(&self, ip: IpAddr) -> (ClientGeo, super::GeoSource) {
+        self.current.load().db.lookup_traced(ip)
+    }
+
     /// Loads `paths` completely and only then swaps it in, with an empty cache. On error the
     /// current databases stay in service.
     /// The failure is kept for [`Geo::reload_error`] until a reload succeeds.

@@ -2,7 +2,7 @@
 //! and the `/api/*` views, as `shared/seeds/002_*` describes them. It
 //! listens on its own address so none of it is public by accident; each
 //! job is its own module ([`super::health`], [`super::vars`],
-//! [`super::pprof`], [`super::apps`], [`super::stats`],
+//! [`super::pprof`], [`super::apps`], [`super::explain`], [`super::stats`],
 //! [`super::inventory`], [`super::reports`]).
 
 use std::net::SocketAddr;
@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 
 use super::apps::{application, applications, lift_quarantine, push_fusion, quarantine_path};
+use super::explain::{explain, explain_path};
 use super::health::{deepcheck, health};
 use super::pprof::{heap, profile};
 use super::vars::{render_metrics, vars};
@@ -64,6 +65,13 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr)
             let app = quarantine_path(p).unwrap_or_default().to_string();
             lift_quarantine(&state, app).await
         }
+        (Method::GET, p) if explain_path(p).is_some() => {
+            if let Err(r) = super::auth::authorize(&state, &req) {
+                return r;
+            }
+            let pairs = super::query_pairs(&req);
+            explain(&state, explain_path(p).unwrap_or_default(), &pairs).await
+        }
         (Method::GET, p) if p.starts_with("/api/applications/") => {
             application(&state, &p["/api/applications/".len()..])
         }
@@ -101,4 +109,5 @@ fn known(p: &str) -> bool {
     ) || p.starts_with("/api/applications/")
         || p.starts_with("/api/fusion/")
         || quarantine_path(p).is_some()
+        || explain_path(p).is_some()
 }

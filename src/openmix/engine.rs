@@ -249,6 +249,9 @@ pub struct CallOptions {
     pub unbudgeted: bool,
     /// Record what the app reads, so the decision can be memoised.
     pub log_reads: bool,
+    /// Record every value the app reads, in order, so the decision can be
+    /// explained ([`super::trace`]); off, it costs one check per read.
+    pub trace: bool,
 }
 
 /// The result of one successful `onRequest` call.
@@ -260,6 +263,8 @@ pub struct CallOutcome {
     pub calls: Vec<RecordedCall>,
     /// What the app read (when asked for).
     pub reads: Option<super::reads::ReadLog>,
+    /// Every value the app read, in order (when asked for).
+    pub trace: Option<super::trace::Trace>,
 }
 
 enum Stop {
@@ -505,6 +510,7 @@ impl AppInstance {
             calls: options.record.then(Vec::new),
             reads: (options.log_reads && options.fixture.is_none())
                 .then(super::reads::ReadLog::default),
+            trace: (options.trace && options.fixture.is_none()).then(super::trace::Trace::default),
             fixture: options.fixture,
             probes: self.probes.take(),
         });
@@ -522,12 +528,12 @@ impl AppInstance {
         };
         let state = host::end_call();
         self.remove_fixture_fields(&extra);
-        let (decision, calls, reads) = match state {
+        let (decision, calls, reads, trace) = match state {
             Some(s) => {
                 self.probes = s.probes;
-                (s.decision, s.calls.unwrap_or_default(), s.reads)
+                (s.decision, s.calls.unwrap_or_default(), s.reads, s.trace)
             }
-            None => (Decision::default(), Vec::new(), None),
+            None => (Decision::default(), Vec::new(), None, None),
         };
         self.check(result, Phase::OnRequest)?;
         if !decision.is_decided() {
@@ -537,6 +543,7 @@ impl AppInstance {
             decision,
             calls,
             reads,
+            trace,
         })
     }
 

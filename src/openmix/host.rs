@@ -29,6 +29,7 @@ use super::decision::{
 };
 use super::reads::{ReadKey, ReadLog, ReadValue, ValueRef, declared_id, rows_value};
 use super::request::Request;
+use super::trace::{Trace, rows_json};
 
 /// What `init(config)` declared.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -85,6 +86,8 @@ pub struct CallState {
     pub fixture: Option<FixtureRequest>,
     /// What the app read, when the decision may be memoised.
     pub reads: Option<ReadLog>,
+    /// Every value the app read, when the decision is being explained.
+    pub trace: Option<Trace>,
     /// Shared `getProbe` inner objects, when the app may share them
     /// ([`super::AppCode::shared_data`]).
     pub probes: Option<ProbeCache>,
@@ -172,11 +175,24 @@ pub fn take_random_at_load() -> bool {
     RANDOM_AT_LOAD.replace(false)
 }
 
-/// Records one read of the current decision, when it is being logged.
-fn log_read(key: impl FnOnce() -> ReadKey, value: impl FnOnce() -> ReadValue) {
+/// Records a header or query value the current decision read: in the
+/// memo's read log and in the trace, when either is kept (one borrow of
+/// the slot for both).
+fn record_opt(
+    key: impl FnOnce() -> ReadKey,
+    source: impl FnOnce() -> String,
+    value: Option<String>,
+) {
     CALL.with_borrow_mut(|c| {
-        if let Some(r) = c.as_mut().and_then(|s| s.reads.as_mut()) {
-            r.reads.push((key(), value()));
+        let Some(state) = c.as_mut() else {
+            return;
+        };
+        if let Some(t) = state.trace.as_mut() {
+            let shown = value.as_deref().map_or(serde_json::Value::Null, Into::into);
+            t.push(source(), shown);
+        }
+        if let Some(r) = state.reads.as_mut() {
+            r.reads.push((key(), ReadValue::Opt(value)));
         }
     });
 }
@@ -361,6 +377,9 @@ fn request_field(index: usize, ctx: &mut Context) -> JsResult<JsValue> {
         if let Some(r) = state.reads.as_mut() {
             r.reads.push((ReadKey::Field(index as u8), v.clone()));
         }
+        if let Some(t) = state.trace.as_mut() {
+            t.push(format!("request.{}", REQUEST_FIELDS[index]), field_json(&v));
+        }
         Out::Value(v)
     });
     Ok(match out {
@@ -371,6 +390,16 @@ fn request_field(index: usize, ctx: &mut Context) -> JsResult<JsValue> {
         Out::Json(v) => super::fixture_value(&v, ctx)?,
         Out::Undefined => JsValue::undefined(),
     })
+}
+
+/// A request field's value as the trace shows it: what the app got.
+fn field_json(v: &ReadValue) -> serde_json::Value {
+    match v {
+        ReadValue::Str(s) => s.as_str().into(),
+        ReadValue::Num(n) => (*n).into(),
+        ReadValue::Ip(ip) => ip.map(|i| i.to_string()).unwrap_or_default().into(),
+        _ => serde_json::Value::Null,
+    }
 }
 
 /// The rows `getProbe(name)` returns for `request`: what the host builds
@@ -485,6 +514,12 @@ fn get_probe(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsVal
         if let Some(r) = state.reads.as_mut() {
             let value = probe_read(&name, &state.request, &state.data, scope, state.proximity);
             r.reads.push((ReadKey::Probe(name.as_str().into()), value));
+        }
+        if state.trace.is_some() {
+            let rows = probe_rows_for(&name, &state.request, &state.data, scope, state.proximity);
+            if let Some(t) = state.trace.as_mut() {
+                t.push(format!("request.getProbe({name})"), rows_json(&rows));
+            }
         }
         let table = data_table(&name, &state.request, &state.data);
         if table == 0 && name != "proximity_dist" {
@@ -644,8 +679,8 @@ fn get_data(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsValu
     // As in getProbe: building the object runs no app code. A fresh,
     // mutable object per call: apps parse values in place and delete the
     // ones that fail (the seed's parseFusionData does).
-    CALL.with_borrow(|c| {
-        let Some(state) = c.as_ref() else {
+    CALL.with_borrow_mut(|c| {
+        let Some(state) = c.as_mut() else {
             return Ok(JsValue::undefined());
         };
         let rows: &[(String, String)] = match name.as_str() {
@@ -659,16 +694,28 @@ fn get_data(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsValu
                 .weights
                 .get(&*state.app)
                 .map_or(&[], Vec::as_slice),
-            _ => return Ok(JsValue::undefined()),
+            _ => {
+                if let Some(t) = state.trace.as_mut() {
+                    t.push(format!("request.getData({name})"), serde_json::Value::Null);
+                }
+                return Ok(JsValue::undefined());
+            }
         };
         // Provider feeds are cut to the app's scope; its own routes
         // (`weights`, keyed by route id) are all its own.
         let scope = (name != "weights").then(|| state.data.scope(&state.app, &state.declared));
         let out = JsObject::with_object_proto(ctx.intrinsics());
+        let mut traced = state.trace.is_some().then(serde_json::Map::new);
         for (alias, body) in rows {
             if scope.is_none_or(|s| s.sees(alias)) {
                 out.insert_property(JsString::from(alias.as_str()), data_property(js_str(body)));
+                if let Some(m) = traced.as_mut() {
+                    m.insert(alias.clone(), body.as_str().into());
+                }
             }
+        }
+        if let (Some(t), Some(m)) = (state.trace.as_mut(), traced) {
+            t.push(format!("request.getData({name})"), m.into());
         }
         Ok(out.into())
     })
@@ -681,9 +728,10 @@ fn get_header(_: &JsValue, args: &[JsValue], _: &mut Context) -> JsResult<JsValu
             .and_then(|s| s.request.header(&name).map(str::to_string))
     });
     let out = value.as_deref().map_or(JsValue::null(), js_str);
-    log_read(
+    record_opt(
         || ReadKey::Header(name.as_str().into()),
-        || ReadValue::Opt(value),
+        || format!("request.getHeader({name})"),
+        value,
     );
     Ok(out)
 }
@@ -695,9 +743,10 @@ fn get_query_string(_: &JsValue, args: &[JsValue], _: &mut Context) -> JsResult<
             .and_then(|s| s.request.query_value(&name).map(str::to_string))
     });
     let out = value.as_deref().map_or(JsValue::null(), js_str);
-    log_read(
+    record_opt(
         || ReadKey::Query(name.as_str().into()),
-        || ReadValue::Opt(value),
+        || format!("request.getQueryString({name})"),
+        value,
     );
     Ok(out)
 }

@@ -168,6 +168,16 @@ impl Memo {
         found
     }
 
+    /// [`Memo::lookup`] without counting a hit or a miss: whether a
+    /// decision is stored for this request, for explaining one (which must
+    /// not change what the server reports).
+    pub fn peek(&self, view: &Inputs<'_>) -> Option<Arc<Decision>> {
+        if self.disabled.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.find(view)
+    }
+
     fn find(&self, view: &Inputs<'_>) -> Option<Arc<Decision>> {
         let tree = self.tree.read().ok()?;
         if tree.data_version != view.data.version || tree.data_addr != addr_of(view.data) {

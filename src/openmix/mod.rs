@@ -14,6 +14,7 @@
 //! - [`runtime`]: the per-thread cache of instances.
 //! - [`purity`]: the proof from an app's source that it keeps no state
 //!   between decisions; [`memo`]: reusing its decisions exactly.
+//! - [`trace`]: every value one decision read, for explaining it.
 //! - [`request`], [`decision`], [`data`]: the plain types crossing the boundary.
 
 pub mod alloc;
@@ -29,6 +30,7 @@ pub mod purity;
 pub mod reads;
 pub mod request;
 pub mod runtime;
+pub mod trace;
 
 pub use budget::Budget;
 pub use data::{DataSnapshot, ProviderInfo, ProviderScope};
@@ -36,6 +38,7 @@ pub use decision::{Answer, Decision, ProviderHost};
 pub use engine::{AppCode, AppError, AppInstance, CallOptions, CallOutcome, Phase};
 pub use host::{AppMeta, FixtureRequest, RecordedCall};
 pub use request::{Location, Request};
+pub use trace::{Trace, TraceRead};
 
 use boa_engine::{Context, JsResult, JsValue};
 

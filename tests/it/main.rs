@@ -14,6 +14,7 @@ mod dns_fuzz;
 mod dnssec_keys;
 mod dnssec_sign;
 mod dnssec_validators;
+mod explain;
 mod feeds;
 mod geo;
 mod hostile;

@@ -59,6 +59,7 @@ function renderApps(apps, decisions) {
     el("td", {}, a.version == null ? "" : a.version),
     el("td", { class: "num" }, sum((decisions.lastMinute || {})[a.name])),
     el("td", { class: "bad" }, a.last_error ? a.last_error.at + ": " + a.last_error.message : ""))));
+  $("explain-app").textContent = chosen || "";
   const pick = $("app-pick");
   pick.replaceChildren(...names.map((n) => { const o = el("option", { value: n }, n); if (n === chosen) o.selected = true; return o; }));
 }
@@ -130,6 +131,37 @@ function renderFeeds(f) {
     el("td", {}, s.last_ok_secs == null ? "never" : s.last_ok_secs + " s ago"),
     el("td", { class: s.stale ? "bad" : "good" }, s.stale ? "stale" + (s.last_error ? ": " + s.last_error : "") : "fresh"))));
 }
+
+// One decision explained (GET /api/apps/{app}/explain), as label/value rows.
+function renderExplain(r) {
+  const located = (l) => l ? l.ip + ": " + [l.geo.market, l.geo.country, l.geo.region, l.geo.state, l.geo.asn ? "AS" + l.geo.asn : ""].filter(Boolean).join(" ") + " (network " + l.source.network + ")" : "(no address)";
+  const d = r.decision;
+  const rows = [
+    ["app", r.app + " (version " + r.version + ")"],
+    ["client", located(r.request.client)],
+    ["resolver", r.request.resolver ? located(r.request.resolver) : "same as client"],
+    ...r.reads.map((x, i) => [i ? "" : "reads", (i + 1) + ". " + x.source + " = " + JSON.stringify(x.value)]),
+    ["decision", (d.provider || "(none)") + " → " + d.answers.map((a) => a.type + " " + a.value).join(", ") + " (TTL " + d.ttl + ", reason " + JSON.stringify(d.reason) + ")"],
+    ["how", r.how.reached + (r.how.kind ? " (" + r.how.kind + ": " + r.how.error + ")" : "")],
+    ["memoisable", r.memo.memoisable ? "yes" : "no: " + r.memo.rule],
+    ["memo hit", r.memo.would_hit ? "yes" : "no"],
+    ["ECS scope", r.ecs_scope == null ? "(no client subnet)" : "/" + r.ecs_scope],
+    ["data", "snapshot " + r.data.snapshot],
+    ["time", (r.time_us / 1000).toFixed(3) + " ms"],
+  ];
+  fill("explain", rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v))));
+}
+
+$("explain-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const q = new URLSearchParams();
+  for (const [k, v] of new FormData(e.target)) if (v !== "" || k === "qtype") q.append(k, v);
+  try {
+    renderExplain(await get("/api/apps/" + encodeURIComponent(chosen) + "/explain?" + q));
+  } catch (err) {
+    fill("explain", [el("tr", {}, el("td", { class: "bad" }, String(err)))]);
+  }
+});
 
 async function refresh() {
   try {
