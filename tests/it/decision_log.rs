@@ -149,8 +149,8 @@ fn every_decision_is_logged_at_sample_one_with_its_request_and_answer() {
         .as_f64()
         .unwrap_or_else(|| panic!("no draw: {d}"));
     let expect = format!("203.0.113.{}", (draw * 200.0 + 1.0).floor());
-    assert_eq!(dice.answers, [expect.clone()]);
     assert_eq!(d["decision"]["answers"][0]["value"], expect.as_str(), "{d}");
+    assert_eq!(dice.answers, [expect]);
 
     // Newest first; filters.
     let times: Vec<i64> = all.iter().map(|e| e["time_ms"].as_i64().unwrap()).collect();
