@@ -15,14 +15,18 @@
 //! - [`quarantine`]: in-flight slots, and the quarantine of apps that
 //!   crashed the server, on evidence only.
 //! - [`priority`]: threads left running an app run at idle priority.
+//! - [`decision_log`]: the sampled log of real decisions and the
+//!   snapshots they were decided on; [`replay`]: deciding one again.
 //!
 //! The face: [`AppRegistry`], [`Workers`], [`Steered`].
 
 pub mod apps;
 pub mod backoff;
+pub mod decision_log;
 pub mod explain;
 pub mod priority;
 pub mod quarantine;
+pub mod replay;
 pub mod request;
 pub mod steer;
 pub mod workers;

@@ -252,6 +252,23 @@ pub struct CallOptions {
     /// Record every value the app reads, in order, so the decision can be
     /// explained ([`super::trace`]); off, it costs one check per read.
     pub trace: bool,
+    /// What `Math.random` answers: live draws (the default, at no cost),
+    /// live draws recorded in [`CallOutcome::draws`], or the draws of a
+    /// logged decision given back in order, so it can be decided again.
+    pub random: RandomMode,
+}
+
+/// What `Math.random` answers during one call ([`CallOptions::random`]).
+#[derive(Debug, Clone, Default)]
+pub enum RandomMode {
+    /// Live draws, not kept.
+    #[default]
+    Live,
+    /// Live draws, kept in order in [`CallOutcome::draws`].
+    Record,
+    /// These draws, in order; past the end, live draws again, and
+    /// [`CallOutcome::ran_out_of_draws`] says so.
+    Replay(Arc<[f64]>),
 }
 
 /// The result of one successful `onRequest` call.
@@ -265,6 +282,12 @@ pub struct CallOutcome {
     pub reads: Option<super::reads::ReadLog>,
     /// Every value the app read, in order (when asked for).
     pub trace: Option<super::trace::Trace>,
+    /// The `Math.random` draws, in order ([`RandomMode::Record`]; empty
+    /// otherwise).
+    pub draws: Vec<f64>,
+    /// [`RandomMode::Replay`] ran out of draws and drew live: the
+    /// decision may differ from the logged one for that reason alone.
+    pub ran_out_of_draws: bool,
 }
 
 enum Stop {
@@ -513,6 +536,7 @@ impl AppInstance {
             trace: (options.trace && options.fixture.is_none()).then(super::trace::Trace::default),
             fixture: options.fixture,
             probes: self.probes.take(),
+            random: host::RandomState::new(options.random),
         });
         let deadline = Instant::now() + self.call_budget();
         self.calls += 1;
@@ -528,22 +552,25 @@ impl AppInstance {
         };
         let state = host::end_call();
         self.remove_fixture_fields(&extra);
-        let (decision, calls, reads, trace) = match state {
+        let (decision, calls, reads, trace, random) = match state {
             Some(s) => {
                 self.probes = s.probes;
-                (s.decision, s.calls.unwrap_or_default(), s.reads, s.trace)
+                (s.decision, s.calls.unwrap_or_default(), s.reads, s.trace, s.random)
             }
-            None => (Decision::default(), Vec::new(), None, None),
+            None => (Decision::default(), Vec::new(), None, None, None),
         };
         self.check(result, Phase::OnRequest)?;
         if !decision.is_decided() {
             return Err(AppError::NoDecision);
         }
+        let (draws, ran_out_of_draws) = random.map(host::RandomState::finish).unwrap_or_default();
         Ok(CallOutcome {
             decision,
             calls,
             reads,
             trace,
+            draws,
+            ran_out_of_draws,
         })
     }
 
@@ -769,7 +796,8 @@ fn install_host(ctx: &mut Context, budget: &Budget) {
 }
 
 /// Wraps `Math.random` so that a call is noticed: a decision that reads
-/// randomness must not be memoised.
+/// randomness must not be memoised; a logged one records its draws, and
+/// one decided again gets them back ([`RandomMode`]).
 fn watch_math_random(ctx: &mut Context) {
     let math = ctx
         .global_object()
@@ -786,8 +814,14 @@ fn watch_math_random(ctx: &mut Context) {
     };
     let f = boa_engine::NativeFunction::from_copy_closure_with_captures(
         |this, args, original: &JsObject, ctx| {
-            host::mark_random();
-            original.call(this, args, ctx)
+            if let Some(v) = host::mark_random() {
+                return Ok(JsValue::from(v));
+            }
+            let v = original.call(this, args, ctx)?;
+            if let Some(n) = v.as_number() {
+                host::record_draw(n);
+            }
+            Ok(v)
         },
         original,
     );
