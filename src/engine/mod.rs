@@ -13,13 +13,18 @@
 //! - [`quarantine`]: in-flight slots, and the quarantine of apps that
 //!   crashed the server, on evidence only.
 //! - [`priority`]: threads left running an app run at idle priority.
+//! - [`diff`]: what a candidate version changes, for shadows and replay.
+//! - [`shadow`]: a candidate deciding beside the live app, off the answer
+//!   path.
 //!
 //! The face: [`AppRegistry`], [`Workers`], [`Steered`].
 
 pub mod apps;
 pub mod backoff;
+pub mod diff;
 pub mod priority;
 pub mod quarantine;
+pub mod shadow;
 pub mod steer;
 pub mod workers;
 

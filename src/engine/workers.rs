@@ -37,6 +37,7 @@ use tokio::sync::oneshot;
 
 use crate::engine::apps::{AppRegistry, LoadedApp};
 use crate::engine::quarantine::Slots;
+use crate::engine::shadow::Shadows;
 use crate::engine::steer::{self, Steered};
 use crate::metrics::{Counters, Frontend};
 use crate::openmix::{AppError, DataSnapshot, Phase, Request, runtime};
@@ -140,6 +141,8 @@ pub struct Workers {
     /// top level stalls one worker while the others keep answering.
     warming: AtomicUsize,
     epoch: Instant,
+    /// Candidates deciding beside live apps ([`super::shadow`]).
+    shadows: Arc<Shadows>,
 }
 
 impl Workers {
@@ -172,6 +175,7 @@ impl Workers {
             recent_retirements: Mutex::new(std::collections::VecDeque::new()),
             warming: AtomicUsize::new(0),
             epoch: Instant::now(),
+            shadows: Shadows::start(),
         });
         for _ in 0..n.max(1) {
             pool.spawn_worker();
@@ -664,13 +668,14 @@ impl Workers {
 
     /// The answer that needs no worker, on the calling thread
     /// ([`steer::without_running`]); a memo hit's time is recorded, and
-    /// the hit counted.
+    /// the hit counted. A shadow of the app gets the decision too (the
+    /// snapshot is an `Arc` so that it can keep it).
     /// `None`: the app must run ([`Workers::decide_on_worker`]).
     pub fn decide_inline(
         &self,
         app: &LoadedApp,
         request: &Request,
-        data: &DataSnapshot,
+        data: &Arc<DataSnapshot>,
         zone_ttl: u32,
     ) -> Option<Steered> {
         let started = std::time::Instant::now();
@@ -684,7 +689,15 @@ impl Workers {
                 true,
             );
         }
+        if let Some(chosen) = self.shadows.choose(app, request, data) {
+            self.shadows.submit(chosen, &answer);
+        }
         Some(answer)
+    }
+
+    /// The candidates deciding beside live apps.
+    pub fn shadows(&self) -> &Arc<Shadows> {
+        &self.shadows
     }
 
     /// Runs `app` for `request` on a worker (after [`Workers::decide_inline`]
@@ -698,6 +711,27 @@ impl Workers {
         zone_ttl: u32,
     ) -> Steered {
         let default_ttl = steer::default_ttl(&app, zone_ttl);
+        // Chosen now, handed over once answered: the request moves to
+        // the worker.
+        let shadowed = self.shadows.choose(&app, &request, &data);
+        let answer = self
+            .run_on_worker(app, request, data, zone_ttl, default_ttl)
+            .await;
+        if let Some(chosen) = shadowed {
+            self.shadows.submit(chosen, &answer);
+        }
+        answer
+    }
+
+    /// [`Workers::decide_on_worker`] without the shadow.
+    async fn run_on_worker(
+        &self,
+        app: Arc<LoadedApp>,
+        request: Request,
+        data: Arc<DataSnapshot>,
+        zone_ttl: u32,
+        default_ttl: u32,
+    ) -> Steered {
         let (reply, rx) = oneshot::channel();
         let job = Job::Decide {
             app: app.clone(),

@@ -26,5 +26,6 @@ mod packaging;
 mod reload;
 mod reports;
 mod runtime;
+mod shadow;
 mod stats;
 mod stats_http;
