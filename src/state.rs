@@ -38,6 +38,8 @@ pub struct State {
     pub workers: Arc<Workers>,
     /// Counters.
     pub counters: Arc<Counters>,
+    /// The sampled decision log and the snapshots its entries name.
+    pub decisions: Arc<crate::engine::decision_log::DecisionLog>,
     /// DNS handler (zones live in it).
     pub dns: Arc<DnsHandler>,
     /// The signers of the signed zones (kept across reloads, so their

@@ -6,7 +6,7 @@
 //! file, the built-in defaults are `examples/switchyard.toml`, compiled in.
 //!
 //! Each section has its file (`server`, `zones`, `geo`, `budget`, `apps`,
-//! `providers`, `feeds`, `leaderboard`, `reports`, `rrl`, `cookies`) with
+//! `providers`, `feeds`, `leaderboard`, `reports`, `rrl`, `cookies`, `log`) with
 //! its raw and checked forms; [`Config::parse`] runs them in order. The
 //! environment variables that win over the file are read once, in `env`;
 //! `source` knows the file and the command-line overrides.
@@ -29,6 +29,7 @@ mod feeds;
 mod geo;
 mod leaderboard;
 pub mod lines;
+mod log;
 mod providers;
 mod reports;
 mod rrl;
@@ -40,6 +41,7 @@ pub use apps::{
     AppSettings, AppSettingsError, RawAppSettings, SidecarError, StringOrList, read_sidecar,
 };
 pub use cookies::{Cookies, SecretError, parse_secret};
+pub use log::LogConfig;
 pub use reports::{ReportsConfig, hostname};
 pub use rrl::{RRL_MAX_DEBT, Rrl};
 pub use server::TokenSetting;
@@ -137,6 +139,8 @@ pub struct RawConfig {
     rrl: rrl::RawRrl,
     #[serde(default)]
     cookies: cookies::RawCookies,
+    #[serde(default)]
+    log: log::RawLog,
 }
 
 /// The checked configuration.
@@ -222,6 +226,8 @@ pub struct Config {
     pub rrl: Rrl,
     /// DNS Cookies.
     pub cookies: Cookies,
+    /// The decision log.
+    pub log: LogConfig,
 }
 
 impl Config {
@@ -305,6 +311,7 @@ impl Config {
         let per_client = keep(&mut errors, server::per_client(&raw.server));
         let rrl = keep(&mut errors, rrl::check(raw.rrl));
         let cookies = keep(&mut errors, cookies::check(raw.cookies));
+        let log = keep(&mut errors, log::check(raw.log));
         let geo = geo::check(raw.geo, over);
         let data = feeds::check_data(raw.data);
         let problems = errors
@@ -324,6 +331,7 @@ impl Config {
             Some(per_client),
             Some(rrl),
             Some(cookies),
+            Some(log),
         ) = (
             server,
             budget,
@@ -333,6 +341,7 @@ impl Config {
             per_client,
             rrl,
             cookies,
+            log,
         )
         else {
             return Partial {
@@ -377,6 +386,7 @@ impl Config {
             reports,
             rrl,
             cookies,
+            log,
         };
         Partial {
             config: Some(config),

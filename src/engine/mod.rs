@@ -13,6 +13,8 @@
 //! - [`quarantine`]: in-flight slots, and the quarantine of apps that
 //!   crashed the server, on evidence only.
 //! - [`priority`]: threads left running an app run at idle priority.
+//! - [`decision_log`]: the sampled log of real decisions and the
+//!   snapshots they were decided on; [`replay`]: deciding one again.
 //! - [`diff`]: what a candidate version changes, for shadows and replay.
 //! - [`shadow`]: a candidate deciding beside the live app, off the answer
 //!   path.
@@ -21,9 +23,11 @@
 
 pub mod apps;
 pub mod backoff;
+pub mod decision_log;
 pub mod diff;
 pub mod priority;
 pub mod quarantine;
+pub mod replay;
 pub mod shadow;
 pub mod steer;
 pub mod workers;

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use crate::engine::apps::LoadedApp;
 use crate::openmix::memo::Inputs;
-use crate::openmix::{AppError, CallOptions, DataSnapshot, Decision, Request, runtime};
+use crate::openmix::reads::ReadLog;
+use crate::openmix::{AppError, CallOptions, DataSnapshot, Decision, RandomMode, Request, runtime};
 
 /// The reason code of a fallback answer.
 pub const FALLBACK_REASON: &str = "fallback";
@@ -117,23 +118,57 @@ pub fn run(
     data: &Arc<DataSnapshot>,
     default_ttl: u32,
 ) -> Steered {
+    run_traced(app, request, data, default_ttl, false).steered
+}
+
+/// A decision [`run_traced`] made, with what the decision log keeps of a
+/// sampled one.
+#[derive(Debug)]
+pub struct Ran {
+    /// The answer.
+    pub steered: Steered,
+    /// What the app read (sampled runs that decided).
+    pub reads: Option<ReadLog>,
+    /// Its `Math.random` draws (sampled runs that decided).
+    pub draws: Vec<f64>,
+}
+
+/// [`run`]; a `sampled` call also records what the app read and the
+/// `Math.random` draws it made, for the decision log.
+pub fn run_traced(
+    app: &LoadedApp,
+    request: Request,
+    data: &Arc<DataSnapshot>,
+    default_ttl: u32,
+    sampled: bool,
+) -> Ran {
     let options = CallOptions {
-        log_reads: app.memo.is_some(),
+        log_reads: app.memo.is_some() || sampled,
+        random: if sampled {
+            RandomMode::Record
+        } else {
+            RandomMode::Live
+        },
         ..CallOptions::default()
     };
     match runtime::decide(&app.code, request, data, options) {
         Ok(out) => {
             app.runaway.clear();
+            let kept = if sampled { out.reads.clone() } else { None };
             if let (Some(memo), Some(reads)) = (&app.memo, out.reads) {
                 memo.store(data, reads, &out.decision);
             }
             let ttl = out.decision.ttl.unwrap_or(default_ttl);
             let reason = out.decision.reason.clone().unwrap_or_default();
-            Steered {
-                decision: Arc::new(out.decision),
-                ttl,
-                reason,
-                outcome: Outcome::App,
+            Ran {
+                steered: Steered {
+                    decision: Arc::new(out.decision),
+                    ttl,
+                    reason,
+                    outcome: Outcome::App,
+                },
+                reads: kept,
+                draws: out.draws,
             }
         }
         Err(err) => {
@@ -141,7 +176,11 @@ pub fn run(
             if err.ran_away() {
                 app.runaway.strike();
             }
-            fallback(app, err, default_ttl)
+            Ran {
+                steered: fallback(app, err, default_ttl),
+                reads: None,
+                draws: Vec::new(),
+            }
         }
     }
 }

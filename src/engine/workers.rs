@@ -36,6 +36,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounde
 use tokio::sync::oneshot;
 
 use crate::engine::apps::{AppRegistry, LoadedApp};
+use crate::engine::decision_log::{DecisionLog, Logged, read_entries};
 use crate::engine::quarantine::Slots;
 use crate::engine::shadow::Shadows;
 use crate::engine::steer::{self, Steered};
@@ -131,6 +132,8 @@ pub struct Workers {
     slots: Option<Arc<Slots>>,
     /// Where decision times are recorded.
     counters: Arc<Counters>,
+    /// Where sampled decisions, fallbacks and failures are logged.
+    log: Option<Arc<DecisionLog>>,
     workers: Mutex<Vec<Arc<Worker>>>,
     /// Threads retired so far, by the app they were stuck in.
     retired_by_app: Mutex<std::collections::BTreeMap<String, u64>>,
@@ -150,13 +153,14 @@ impl Workers {
     /// within `hard_limit` is answered from the app's fallback, and its
     /// thread is retired. Instances of apps removed from `apps` are dropped
     /// after each reload; `slots` records what each worker runs; decision
-    /// times go to `counters`.
+    /// times go to `counters`, logged decisions to `log`.
     pub fn start(
         n: usize,
         hard_limit: Duration,
         apps: Option<Arc<AppRegistry>>,
         slots: Option<Arc<Slots>>,
         counters: Arc<Counters>,
+        log: Option<Arc<DecisionLog>>,
     ) -> Arc<Workers> {
         let (tx, rx) = bounded::<Job>(QUEUE_DEPTH);
         let pool = Arc::new(Workers {
@@ -170,6 +174,7 @@ impl Workers {
             apps,
             slots,
             counters,
+            log,
             workers: Mutex::new(Vec::new()),
             retired_by_app: Mutex::new(std::collections::BTreeMap::new()),
             recent_retirements: Mutex::new(std::collections::VecDeque::new()),
@@ -423,9 +428,37 @@ impl Workers {
         }
         let budget = app.settings.budget.decision;
         self.busy(me, slot, app, budget, limit, self.now_ms());
-        let out = steer::run(app, request, data, steer::default_ttl(app, zone_ttl));
+        let default_ttl = steer::default_ttl(app, zone_ttl);
+        // Sampled before the call, so only a sampled call records its
+        // reads and draws. The log needs the request of any fallback too:
+        // a copy is two reference counts and a short string, next to a
+        // call of microseconds.
+        let sampled = self.log.as_ref().is_some_and(|l| l.sample());
+        let kept = self.log.as_ref().map(|_| request.clone());
+        let started = Instant::now();
+        let ran = steer::run_traced(app, request, data, default_ttl, sampled);
         self.idle(me, slot);
-        out
+        if let (Some(log), Some(request)) = (&self.log, kept)
+            && DecisionLog::wants(sampled, &ran.steered.outcome)
+        {
+            let reads = ran
+                .reads
+                .as_ref()
+                .map(|r| read_entries(r, app, &request, data))
+                .unwrap_or_default();
+            log.record(Logged {
+                app,
+                request,
+                data,
+                steered: &ran.steered,
+                inline: false,
+                reads,
+                draws: ran.draws,
+                default_ttl,
+                took: started.elapsed(),
+            });
+        }
+        ran.steered
     }
 
     /// Marks this worker busy with `app` since `since` (ms on the pool's
@@ -679,7 +712,26 @@ impl Workers {
         zone_ttl: u32,
     ) -> Option<Steered> {
         let started = std::time::Instant::now();
-        let answer = steer::without_running(app, request, data, steer::default_ttl(app, zone_ttl))?;
+        let default_ttl = steer::default_ttl(app, zone_ttl);
+        let answer = steer::without_running(app, request, data, default_ttl)?;
+        // A memo hit is sampled like a call; the other answers given
+        // without running (quarantined, not loaded, backing off) are all
+        // logged.
+        if let Some(log) = &self.log
+            && (answer.outcome != steer::Outcome::App || log.sample())
+        {
+            log.record(Logged {
+                app,
+                request: request.clone(),
+                data,
+                steered: &answer,
+                inline: true,
+                reads: Vec::new(),
+                draws: Vec::new(),
+                default_ttl,
+                took: started.elapsed(),
+            });
+        }
         // An app's answer that needed no worker is a memo hit.
         if answer.outcome == steer::Outcome::App {
             self.counters.decision_time(
@@ -743,9 +795,23 @@ impl Workers {
         };
         match self.tx.try_send(job) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+            Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => {
                 self.overloaded.fetch_add(1, Ordering::Relaxed);
-                return steer::fallback(&app, AppError::Overloaded, default_ttl);
+                let answer = steer::fallback(&app, AppError::Overloaded, default_ttl);
+                if let (Some(log), Job::Decide { request, data, .. }) = (&self.log, job) {
+                    log.record(Logged {
+                        app: &app,
+                        request,
+                        data: &data,
+                        steered: &answer,
+                        inline: false,
+                        reads: Vec::new(),
+                        draws: Vec::new(),
+                        default_ttl,
+                        took: Duration::ZERO,
+                    });
+                }
+                return answer;
             }
         }
         // The watchdog answers a stuck call from the fallback at its hard

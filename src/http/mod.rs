@@ -13,6 +13,7 @@ pub mod apps;
 pub mod auth;
 pub mod body;
 pub mod decision;
+pub mod decision_log;
 pub mod health;
 pub mod inventory;
 pub mod ops;

@@ -3,7 +3,8 @@
 //! listens on its own address so none of it is public by accident; each
 //! job is its own module ([`super::health`], [`super::vars`],
 //! [`super::pprof`], [`super::apps`], [`super::stats`],
-//! [`super::inventory`], [`super::reports`], [`super::shadow`]).
+//! [`super::inventory`], [`super::decision_log`], [`super::reports`],
+//! [`super::shadow`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +31,9 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr)
     }
     if super::inventory::owns(&path) {
         return super::inventory::handle(state, req, &path).await;
+    }
+    if super::decision_log::owns(&path) {
+        return super::decision_log::handle(&state, &req, &path);
     }
     if super::reports::owns(&path) {
         return super::reports::handle(state, req, &path, peer).await;

@@ -232,6 +232,8 @@ pub(super) fn render_metrics(state: &State) -> String {
         app_reloads: state.apps.reload_count(),
         overloaded: state.workers.overloaded(),
         late: state.workers.late(),
+        decisions_logged: state.decisions.logged(),
+        decisions_log_dropped: state.decisions.dropped(),
         restarts: state.restarts,
         quarantined: state.quarantine.list().len(),
         quarantine_events: state.quarantine.events(),

@@ -121,6 +121,14 @@ fn describe_metrics() {
         "Decisions answered from the fallback because every JS worker was busy and the queue full."
     );
     describe_counter!(
+        "switchyard_decision_log_entries_total",
+        "Decisions added to the decision log (sampled ones, and every fallback and failure)."
+    );
+    describe_counter!(
+        "switchyard_decision_log_dropped_total",
+        "Decision log entries not written to the decision log file (its writer's queue was full, or the write failed)."
+    );
+    describe_counter!(
         "switchyard_decisions_late_total",
         "Decisions answered from the fallback by the watchdog because the app ran past its hard limit."
     );
@@ -256,6 +264,10 @@ pub struct Scrape<'a> {
     pub overloaded: u64,
     /// Decisions the watchdog answered past the hard limit.
     pub late: u64,
+    /// Decision log entries logged.
+    pub decisions_logged: u64,
+    /// Decision log entries the file did not get.
+    pub decisions_log_dropped: u64,
     /// Restarts of the serving process by the supervisor.
     pub restarts: u64,
     /// Apps quarantined now.
@@ -340,6 +352,8 @@ pub fn render(s: &Scrape) -> String {
     metrics::counter!("switchyard_app_reloads_total").absolute(s.app_reloads);
     metrics::counter!("switchyard_decisions_overloaded_total").absolute(s.overloaded);
     metrics::counter!("switchyard_decisions_late_total").absolute(s.late);
+    metrics::counter!("switchyard_decision_log_entries_total").absolute(s.decisions_logged);
+    metrics::counter!("switchyard_decision_log_dropped_total").absolute(s.decisions_log_dropped);
     metrics::counter!("switchyard_restarts_total").absolute(s.restarts);
     metrics::gauge!("switchyard_quarantined_apps").set(s.quarantined as f64);
     for (app, n) in &s.quarantine_events {

@@ -36,7 +36,10 @@ pub struct ProviderInfo {
 }
 
 /// One immutable view of everything apps can read besides the request.
-#[derive(Debug, Clone, Default)]
+/// Serialisable both ways: the decision log keeps the snapshots its
+/// entries were decided on, so they can be decided again exactly.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DataSnapshot {
     /// Increases with every new snapshot; runtimes use it to notice changes.
     pub version: u64,
@@ -91,7 +94,8 @@ impl ProviderScope<'_> {
 /// coordinates the first configured candidate wins. The same rules as
 /// `stats::RegionSet::for_client`, but prepared for the query path: no
 /// allocation per lookup and two sines per candidate.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RegionLocator {
     /// Country code → the regions serving it, in configured order.
     pub by_country: std::collections::HashMap<String, Vec<RegionPoint>>,
@@ -102,7 +106,7 @@ pub struct RegionLocator {
 }
 
 /// A region as the locator compares it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegionPoint {
     /// Region code.
     pub code: String,
@@ -110,8 +114,9 @@ pub struct RegionPoint {
     place: Option<Place>,
 }
 
-/// A point prepared for distance comparison: radians and the latitude's cosine.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// A point prepared for distance comparison: radians and the latitude's
+/// cosine (serialised as computed, so a snapshot read back compares alike).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct Place {
     lat: f64,
     lon: f64,

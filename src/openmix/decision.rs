@@ -5,13 +5,13 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Most address records one decision may carry (the Openmix API allows 8).
 pub const MAX_ADDRESS_RECORDS: usize = 8;
 
 /// One answer record value chosen by the app.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "value")]
 pub enum Answer {
     /// An IPv4 address (DNS `A`).
@@ -25,7 +25,7 @@ pub enum Answer {
 }
 
 /// A provider and host added with `addProviderHost` (HTTP answers).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProviderHost {
     /// Provider alias.
     pub provider: String,
@@ -36,8 +36,9 @@ pub struct ProviderHost {
     pub custom: Option<serde_json::Value>,
 }
 
-/// The outcome of one `onRequest` call.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// The outcome of one `onRequest` call (read back from the decision log).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Decision {
     /// Provider alias for reporting (`respond`, `setProvider`).
     pub provider: Option<String>,

@@ -249,6 +249,23 @@ pub struct CallOptions {
     pub unbudgeted: bool,
     /// Record what the app reads, so the decision can be memoised.
     pub log_reads: bool,
+    /// What `Math.random` answers: live draws (the default, at no cost),
+    /// live draws recorded in [`CallOutcome::draws`], or the draws of a
+    /// logged decision given back in order, so it can be decided again.
+    pub random: RandomMode,
+}
+
+/// What `Math.random` answers during one call ([`CallOptions::random`]).
+#[derive(Debug, Clone, Default)]
+pub enum RandomMode {
+    /// Live draws, not kept.
+    #[default]
+    Live,
+    /// Live draws, kept in order in [`CallOutcome::draws`].
+    Record,
+    /// These draws, in order; past the end, live draws again, and
+    /// [`CallOutcome::ran_out_of_draws`] says so.
+    Replay(Arc<[f64]>),
 }
 
 /// The result of one successful `onRequest` call.
@@ -260,6 +277,12 @@ pub struct CallOutcome {
     pub calls: Vec<RecordedCall>,
     /// What the app read (when asked for).
     pub reads: Option<super::reads::ReadLog>,
+    /// The `Math.random` draws, in order ([`RandomMode::Record`]; empty
+    /// otherwise).
+    pub draws: Vec<f64>,
+    /// [`RandomMode::Replay`] ran out of draws and drew live: the
+    /// decision may differ from the logged one for that reason alone.
+    pub ran_out_of_draws: bool,
 }
 
 enum Stop {
@@ -507,6 +530,7 @@ impl AppInstance {
                 .then(super::reads::ReadLog::default),
             fixture: options.fixture,
             probes: self.probes.take(),
+            random: host::RandomState::new(options.random),
         });
         let deadline = Instant::now() + self.call_budget();
         self.calls += 1;
@@ -522,21 +546,24 @@ impl AppInstance {
         };
         let state = host::end_call();
         self.remove_fixture_fields(&extra);
-        let (decision, calls, reads) = match state {
+        let (decision, calls, reads, random) = match state {
             Some(s) => {
                 self.probes = s.probes;
-                (s.decision, s.calls.unwrap_or_default(), s.reads)
+                (s.decision, s.calls.unwrap_or_default(), s.reads, s.random)
             }
-            None => (Decision::default(), Vec::new(), None),
+            None => (Decision::default(), Vec::new(), None, None),
         };
         self.check(result, Phase::OnRequest)?;
         if !decision.is_decided() {
             return Err(AppError::NoDecision);
         }
+        let (draws, ran_out_of_draws) = random.map(host::RandomState::finish).unwrap_or_default();
         Ok(CallOutcome {
             decision,
             calls,
             reads,
+            draws,
+            ran_out_of_draws,
         })
     }
 
@@ -762,7 +789,8 @@ fn install_host(ctx: &mut Context, budget: &Budget) {
 }
 
 /// Wraps `Math.random` so that a call is noticed: a decision that reads
-/// randomness must not be memoised.
+/// randomness must not be memoised; a logged one records its draws, and
+/// one decided again gets them back ([`RandomMode`]).
 fn watch_math_random(ctx: &mut Context) {
     let math = ctx
         .global_object()
@@ -779,8 +807,14 @@ fn watch_math_random(ctx: &mut Context) {
     };
     let f = boa_engine::NativeFunction::from_copy_closure_with_captures(
         |this, args, original: &JsObject, ctx| {
-            host::mark_random();
-            original.call(this, args, ctx)
+            if let Some(v) = host::mark_random() {
+                return Ok(JsValue::from(v));
+            }
+            let v = original.call(this, args, ctx)?;
+            if let Some(n) = v.as_number() {
+                host::record_draw(n);
+            }
+            Ok(v)
         },
         original,
     );

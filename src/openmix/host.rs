@@ -88,6 +88,49 @@ pub struct CallState {
     /// Shared `getProbe` inner objects, when the app may share them
     /// ([`super::AppCode::shared_data`]).
     pub probes: Option<ProbeCache>,
+    /// `Math.random` draws recorded or given back (`None`: live draws, the
+    /// common case, which then costs nothing more).
+    pub random: Option<RandomState>,
+}
+
+/// The `Math.random` draws of one call, when they are recorded or given
+/// back ([`super::RandomMode`]).
+#[derive(Debug)]
+pub struct RandomState {
+    /// Draws made (recording) or to give back (replaying).
+    draws: Vec<f64>,
+    /// Replaying: the next draw to give back. Recording: `None`.
+    next: Option<usize>,
+    /// Replaying ran past the end and drew live.
+    ran_out: bool,
+}
+
+impl RandomState {
+    /// The state for `mode`; `None` for live draws.
+    pub fn new(mode: super::RandomMode) -> Option<RandomState> {
+        match mode {
+            super::RandomMode::Live => None,
+            super::RandomMode::Record => Some(RandomState {
+                draws: Vec::new(),
+                next: None,
+                ran_out: false,
+            }),
+            super::RandomMode::Replay(draws) => Some(RandomState {
+                draws: draws.to_vec(),
+                next: Some(0),
+                ran_out: false,
+            }),
+        }
+    }
+
+    /// The recorded draws (empty when replaying) and whether a replay ran
+    /// out of draws.
+    pub fn finish(self) -> (Vec<f64>, bool) {
+        match self.next {
+            None => (self.draws, false),
+            Some(_) => (Vec::new(), self.ran_out),
+        }
+    }
 }
 
 /// The inner objects of `getProbe` results (`{avail: 99}` per provider),
@@ -142,19 +185,47 @@ thread_local! {
 
 /// Notes that the app called `Math.random`: the current decision is not
 /// stored; outside a decision, the app version is not memoised at all.
-pub fn mark_random() {
-    let in_call = CALL.with_borrow_mut(|c| match c.as_mut() {
+/// When the call replays logged draws, the next one is returned: `None`
+/// asks for a live draw (then given to [`record_draw`]).
+pub fn mark_random() -> Option<f64> {
+    let (in_call, replayed) = CALL.with_borrow_mut(|c| match c.as_mut() {
         Some(state) => {
             if let Some(r) = state.reads.as_mut() {
                 r.impure = true;
             }
-            true
+            let replayed = state.random.as_mut().and_then(|r| {
+                let i = r.next?;
+                match r.draws.get(i) {
+                    Some(v) => {
+                        r.next = Some(i + 1);
+                        Some(*v)
+                    }
+                    None => {
+                        r.ran_out = true;
+                        None
+                    }
+                }
+            });
+            (true, replayed)
         }
-        None => false,
+        None => (false, None),
     });
     if !in_call {
         RANDOM_AT_LOAD.set(true);
     }
+    replayed
+}
+
+/// Keeps a live `Math.random` draw of the current call, when its draws
+/// are recorded.
+pub fn record_draw(v: f64) {
+    CALL.with_borrow_mut(|c| {
+        if let Some(r) = c.as_mut().and_then(|s| s.random.as_mut())
+            && r.next.is_none()
+        {
+            r.draws.push(v);
+        }
+    });
 }
 
 /// Notes that the current decision logged: a memoised answer would not.

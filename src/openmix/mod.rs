@@ -33,7 +33,7 @@ pub mod runtime;
 pub use budget::Budget;
 pub use data::{DataSnapshot, ProviderInfo, ProviderScope};
 pub use decision::{Answer, Decision, ProviderHost};
-pub use engine::{AppCode, AppError, AppInstance, CallOptions, CallOutcome, Phase};
+pub use engine::{AppCode, AppError, AppInstance, CallOptions, CallOutcome, Phase, RandomMode};
 pub use host::{AppMeta, FixtureRequest, RecordedCall};
 pub use request::{Location, Request};
 

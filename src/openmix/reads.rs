@@ -112,7 +112,7 @@ impl Equivalent<ReadValue> for ValueRef<'_> {
 }
 
 /// What one decision read, in order.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ReadLog {
     /// Keys and values, in the order the app read them.
     pub reads: Vec<(ReadKey, ReadValue)>,

@@ -3,10 +3,11 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Location fields of one address, as the Openmix `request` shows them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Location {
     /// Autonomous system number (0 when unknown).
     pub asn: u32,
@@ -42,8 +43,11 @@ impl From<crate::geo::ClientGeo> for Location {
     }
 }
 
-/// Everything `onRequest` can read about one request.
-#[derive(Debug, Clone, Default, Serialize)]
+/// Everything `onRequest` can read about one request. Serialisable both
+/// ways, so a logged decision (`engine::decision_log`) carries the whole
+/// request and can be decided again.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Request {
     /// Client address (the ECS subnet address for DNS when present).
     pub ip_address: Option<IpAddr>,

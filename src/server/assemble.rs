@@ -14,6 +14,7 @@ use crate::data::DataHub;
 use crate::dns::{DnsHandler, ZoneSet};
 use crate::dnssec::sign::Signers;
 use crate::engine::apps::AppRegistry;
+use crate::engine::decision_log::DecisionLog;
 use crate::engine::quarantine::{Quarantine, Slots};
 use crate::engine::workers::Workers;
 use crate::geo::{Geo, GeoDb};
@@ -77,12 +78,14 @@ pub async fn build_state(config: Config) -> Result<Arc<State>, ServeError> {
     )?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let counters = Arc::new(Counters::default());
+    let decisions = DecisionLog::new(&config.log, &config.reports.node, &config.data_dir);
     let workers = Workers::start(
         threads,
         config.hard_limit,
         Some(apps.clone()),
         Some(slots),
         counters.clone(),
+        Some(decisions.clone()),
     );
     let pool = Arc::downgrade(&workers);
     apps.on_loader_cap(Box::new(move || {
@@ -121,6 +124,7 @@ pub async fn build_state(config: Config) -> Result<Arc<State>, ServeError> {
         hub,
         workers,
         counters,
+        decisions,
         dns,
         signers: ArcSwap::from_pointee(signers),
         key_watchers: std::sync::Mutex::new(Vec::new()),

@@ -9,6 +9,7 @@ mod common;
 mod apptest;
 mod check;
 mod cli;
+mod decision_log;
 mod dns;
 mod dns_fuzz;
 mod dnssec_keys;
