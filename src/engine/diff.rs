@@ -13,6 +13,7 @@ use std::net::IpAddr;
 
 use serde::{Serialize, Serializer};
 
+use crate::engine::decision_log::LoggedDecision;
 use crate::engine::steer::Steered;
 use crate::openmix::{Answer, Decision, Request};
 
@@ -59,6 +60,16 @@ impl Picked {
                 .iter()
                 .map(|h| h.host.clone())
                 .collect(),
+        }
+    }
+
+    /// What a logged decision answered.
+    pub fn of_logged(d: &LoggedDecision) -> Picked {
+        Picked {
+            provider: d.provider.clone().unwrap_or_default(),
+            reason: d.reason.clone(),
+            answers: d.answers.clone(),
+            hosts: d.provider_hosts.iter().map(|h| h.host.clone()).collect(),
         }
     }
 

@@ -128,7 +128,8 @@ impl Shadow {
     /// Runs the candidate for one shadowed decision and records the pair.
     fn run(&self, job: Job) {
         let summary = Summary::of(&job.request);
-        let id = self.decided.fetch_add(1, Ordering::Relaxed) + 1;
+        // One thread runs shadows: nothing else counts this up meanwhile.
+        let id = self.decided.load(Ordering::Relaxed) + 1;
         let code = &self.candidate.code;
         let called = std::panic::catch_unwind(AssertUnwindSafe(|| {
             runtime::decide(code, job.request, &job.data, CallOptions::default())
@@ -164,6 +165,9 @@ impl Shadow {
         if let Ok(mut d) = self.diff.lock() {
             d.record(&id.to_string(), &summary, &job.live, &to, failure.as_ref());
         }
+        // Counted once recorded, so a status never shows a decision its
+        // diff lacks.
+        self.decided.store(id, Ordering::Relaxed);
         if panicked {
             // This thread's engine state can no longer be trusted.
             std::panic::resume_unwind(Box::new("a shadow candidate panicked"));

@@ -25,6 +25,7 @@ mod memo;
 mod metrics;
 mod packaging;
 mod reload;
+mod replay;
 mod reports;
 mod runtime;
 mod shadow;
