@@ -341,11 +341,6 @@ impl Diff {
         }
     }
 
-    /// Decisions compared so far.
-    pub fn total(&self) -> u64 {
-        self.total
-    }
-
     /// The report of what was recorded.
     pub fn report(&self) -> Report {
         let moves = |t: &Tally<(String, String, String)>| {
