@@ -462,17 +462,19 @@ impl DecisionLog {
             duration_us: logged.took.as_micros() as u64,
         });
         self.logged.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut s) = self.snapshots.lock() {
-            if s.kept.back().is_none_or(|(id, _)| *id != snapshot) {
-                if let Some(i) = s.kept.iter().position(|(id, _)| *id == snapshot) {
-                    let found = s.kept.remove(i);
-                    s.kept.extend(found);
-                } else {
-                    s.kept.push_back((snapshot, logged.data.clone()));
-                }
-                while s.kept.len() > self.config.snapshots_kept {
-                    s.kept.pop_front();
-                }
+        // The snapshot named last is kept last; most entries name the
+        // snapshot the one before named, and find it at the back.
+        if let Ok(mut s) = self.snapshots.lock()
+            && s.kept.back().is_none_or(|(id, _)| *id != snapshot)
+        {
+            if let Some(i) = s.kept.iter().position(|(id, _)| *id == snapshot) {
+                let found = s.kept.remove(i);
+                s.kept.extend(found);
+            } else {
+                s.kept.push_back((snapshot, logged.data.clone()));
+            }
+            while s.kept.len() > self.config.snapshots_kept {
+                s.kept.pop_front();
             }
         }
         if let Some(tx) = &self.file {

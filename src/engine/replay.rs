@@ -164,7 +164,7 @@ mod tests {
             client: client.clone(),
             resolver_ip_address: Some("198.51.100.1".parse().unwrap()),
             resolver: client,
-            hostname_prefix: if i % 2 == 0 {
+            hostname_prefix: if i.is_multiple_of(2) {
                 "www".into()
             } else {
                 String::new()
@@ -212,7 +212,7 @@ mod tests {
             // turn a decision into a timeout.
             app.code.budget.decision = std::time::Duration::from_secs(5);
             for i in 0..24 {
-                let req = request(i, name == "http-hosts" && i % 2 == 0);
+                let req = request(i, name == "http-hosts" && i.is_multiple_of(2));
                 let ran = steer::run_traced(&app, req.clone(), &data, 20, true);
                 let reads = ran
                     .reads

@@ -58,15 +58,22 @@ fn with_apps(extra: &[(&str, &str)]) -> Vec<(String, String)> {
     apps
 }
 
-fn server(sample: &str, file: Option<&str>, apps: &[(&str, &str)]) -> common::Server {
+/// A server logging `sample` of the decisions; `file`: the file's size
+/// limit in MB and the files kept, when it writes one.
+fn server(sample: &str, file: Option<(&str, &str)>, apps: &[(&str, &str)]) -> common::Server {
     let mut edits = vec![(
         SAMPLE_LINE.to_string(),
         format!("decisions_sample = {sample}"),
     )];
-    if let Some(extra) = file {
+    if let Some((max_mb, keep)) = file {
+        edits.push(("# decisions_file = ".into(), "decisions_file = ".into()));
         edits.push((
-            "# decisions_file = \"decisions.jsonl\"".to_string(),
-            format!("decisions_file = \"decisions.jsonl\"\n{extra}"),
+            "decisions_file_max_mb = 64".into(),
+            format!("decisions_file_max_mb = {max_mb}"),
+        ));
+        edits.push((
+            "decisions_file_keep = 5".into(),
+            format!("decisions_file_keep = {keep}"),
         ));
     }
     common::Server::start_with(common::Options {
@@ -142,8 +149,8 @@ fn every_decision_is_logged_at_sample_one_with_its_request_and_answer() {
         .as_f64()
         .unwrap_or_else(|| panic!("no draw: {d}"));
     let expect = format!("203.0.113.{}", (draw * 200.0 + 1.0).floor());
-    assert_eq!(dice.answers, [expect.clone()]);
     assert_eq!(d["decision"]["answers"][0]["value"], expect.as_str(), "{d}");
+    assert_eq!(dice.answers, [expect]);
 
     // Newest first; filters.
     let times: Vec<i64> = all.iter().map(|e| e["time_ms"].as_i64().unwrap()).collect();
@@ -290,11 +297,7 @@ fn the_default_sample_logs_a_few_decisions_and_every_fallback() {
 
 #[test]
 fn the_log_file_rotates_and_every_file_carries_its_snapshots() {
-    let s = server(
-        "1.0",
-        Some("decisions_file_max_mb = 0.004\ndecisions_file_keep = 3"),
-        &[],
-    );
+    let s = server("1.0", Some(("0.004", "3")), &[]);
     let admin = s.admin.expect("operations listener");
     let sock = dnsclient::socket(Duration::from_secs(3));
     for i in 0..60u16 {
