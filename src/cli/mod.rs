@@ -15,6 +15,7 @@ pub mod generate;
 pub mod geo;
 pub mod providers;
 pub mod quarantine;
+pub mod replay;
 pub mod route;
 pub mod serve;
 pub mod shape;
@@ -63,6 +64,8 @@ pub enum Command {
     Shape(shape::ShapeArgs),
     /// List quarantined apps of a running server, or lift a quarantine.
     Quarantine(quarantine::QuarantineArgs),
+    /// Decide logged decisions again with a candidate app and show what changes.
+    Replay(replay::ReplayArgs),
     /// DNSSEC keys: make one, print DS records, DNSKEYs and trust anchors, show states.
     #[command(subcommand_required = true)]
     Dnssec(dnssec::DnssecArgs),
@@ -85,6 +88,7 @@ impl Command {
             Command::Route(args) => route::route(args),
             Command::Shape(args) => shape::shape(args),
             Command::Quarantine(args) => quarantine::quarantine(args),
+            Command::Replay(args) => replay::replay(args),
             Command::Dnssec(args) => dnssec::dnssec(args),
             Command::Generate(what) => what.run(),
         }

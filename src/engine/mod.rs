@@ -17,17 +17,22 @@
 //! - [`priority`]: threads left running an app run at idle priority.
 //! - [`decision_log`]: the sampled log of real decisions and the
 //!   snapshots they were decided on; [`replay`]: deciding one again.
+//! - [`diff`]: what a candidate version changes, for shadows and replay.
+//! - [`shadow`]: a candidate deciding beside the live app, off the answer
+//!   path.
 //!
 //! The face: [`AppRegistry`], [`Workers`], [`Steered`].
 
 pub mod apps;
 pub mod backoff;
 pub mod decision_log;
+pub mod diff;
 pub mod explain;
 pub mod priority;
 pub mod quarantine;
 pub mod replay;
 pub mod request;
+pub mod shadow;
 pub mod steer;
 pub mod workers;
 

@@ -1,6 +1,7 @@
-//! The priority of threads left running an app: a retired JS worker, a
-//! loader abandoned in a runaway `init`. They may never stop, so they run
-//! only when a core is otherwise idle.
+//! The priority of threads that must not take a core from live decisions:
+//! threads left running an app (a retired JS worker, a loader abandoned in
+//! a runaway `init`), which may never stop and so run only when a core is
+//! otherwise idle, and the shadow thread, which runs last.
 
 /// Moves a thread to `SCHED_IDLE`: it runs only when a core is otherwise idle.
 pub fn lower_priority(tid: i32) {
@@ -13,5 +14,20 @@ pub fn lower_priority(tid: i32) {
     let rc = unsafe { libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) };
     if rc != 0 {
         tracing::debug!(tid, error = %std::io::Error::last_os_error(), "cannot lower a retired thread's priority");
+    }
+}
+
+/// Moves a thread to nice 19: it gets a core after every thread at the
+/// normal level that wants one (the shadow thread: it must never slow live
+/// decisions), yet is not starved outright as under `SCHED_IDLE`.
+pub fn lowest_nice(tid: i32) {
+    if tid <= 0 {
+        return;
+    }
+    // SAFETY: setpriority on a thread id of this process; failure only
+    // leaves the priority unchanged.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) };
+    if rc != 0 {
+        tracing::debug!(tid, error = %std::io::Error::last_os_error(), "cannot lower a thread's nice level");
     }
 }

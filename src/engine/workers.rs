@@ -38,6 +38,7 @@ use tokio::sync::oneshot;
 use crate::engine::apps::{AppRegistry, LoadedApp};
 use crate::engine::decision_log::{DecisionLog, Logged};
 use crate::engine::quarantine::Slots;
+use crate::engine::shadow::Shadows;
 use crate::engine::steer::{self, Steered};
 use crate::metrics::{Counters, Frontend};
 use crate::openmix::{AppError, DataSnapshot, Phase, Request, runtime};
@@ -147,6 +148,8 @@ pub struct Workers {
     /// top level stalls one worker while the others keep answering.
     warming: AtomicUsize,
     epoch: Instant,
+    /// Candidates deciding beside live apps ([`super::shadow`]).
+    shadows: Arc<Shadows>,
 }
 
 impl Workers {
@@ -181,6 +184,7 @@ impl Workers {
             recent_retirements: Mutex::new(std::collections::VecDeque::new()),
             warming: AtomicUsize::new(0),
             epoch: Instant::now(),
+            shadows: Shadows::start(),
         });
         for _ in 0..n.max(1) {
             pool.spawn_worker();
@@ -715,7 +719,8 @@ impl Workers {
 
     /// The answer that needs no worker, on the calling thread
     /// ([`steer::without_running`]); a memo hit's time is recorded, and
-    /// the hit counted.
+    /// the hit counted. A shadow of the app gets the decision too (the
+    /// snapshot is an `Arc` so that it can keep it).
     /// `None`: the app must run ([`Workers::decide_on_worker`]).
     pub fn decide_inline(
         &self,
@@ -754,7 +759,15 @@ impl Workers {
                 true,
             );
         }
+        if let Some(chosen) = self.shadows.choose(app, request, data) {
+            self.shadows.submit(chosen, &answer);
+        }
         Some(answer)
+    }
+
+    /// The candidates deciding beside live apps.
+    pub fn shadows(&self) -> &Arc<Shadows> {
+        &self.shadows
     }
 
     /// Runs `app` for `request` on a worker (after [`Workers::decide_inline`]
@@ -767,7 +780,14 @@ impl Workers {
         data: Arc<DataSnapshot>,
         zone_ttl: u32,
     ) -> Steered {
-        self.submit(app, request, data, zone_ttl, None).await
+        // Chosen now, handed over once answered: the request moves to
+        // the worker.
+        let shadowed = self.shadows.choose(&app, &request, &data);
+        let answer = self.submit(app, request, data, zone_ttl, None).await;
+        if let Some(chosen) = shadowed {
+            self.shadows.submit(chosen, &answer);
+        }
+        answer
     }
 
     /// Explains the decision for `request`: runs it on a worker through

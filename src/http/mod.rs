@@ -20,6 +20,7 @@ pub mod inventory;
 pub mod ops;
 pub mod pprof;
 pub mod reports;
+pub mod shadow;
 pub mod stats;
 pub mod vars;
 

@@ -3,7 +3,8 @@
 //! listens on its own address so none of it is public by accident; each
 //! job is its own module ([`super::health`], [`super::vars`],
 //! [`super::pprof`], [`super::apps`], [`super::explain`], [`super::stats`],
-//! [`super::inventory`], [`super::decision_log`], [`super::reports`]).
+//! [`super::inventory`], [`super::decision_log`], [`super::reports`],
+//! [`super::shadow`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +38,10 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr)
     }
     if super::reports::owns(&path) {
         return super::reports::handle(state, req, &path, peer).await;
+    }
+    if let Some(app) = super::shadow::shadow_path(&path) {
+        let app = app.to_string();
+        return super::shadow::handle(state, req, app).await;
     }
     match (method.clone(), path.as_str()) {
         (Method::GET, "/healthcheck") => health(&state).await,

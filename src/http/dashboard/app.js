@@ -163,6 +163,24 @@ $("explain-form").addEventListener("submit", async (e) => {
   }
 });
 
+// A candidate version deciding beside the chosen app (POST
+// /api/apps/{app}/shadow): what share of decisions it changes, and how.
+function renderShadow(s) {
+  $("shadow-section").hidden = !s.active;
+  if (!s.active) return;
+  const d = s.diff || { providers: { rows: [] }, failures: { rows: [] }, examples: [] };
+  $("shadow-app").textContent = s.app;
+  $("shadow-state").textContent = s.percent + " % of decisions · " + s.decided + " compared · " +
+    (100 * (d.changed_share || 0)).toFixed(1) + " % changed · " + s.dropped + " dropped";
+  fill("shadow-moves", d.providers.rows.map((m) => el("tr", { class: m.from === m.to ? "" : "drift" },
+    el("td", {}, m.from), el("td", {}, m.to), el("td", { class: "num" }, m.count))));
+  fill("shadow-failures", d.failures.rows.map((f) => el("tr", {},
+    el("td", { class: "bad" }, f.kind), el("td", {}, f.message), el("td", { class: "num" }, f.count))));
+  fill("shadow-examples", d.examples.map((e) => el("tr", {},
+    el("td", {}, e.id), el("td", {}, e.request.market), el("td", {}, e.request.country),
+    el("td", {}, e.from.provider), el("td", { class: e.failure ? "bad" : "" }, e.to.provider + (e.failure ? " (" + e.failure.kind + ")" : "")))));
+}
+
 async function refresh() {
   try {
     const [apps, decisions, nodes, feeds] = await Promise.all([
@@ -172,9 +190,11 @@ async function refresh() {
     renderFeeds(feeds);
     if (chosen) {
       const enc = encodeURIComponent(chosen);
-      const [series, d] = await Promise.all([get("/api/decisions/" + enc + "/buckets"), get("/api/decisions/" + enc)]);
+      const [series, d, shadow] = await Promise.all([get("/api/decisions/" + enc + "/buckets"), get("/api/decisions/" + enc),
+        get("/api/apps/" + enc + "/shadow").catch(() => ({ active: false }))]);
       renderChart(series);
       renderReasons(d);
+      renderShadow(shadow);
     }
     $("error").textContent = "";
     $("updated").textContent = "updated " + new Date().toLocaleTimeString();
