@@ -555,7 +555,13 @@ impl AppInstance {
         let (decision, calls, reads, trace, random) = match state {
             Some(s) => {
                 self.probes = s.probes;
-                (s.decision, s.calls.unwrap_or_default(), s.reads, s.trace, s.random)
+                (
+                    s.decision,
+                    s.calls.unwrap_or_default(),
+                    s.reads,
+                    s.trace,
+                    s.random,
+                )
             }
             None => (Decision::default(), Vec::new(), None, None, None),
         };
