@@ -15,6 +15,10 @@
 #                      (at a rate no account reaches: nothing is limited) and
 #                      DNS cookies on (the default)
 #   switchyard-static  Switchyard with the same names as static CNAME records
+#   switchyard-app-nolog, switchyard-app-nomemo-nolog (not in the defaults)
+#                      switchyard-app and -nomemo with the decision log's
+#                      sampling off (`[log] decisions_sample = 0`; the shipped
+#                      config samples 1 %), to measure what the log costs
 #
 # The signed table (SIGNED=1; issue 23): every query carries the DO bit
 # (queries-do.bin, the same queries with DO set), and besides the unsigned
@@ -364,6 +368,14 @@ for s in "${SERVER_LIST[@]}"; do
       sed 's/^memoise = true/memoise = false/' "$CONFIG" >"$OUT/$s/switchyard.toml"
       grep -q '^memoise = false' "$OUT/$s/switchyard.toml" || die "no 'memoise = true' line in $CONFIG"
       start_switchyard switchyard-app-nomemo "$OUT/$s/switchyard.toml" ;;
+    switchyard-app-nomemo-nolog)
+      sed -e 's/^memoise = true/memoise = false/' -e 's/^decisions_sample = [0-9.]*/decisions_sample = 0/' "$CONFIG" >"$OUT/$s/switchyard.toml"
+      grep -q '^decisions_sample = 0$' "$OUT/$s/switchyard.toml" || die "no '[log] decisions_sample' line in $CONFIG"
+      start_switchyard switchyard-app-nomemo-nolog "$OUT/$s/switchyard.toml" ;;
+    switchyard-app-nolog)
+      sed 's/^decisions_sample = [0-9.]*/decisions_sample = 0/' "$CONFIG" >"$OUT/$s/switchyard.toml"
+      grep -q '^decisions_sample = 0$' "$OUT/$s/switchyard.toml" || die "no '[log] decisions_sample' line in $CONFIG"
+      start_switchyard switchyard-app-nolog "$OUT/$s/switchyard.toml" ;;
     switchyard-app-rrl)
       # Loopback not exempt, and a rate no account reaches: dnsperf is one
       # source, and an app's names (q0..q9999.best-rtt) are one answer to
@@ -545,6 +557,8 @@ version() {
     pdns-lua-shared) echo "PowerDNS $(dpkg-query -W -f='${Version}' pdns-server), lua-records=shared" ;;
     switchyard-app) echo "Switchyard, apps/best-rtt.js, memoised" ;;
     switchyard-app-rrl) echo "Switchyard, apps/best-rtt.js, memoised, every reply through RRL" ;;
+    switchyard-app-nolog) echo "Switchyard, apps/best-rtt.js, memoised, decision log sampling off" ;;
+    switchyard-app-nomemo-nolog) echo "Switchyard, apps/best-rtt.js, every query runs it, decision log sampling off" ;;
     switchyard-app-nomemo) echo "Switchyard, apps/best-rtt.js, every query runs it" ;;
     switchyard-static) echo "Switchyard, static CNAMEs" ;;
     nsd-signed) echo "NSD $(dpkg-query -W -f='${Version}' nsd), pre-signed (dnssec-signzone, ECDSA P-256, NSEC)" ;;
@@ -591,6 +605,8 @@ p99_ratio() { # p99_ratio A B: A's p99 latency over B's
   ratio switchyard-app gdnsd
   ratio switchyard-app-rrl nsd
   ratio switchyard-app-rrl switchyard-app
+  ratio switchyard-app switchyard-app-nolog
+  ratio switchyard-app-nomemo switchyard-app-nomemo-nolog
   ratio switchyard-app-nomemo nsd
   ratio switchyard-app-nomemo switchyard-static
   ratio switchyard-app-nomemo pdns-lua

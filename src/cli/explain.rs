@@ -166,16 +166,16 @@ fn summary(r: &Value) -> String {
         ),
     ));
     let how = &r["how"];
-    let mut how_line = how["reached"].as_str().unwrap_or("-").to_string();
+    let mut how_line = how["kind"].as_str().unwrap_or("-").to_string();
     if how_line == "memo" {
         how_line
             .push_str(" (the server answers from the memo; the app ran here to show its reads)");
     }
-    if let Some(kind) = how["kind"].as_str() {
+    if let Some(error) = how["error"].as_str() {
         let _ = write!(
             how_line,
-            " ({kind}: {})",
-            how["error"].as_str().unwrap_or("-")
+            " ({error}: {})",
+            how["message"].as_str().unwrap_or("-")
         );
     }
     lines.push(("how", how_line));
@@ -235,7 +235,7 @@ mod tests {
                         "resolver": null},
             "reads": [{"source": "request.market", "value": "EU"}],
             "decision": {"provider": "cdn_a", "answers": [{"type": "A", "value": "192.0.2.1"}], "ttl": 20, "reason": ""},
-            "how": {"reached": "ran", "ran": true, "kind": null, "error": null},
+            "how": {"kind": "ran", "ran": true},
             "memo": {"memoisable": true, "rule": null, "would_hit": false},
             "ecs_scope": 24, "data": {"snapshot": 2, "feeds": {}}, "time_us": 1500
         });

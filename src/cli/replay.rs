@@ -19,9 +19,10 @@ use clap::Args;
 
 use super::ConfigArgs;
 use crate::config::read_sidecar;
-use crate::engine::decision_log::{How, Line};
+use crate::engine::decision_log::Line;
 use crate::engine::diff::{Diff, EXAMPLES, Failure, Move, Picked, Report, Summary, Table};
 use crate::engine::replay::decide_entry;
+use crate::engine::steer::How;
 use crate::openmix::DataSnapshot;
 
 /// `replay` flags.

@@ -32,8 +32,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::LogConfig;
 use crate::engine::apps::LoadedApp;
-use crate::engine::steer::{Outcome, Steered};
-use crate::openmix::{Answer, AppError, DataSnapshot, ProviderHost, Request, TraceRead};
+use crate::engine::steer::{How, Outcome, Steered};
+use crate::openmix::{Answer, DataSnapshot, ProviderHost, Request, TraceRead};
 
 /// Entries waiting for the file writer; past this, entries are dropped
 /// from the file (not from the ring) and counted.
@@ -134,56 +134,6 @@ impl LoggedDecision {
             empty: d.empty,
             status: d.status,
             provider_hosts: d.provider_hosts.clone(),
-        }
-    }
-}
-
-/// How a decision was reached.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum How {
-    /// A memoised decision of the app (it did not run).
-    Memo,
-    /// The app ran and decided.
-    Ran,
-    /// The app failed; its fallback answered.
-    Fallback {
-        /// The failure's kind (`error`, `timeout`, `memory`, …).
-        error: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// The app failed and had no fallback: SERVFAIL or HTTP 503.
-    Failed {
-        /// The failure's kind.
-        error: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// The app version is quarantined; its fallback answered.
-    Quarantined,
-    /// The app is backing off after runaways; its fallback answered.
-    BackingOff,
-}
-
-impl How {
-    /// How `outcome` came about; `memo`: an app's answer that did not run
-    /// it.
-    pub fn of(outcome: &Outcome, memo: bool) -> How {
-        let err = |e: &AppError| (e.kind().to_string(), e.to_string());
-        match outcome {
-            Outcome::App if memo => How::Memo,
-            Outcome::App => How::Ran,
-            Outcome::Fallback(AppError::Backoff { .. }) => How::BackingOff,
-            Outcome::Fallback(e) => {
-                let (error, message) = err(e);
-                How::Fallback { error, message }
-            }
-            Outcome::Failed(e) => {
-                let (error, message) = err(e);
-                How::Failed { error, message }
-            }
-            Outcome::Quarantined => How::Quarantined,
         }
     }
 }

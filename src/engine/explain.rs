@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::apps::LoadedApp;
 use super::request::{Built, Located};
-use super::steer::{Insight, Outcome, Steered};
+use super::steer::{self, Insight, Outcome, Steered};
 use crate::data::FeedStatus;
 use crate::openmix::{Answer, AppError, DataSnapshot, ProviderHost, Request, TraceRead};
 
@@ -89,20 +89,16 @@ pub struct DecisionReport {
     pub providers: Vec<ProviderHost>,
 }
 
-/// How a decision was reached.
+/// How a decision was reached ([`steer::How`]: `memo` when the server
+/// would answer from the memo), and whether the app ran for this report
+/// (on a memo hit it runs anyway, to show its reads).
 #[derive(Debug, Serialize)]
 pub struct How {
-    /// `ran` (the app decided), `memo` (the server would answer from the
-    /// memo; the app ran here only to show its reads), `fallback`,
-    /// `failed` (no fallback configured: SERVFAIL / 503), `quarantined`,
-    /// `backing_off` or `not_loaded`.
-    pub reached: &'static str,
+    /// How the server reaches this answer.
+    #[serde(flatten)]
+    pub reached: steer::How,
     /// Whether the app ran for this report.
     pub ran: bool,
-    /// For a fallback or failure, its kind ([`AppError::kind`]).
-    pub kind: Option<&'static str>,
-    /// For a fallback or failure, the error.
-    pub error: Option<String>,
 }
 
 /// Whether a decision can be memoised.
@@ -188,32 +184,17 @@ pub fn explain(inputs: Inputs<'_>) -> Explanation {
 }
 
 fn how_reached(outcome: &Outcome, insight: &Insight) -> How {
-    let failed = |reached, e: &AppError| How {
-        reached,
-        ran: !matches!(
+    let ran = match outcome {
+        Outcome::App => true,
+        Outcome::Quarantined => false,
+        Outcome::Fallback(e) | Outcome::Failed(e) => !matches!(
             e,
             AppError::Backoff { .. } | AppError::NotLoaded { .. } | AppError::Overloaded
         ),
-        kind: Some(e.kind()),
-        error: Some(e.to_string()),
     };
-    match outcome {
-        Outcome::App => How {
-            reached: if insight.memo_hit { "memo" } else { "ran" },
-            ran: true,
-            kind: None,
-            error: None,
-        },
-        Outcome::Quarantined => How {
-            reached: "quarantined",
-            ran: false,
-            kind: None,
-            error: None,
-        },
-        Outcome::Fallback(e @ AppError::Backoff { .. }) => failed("backing_off", e),
-        Outcome::Fallback(e @ AppError::NotLoaded { .. }) => failed("not_loaded", e),
-        Outcome::Fallback(e) => failed("fallback", e),
-        Outcome::Failed(e) => failed("failed", e),
+    How {
+        reached: steer::How::of(outcome, insight.memo_hit),
+        ran,
     }
 }
 

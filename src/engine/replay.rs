@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use crate::engine::apps::LoadedApp;
-use crate::engine::decision_log::{Entry, How, LoggedDecision};
+use crate::engine::decision_log::{Entry, LoggedDecision};
 use crate::engine::steer;
+use crate::engine::steer::How;
 use crate::openmix::{CallOptions, DataSnapshot, RandomMode, Request, runtime};
 
 /// A decision made again.

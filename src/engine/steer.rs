@@ -10,6 +10,8 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::engine::apps::LoadedApp;
 use crate::openmix::memo::Inputs;
 use crate::openmix::{
@@ -32,6 +34,57 @@ pub enum Outcome {
     /// The app version is quarantined (it was running when the serving
     /// process died); its fallback answered without running it.
     Quarantined,
+}
+
+/// How an answer came about, as explain, the decision log and replay
+/// report it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum How {
+    /// A memoised decision of the app (it did not run).
+    Memo,
+    /// The app ran and decided.
+    Ran,
+    /// The app failed; its fallback answered.
+    Fallback {
+        /// The failure's kind (`error`, `timeout`, `memory`, …).
+        error: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The app failed and had no fallback: SERVFAIL or HTTP 503.
+    Failed {
+        /// The failure's kind.
+        error: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The app version is quarantined; its fallback answered.
+    Quarantined,
+    /// The app is backing off after runaways; its fallback answered.
+    BackingOff,
+}
+
+impl How {
+    /// How `outcome` came about; `memo`: an app's answer that did not run
+    /// it.
+    pub fn of(outcome: &Outcome, memo: bool) -> How {
+        let err = |e: &AppError| (e.kind().to_string(), e.to_string());
+        match outcome {
+            Outcome::App if memo => How::Memo,
+            Outcome::App => How::Ran,
+            Outcome::Fallback(AppError::Backoff { .. }) => How::BackingOff,
+            Outcome::Fallback(e) => {
+                let (error, message) = err(e);
+                How::Fallback { error, message }
+            }
+            Outcome::Failed(e) => {
+                let (error, message) = err(e);
+                How::Failed { error, message }
+            }
+            Outcome::Quarantined => How::Quarantined,
+        }
+    }
 }
 
 /// A decision ready for a front end.

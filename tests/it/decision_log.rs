@@ -314,6 +314,25 @@ fn the_log_file_rotates_and_every_file_carries_its_snapshots() {
         "rotated files missing: {:?}",
         std::fs::read_dir(&data).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
     );
+    // The writer thread appends and rotates after the answers went out:
+    // read the files once it has stopped changing them.
+    let sizes = || {
+        files
+            .iter()
+            .map(|f| std::fs::metadata(f).map(|m| m.len()).ok())
+            .collect::<Vec<_>>()
+    };
+    let mut last = sizes();
+    assert!(
+        common::wait::wait_for(Duration::from_secs(5), || {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = sizes();
+            let settled = now == last && now.iter().all(Option::is_some);
+            last = now;
+            settled
+        }),
+        "the log files kept changing"
+    );
     assert!(
         !data.join("decisions.jsonl.3").exists(),
         "more files than decisions_file_keep"

@@ -129,7 +129,7 @@ fn a_located_client_is_explained_read_by_read() {
     assert_eq!(v["decision"]["provider"], "cdn_a", "{v}");
     assert_eq!(v["decision"]["reason"], "A", "{v}");
     assert_eq!(v["decision"]["ttl"], 20, "{v}");
-    assert_eq!(v["how"]["reached"], "ran", "{v}");
+    assert_eq!(v["how"]["kind"], "ran", "{v}");
     assert_eq!(v["memo"]["memoisable"], true, "{v}");
     assert!(v["version"].as_u64().is_some(), "{v}");
     assert!(v["data"]["snapshot"].as_u64().is_some(), "{v}");
@@ -199,7 +199,7 @@ fn explain_agrees_with_dns_and_http_and_changes_nothing() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert_eq!(explained["how"]["reached"], "memo", "{explained}");
+    assert_eq!(explained["how"]["kind"], "memo", "{explained}");
     assert_eq!(explained["memo"]["memoisable"], true, "{explained}");
     assert_eq!(
         sources(&explained).len(),
@@ -225,9 +225,12 @@ fn fallbacks_and_unmemoisable_apps_are_named() {
     let admin = server.admin.expect("operations listener");
 
     let v = ok(admin, "thrower", "ip=192.0.2.1&ecs=192.0.2.0%2F24");
-    assert_eq!(v["how"]["reached"], "fallback", "{v}");
-    assert_eq!(v["how"]["kind"], "error", "{v}");
-    assert!(v["how"]["error"].as_str().unwrap().contains("boom"), "{v}");
+    assert_eq!(v["how"]["kind"], "fallback", "{v}");
+    assert_eq!(v["how"]["error"], "error", "{v}");
+    assert!(
+        v["how"]["message"].as_str().unwrap().contains("boom"),
+        "{v}"
+    );
     assert_eq!(v["decision"]["provider"], "fallback", "{v}");
     assert_eq!(
         v["decision"]["answers"][0]["value"], "fallback.example.net",
@@ -240,7 +243,7 @@ fn fallbacks_and_unmemoisable_apps_are_named() {
     assert_eq!(v["memo"]["memoisable"], false, "{v}");
 
     let v = ok(admin, "dice", "ip=192.0.2.1");
-    assert_eq!(v["how"]["reached"], "ran", "{v}");
+    assert_eq!(v["how"]["kind"], "ran", "{v}");
     assert_eq!(v["memo"]["memoisable"], false, "{v}");
     assert!(
         v["memo"]["rule"].as_str().unwrap().contains("Math.random"),

@@ -142,7 +142,7 @@ function renderExplain(r) {
     ["resolver", r.request.resolver ? located(r.request.resolver) : "same as client"],
     ...r.reads.map((x, i) => [i ? "" : "reads", (i + 1) + ". " + x.source + " = " + JSON.stringify(x.value)]),
     ["decision", (d.provider || "(none)") + " → " + d.answers.map((a) => a.type + " " + a.value).join(", ") + " (TTL " + d.ttl + ", reason " + JSON.stringify(d.reason) + ")"],
-    ["how", r.how.reached + (r.how.kind ? " (" + r.how.kind + ": " + r.how.error + ")" : "")],
+    ["how", r.how.kind + (r.how.error ? " (" + r.how.error + ": " + r.how.message + ")" : "")],
     ["memoisable", r.memo.memoisable ? "yes" : "no: " + r.memo.rule],
     ["memo hit", r.memo.would_hit ? "yes" : "no"],
     ["ECS scope", r.ecs_scope == null ? "(no client subnet)" : "/" + r.ecs_scope],
