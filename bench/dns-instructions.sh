@@ -13,7 +13,7 @@
 #   nomemo    server.memoise = false: every query runs the app on a worker
 #             (as bench/dns-peers.sh's switchyard-app-nomemo)
 #
-# Collection is on inside the handler and inside the workers' app runs (steer::run: a
+# Collection is on inside the handler and inside the workers' app runs (steer::run_traced: a
 # decision the memo did not answer runs there), counted apart: the table
 # gives both per query.
 #
@@ -104,6 +104,8 @@ config_for() {
              -e 's|^window_secs = 15 |window_secs = 1 |' "$CONFIG" ;;
     rrl-off) sed -e '/^\[rrl\]/{n;s/^enabled = true/enabled = false/}' -e '/^\[cookies\]/{n;s/^enabled = true/enabled = false/}' "$CONFIG" ;;
     nomemo) sed 's/^memoise = true/memoise = false/' "$CONFIG" ;;
+    nolog) sed 's/^decisions_sample = [0-9.]*/decisions_sample = 0/' "$CONFIG" ;;
+    nomemo-nolog) sed -e 's/^memoise = true/memoise = false/' -e 's/^decisions_sample = [0-9.]*/decisions_sample = 0/' "$CONFIG" ;;
     *) die "unknown config $1" ;;
   esac
 }
@@ -116,11 +118,12 @@ for name in $CONFIGS; do
     rrl) grep -q '^exempt = \[\]' "$d/switchyard.toml" || die "no '[rrl] exempt' line in $CONFIG" ;;
     rrl-off) (($(grep -c '^enabled = false' "$d/switchyard.toml") == 2)) || die "no '[rrl]'/'[cookies] enabled' lines in $CONFIG" ;;
     nomemo) grep -q '^memoise = false' "$d/switchyard.toml" || die "no 'memoise = true' line in $CONFIG" ;;
+    nolog | nomemo-nolog) grep -Eq '^decisions_sample = 0([^.0-9]|$)' "$d/switchyard.toml" || die "no '[log] decisions_sample' line in $CONFIG" ;;
   esac
   # --separate-threads: the handler's and the workers' counts apart (the
   # DNS threads' files hold the handler's, the workers' their jobs').
   (cd "$ROOT" && exec valgrind --tool=callgrind --toggle-collect='*DnsHandler*handle*' \
-      --toggle-collect='switchyard::engine::steer::run' --separate-threads=yes \
+      --toggle-collect='switchyard::engine::steer::run_traced' --separate-threads=yes \
       --callgrind-out-file="$d/callgrind.out" \
       "$SY" serve --worker --config "$d/switchyard.toml" --dns "127.0.0.1:$PORT" \
       --http 127.0.0.1:0 --admin 127.0.0.1:0 --data-dir "$d/data" "${GEO_ARGS[@]}") >"$d/log" 2>&1 &

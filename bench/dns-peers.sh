@@ -370,11 +370,11 @@ for s in "${SERVER_LIST[@]}"; do
       start_switchyard switchyard-app-nomemo "$OUT/$s/switchyard.toml" ;;
     switchyard-app-nomemo-nolog)
       sed -e 's/^memoise = true/memoise = false/' -e 's/^decisions_sample = [0-9.]*/decisions_sample = 0/' "$CONFIG" >"$OUT/$s/switchyard.toml"
-      grep -q '^decisions_sample = 0$' "$OUT/$s/switchyard.toml" || die "no '[log] decisions_sample' line in $CONFIG"
+      grep -Eq '^decisions_sample = 0([^.0-9]|$)' "$OUT/$s/switchyard.toml" || die "no '[log] decisions_sample' line in $CONFIG"
       start_switchyard switchyard-app-nomemo-nolog "$OUT/$s/switchyard.toml" ;;
     switchyard-app-nolog)
       sed 's/^decisions_sample = [0-9.]*/decisions_sample = 0/' "$CONFIG" >"$OUT/$s/switchyard.toml"
-      grep -q '^decisions_sample = 0$' "$OUT/$s/switchyard.toml" || die "no '[log] decisions_sample' line in $CONFIG"
+      grep -Eq '^decisions_sample = 0([^.0-9]|$)' "$OUT/$s/switchyard.toml" || die "no '[log] decisions_sample' line in $CONFIG"
       start_switchyard switchyard-app-nolog "$OUT/$s/switchyard.toml" ;;
     switchyard-app-rrl)
       # Loopback not exempt, and a rate no account reaches: dnsperf is one

@@ -23,6 +23,10 @@ pub struct LogConfig {
     /// whatever it says: they are what an operator comes looking for.
     pub decisions_sample: f64,
     /// Entries kept in memory (`GET /api/decisions/log`); 0 keeps none.
+    /// The default is 1,000: an entry of an app that ran carries its whole
+    /// read trace (a few KB in many small allocations), and 10,000 of them
+    /// cost the every-query path a quarter of its QPS on a 2-core machine
+    /// (BENCHMARKS.md, "Decision log"); the file keeps the longer history.
     pub decisions_ring: usize,
     /// JSON-lines file the entries are also appended to (relative paths
     /// are under the data directory), when set.
@@ -40,7 +44,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             decisions_sample: 0.01,
-            decisions_ring: 10_000,
+            decisions_ring: 1_000,
             decisions_file: None,
             decisions_file_max_bytes: 64 << 20,
             decisions_file_keep: 5,

@@ -165,6 +165,22 @@ pub enum Line {
     Entry(Box<Entry>),
 }
 
+/// An entry as the ring keeps it: what the filters compare, and the entry
+/// serialised once. One allocation instead of the trace's many small
+/// ones: a thousand entries' traces kept among the JS engine's allocations
+/// cost the workers a tenth of their decisions per second (measured on the
+/// every-query path, BENCHMARKS.md "Decision log").
+#[derive(Debug)]
+pub struct KeptEntry {
+    id: String,
+    time_ms: i64,
+    app: String,
+    provider: Option<String>,
+    reason: String,
+    /// The entry as JSON.
+    pub json: Box<str>,
+}
+
 /// What one logged decision brings to [`DecisionLog::record`].
 pub struct Logged<'a> {
     /// The app version that decided.
@@ -209,7 +225,7 @@ pub struct DecisionLog {
     /// Sample threshold: a draw below it is logged (`u64::MAX`: all).
     threshold: u64,
     counter: AtomicU64,
-    ring: Mutex<VecDeque<Arc<Entry>>>,
+    ring: Mutex<VecDeque<Arc<KeptEntry>>>,
     snapshots: Mutex<Snapshots>,
     file: Option<crossbeam_channel::Sender<ToFile>>,
     logged: AtomicU64,
@@ -365,17 +381,26 @@ impl DecisionLog {
         if self.config.decisions_ring == 0 {
             return;
         }
+        let kept = Arc::new(KeptEntry {
+            json: serde_json::to_string(&*entry).unwrap_or_default().into(),
+            id: entry.id.clone(),
+            time_ms: entry.time_ms,
+            app: entry.app.clone(),
+            provider: entry.decision.provider.clone(),
+            reason: entry.decision.reason.clone(),
+        });
+        drop(entry);
         if let Ok(mut ring) = self.ring.lock() {
             if ring.len() >= self.config.decisions_ring {
                 ring.pop_front();
             }
-            ring.push_back(entry);
+            ring.push_back(kept);
         }
     }
 
     /// The entries in memory that `filter` keeps, newest first, at most
     /// `limit`.
-    pub fn entries(&self, filter: &Filter, limit: usize) -> Vec<Arc<Entry>> {
+    pub fn entries(&self, filter: &Filter, limit: usize) -> Vec<Arc<KeptEntry>> {
         let Ok(ring) = self.ring.lock() else {
             return Vec::new();
         };
@@ -439,13 +464,13 @@ pub enum Since {
 }
 
 impl Filter {
-    fn keeps(&self, e: &Entry) -> bool {
+    fn keeps(&self, e: &KeptEntry) -> bool {
         self.app.as_ref().is_none_or(|a| *a == e.app)
-            && self.reason.as_ref().is_none_or(|r| *r == e.decision.reason)
+            && self.reason.as_ref().is_none_or(|r| *r == e.reason)
             && self
                 .provider
                 .as_ref()
-                .is_none_or(|p| Some(p) == e.decision.provider.as_ref())
+                .is_none_or(|p| Some(p) == e.provider.as_ref())
             && match &self.since {
                 Some(Since::Time(t)) => e.time_ms >= *t,
                 Some(Since::After(n)) => sequence(&e.id).is_some_and(|s| s > *n),

@@ -6,9 +6,8 @@
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
-use serde_json::json;
 
-use super::{HttpResponse, json, json_error, query_pairs};
+use super::{HttpResponse, json, json_error, query_pairs, text};
 use crate::engine::decision_log::{DecisionLog, Filter, KeptSnapshot, Since};
 use crate::report::buckets::parse_time;
 use crate::state::State;
@@ -51,8 +50,17 @@ pub fn handle(state: &State, req: &Request<Incoming>, path: &str) -> HttpRespons
         Ok(q) => q,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
     };
+    // Kept serialised: the body is their JSON, joined.
     let entries = log.entries(&filter, limit);
-    json(StatusCode::OK, &json!({ "entries": entries }))
+    let mut body = String::from("{\"entries\":[");
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&e.json);
+    }
+    body.push_str("]}");
+    text(StatusCode::OK, "application/json", body)
 }
 
 /// The filter and limit of a listing, or what is wrong with them.

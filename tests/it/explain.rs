@@ -321,13 +321,7 @@ fn the_cli_explains_against_a_server_and_offline() {
     }
 
     args.push("--json");
-    let out = run(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let v = json_of(&run(&args));
     assert_eq!(v["decision"]["provider"], "cdn_a", "{v}");
 
     let mut args = vec!["explain", "no-such-app"];
@@ -338,22 +332,26 @@ fn the_cli_explains_against_a_server_and_offline() {
     assert!(err.contains("404") && err.contains("no-such-app"), "{err}");
 
     // Offline, the same report.
-    let out = run(&[
+    let v = json_of(&run(&[
         "decide",
         "--app",
         "best-rtt",
         "--explain",
         "--ecs",
         "198.51.100.0/24",
-    ]);
+    ]));
+    assert_eq!(v["decision"]["provider"], "cdn_a", "{v}");
+    assert_eq!(v["request"]["client"]["geo"]["country"], "GB", "{v}");
+    assert_eq!(v["ecs_scope"], 24, "{v}");
+    assert_eq!(sources(&v).len(), 3, "{v}");
+}
+
+/// The JSON a successful CLI run printed.
+fn json_of(out: &std::process::Output) -> Value {
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    assert_eq!(v["decision"]["provider"], "cdn_a", "{v}");
-    assert_eq!(v["request"]["client"]["geo"]["country"], "GB", "{v}");
-    assert_eq!(v["ecs_scope"], 24, "{v}");
-    assert_eq!(sources(&v).len(), 3, "{v}");
+    serde_json::from_slice(&out.stdout).expect("JSON")
 }
