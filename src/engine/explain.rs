@@ -10,10 +10,11 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::apps::LoadedApp;
+use super::decision_log::LoggedDecision;
 use super::request::{Built, Located};
 use super::steer::{self, Insight, Outcome, Steered};
 use crate::data::FeedStatus;
-use crate::openmix::{Answer, AppError, DataSnapshot, ProviderHost, Request, TraceRead};
+use crate::openmix::{AppError, DataSnapshot, Request, TraceRead};
 
 /// One decision explained.
 #[derive(Debug, Serialize)]
@@ -30,7 +31,7 @@ pub struct Explanation {
     /// The data the app saw.
     pub data: DataReport,
     /// The answer.
-    pub decision: DecisionReport,
+    pub decision: LoggedDecision,
     /// How the answer was reached.
     pub how: How,
     /// Whether this decision can be reused from the memo.
@@ -71,22 +72,6 @@ pub struct FeedAge {
     pub stale: bool,
     /// The last error, if the last attempt failed.
     pub last_error: Option<String>,
-}
-
-/// The answer, as a front end would give it.
-#[derive(Debug, Serialize)]
-pub struct DecisionReport {
-    /// The provider chosen (`fallback` for a fallback answer).
-    pub provider: Option<String>,
-    /// The answer records.
-    pub answers: Vec<Answer>,
-    /// The effective TTL.
-    pub ttl: u32,
-    /// The reason code (empty when the app set none).
-    pub reason: String,
-    /// Provider hosts of an HTTP decision.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub providers: Vec<ProviderHost>,
 }
 
 /// How a decision was reached ([`steer::How`]: `memo` when the server
@@ -145,7 +130,6 @@ pub fn explain(inputs: Inputs<'_>) -> Explanation {
     let how = how_reached(&steered.outcome, &insight);
     let memo = memo_report(app, &steered.outcome, &insight);
     let ecs_scope = built.ecs_scope(steered.outcome == Outcome::App);
-    let d = &steered.decision;
     Explanation {
         app: app.code.name.clone(),
         version: app.code.version,
@@ -169,13 +153,7 @@ pub fn explain(inputs: Inputs<'_>) -> Explanation {
                 })
                 .collect(),
         },
-        decision: DecisionReport {
-            provider: d.provider.clone(),
-            answers: d.answers.clone(),
-            ttl: steered.ttl,
-            reason: steered.reason.clone(),
-            providers: d.provider_hosts.clone(),
-        },
+        decision: LoggedDecision::of(&steered),
         how,
         memo,
         ecs_scope,

@@ -736,7 +736,10 @@ impl Workers {
         // without running (quarantined, not loaded, backing off) are all
         // logged.
         if let Some(log) = &self.log
-            && (answer.outcome != steer::Outcome::App || log.sample())
+            && DecisionLog::wants(
+                answer.outcome == steer::Outcome::App && log.sample(),
+                &answer.outcome,
+            )
         {
             log.record(Logged {
                 app,
